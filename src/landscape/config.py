@@ -1,0 +1,214 @@
+"""Validated, frozen configuration objects built from plain mappings (``params.yaml``).
+
+Every stage turns its section of ``params.yaml`` into one of these dataclasses before any
+work starts. An unknown key, a value of the wrong type or an impossible value raises
+``ValueError`` naming the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "TrainConfig",
+    "RunConfig",
+    "parse_config",
+    "OPTIMIZERS",
+    "SCHEDULES",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A parameter failed validation; the message names the key, value and what is allowed."""
+
+
+def _rule(allowed: str, check: Callable[[Any], bool]) -> dict[str, Any]:
+    return {"allowed": allowed, "check": check}
+
+
+def _positive(x: Any) -> bool:
+    return x > 0
+
+
+def _nonneg(x: Any) -> bool:
+    return x >= 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """One prepared data set: which loader, its options, and how it is split.
+
+    Attributes:
+        name: registered data set name (see ``landscape.data.DATASETS``).
+        options: keyword arguments of the loader (e.g. ``image_size``, ``n``, ``dim``).
+        root: directory searched for data sets that live on disk.
+        download: let torchvision download missing files (needs a network).
+        test_fraction: share of examples held out as the test split.
+        probe_size: size of the fixed probe subset of the train split (curvature is
+            measured there).
+        split_seed: seed of the deterministic split.
+        max_train: cap on the number of training examples (``None`` for all).
+        normalize: standardise inputs with train-split statistics.
+        official_split: keep the data set's official train/test split (torchvision sets)
+            instead of a random stratified one.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    root: str = "data/raw"
+    download: bool = False
+    test_fraction: float = field(default=0.2, metadata=_rule("a float in (0, 1)", lambda x: 0 < x < 1))
+    probe_size: int = field(default=1000, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    split_seed: int = 0
+    max_train: int | None = field(default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1))
+    normalize: bool = True
+    official_split: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one network is trained (optimizer, schedule, budget, checkpoints).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: examples per SGD step.
+        optimizer: one of ``OPTIMIZERS``.
+        lr: base learning rate.
+        momentum: heavy-ball momentum (SGD) in [0, 1).
+        nesterov: Nesterov momentum (SGD; needs momentum > 0).
+        weight_decay: L2 coefficient (decoupled for AdamW).
+        schedule: one of ``SCHEDULES``; ``step`` multiplies the rate by ``step_gamma``
+            every ``step_epochs`` epochs.
+        augment: random crop (pad 2 / 4 px) and horizontal flip for image inputs.
+        amp: mixed precision on CUDA (bf16, or fp16 with loss scaling); ignored with a
+            warning on CPU.
+        amp_dtype: ``bf16`` or ``fp16``.
+        checkpoint_every: epochs between atomic checkpoints.
+        divergence_loss: a training loss above this (or NaN/Inf) marks the run diverged.
+        eval_batch_size: batch size of evaluation passes.
+        random_labels: replace the training labels by uniformly random classes, fixed
+            per seed (the memorisation control of the bounds study).
+        lr_reference_batch: if set, the linear scaling rule
+            ``lr * batch_size / lr_reference_batch``; ``null`` keeps ``lr`` fixed.
+    """
+
+    epochs: int = field(default=10, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    batch_size: int = field(default=128, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    optimizer: str = field(default="sgd", metadata=_rule(f"one of {list(OPTIMIZERS)}", lambda x: x in OPTIMIZERS))
+    lr: float = field(default=0.05, metadata=_rule("a float > 0", _positive))
+    momentum: float = field(default=0.9, metadata=_rule("a float in [0, 1)", lambda x: 0 <= x < 1))
+    nesterov: bool = False
+    weight_decay: float = field(default=0.0, metadata=_rule("a float >= 0", _nonneg))
+    schedule: str = field(default="cosine", metadata=_rule(f"one of {list(SCHEDULES)}", lambda x: x in SCHEDULES))
+    step_epochs: int = field(default=10, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    step_gamma: float = field(default=0.1, metadata=_rule("a float in (0, 1]", lambda x: 0 < x <= 1))
+    augment: bool = False
+    amp: bool = False
+    amp_dtype: str = field(default="bf16", metadata=_rule("one of ['bf16', 'fp16']", lambda x: x in ("bf16", "fp16")))
+    checkpoint_every: int = field(default=1, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    divergence_loss: float = field(default=1e4, metadata=_rule("a float > 0", _positive))
+    eval_batch_size: int = field(default=1000, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    random_labels: bool = False
+    lr_reference_batch: int | None = field(
+        default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1)
+    )
+
+    def __post_init__(self) -> None:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError(
+                f"train.nesterov=true needs optimizer 'sgd' with momentum > 0, "
+                f"got optimizer={self.optimizer!r}, momentum={self.momentum}"
+            )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: the model (name + keyword arguments for ``build_model``) and how to train it."""
+
+    model: Mapping[str, Any]
+    train: TrainConfig
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model.get("name"), str):
+            raise ConfigError(f"model.name must be a model name string, got {self.model.get('name')!r}")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a (simple) type annotation; ints are accepted as floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is not None and issubclass(origin, Mapping) or annotation is Mapping:
+        return isinstance(value, Mapping)
+    return True
+
+
+def parse_config(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+    """Build the frozen dataclass ``cls`` from ``values``, validating every key.
+
+    Args:
+        cls: one of the config dataclasses (fields may be nested config dataclasses).
+        values: the mapping read from YAML (``None`` means all defaults).
+        where: the key path of ``values`` in ``params.yaml``, used in error messages.
+
+    Raises:
+        ConfigError: unknown key, wrong type or a value outside the allowed range.
+    """
+    values = {} if values is None else values
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (value {values[unknown[0]]!r}); allowed keys: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}"
+        if name not in values:
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if no_default and not dataclasses.is_dataclass(hints[name]):
+                raise ConfigError(f"missing required key {key}")
+            if no_default:
+                kwargs[name] = parse_config(hints[name], None, key)
+            continue
+        value = values[name]
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = parse_config(hints[name], value, key)
+            continue
+        rule = f.metadata
+        if not _type_ok(value, hints[name]):
+            allowed = rule.get("allowed", getattr(hints[name], "__name__", str(hints[name])))
+            raise ConfigError(f"{key}={value!r} has the wrong type; allowed: {allowed}")
+        if "check" in rule and not rule["check"](value):
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed: {rule['allowed']}")
+        if hints[name] is float or (typing.get_origin(hints[name]) is not None and float in typing.get_args(hints[name])):
+            value = float(value) if value is not None else None
+        kwargs[name] = dict(value) if isinstance(value, Mapping) else value
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -1,0 +1,414 @@
+"""Lanczos on a symmetric operator: extreme eigenpairs and Krylov tridiagonals.
+
+Two entry points, both in torch on the operator's device:
+
+* :func:`top_eigenpairs`: thick-restart Lanczos (Wu & Simon, "Thick-restart Lanczos
+  method for large symmetric eigenvalue problems", SIAM J. Matrix Anal. Appl. 2000; the
+  symmetric case of Stewart's Krylov-Schur method, 2001) with full reorthogonalisation
+  (classical Gram-Schmidt applied twice, "twice is enough": Giraud, Langou & Rozloznik
+  2005). The basis holds at most ``max_basis + 1`` vectors; at a restart the
+  ``keep`` best Ritz vectors and the residual vector are kept, which turns the
+  projected matrix into an arrowhead. Each Ritz pair carries a residual certificate from
+  the Lanczos relation ``A V = V T + q b^T``: ``||A y_i - theta_i y_i|| = |b^T u_i|``.
+* :func:`lanczos_tridiagonal`: plain Lanczos with full reorthogonalisation from one or
+  several start vectors (run side by side, one block product per step), returning the
+  tridiagonal coefficients used by stochastic Lanczos quadrature (:mod:`.slq`).
+
+Breakdown (``beta ~ 0``: the Krylov space is invariant) is handled by continuing with a
+fresh random vector orthogonal to the basis and a coupling of exactly zero, so the
+projected matrix stays exact and the number of steps is the requested one.
+
+The basis may be kept in a wider dtype than the operator (``dtype=torch.float64`` on a
+float32 operator): blocks are cast to the operator's dtype for each product and the
+result is cast back (see :meth:`SymmetricOperator.matmat`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from landscape.curvature.linop import SymmetricOperator, as_operator
+from landscape.curvature.trace import random_probes
+
+__all__ = ["Eigenpairs", "LanczosTridiagonal", "top_eigenpairs", "lanczos_tridiagonal", "WHICH"]
+
+WHICH = ("LA", "SA", "LM")
+
+# A coupling beta is treated as breakdown when beta <= _BREAKDOWN * eps * ||A||est, where
+# eps is the unit roundoff of the coarser of the operator and basis dtypes: below that
+# level the new direction is rounding noise of the product.
+_BREAKDOWN = 10.0
+
+
+@dataclass(frozen=True)
+class Eigenpairs:
+    """Ritz pairs of a symmetric operator from :func:`top_eigenpairs`.
+
+    Attributes:
+        values: (k,) Ritz values; descending for "LA", ascending for "SA", by descending
+            magnitude for "LM".
+        vectors: (P, k) orthonormal Ritz vectors, sign fixed so that the entry of largest
+            magnitude is positive.
+        residuals: (k,) relative residuals from the Lanczos relation,
+            ``||A v - theta v|| / max(|theta|, sqrt(eps) ||A||est)``.
+        true_residuals: (k,) the same quantity from explicit products ``A V`` (one block
+            product of k columns), or NaN when ``verify=False``.
+        num_matvecs: operator-vector products spent (the verification included).
+        num_restarts: thick restarts performed.
+        converged: every requested pair met ``tol`` (both residuals when verified).
+        which: "LA", "SA" or "LM".
+        tol: requested relative residual.
+    """
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    true_residuals: Tensor
+    num_matvecs: int
+    num_restarts: int
+    converged: bool
+    which: str
+    tol: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the (P, k) vectors are left out; save them with torch)."""
+        return {
+            "values": self.values.tolist(),
+            "residuals": self.residuals.tolist(),
+            "true_residuals": self.true_residuals.tolist(),
+            "num_matvecs": self.num_matvecs,
+            "num_restarts": self.num_restarts,
+            "converged": self.converged,
+            "which": self.which,
+            "tol": self.tol,
+        }
+
+
+@dataclass(frozen=True)
+class LanczosTridiagonal:
+    """Tridiagonal Lanczos coefficients from :func:`lanczos_tridiagonal`.
+
+    For one start vector: ``alpha`` (m,), ``beta`` (m-1,), ``basis`` (P, m) or None.
+    For a block of b start vectors: ``alpha`` (b, m), ``beta`` (b, m-1), ``basis``
+    (b, P, m) or None. ``T = tridiag(beta, alpha, beta)`` satisfies
+    ``T = V^T A V`` with ``V`` the orthonormal basis whose first column is the
+    normalised start vector; a zero ``beta`` marks a breakdown after which the recurrence
+    continued from a fresh random orthogonal vector.
+    """
+
+    alpha: Tensor
+    beta: Tensor
+    basis: Tensor | None
+    num_matvecs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha.tolist(), "beta": self.beta.tolist(), "num_matvecs": self.num_matvecs}
+
+
+def _working_dtype(op: SymmetricOperator, dtype: torch.dtype | None) -> torch.dtype:
+    wdtype = op.dtype if dtype is None else dtype
+    if not isinstance(wdtype, torch.dtype) or not wdtype.is_floating_point:
+        raise ValueError(f"dtype must be a real floating torch dtype, got {dtype!r}")
+    return wdtype
+
+
+def _noise_eps(op: SymmetricOperator, wdtype: torch.dtype) -> float:
+    """Unit roundoff of the coarser of the operator's and the basis' dtypes."""
+    op_eps = torch.finfo(op.dtype).eps if op.dtype.is_floating_point else 0.0
+    return max(torch.finfo(wdtype).eps, op_eps)
+
+
+def _orthogonalize(basis: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Classical Gram-Schmidt twice of ``w`` against rows of ``basis``.
+
+    Shapes: ``basis`` (..., j, P), ``w`` (..., P). Returns the projected ``w`` and the
+    summed coefficients (..., j).
+    """
+    h = (basis @ w.unsqueeze(-1)).squeeze(-1)
+    w = w - (h.unsqueeze(-2) @ basis).squeeze(-2)
+    h2 = (basis @ w.unsqueeze(-1)).squeeze(-1)
+    w = w - (h2.unsqueeze(-2) @ basis).squeeze(-2)
+    return w, h + h2
+
+
+def _fresh_orthogonal(basis: Tensor, generator: torch.Generator) -> Tensor:
+    """Unit vectors orthogonal to the rows of ``basis`` (..., j, P), one per leading index."""
+    lead = basis.shape[:-2]
+    P = basis.shape[-1]
+    n = math.prod(lead)
+    x = random_probes(P, n, generator=generator, kind="gaussian", dtype=basis.dtype, device=basis.device)
+    x = x.T.reshape(*lead, P)
+    for _ in range(2):  # a random vector loses at most a little to the projection; twice settles it
+        x, _ = _orthogonalize(basis, x)
+        x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return x
+
+
+def _start_vector(P: int, v0: Tensor | None, generator: torch.Generator, wdtype: torch.dtype, device: torch.device) -> Tensor:
+    if v0 is None:
+        v = random_probes(P, 1, generator=generator, kind="gaussian", dtype=wdtype, device=device).reshape(P)
+    else:
+        if v0.shape != (P,):
+            raise ValueError(f"v0 must have shape ({P},), got {tuple(v0.shape)}")
+        v = v0.detach().to(device=device, dtype=wdtype)
+    norm = torch.linalg.vector_norm(v)
+    if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+        raise ValueError(f"v0 must be a finite non-zero vector, got norm {float(norm)}")
+    return v / norm
+
+
+def _order(theta: Tensor, which: str) -> Tensor:
+    """Indices of Ritz values, best first, for ``which``."""
+    if which == "LA":
+        return torch.argsort(theta, descending=True, stable=True)
+    if which == "SA":
+        return torch.argsort(theta, stable=True)
+    return torch.argsort(theta.abs(), descending=True, stable=True)
+
+
+def _fix_signs(V: Tensor) -> Tensor:
+    """Flip columns of V (P, k) so that each column's largest-magnitude entry is positive."""
+    idx = V.abs().argmax(dim=0)
+    signs = torch.sign(V.gather(0, idx.unsqueeze(0))).squeeze(0)
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return V * signs
+
+
+def top_eigenpairs(
+    op: SymmetricOperator | Tensor,
+    k: int = 5,
+    which: str = "LA",
+    tol: float = 1e-4,
+    seed: int = 0,
+    max_matvecs: int | None = None,
+    dtype: torch.dtype | None = None,
+    v0: Tensor | None = None,
+    *,
+    max_basis: int | None = None,
+    verify: bool = True,
+) -> Eigenpairs:
+    """k extreme eigenpairs of a symmetric operator by thick-restart Lanczos.
+
+    Each cycle extends the Lanczos basis to ``max_basis`` vectors (full
+    reorthogonalisation, classical Gram-Schmidt twice), solves the projected problem with
+    ``torch.linalg.eigh`` and stops when the k wanted Ritz pairs have relative residual
+    ``|b^T u_i| / max(|theta_i|, sqrt(eps) ||A||est) <= tol``; otherwise it restarts with
+    the ``keep = k + (max_basis - k) // 2`` best Ritz vectors plus the residual vector.
+    With ``verify`` the k Ritz vectors are multiplied by the operator in one block
+    product and the true relative residuals are reported beside the certificates.
+    ``eps`` is the unit roundoff of the coarser of the operator and basis dtypes and
+    ``||A||est`` the largest Ritz value magnitude or product norm seen.
+
+    Args:
+        op: symmetric (P, P) operator or dense tensor.
+        k: number of eigenpairs, 1 <= k < P.
+        which: "LA" (largest algebraic), "SA" (smallest algebraic) or "LM" (largest
+            magnitude).
+        tol: relative residual to reach, > 0.
+        seed: seed for the start vector (when ``v0`` is None) and for fresh vectors after
+            a breakdown; the result is deterministic for a fixed seed.
+        max_matvecs: product budget (verification included); default ``100 * max_basis``.
+            When it runs out the current Ritz pairs are returned with ``converged=False``.
+        dtype: dtype of the basis and projected problem (default: the operator's);
+            products are done in the operator's dtype.
+        v0: (P,) start vector (default: a Gaussian vector drawn from ``seed``).
+        max_basis: largest basis size, ``k < max_basis <= P`` (default
+            ``min(P, max(2 k + 1, 20))``); memory is (max_basis + 1) P numbers.
+        verify: compute true residuals with one extra block product of k columns.
+
+    Returns:
+        :class:`Eigenpairs`.
+    """
+    op = as_operator(op)
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    P = op.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k >= P:
+        raise ValueError(f"k must be an int with 1 <= k < P = {P}, got {k!r}")
+    if not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    wdtype = _working_dtype(op, dtype)
+    if max_basis is None:
+        m = min(P, max(2 * k + 1, 20))
+    else:
+        if isinstance(max_basis, bool) or not isinstance(max_basis, int) or max_basis <= k:
+            raise ValueError(f"max_basis must be an int > k = {k}, got {max_basis!r}")
+        m = min(P, max_basis)
+    n_verify = k if verify else 0
+    budget = 100 * m if max_matvecs is None else max_matvecs
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < k + n_verify:
+        raise ValueError(f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}")
+    lanczos_budget = budget - n_verify
+
+    device = op.device
+    gen = torch.Generator().manual_seed(seed)
+    eps = _noise_eps(op, wdtype)
+    tiny = torch.finfo(wdtype).tiny
+    Q = torch.zeros(m + 1, P, dtype=wdtype, device=device)  # rows: basis vectors
+    H = torch.zeros(m + 1, m, dtype=wdtype, device=device)  # projected matrix plus coupling row
+    Q[0] = _start_vector(P, v0, gen, wdtype, device)
+    anorm = torch.zeros((), dtype=wdtype, device=device)
+    num_matvecs = 0
+    num_restarts = 0
+    j = 0  # number of basis vectors whose product has been taken
+    while True:
+        exhausted = False
+        while j < m and num_matvecs < lanczos_budget:
+            w = op.matmat(Q[j])
+            num_matvecs += 1
+            anorm = torch.maximum(anorm, torch.linalg.vector_norm(w))
+            w, h = _orthogonalize(Q[: j + 1], w)
+            H[: j + 1, j] = h
+            beta = torch.linalg.vector_norm(w)
+            # One host sync per step to branch on breakdown; the product dominates the cost.
+            if bool(beta <= _BREAKDOWN * eps * anorm):
+                H[j + 1, j] = 0
+                if j + 1 >= P:  # the basis spans the whole space: nothing left to add
+                    exhausted = True
+                    j += 1
+                    break
+                Q[j + 1] = _fresh_orthogonal(Q[: j + 1], gen)
+            else:
+                H[j + 1, j] = beta
+                Q[j + 1] = w / beta
+            j += 1
+        size = j
+        T = H[:size, :size]
+        T = 0.5 * (T + T.T)
+        theta, U = torch.linalg.eigh(T)
+        coupling = H[size, :size] @ U  # residual of Ritz pair i is |coupling_i| (times ||q_size|| = 1)
+        order = _order(theta, which)
+        anorm = torch.maximum(anorm, theta.abs().max())
+        floor = math.sqrt(eps) * anorm
+        want = order[:k]
+        rel = coupling[want].abs() / torch.maximum(theta[want].abs(), floor).clamp_min(tiny)
+        done = bool((rel <= tol).all()) if size >= k else False
+        out_of_budget = num_matvecs >= lanczos_budget
+        if done or exhausted or out_of_budget or size < m:
+            break
+        # Thick restart: keep the best Ritz vectors and the residual vector.
+        keep = min(m - 1, k + (m - k) // 2)
+        sel = order[:keep]
+        Y = U[:, sel].T @ Q[:size]
+        q_next = Q[size].clone()
+        Q.zero_()
+        Q[:keep] = Y
+        Q[keep] = q_next
+        s = coupling[sel]
+        H.zero_()
+        H[:keep, :keep] = torch.diag(theta[sel])
+        H[keep, :keep] = s
+        j = keep
+        num_restarts += 1
+
+    if size < k:  # only possible when the budget ran out (budget >= k prevents it); kept for safety
+        raise RuntimeError(f"only {size} Lanczos steps fit in the budget, fewer than k = {k}")
+    want = order[:k]
+    values = theta[want]
+    vectors = _fix_signs((U[:, want].T @ Q[:size]).T)
+    denom = torch.maximum(values.abs(), floor).clamp_min(tiny)
+    residuals = coupling[want].abs() / denom
+    converged = bool((residuals <= tol).all())
+    if verify:
+        AV = op.matmat(vectors)
+        num_matvecs += k
+        true_res = torch.linalg.vector_norm(AV - vectors * values, dim=0) / denom
+        converged = converged and bool((true_res <= tol).all())
+    else:
+        true_res = torch.full_like(values, math.nan)
+    return Eigenpairs(
+        values=values,
+        vectors=vectors,
+        residuals=residuals,
+        true_residuals=true_res,
+        num_matvecs=num_matvecs,
+        num_restarts=num_restarts,
+        converged=converged,
+        which=which,
+        tol=float(tol),
+    )
+
+
+def lanczos_tridiagonal(
+    op: SymmetricOperator | Tensor,
+    v0: Tensor,
+    num_steps: int,
+    *,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+    return_basis: bool = False,
+) -> LanczosTridiagonal:
+    """Lanczos tridiagonalisation with full reorthogonalisation from one or more start vectors.
+
+    Several start vectors (columns of ``v0``) run independent recurrences side by side
+    with one block product per step, so ``b`` probes cost ``b * m`` products in ``m``
+    operator calls. Each new direction is orthogonalised twice (classical Gram-Schmidt)
+    against its own basis. At a breakdown the coupling is set to exactly zero and the
+    recurrence continues from a fresh random orthogonal vector drawn from ``seed``: the
+    tridiagonal becomes block diagonal and the Gauss quadrature of the start vector is
+    still exact.
+
+    Args:
+        op: symmetric (P, P) operator or dense tensor.
+        v0: start vector (P,) or block (P, b) of non-zero start vectors (normalised here).
+        num_steps: number of steps m >= 1; capped at P.
+        dtype: dtype of the basis and coefficients (default: the operator's).
+        seed: seed for fresh vectors after a breakdown.
+        return_basis: also return the orthonormal basis (memory b m P numbers are held
+            either way; this only keeps them).
+
+    Returns:
+        :class:`LanczosTridiagonal` with ``num_matvecs = b * m``.
+    """
+    op = as_operator(op)
+    P = op.shape[0]
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    if P == 0:
+        raise ValueError("the operator has dimension 0; Lanczos needs P >= 1")
+    if v0.ndim not in (1, 2) or v0.shape[0] != P:
+        raise ValueError(f"v0 must have shape ({P},) or ({P}, b), got {tuple(v0.shape)}")
+    wdtype = _working_dtype(op, dtype)
+    single = v0.ndim == 1
+    V0 = v0.detach().reshape(P, -1).to(device=op.device, dtype=wdtype)
+    b = V0.shape[1]
+    norms = torch.linalg.vector_norm(V0, dim=0)
+    if b == 0 or not bool(torch.isfinite(norms).all()) or bool((norms == 0).any()):
+        raise ValueError("v0 must hold at least one finite non-zero start vector")
+    m = min(num_steps, P)
+    gen = torch.Generator().manual_seed(seed)
+    eps = _noise_eps(op, wdtype)
+    Q = torch.zeros(b, m, P, dtype=wdtype, device=op.device)
+    alpha = torch.zeros(b, m, dtype=wdtype, device=op.device)
+    beta = torch.zeros(b, max(m - 1, 0), dtype=wdtype, device=op.device)
+    anorm = torch.zeros(b, dtype=wdtype, device=op.device)
+    q = (V0 / norms).T.contiguous()  # (b, P)
+    for j in range(m):
+        Q[:, j] = q
+        W = op.matmat(q.T).T  # (b, P): one block product
+        anorm = torch.maximum(anorm, torch.linalg.vector_norm(W, dim=1))
+        if j == m - 1:
+            alpha[:, j] = (q * W).sum(dim=1)
+            break
+        W, h = _orthogonalize(Q[:, : j + 1], W)
+        alpha[:, j] = h[:, j]
+        bt = torch.linalg.vector_norm(W, dim=1)
+        broken = bt <= _BREAKDOWN * eps * anorm
+        q = W / torch.where(broken, torch.ones_like(bt), bt).unsqueeze(1)
+        if bool(broken.any()):  # j + 1 < m <= P, so an orthogonal complement exists
+            idx = broken.nonzero().squeeze(1)
+            q[idx] = _fresh_orthogonal(Q[idx, : j + 1], gen)
+            bt = torch.where(broken, torch.zeros_like(bt), bt)
+        beta[:, j] = bt
+    basis = None
+    if return_basis:
+        basis = Q.transpose(1, 2)
+        basis = basis[0] if single else basis
+    if single:
+        return LanczosTridiagonal(alpha[0], beta[0], basis, m)
+    return LanczosTridiagonal(alpha, beta, basis, b * m)

