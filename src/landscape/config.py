@@ -212,3 +212,65 @@ def parse_config(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a whole ``params.yaml`` mapping before any stage runs.
+
+    Checks the ``seeds`` list, every ``datasets`` entry (:class:`DataConfig`, registered
+    loader name and its options) and every ``experiments.<exp>.configs.<cfg>`` entry
+    (:class:`RunConfig`, registered model name, data set key).
+
+    Returns:
+        ``{"datasets": {key: DataConfig}, "runs": {(exp, cfg): RunConfig}}``.
+
+    Raises:
+        ConfigError: the first problem found, naming its key path and value.
+    """
+    from landscape.data import DATASETS
+    from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
+
+    known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
+    extra = sorted(set(params) - known_top - {"curvature", "probes", "bounds", "hypotheses", "report"})
+    if extra:
+        raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
+    seeds = params.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"seeds={seeds!r} is not allowed; allowed: a non-empty list of ints >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={seeds!r} repeats a seed")
+    datasets: dict[str, DataConfig] = {}
+    for key, values in (params.get("datasets") or {}).items():
+        cfg = parse_config(DataConfig, values, f"datasets.{key}")
+        if cfg.name not in DATASETS:
+            raise ConfigError(f"datasets.{key}.name={cfg.name!r} is not a registered data set; valid: {sorted(DATASETS)}")
+        allowed = set(DATASETS[cfg.name].options())
+        unknown = sorted(set(cfg.options) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown key datasets.{key}.options.{unknown[0]}; {cfg.name!r} accepts: {sorted(allowed)}")
+        datasets[key] = cfg
+    experiments = params.get("experiments")
+    if not isinstance(experiments, Mapping) or not experiments:
+        raise ConfigError("params.yaml needs a non-empty `experiments` mapping")
+    runs: dict[tuple[str, str], RunConfig] = {}
+    for exp, spec in experiments.items():
+        if not isinstance(spec, Mapping) or set(spec) - {"dataset", "configs"}:
+            raise ConfigError(f"experiments.{exp} must have exactly the keys ['configs', 'dataset'], got {spec!r}")
+        if spec.get("dataset") not in datasets:
+            raise ConfigError(f"experiments.{exp}.dataset={spec.get('dataset')!r} is not a key of `datasets`; valid: {sorted(datasets)}")
+        configs = spec.get("configs")
+        if not isinstance(configs, Mapping) or not configs:
+            raise ConfigError(f"experiments.{exp}.configs must be a non-empty mapping")
+        for name, values in configs.items():
+            where = f"experiments.{exp}.configs.{name}"
+            run = parse_config(RunConfig, values, where)
+            if run.model["name"] not in MODEL_NAMES:
+                raise ConfigError(f"{where}.model.name={run.model['name']!r} is not a registered model; valid: {sorted(MODEL_NAMES)}")
+            runs[(exp, name)] = run
+            options = {k: v for k, v in run.model.items() if k != "name"}
+            if run.model["name"] in OUR_MODEL_NAMES:  # catches misspelt or impossible options now
+                try:
+                    build_model(run.model["name"], num_classes=10, in_chans=1, img_size=32, seed=0, **options)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{where}.model: {exc}") from None
+    return {"datasets": datasets, "runs": runs}

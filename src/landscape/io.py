@@ -133,9 +133,9 @@ def sha256_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
     """
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
         h.update(name.encode())
         h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
+        h.update(str(tuple(tensors[name].shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

@@ -32,11 +32,12 @@ def test_binary_kl_edges_and_nonnegativity():
 
 
 def test_binary_kl_accurate_near_diagonal():
-    # kl(q || q + d) = d^2 / (2 q (1 - q)) + O(d^3); the textbook formula cancels here.
+    # kl(q || q + d) = d^2 / (2 q (1 - q)) - (1 - 2q) d^3 / (3 q^2 (1 - q)^2) + O(d^4);
+    # the textbook formula loses ~7 digits to cancellation here.
     q, d = 0.3, 1e-7
     second_order = d**2 / (2 * q * (1 - q))
-    third_order = d**3 * (1 - 2 * q) / (6 * q**2 * (1 - q) ** 2) * -1
-    assert binary_kl(q, q + d) == pytest.approx(second_order + third_order, rel=1e-9)
+    third_order = -(1 - 2 * q) * d**3 / (3 * q**2 * (1 - q) ** 2)
+    assert binary_kl(q, q + d) == pytest.approx(second_order + third_order, rel=1e-12)
 
 
 def test_binary_kl_subnormal_q_is_finite():
@@ -73,12 +74,17 @@ def test_kl_inv_solves_the_equation_and_is_conservative():
     c = 10 ** rng.uniform(-8, 0.5, 300)
     p = kl_inv_upper(q, c)
     assert np.all(p >= q)
-    np.testing.assert_allclose(binary_kl(q, p), c, rtol=1e-10)
-    # never understates: kl at p is not below c beyond rounding
-    assert np.all(binary_kl(q, p) >= c * (1 - 1e-13))
-    # one ulp below is inside the set {kl <= c} or at the rounding edge
-    below = np.nextafter(p, 0) * (1 - 1e-12)
-    assert np.all(binary_kl(q, below) <= c)
+    # where 1 - p* < 2^-53 the answer rounds to exactly 1 (kl = inf there): drop those
+    keep = p < 1.0
+    assert keep.sum() > 250
+    q, c, p = q[keep], c[keep], p[keep]
+    # p is the root to within 4 ulps and never below it (up to kl's own rounding):
+    # kl(q, p) >= c, and kl(q, p - 4 ulp) <= c. (Near p = 1 one ulp moves kl a lot, so a
+    # tolerance on kl itself would be meaningless there.)
+    assert np.all(binary_kl(q, p) >= c * (1 - 1e-12))
+    assert np.all(binary_kl(q, p - 4 * np.spacing(p)) <= c * (1 + 1e-12))
+    away_from_one = p < 0.999
+    np.testing.assert_allclose(binary_kl(q[away_from_one], p[away_from_one]), c[away_from_one], rtol=1e-10)
 
 
 def test_kl_inv_broadcasts_and_is_monotone():

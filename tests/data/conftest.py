@@ -106,8 +106,9 @@ def write_cifar10(root: Path, seed: int = 3) -> Written:
     for b in range(1, 6):
         imgs = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, 10, size=per_batch).tolist()
-        _pickle(folder / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "labels": labels,
-                                             "data": _cifar_rows(imgs), "filenames": [f"f{b}_{k}.png" for k in range(per_batch)]})
+        batch = {"batch_label": f"training batch {b} of 5", "labels": labels, "data": _cifar_rows(imgs),
+                 "filenames": [f"f{b}_{k}.png" for k in range(per_batch)]}
+        _pickle(folder / f"data_batch_{b}", batch)
         train_imgs.append(imgs)
         train_labels += labels
     test_imgs = rng.integers(0, 256, size=(n_test, 32, 32, 3), dtype=np.uint8)

@@ -10,7 +10,7 @@ import torch
 
 from landscape.data import load_dataset
 
-from_sorted = sorted(["n09999999", "n01443537", "n02124075"])
+TINY_CLASSES_SORTED = ["n01443537", "n02124075", "n09999999"]
 
 
 def test_reads_back_decoded_pixels_and_labels(written_tiny_imagenet):
@@ -19,7 +19,7 @@ def test_reads_back_decoded_pixels_and_labels(written_tiny_imagenet):
     assert ds.x.shape == (15, 3, 64, 64) and ds.num_classes == 3
     assert torch.equal(ds.x, w.x)  # exactly what PIL decodes from each written file
     assert torch.equal(ds.y, w.y)
-    assert ds.meta["classes"] == from_sorted  # labels index the sorted WordNet ids
+    assert ds.meta["classes"] == TINY_CLASSES_SORTED  # labels index the sorted WordNet ids
     assert ds.meta["official_split"] == {"train": 9, "test": 6}
     # and close to the pixels that were encoded (JPEG at quality 100, smooth images)
     err = (ds.x * 255 - torch.from_numpy(w.source).permute(0, 3, 1, 2).to(torch.float32)).abs().max()

@@ -33,23 +33,27 @@ def test_mlp_structure_matches_docstring() -> None:
         assert isinstance(layer.drop, nn.Dropout) and layer.drop.p == 0.1
     assert (model.head.in_features, model.head.out_features) == (6, 4)
     plain = build_model("mlp", width=6, depth=1, seed=0)
-    assert isinstance(plain.layers[0].norm, nn.Identity) and isinstance(plain.layers[0].drop, nn.Identity)
+    assert isinstance(plain.layers[0].norm, nn.Identity)
+    assert isinstance(plain.layers[0].drop, nn.Identity)
     assert plain.layers[0].linear.in_features == 28 * 28 and plain.layers[0].linear.bias is not None
-    assert isinstance(build_model("mlp", norm="ln", activation="gelu", seed=0).layers[1].norm, nn.LayerNorm)
+    ln = build_model("mlp", norm="ln", activation="gelu", seed=0)
+    assert isinstance(ln.layers[1].norm, nn.LayerNorm) and isinstance(ln.layers[1].act, nn.GELU)
 
 
 def test_mlp_depth_zero_is_an_affine_map() -> None:
     model = build_model("mlp", in_features=5, num_classes=3, depth=0, seed=0).double()
     assert len(model.layers) == 0
     x = torch.randn(4, 5, dtype=torch.float64)
-    torch.testing.assert_close(model(x), x @ model.head.weight.T + model.head.bias, rtol=0, atol=1e-14)
+    expected = x @ model.head.weight.T + model.head.bias
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-14)
 
 
 def test_mlp_in_features_overrides_image_size_and_input_is_checked() -> None:
     model = build_model("mlp", in_chans=3, img_size=32, in_features=7, width=4, seed=0)
     assert model.layers[0].linear.in_features == 7
     assert build_model("mlp", in_chans=3, img_size=4, width=4).layers[0].linear.in_features == 48
-    with pytest.raises(ValueError, match=r"MLP expects 7 input features, got 6 \(input shape \(2, 2, 3\)\)"):
+    match = r"MLP expects 7 input features, got 6 \(input shape \(2, 2, 3\)\)"
+    with pytest.raises(ValueError, match=match):
         model(torch.randn(2, 2, 3))
 
 
@@ -101,7 +105,10 @@ def test_mlp_default_init_is_he_normal_with_activation_gain(activation: str, gai
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(activation="sigmoid"), r"activation must be one of \['relu', 'tanh', 'gelu'\], got 'sigmoid'"),
+        (
+            dict(activation="sigmoid"),
+            r"activation must be one of \['relu', 'tanh', 'gelu'\], got 'sigmoid'",
+        ),
         (dict(depth=-1), "depth must be an integer >= 0, got -1"),
         (dict(width=0), "width must be an integer >= 1, got 0"),
         (dict(dropout=1.0), r"dropout must be a number in \[0, 1\), got 1.0"),
@@ -149,7 +156,8 @@ def test_conv_models_accept_input_sizes(name: str, kwargs: dict[str, Any], size:
 @pytest.mark.parametrize("name, minimum", [("cnn_small", 4), ("vgg_small", 8)])
 def test_conv_models_reject_too_small_images(name: str, minimum: int) -> None:
     build_model(name, img_size=minimum, width=2)
-    with pytest.raises(ValueError, match=f"img_size must be an integer >= {minimum}, got {minimum - 1}"):
+    match = f"img_size must be an integer >= {minimum}, got {minimum - 1}"
+    with pytest.raises(ValueError, match=match):
         build_model(name, img_size=minimum - 1, width=2)
 
 
@@ -219,7 +227,9 @@ def test_resnet_rejects_bad_options(kwargs: dict[str, Any], match: str) -> None:
 
 
 def test_vit_small_32_configuration_and_overrides() -> None:
-    model = build_model("vit_small_32", in_chans=3, img_size=32, embed_dim=24, depth=2, num_heads=6, seed=0)
+    model = build_model(
+        "vit_small_32", in_chans=3, img_size=32, embed_dim=24, depth=2, num_heads=6, seed=0
+    )
     assert model.patch_embed.patch_size == (4, 4) and model.patch_embed.num_patches == 64
     assert model.embed_dim == 24 and len(model.blocks) == 2
     assert model.blocks[0].attn.num_heads == 6

@@ -130,8 +130,12 @@ PARAM_FORMULAS: dict[str, Callable[..., int]] = {
     "cnn_small": cnn_small_params,
     "vgg_small": vgg_small_params,
     "resnet_small": resnet_small_params,
-    "resnet18": lambda **kw: timm_basic_resnet_params((2, 2, 2, 2), kw["in_chans"], kw["num_classes"]),
-    "resnet34": lambda **kw: timm_basic_resnet_params((3, 4, 6, 3), kw["in_chans"], kw["num_classes"]),
+    "resnet18": lambda in_chans, num_classes, **_: timm_basic_resnet_params(
+        (2, 2, 2, 2), in_chans, num_classes
+    ),
+    "resnet34": lambda in_chans, num_classes, **_: timm_basic_resnet_params(
+        (3, 4, 6, 3), in_chans, num_classes
+    ),
     "vit_small_32": vit_params,
 }
 
@@ -243,7 +247,7 @@ def test_required_names_are_registered_with_timm_as_ours() -> None:
 
 
 def test_register_refuses_a_name_timm_already_owns() -> None:
-    from landscape.models._registry import register
+    from landscape.models._registry import OUR_MODEL_NAMES, register
 
     def resnet18(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         raise AssertionError("never called")
@@ -251,7 +255,7 @@ def test_register_refuses_a_name_timm_already_owns() -> None:
     with pytest.raises(RuntimeError, match="'resnet18' is already registered"):
         register(resnet18)
     assert timm.models.model_entrypoint("resnet18").__module__ == "timm.models.resnet"
-    assert "resnet18" not in lm.OUR_MODEL_NAMES
+    assert "resnet18" not in OUR_MODEL_NAMES
 
 
 def test_unknown_name_lists_valid_names() -> None:
@@ -282,7 +286,8 @@ def test_build_model_rejects_bad_common_arguments(kwargs: dict[str, Any], match:
 
 @pytest.mark.parametrize("name", lm.OUR_MODEL_NAMES)
 def test_our_entrypoints_reject_unknown_kwargs_and_pretrained(name: str) -> None:
-    with pytest.raises(ValueError, match=rf"model '{name}' got an unknown keyword argument 'widht'; accepted: \[.*'init_scale'"):
+    unknown = rf"model '{name}' got an unknown keyword argument 'widht'; accepted: \[.*'init_scale'"
+    with pytest.raises(ValueError, match=unknown):
         build_model(name, widht=3)
     with pytest.raises(ValueError, match=f"model '{name}' has no pretrained weights"):
         timm.create_model(name, pretrained=True)
@@ -327,7 +332,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("resnet_small", dict(img_size=14, width=4, skip=False, norm="ln")),
     ("resnet_small", dict(img_size=8, width=6, blocks_per_stage=2, skip=False)),
     ("vit_small_32", dict(img_size=16, num_classes=3, embed_dim=24, depth=1, num_heads=6)),
-    ("vit_small_32", dict(in_chans=3, img_size=32, patch_size=8, embed_dim=12, depth=2, num_heads=3)),
+    ("vit_small_32", dict(img_size=32, patch_size=8, embed_dim=12, depth=2, num_heads=3)),
 ]
 
 
@@ -338,7 +343,8 @@ def test_parameter_count_of_variants(name: str, kwargs: dict[str, Any]) -> None:
     kw = dict(dict(in_chans=1, img_size=28, num_classes=10), **kwargs)
     model = build_model(name, seed=0, **kw)
     assert describe(model).num_params == PARAM_FORMULAS[name](**kw)
-    shape = (2, kw["in_features"]) if "in_features" in kw else (2, kw["in_chans"], kw["img_size"], kw["img_size"])
+    side = kw["img_size"]
+    shape = (2, kw["in_features"]) if "in_features" in kw else (2, kw["in_chans"], side, side)
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(shape)).shape == (2, kw["num_classes"])

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -86,7 +87,7 @@ class GaussianKL:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LowRankGaussian:
     """``N(mean, V diag(eigvar) V^T + tau (I - V V^T))`` with orthonormal ``V``.
 
@@ -119,6 +120,8 @@ class LowRankGaussian:
         for name, t in (("mean", self.mean), ("basis", self.basis), ("eigvar", self.eigvar)):
             if t.dtype != _F64:
                 raise ValueError(f"{name} must be float64, got {t.dtype}")
+            if t.device != self.mean.device:
+                raise ValueError(f"{name} is on {t.device} but mean is on {self.mean.device}")
         if not bool(torch.all(torch.isfinite(self.eigvar)).item()) or bool((self.eigvar <= 0).any().item()):
             raise ValueError(f"eigvar must be finite and > 0, got min {float(self.eigvar.min()) if k else 'n/a'}")
         if not (math.isfinite(self.tau) and self.tau > 0):
@@ -274,8 +277,9 @@ def kl_isotropic(mean_q: Tensor, var_q: float, mean_p: Tensor, var_p: float) -> 
         ValueError: On shape mismatch or a non-positive variance.
     """
     for name, v in (("var_q", var_q), ("var_p", var_p)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        if not (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite float > 0, got {v!r}")
+    var_q, var_p = float(var_q), float(var_p)
     mq = _check_mean(mean_q, "mean_q")
     mp = _check_mean(mean_p, "mean_p").to(mq.device)
     P = mq.shape[0]
@@ -307,8 +311,9 @@ def kl_lowrank(posterior: LowRankGaussian, mean_p: Tensor, var_p: float) -> Gaus
     Raises:
         ValueError: On shape mismatch or a non-positive ``var_p``.
     """
-    if not (isinstance(var_p, (int, float)) and math.isfinite(var_p) and var_p > 0):
+    if not (isinstance(var_p, numbers.Real) and math.isfinite(var_p) and var_p > 0):
         raise ValueError(f"var_p must be a finite float > 0, got {var_p!r}")
+    var_p = float(var_p)
     P, k = posterior.dim, posterior.rank
     mp = _check_mean(mean_p, "mean_p").to(posterior.mean.device)
     if mp.shape != (P,):

@@ -12,9 +12,9 @@ Maurer 2004, "A note on the PAC Bayesian theorem") is
 
 :func:`kl_inv_upper` computes it with Newton's method started to the right of the root,
 where the convexity of ``p -> kl(q || p)`` makes every Newton iterate stay at or above
-the root, safeguarded by a bracket and bisection. The value returned is the smallest
-point found with ``kl(q || p) >= c``, so it never understates the bound beyond the
-rounding of ``kl`` itself. Edge cases are exact: ``c = 0 -> q``, ``q = 1 -> 1``,
+the root, safeguarded by a bracket and bisection, then nudged up ulp by ulp until
+``kl(q || p) >= c`` as computed: the result is within a few ulps of the root and never
+understates the bound beyond the rounding of ``kl`` itself. Edge cases are exact: ``c = 0 -> q``, ``q = 1 -> 1``,
 ``q = 0 -> 1 - exp(-c)``, ``c = inf -> 1``; for very large ``c`` the result rounds to 1.
 
 All arithmetic is float64 NumPy; inputs broadcast against each other.
@@ -126,8 +126,9 @@ def kl_inv_upper(q: ArrayLike, c: ArrayLike, *, max_iter: int = 200) -> np.ndarr
         max(q, 1 - (1 - q) exp(-c / (1 - q)))  <=  p*  <=
         min(q + sqrt(c / 2), 1 - exp(-(c + h(q)) / (1 - q))),
 
-    where ``h`` is the binary entropy in nats; the upper end is Pinsker's inequality and
-    the lower end/upper end follow from ``kl(q||p) = -h(q) - q ln p - (1-q) ln(1-p)``.
+    where ``h`` is the binary entropy in nats: ``q + sqrt(c/2)`` is Pinsker's inequality,
+    the other two ends follow from ``kl(q||p) = -h(q) - q ln p - (1-q) ln(1-p)`` with
+    ``q ln q <= q ln p <= 0``.
 
     Args:
         q: Empirical value(s) in [0, 1].
@@ -192,17 +193,22 @@ def _newton_interior(q: np.ndarray, c: np.ndarray, max_iter: int) -> np.ndarray:
             slope = (xi - qi) / (xi * (1.0 - xi))
             step = f / slope
             x_new = xi - step
+        # After a tiny Newton step (quadratic convergence) x_new is the root to rounding.
+        tiny_step = np.isfinite(x_new) & (np.abs(step) <= 4.0 * _EPS * xi)
+        hi[idx] = np.where(f == 0, xi, np.where(tiny_step, np.clip(x_new, lo_i, hi_i), hi[idx]))
         bad = ~np.isfinite(x_new) | (x_new <= lo_i) | (x_new >= hi_i)
         x_new = np.where(bad, 0.5 * (lo_i + hi_i), x_new)
-        tiny_step = ~bad & (np.abs(step) <= 4.0 * _EPS * xi)
-        # A tiny Newton step means xi is the root to within a few ulps: take the larger
-        # of xi and its update as the answer.
-        hi[idx] = np.where(f == 0, xi, np.where(tiny_step, np.maximum(xi, x_new), hi[idx]))
-        converged = tiny_step | (f == 0) | (hi_i - lo_i <= 4.0 * _EPS * hi_i)
+        converged = tiny_step | (f == 0) | (hi_i - lo_i <= 2.0 * np.spacing(hi_i))
         x[idx] = x_new
         active[idx[converged]] = False
-    # hi is the smallest point seen with kl(q||hi) > c (or the analytic upper bracket, or
-    # the root to a few ulps): returning it keeps the bound conservative.
+    # hi is the smallest point seen with kl(q||hi) > c, the analytic upper bracket, or the
+    # converged Newton iterate; step it up ulp by ulp until kl(q||hi) >= c as computed, so
+    # the result never understates the bound.
+    for _ in range(16):
+        short = _binary_kl_unchecked(q, hi) < c
+        if not np.any(short):
+            break
+        hi[short] = np.nextafter(hi[short], 1.0)
     return hi
 
 

@@ -108,7 +108,7 @@ class MCBoundResult:
         }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class GridMCBoundResult:
     """Best Monte-Carlo PAC-Bayes bound over a (J priors x C posteriors) grid.
 

@@ -86,7 +86,18 @@ def occam_bound(
     conf = math.log(1.0 / delta)
     budget = (length + conf) / n
     bound = float(kl_inv_upper(empirical_risk, budget))
-    return BoundResult("occam", bound, float(empirical_risk), length, conf, 0.0, 1, budget, int(n), float(delta))
+    return BoundResult(
+        kind="occam",
+        bound=bound,
+        empirical_risk=float(empirical_risk),
+        kl=length,
+        confidence_term=conf,
+        union_cost=0.0,
+        grid_size=1,
+        budget=budget,
+        n=int(n),
+        delta=float(delta),
+    )
 
 
 def vc_bound(empirical_risk: float, vc_dim: int, n: int, delta: float) -> BoundResult:
@@ -112,4 +123,15 @@ def vc_bound(empirical_risk: float, vc_dim: int, n: int, delta: float) -> BoundR
     capacity = vc_dim * math.log(2.0 * math.e * n / vc_dim) + math.log(2.0 / delta)
     budget = capacity / n
     bound = 1.0 if 2 * n < vc_dim else min(1.0, empirical_risk + 2.0 * math.sqrt(2.0 * budget))
-    return BoundResult("vc", bound, float(empirical_risk), 0.0, capacity, 0.0, 1, budget, int(n), float(delta))
+    return BoundResult(
+        kind="vc",
+        bound=bound,
+        empirical_risk=float(empirical_risk),
+        kl=0.0,
+        confidence_term=capacity,
+        union_cost=0.0,
+        grid_size=1,
+        budget=budget,
+        n=int(n),
+        delta=float(delta),
+    )

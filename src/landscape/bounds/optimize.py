@@ -36,7 +36,7 @@ from landscape.bounds.pacbayes import PriorVarianceGrid, confidence_term
 __all__ = ["OptimizedPosterior", "optimize_diagonal_posterior"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class OptimizedPosterior:
     """Result of :func:`optimize_diagonal_posterior`.
 
@@ -105,7 +105,8 @@ def optimize_diagonal_posterior(
     """
     if init_mean.ndim != 1 or prior_mean.shape != init_mean.shape:
         raise ValueError(
-            f"init_mean and prior_mean must be vectors of the same shape, got {tuple(init_mean.shape)} and {tuple(prior_mean.shape)}"
+            "init_mean and prior_mean must be vectors of the same shape, "
+            f"got {tuple(init_mean.shape)} and {tuple(prior_mean.shape)}"
         )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")

@@ -101,7 +101,7 @@ class BoundResult:
         return d
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class GridBoundResult:
     """The best bound over a (priors x posteriors) grid and the table it came from.
 
@@ -232,7 +232,18 @@ def pac_bayes_kl_bound(
     conf = confidence_term(n, delta)
     budget = (kl + conf + union_cost) / n
     bound = float(kl_inv_upper(empirical_risk, budget))
-    return BoundResult("pac-bayes-kl", bound, float(empirical_risk), float(kl), conf, float(union_cost), grid_size, budget, int(n), float(delta))
+    return BoundResult(
+        kind="pac-bayes-kl",
+        bound=bound,
+        empirical_risk=float(empirical_risk),
+        kl=float(kl),
+        confidence_term=conf,
+        union_cost=float(union_cost),
+        grid_size=grid_size,
+        budget=budget,
+        n=int(n),
+        delta=float(delta),
+    )
 
 
 def mcallester_bound(
@@ -267,7 +278,18 @@ def mcallester_bound(
     conf = confidence_term(n, delta)
     budget = (kl + conf + union_cost) / n
     bound = min(1.0, empirical_risk + math.sqrt(budget / 2.0))
-    return BoundResult("mcallester", bound, float(empirical_risk), float(kl), conf, float(union_cost), grid_size, budget, int(n), float(delta))
+    return BoundResult(
+        kind="mcallester",
+        bound=bound,
+        empirical_risk=float(empirical_risk),
+        kl=float(kl),
+        confidence_term=conf,
+        union_cost=float(union_cost),
+        grid_size=grid_size,
+        budget=budget,
+        n=int(n),
+        delta=float(delta),
+    )
 
 
 def grid_pac_bayes_bound(

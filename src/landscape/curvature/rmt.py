@@ -394,8 +394,10 @@ def fit_marchenko_pastur(
     elif not (isinstance(zero_tol, (int, float)) and math.isfinite(zero_tol) and zero_tol >= 0):
         raise ValueError(f"zero_tol must be a finite number >= 0 or None, got {zero_tol!r}")
 
-    def solve(xb: np.ndarray, wb: np.ndarray) -> tuple[float, float]:
+    def solve(xb: np.ndarray, wb: np.ndarray, pmax: float = 1.0) -> tuple[float, float]:
         p = _midpoints(wb)
+        keep = p <= pmax
+        p, xb, wb = p[keep], xb[keep], wb[keep]
         wn = wb / wb.sum()
 
         def sse_scale(log_ratio: float) -> tuple[float, float]:
@@ -413,14 +415,16 @@ def fit_marchenko_pastur(
         return math.exp(t), sse_scale(t)[1]
 
     bulk = np.ones_like(xs, dtype=bool)
-    ratio, scale = solve(xs, ws)
+    # First pass on the lower 90% of the mass: a few large spikes would otherwise pull the
+    # least-squares fit to a degenerate law (huge ratio, everything in the atom).
+    ratio, scale = solve(xs, ws, pmax=0.9)
     converged = False
-    for _ in range(max_iter):
+    for it in range(max_iter):
         upper = scale * (1 + math.sqrt(ratio)) ** 2
         new_bulk = xs <= upper * (1 + tol)
         if new_bulk.sum() < 3:
             raise ValueError("fewer than 3 points remain in the Marchenko-Pastur bulk")
-        if np.array_equal(new_bulk, bulk):
+        if it > 0 and np.array_equal(new_bulk, bulk):
             converged = True
             break
         bulk = new_bulk

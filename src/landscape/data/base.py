@@ -27,7 +27,15 @@ from torch import Tensor
 
 from landscape.io import sha256_tensors
 
-__all__ = ["Dataset", "content_hash", "resize_area", "area_weights", "check_image_size", "uint8_to_unit", "missing_data_message"]
+__all__ = [
+    "Dataset",
+    "content_hash",
+    "resize_area",
+    "area_weights",
+    "check_image_size",
+    "uint8_to_unit",
+    "missing_data_message",
+]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,7 +65,9 @@ def _val_files(base: Path, wnids: list[str]) -> list[tuple[Path, int]]:
             continue
         fields = line.split("\t")
         if len(fields) < 2 or fields[1] not in index:
-            raise RuntimeError(f"tiny_imagenet: {ann} line {lineno} is not '<file>\\t<wnid>...' with a known wnid: {line!r}")
+            raise RuntimeError(
+                f"tiny_imagenet: {ann} line {lineno} is not '<file>\\t<wnid>...' with a known wnid: {line!r}"
+            )
         out.append((base / "val" / "images" / fields[0], index[fields[1]]))
     return sorted(out)
 

@@ -63,7 +63,9 @@ def download_failed(name: str, root: Path, place_at: Path, err: BaseException) -
     )
 
 
-def _stack_splits(parts: list[tuple[str, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+def _stack_splits(
+    parts: list[tuple[str, torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     sizes = {"train": 0, "test": 0}
     for split, _, y in parts:
         sizes[split] = int(y.shape[0])

@@ -5,7 +5,7 @@ recognition*) in its modern form::
 
     CNNSmall
     ├── features : nn.Sequential of 2 stages; stage s (s = 0, 1):
-    │     ├── 0 : ConvNormAct(c_s -> width * 2**s)   3x3 conv (bias unless BN) -> norm -> ReLU
+    │     ├── 0 : ConvNormAct(c_s -> width * 2**s)  3x3 conv (bias unless BN), norm, ReLU
     │     └── 1 : nn.MaxPool2d(2)
     ├── pool     : global average pool + flatten    (B, 2*width, h, w) -> (B, 2*width)
     └── head     : nn.Linear(2 * width, num_classes)

@@ -4,6 +4,11 @@ A registry and a factory in the style of timm (Wightman 2019): our architectures
 timm entrypoints (imported below, which registers them), and timm's ``resnet18`` /
 ``resnet34`` are used as they are. ``build_model`` adds argument checks, an optional
 construction seed and the ``init_scale`` rule of ``landscape.models.init_scale``.
+
+Adding an architecture: write a module with an entrypoint decorated by
+``landscape.models._registry.register`` (keyword-only options, ``**kwargs`` passed to
+``check_entrypoint_extras``) and import it below; it then joins ``MODEL_NAMES`` and the
+parametrised tests in ``tests/models`` with no new test code.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ import timm
 import torch
 from torch import nn
 
+from . import _registry
 from . import cnn_small as _cnn_small  # noqa: F401  (registers the entrypoint)
 from . import mlp as _mlp  # noqa: F401
 from . import resnet_small as _resnet_small  # noqa: F401
 from . import vgg_small as _vgg_small  # noqa: F401
 from . import vit_small_32 as _vit_small_32  # noqa: F401
 from ._layers import check_int
-from ._registry import OUR_MODEL_NAMES
 from .init_scale import check_init_scale, scale_init_
 
 __all__ = ["MODEL_NAMES", "OUR_MODEL_NAMES", "TIMM_MODEL_NAMES", "build_model"]
+
+#: Names of the architectures defined in this package, in registration order.
+OUR_MODEL_NAMES: tuple[str, ...] = tuple(_registry.OUR_MODEL_NAMES)
 
 #: timm built-ins used as they are. They are size-agnostic (global pooling), so
 #: ``build_model`` checks ``img_size`` but does not pass it on.
@@ -68,7 +76,9 @@ def build_model(
 
     Raises:
         ValueError: Unknown ``name`` (the message lists :data:`MODEL_NAMES`), a bad size,
-            ``init_scale`` or ``seed``, or a bad architecture option.
+            ``init_scale`` or ``seed``, or a bad option of one of our architectures.
+        TypeError: An option that timm's own ``resnet18``/``resnet34`` do not take
+            (timm's error, passed through).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid names: {list(MODEL_NAMES)}")

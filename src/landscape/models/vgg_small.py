@@ -6,7 +6,7 @@ conv-conv-pool stages with channels ``width * (1, 2, 4)``::
 
     VGGSmall
     ├── features : nn.Sequential of 3 stages; stage s (s = 0, 1, 2):
-    │     ├── 0 : ConvNormAct(c_in -> width * 2**s)   3x3 conv (bias unless BN) -> norm -> ReLU
+    │     ├── 0 : ConvNormAct(c_in -> width * 2**s)  3x3 conv (bias unless BN), norm, ReLU
     │     ├── 1 : ConvNormAct(width * 2**s -> width * 2**s)
     │     └── 2 : nn.MaxPool2d(2)
     ├── pool     : global average pool + flatten    (B, 4*width, h, w) -> (B, 4*width)

@@ -193,10 +193,11 @@ def line_scan(
     obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
     a = _grid(alphas, np.linspace(-0.5, 1.5, 61), "alphas")
     t0, t1 = obj.flat(theta0), obj.flat(theta1)
+    diff = t1 - t0
     losses = np.empty(len(a))
     errors = np.empty(len(a))
     for i, al in enumerate(a):
-        point = t0 if al == 0 else t1 if al == 1 else (1 - float(al)) * t0 + float(al) * t1
+        point = t0 if al == 0 else t1 if al == 1 else t0 + float(al) * diff
         ev = obj.evaluate(point)
         losses[i], errors[i] = ev.loss, ev.error
     return LineScan(a, losses, errors, "interpolation", obj.bn_mode, float((t1 - t0).norm()))

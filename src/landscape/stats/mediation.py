@@ -10,9 +10,18 @@ coefficients mediation model (Baron & Kenny 1986, J. Pers. Soc. Psychol. 51(6)):
 
 with covariates z (train loss). The indirect effect ``a * b`` (error per unit log B
 carried through sharpness) gets a percentile bootstrap interval and a one-sided bootstrap
-p-value (Preacher & Hayes 2008, Behav. Res. Methods 40(3)). The draws come from a wild
-bootstrap of both equations with shared multipliers, per seed when seeds are many and per
-run (with seed fixed effects) when they are few; see :mod:`landscape.stats._common`.
+p-value (Preacher & Hayes 2008, Behav. Res. Methods 40(3)). With at least ``min_clusters``
+seeds the bootstrap resamples whole seeds (runs sharing a seed share initialisation and
+data order, so they are not independent). With fewer seeds, resampling 3-9 clusters is
+too coarse; the seed then enters as a fixed effect and the interval comes from the Monte
+Carlo method, ``a* ~ a_hat + se_a T_df``, ``b* ~ b_hat + se_b T_df`` drawn independently
+(MacKinnon, Lockwood & Williams 2004, Multivariate Behav. Res. 39(1); a_hat and b_hat are
+uncorrelated in this model). See :mod:`landscape.stats._common` for the SE policy.
+
+Measured calibration (simulated seed random intercepts, a = 0.5, b = 0.02 or 0): with 12
+seeds x 5 batch sizes, 95% interval coverage 0.942 and one-sided size 0.052 at b = 0
+(600 repeats); with 4 seeds x 5 batch sizes (fixed effects, Monte Carlo), coverage 0.944
+and size 0.042 (1000 repeats). At a = b = 0 the product test is conservative.
 """
 
 from __future__ import annotations
@@ -27,17 +36,20 @@ from scipy import stats as sps
 from landscape.stats._common import (
     as_frame,
     bootstrap_p,
+    check_groups,
     check_level,
     check_n_boot,
     check_positive,
+    cluster_bootstrap_weights,
     finite_rows,
     fit_linear,
     group_codes,
     inference_kind,
     percentile_ci,
+    rescale_cluster_draws,
     require_columns,
-    wild_draws,
-    wild_multipliers,
+    t_draws,
+    weighted_lstsq,
 )
 from landscape.stats.result import HypothesisResult
 
@@ -69,7 +81,8 @@ def h1_batch_sharpness(
             compared at equal fit).
         group: Seed column; defines clusters (or fixed effects when fewer than
             ``min_clusters`` seeds).
-        n_boot: Bootstrap resamples for the indirect effect.
+        n_boot: Bootstrap resamples (or Monte Carlo draws, with few seeds) for the
+            indirect effect.
         seed: Seed of the bootstrap generator.
         alpha: Significance level of the verdict.
         ci_level: Coverage of the reported intervals.
@@ -93,10 +106,7 @@ def h1_batch_sharpness(
     check_positive(df, mediator, where)
     check_positive(df, treatment, where)
     codes, n_groups = group_codes(df[group])
-    if n_groups < 2:
-        raise ValueError(
-            f"{where}: too few seeds: need >= 2 distinct values of {group!r}, got {n_groups}"
-        )
+    check_groups(n_groups, group, where)
     if df[treatment].nunique() < 2:
         raise ValueError(f"{where}: {treatment!r} must take >= 2 distinct values")
     inference = inference_kind(n_groups, min_clusters)
@@ -113,10 +123,20 @@ def h1_batch_sharpness(
     a, b = fit_m.estimate(xb), fit_y.estimate(xm)
     indirect = a * b
 
-    scheme = "cluster" if inference == "cluster" else "row"
     rng = np.random.default_rng(seed)
-    V = wild_multipliers(codes, n_groups, n_boot, rng, scheme)
-    draws = wild_draws(fit_m, log_m, xb, V) * wild_draws(fit_y, y, xm, V)
+    n = len(df)
+    if inference == "cluster":
+        scheme = "cluster bootstrap"
+        W = cluster_bootstrap_weights(codes, n_groups, n_boot, rng)
+        a_star = weighted_lstsq(fit_m.design, log_m, W)[:, fit_m.index(xb)]
+        b_star = weighted_lstsq(fit_y.design, y, W)[:, fit_y.index(xm)]
+        a_star = rescale_cluster_draws(a_star, a, n, fit_m.design.shape[1], n_groups)
+        b_star = rescale_cluster_draws(b_star, b, n, fit_y.design.shape[1], n_groups)
+    else:
+        scheme = "monte carlo"
+        a_star = t_draws(a, fit_m.se(xb), fit_m.df, n_boot, rng)
+        b_star = t_draws(b, fit_y.se(xm), fit_y.df, n_boot, rng)
+    draws = a_star * b_star
     ci_low, ci_high = percentile_ci(draws, ci_level)
     p_boot = bootstrap_p(draws, "greater")
 
@@ -124,11 +144,19 @@ def h1_batch_sharpness(
     sobel_se = float(np.sqrt(a**2 * se_b**2 + b**2 * se_a**2))
     sobel_z = indirect / sobel_se if sobel_se > 0 else float("nan")
     total = fit_c.estimate(xb)
-    inference_text = (
-        f"CR1 cluster-robust SEs by {group} with t(G-1)"
-        if inference == "cluster"
-        else f"{group} fixed effects with HC2 SEs (fewer than {min_clusters} seeds)"
-    )
+    if inference == "cluster":
+        inference_text = f"CR1 cluster-robust SEs by {group} with t(G-1)"
+        ci_text = (
+            f"cluster bootstrap over {group} ({n_boot} resamples, deviations scaled by the "
+            "CR1 factor): percentile CI and one-sided bootstrap p for a*b"
+        )
+    else:
+        inference_text = (
+            f"{group} fixed effects, classical SEs, t(n-p) (fewer than {min_clusters} seeds)"
+        )
+        ci_text = (
+            f"Monte Carlo product-of-t draws ({n_boot}): percentile CI and one-sided p for a*b"
+        )
     return HypothesisResult.build(
         name="H1",
         null=(
@@ -140,11 +168,7 @@ def h1_batch_sharpness(
             f"raises {outcome} (b > 0), so smaller batches reach flatter minima that "
             "test better."
         ),
-        test=(
-            f"Product-of-coefficients mediation with OLS ({inference_text}); "
-            f"wild bootstrap ({'Webb weights per seed' if scheme == 'cluster' else 'Rademacher weights per run'}, "
-            f"{n_boot} draws, both equations jointly): percentile CI and one-sided p for a*b"
-        ),
+        test=f"Product-of-coefficients mediation with OLS ({inference_text}); {ci_text}",
         n_runs=len(df),
         n_groups=n_groups,
         effect=indirect,
@@ -171,9 +195,9 @@ def h1_batch_sharpness(
             "sobel_z": sobel_z,
             "sobel_p_greater": float(sps.norm.sf(sobel_z)),
             "inference": inference,
-            "bootstrap_scheme": scheme,
             "n_boot": n_boot,
             "n_boot_valid": int(np.isfinite(draws).sum()),
+            "interval_method": scheme,
             "n_dropped_nonfinite": n_dropped,
         },
     )

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from scipy.optimize import brentq
+from scipy.special import nctdtr
 
 from landscape.stats._common import (
     as_frame,
@@ -45,6 +47,10 @@ class PairedSummary:
         mean: Mean difference (units of the measure).
         sd: Sample standard deviation of the differences (ddof = 1).
         d_z: Cohen's d_z = mean / sd (NaN when sd = 0).
+        d_z_ci_low: Lower end of its exact ``ci_level`` interval, from inverting the
+            noncentral t distribution of ``t = sqrt(n) d_z`` (Steiger & Fouladi 1997);
+            NaN when not requested or undefined.
+        d_z_ci_high: Upper end of that interval.
         ci_low: Lower end of the two-sided t interval for the mean difference.
         ci_high: Upper end of that interval.
         t: Paired t statistic.
@@ -58,6 +64,8 @@ class PairedSummary:
     mean: float
     sd: float
     d_z: float
+    d_z_ci_low: float
+    d_z_ci_high: float
     ci_low: float
     ci_high: float
     t: float
@@ -75,13 +83,16 @@ def paired_test(
     diff: np.ndarray | Sequence[float],
     alternative: Literal["less", "greater"],
     ci_level: float = 0.95,
+    effect_size_ci: bool = True,
 ) -> PairedSummary:
     """One-sided paired tests on differences.
 
     Args:
         diff: Differences d_i = treated - control, shape (n,), n >= 3.
         alternative: ``"less"`` tests E[d] < 0, ``"greater"`` tests E[d] > 0.
-        ci_level: Coverage of the two-sided t interval ``mean +- t_{n-1} sd / sqrt(n)``.
+        ci_level: Coverage of the two-sided t interval ``mean +- t_{n-1} sd / sqrt(n)``
+            and of the d_z interval.
+        effect_size_ci: Compute the noncentral-t interval of d_z (a few ms).
     """
     check_level("ci_level", ci_level)
     if alternative not in ("less", "greater"):
@@ -109,11 +120,14 @@ def paired_test(
         w, p_w = float(wres.statistic), float(wres.pvalue)
     else:
         w, p_w = 0.0, 1.0
+    dz_lo, dz_hi = _dz_interval(float(t), n, ci_level) if effect_size_ci else (float("nan"),) * 2
     return PairedSummary(
         n=n,
         mean=mean,
         sd=sd,
         d_z=float(d_z),
+        d_z_ci_low=dz_lo,
+        d_z_ci_high=dz_hi,
         ci_low=float(mean - q * se),
         ci_high=float(mean + q * se),
         t=float(t),
@@ -122,6 +136,31 @@ def paired_test(
         p_wilcoxon=p_w,
         alternative=alternative,
     )
+
+
+def _dz_interval(t: float, n: int, ci_level: float) -> tuple[float, float]:
+    """Exact CI of d_z: the noncentrality parameters whose t_{n-1} cdf at ``t`` is
+    ``(1 +- ci_level) / 2``, divided by sqrt(n)."""
+    if not np.isfinite(t):
+        return float("nan"), float("nan")
+    dof = n - 1
+    # the ncp interval is about t +- z sqrt(1 + t^2 / (2 dof)); bracket it with margin
+    span = 6.0 * np.sqrt(1.0 + t * t / (2.0 * dof)) + 3.0
+
+    def cdf(ncp: float) -> float:
+        # scipy's noncentral t cdf returns NaN deep in its tails, where it has saturated
+        # (to 1 for ncp well below t, to 0 well above); the cdf decreases in ncp
+        v = float(nctdtr(dof, ncp, t))
+        return v if np.isfinite(v) else (1.0 if ncp < t else 0.0)
+
+    def solve(q: float) -> float:
+        a, b = t - span, t + span
+        if not cdf(a) > q > cdf(b):
+            return float("nan")
+        return brentq(lambda ncp: cdf(ncp) - q, a, b, xtol=1e-10)
+
+    lo, hi = solve(0.5 + ci_level / 2.0), solve(0.5 - ci_level / 2.0)
+    return float(lo / np.sqrt(n)), float(hi / np.sqrt(n))
 
 
 def _check_test(test: str) -> None:
@@ -199,35 +238,42 @@ def h2_skip_flattens(
             f"{where}: {int(dup.sum())} rows share the same {keys} (e.g. {example}); "
             "add the column that tells them apart to pair_on"
         )
-    value = np.log(df[measure].astype(float)) if log_scale else df[measure].astype(float)
-    table = pd.DataFrame({**{k: df[k] for k in keys}, "_v": value})
-    wide = table.pivot_table(index=list(pair_on), columns=skip, values="_v", aggfunc="first")
-    if True not in wide.columns or False not in wide.columns:
+    value = df[measure].to_numpy(dtype=float)
+    table = df[list(pair_on)].assign(_v=np.log(value) if log_scale else value)
+    is_skip = df[skip].to_numpy()
+    if is_skip.all() or not is_skip.any():
         raise ValueError(f"{where}: need runs with both {skip}=True and {skip}=False")
-    complete = wide.dropna(subset=[True, False])
-    n_unpaired = int(len(df) - 2 * len(complete))
-    if len(complete) < _MIN_PAIRS:
+    pairs = table[is_skip].merge(table[~is_skip], on=list(pair_on), suffixes=("_skip", "_plain"))
+    n_unpaired = int(len(df) - 2 * len(pairs))
+    if len(pairs) < _MIN_PAIRS:
         raise ValueError(
-            f"{where}: too few seeds: {len(complete)} complete skip/no-skip pairs, need >= {_MIN_PAIRS}"
+            f"{where}: too few seeds: {len(pairs)} complete skip/no-skip pairs, "
+            f"need >= {_MIN_PAIRS}"
         )
-    diff = (complete[True] - complete[False]).to_numpy(dtype=float)
+    diff = (pairs["_v_skip"] - pairs["_v_plain"]).to_numpy(dtype=float)
     summary = paired_test(diff, "less", ci_level)
 
     by_setting: dict[str, Any] = {}
     setting_cols = [c for c in pair_on if c != group]
     if setting_cols:
-        setting_of = complete.reset_index()[setting_cols].astype(str).agg("/".join, axis=1)
-        for level in sorted(setting_of.unique()):
-            d = diff[(setting_of == level).to_numpy()]
-            by_setting[level] = paired_test(d, "less", ci_level).to_dict() if d.size >= _MIN_PAIRS else {"n": int(d.size)}
-    groups = complete.reset_index()[group] if group in pair_on else None
-    n_groups = int(groups.nunique()) if groups is not None else int(df[group].nunique())
+        for level, rows in pairs.groupby(setting_cols, sort=True).indices.items():
+            label = "/".join(map(str, level)) if isinstance(level, tuple) else str(level)
+            d = diff[rows]
+            by_setting[label] = (
+                paired_test(d, "less", ci_level, effect_size_ci=False).to_dict()
+                if d.size >= _MIN_PAIRS
+                else {"n": int(d.size)}
+            )
+    n_groups = int(pairs[group].nunique()) if group in pair_on else int(df[group].nunique())
 
     p_main = summary.p_t if test == "t" else summary.p_wilcoxon
     units = f"log({measure})" if log_scale else measure
     return HypothesisResult.build(
         name=f"H2[{measure}]",
-        null=f"Skip connections do not lower {units}: mean paired difference (skip - no-skip) >= 0.",
+        null=(
+            f"Skip connections do not lower {units}: "
+            "mean paired difference (skip - no-skip) >= 0."
+        ),
         alternative=f"Skip connections lower {units}: mean paired difference (skip - no-skip) < 0.",
         test=(
             f"one-sided paired {'t-test' if test == 't' else 'Wilcoxon signed-rank test'} "
@@ -249,6 +295,7 @@ def h2_skip_flattens(
             "p_t": summary.p_t,
             "p_wilcoxon": summary.p_wilcoxon,
             "cohens_dz": summary.d_z,
+            "cohens_dz_ci": (summary.d_z_ci_low, summary.d_z_ci_high),
             "ratio_skip_over_noskip": float(np.exp(summary.mean)) if log_scale else float("nan"),
             "by_setting": by_setting,
             "log_scale": log_scale,
@@ -299,7 +346,9 @@ def h4_bounds(
     require_columns(df, cols, where)
     df, n_dropped = finite_rows(df, [bound, *baselines], [group] if group is not None else [])
     if len(df) < _MIN_PAIRS:
-        raise ValueError(f"{where}: too few runs: {len(df)} with finite bounds, need >= {_MIN_PAIRS}")
+        raise ValueError(
+            f"{where}: too few runs: {len(df)} with finite bounds, need >= {_MIN_PAIRS}"
+        )
     comparisons = {}
     for base in baselines:
         d = (df[bound] - df[base]).to_numpy(dtype=float)
@@ -310,7 +359,10 @@ def h4_bounds(
     n_groups = int(df[group].nunique()) if group is not None else len(df)
     return HypothesisResult.build(
         name="H4",
-        null=f"For at least one of {list(baselines)}, {bound} is not lower on average (mean of {bound} - baseline >= 0).",
+        null=(
+            f"For at least one of {list(baselines)}, {bound} is not lower on average "
+            f"(mean of {bound} - baseline >= 0)."
+        ),
         alternative=f"{bound} is lower than every one of {list(baselines)} on average over runs.",
         test=(
             f"one-sided paired {'t-tests' if test == 't' else 'Wilcoxon signed-rank tests'} "

@@ -1,0 +1,38 @@
+# make repro : create .venv, install pinned dependencies, run the DVC pipeline, render the report
+# make test  : same set-up, then the test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= paper
+
+.PHONY: repro test setup profile validate bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+validate: $(STAMP)
+	$(BIN)/python stages/validate.py
+
+repro: validate
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo "report: reports/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2
+
+profile:
+	cp profiles/$(PROFILE).yaml params.yaml
+	@echo "params.yaml is now the '$(PROFILE)' profile (git checkout params.yaml restores the default)"
+
+bench: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]' -c constraints.txt
+	$(BIN)/python bench/curvature.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,202 @@
+"""Thick-restart Lanczos and the Lanczos tridiagonal against dense float64 ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from landscape.curvature.lanczos import lanczos_tridiagonal, top_eigenpairs
+from landscape.curvature.linop import DenseOperator
+
+TOL = 1e-8
+
+
+def reference(evals: torch.Tensor, which: str, k: int) -> torch.Tensor:
+    if which == "LA":
+        return evals.flip(0)[:k]
+    if which == "SA":
+        return evals[:k]
+    return evals[torch.argsort(evals.abs(), descending=True, stable=True)][:k]
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+@pytest.mark.parametrize("case", ["known_spectrum", "random_symmetric"])
+def test_top5_values_match_dense(case, which, request):
+    q = request.getfixturevalue(case)
+    res = top_eigenpairs(q.matrix, k=5, which=which, tol=TOL, seed=0)
+    ref = reference(q.eigenvalues, which, 5)
+    assert res.converged
+    torch.testing.assert_close(res.values, ref, rtol=1e-6, atol=0.0)
+    assert res.values.shape == (5,) and res.vectors.shape == (q.dim, 5)
+    assert (res.residuals <= TOL).all()
+    # The certificate from the Lanczos relation equals the residual of explicit products.
+    true = torch.linalg.vector_norm(q.matrix @ res.vectors - res.vectors * res.values, dim=0) / res.values.abs()
+    torch.testing.assert_close(res.true_residuals, true, rtol=1e-6, atol=1e-14)
+    torch.testing.assert_close(res.residuals, true, rtol=0.05, atol=1e-12)
+    torch.testing.assert_close(res.vectors.T @ res.vectors, torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_known_spectrum_values_and_vectors(known_spectrum):
+    q = known_spectrum
+    res = top_eigenpairs(q.matrix, k=5, which="LA", tol=TOL)
+    expected = torch.tensor([50.0, 10.0 * (1 + 1e-6), 10.0, 8.0, 7.5], dtype=torch.float64)
+    torch.testing.assert_close(res.values, expected, rtol=1e-9, atol=0.0)
+    true_vecs = q.eigenvectors.flip(1)[:, :5]
+    cos = (true_vecs.T @ res.vectors).diagonal().abs()
+    for i in (0, 3, 4):  # well-separated eigenvalues: the vector itself
+        assert cos[i] > 1 - 1e-10
+    # The pair 10(1 + 1e-6), 10 is resolved as a subspace: principal angles ~ 0.
+    sv = torch.linalg.svdvals(true_vecs[:, 1:3].T @ res.vectors[:, 1:3])
+    assert sv.min() > 1 - 1e-10
+
+
+def test_matches_scipy_eigsh(known_spectrum):
+    from scipy.sparse.linalg import eigsh
+
+    op = DenseOperator(known_spectrum.matrix)
+    ref = np.sort(eigsh(op.to_scipy(), k=5, which="LA", tol=1e-12)[0])[::-1]
+    res = top_eigenpairs(op, k=5, which="LA", tol=TOL)
+    np.testing.assert_allclose(res.values.numpy(), ref, rtol=1e-9)
+
+
+def test_float32_operator_with_float64_basis(known_spectrum):
+    A32 = known_spectrum.matrix.to(torch.float32)
+    ref = torch.linalg.eigvalsh(A32.double()).flip(0)[:3]
+    res = top_eigenpairs(A32, k=3, which="LA", tol=1e-5, dtype=torch.float64)
+    assert res.values.dtype == torch.float64 and res.vectors.dtype == torch.float64
+    assert res.converged
+    # Accuracy is limited by the float32 products: ~eps32 * ||A||.
+    torch.testing.assert_close(res.values, ref, rtol=0, atol=50 * 1e-6)
+    res32 = top_eigenpairs(A32, k=3, which="LA", tol=1e-4)
+    assert res32.values.dtype == torch.float32
+    torch.testing.assert_close(res32.values.double(), ref, rtol=0, atol=50 * 1e-5)
+
+
+def test_deterministic_for_fixed_seed(random_symmetric):
+    a = top_eigenpairs(random_symmetric.matrix, k=4, which="LM", tol=1e-6, seed=7)
+    b = top_eigenpairs(random_symmetric.matrix, k=4, which="LM", tol=1e-6, seed=7)
+    assert torch.equal(a.values, b.values) and torch.equal(a.vectors, b.vectors)
+    assert a.num_matvecs == b.num_matvecs and a.num_restarts == b.num_restarts
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_num_matvecs_is_exact(known_spectrum, counting, verify):
+    op = counting(known_spectrum.matrix)
+    res = top_eigenpairs(op, k=5, which="SA", tol=1e-8, verify=verify)
+    assert res.num_restarts > 0  # the count must survive restarts
+    assert op.count == res.num_matvecs
+    if not verify:
+        assert torch.isnan(res.true_residuals).all()
+
+
+def test_budget_is_respected_and_reported(known_spectrum, counting):
+    op = counting(known_spectrum.matrix)
+    res = top_eigenpairs(op, k=5, which="SA", tol=1e-12, max_matvecs=40)
+    assert op.count == res.num_matvecs == 40
+    assert not res.converged
+    assert (res.residuals > 1e-12).any()
+
+
+def test_breakdown_with_repeated_eigenvalues(few_distinct, counting):
+    # Any Krylov space has dimension <= 3 here: finding 5 pairs needs fresh restarts.
+    op = counting(few_distinct.matrix)
+    res = top_eigenpairs(op, k=5, which="LA", tol=1e-10)
+    assert res.converged
+    torch.testing.assert_close(res.values, torch.tensor([5.0, 5.0, 5.0, 5.0, 3.0], dtype=torch.float64), rtol=1e-10, atol=0)
+    assert op.count == res.num_matvecs
+    # The four vectors for 5 span the true eigenspace.
+    sv = torch.linalg.svdvals(few_distinct.eigenvectors[:, -4:].T @ res.vectors[:, :4])
+    assert sv.min() > 1 - 1e-10
+
+
+def test_start_vector_in_invariant_subspace(known_spectrum):
+    q = known_spectrum
+    v0 = q.eigenvectors[:, -1].clone()  # the spike's eigenvector: breakdown after one step
+    res = top_eigenpairs(q.matrix, k=3, which="LA", tol=TOL, v0=v0)
+    torch.testing.assert_close(res.values, q.eigenvalues.flip(0)[:3], rtol=1e-9, atol=0)
+
+
+def test_whole_space_small_problem(counting):
+    A = torch.diag(torch.tensor([3.0, -1.0, 2.0, 0.5, -4.0, 1.0], dtype=torch.float64))
+    op = counting(A)
+    res = top_eigenpairs(op, k=5, which="LA", tol=1e-12)
+    torch.testing.assert_close(res.values, torch.tensor([3.0, 2.0, 1.0, 0.5, -1.0], dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert res.converged and op.count == res.num_matvecs
+
+
+def test_zero_matrix():
+    res = top_eigenpairs(torch.zeros(20, 20, dtype=torch.float64), k=2, tol=1e-6)
+    assert res.converged
+    assert torch.equal(res.values, torch.zeros(2, dtype=torch.float64))
+
+
+def test_lanczos_tridiagonal_relation(known_spectrum, counting):
+    A = known_spectrum.matrix / 50.0
+    op = counting(A)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(known_spectrum.dim, generator=g, dtype=torch.float64)
+    tri = lanczos_tridiagonal(op, v, 30, return_basis=True)
+    assert tri.alpha.shape == (30,) and tri.beta.shape == (29,) and tri.basis.shape == (known_spectrum.dim, 30)
+    assert op.count == tri.num_matvecs == 30
+    V = tri.basis
+    T = torch.diag(tri.alpha) + torch.diag(tri.beta, 1) + torch.diag(tri.beta, -1)
+    torch.testing.assert_close(V.T @ V, torch.eye(30, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(V.T @ A @ V, T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(V[:, 0], v / v.norm(), rtol=0, atol=1e-14)
+
+
+def test_lanczos_tridiagonal_block_equals_single(random_symmetric, counting):
+    g = torch.Generator().manual_seed(1)
+    V0 = torch.randn(random_symmetric.dim, 3, generator=g, dtype=torch.float64)
+    op = counting(random_symmetric.matrix)
+    block = lanczos_tridiagonal(op, V0, 12)
+    assert block.alpha.shape == (3, 12) and block.beta.shape == (3, 11)
+    assert op.count == block.num_matvecs == 36 and op.calls == 12
+    for i in range(3):
+        single = lanczos_tridiagonal(random_symmetric.matrix, V0[:, i], 12)
+        torch.testing.assert_close(block.alpha[i], single.alpha, rtol=0, atol=1e-12)
+        torch.testing.assert_close(block.beta[i], single.beta, rtol=0, atol=1e-12)
+
+
+def test_lanczos_tridiagonal_breakdown_and_cap(few_distinct):
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(few_distinct.dim, generator=g, dtype=torch.float64)
+    tri = lanczos_tridiagonal(few_distinct.matrix, v, 80, return_basis=True)  # capped at P = 50
+    assert tri.alpha.shape == (50,) and tri.num_matvecs == 50
+    assert tri.beta[2] == 0.0  # three distinct eigenvalues: invariant after 3 steps
+    V = tri.basis
+    T = torch.diag(tri.alpha) + torch.diag(tri.beta, 1) + torch.diag(tri.beta, -1)
+    torch.testing.assert_close(V.T @ V, torch.eye(50, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(V.T @ few_distinct.matrix @ V, T, rtol=0, atol=1e-11)
+    torch.testing.assert_close(torch.linalg.eigvalsh(T), few_distinct.eigenvalues, rtol=0, atol=1e-10)
+
+
+def test_errors(known_spectrum):
+    A = known_spectrum.matrix
+    with pytest.raises(ValueError, match="which must be one of"):
+        top_eigenpairs(A, k=2, which="BE")
+    with pytest.raises(ValueError, match=r"k must be an int with 1 <= k < P = 300, got 300"):
+        top_eigenpairs(A, k=300)
+    with pytest.raises(ValueError, match=r"k must be an int with 1 <= k < P"):
+        top_eigenpairs(A, k=0)
+    with pytest.raises(ValueError, match="tol must be a finite number > 0"):
+        top_eigenpairs(A, k=2, tol=0.0)
+    with pytest.raises(ValueError, match=r"max_basis must be an int > k = 5"):
+        top_eigenpairs(A, k=5, max_basis=5)
+    with pytest.raises(ValueError, match=r"max_matvecs must be an int >= 10"):
+        top_eigenpairs(A, k=5, max_matvecs=9)
+    with pytest.raises(ValueError, match="dtype must be a real floating"):
+        top_eigenpairs(A, k=2, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"v0 must have shape \(300,\)"):
+        top_eigenpairs(A, k=2, v0=torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="v0 must be a finite non-zero vector"):
+        top_eigenpairs(A, k=2, v0=torch.zeros(300, dtype=torch.float64))
+    with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
+        lanczos_tridiagonal(A, torch.ones(300, dtype=torch.float64), 0)
+    with pytest.raises(ValueError, match="v0 must hold at least one finite non-zero"):
+        lanczos_tridiagonal(A, torch.zeros(300, 2, dtype=torch.float64), 5)
+    with pytest.raises(ValueError, match=r"v0 must have shape \(300,\) or \(300, b\)"):
+        lanczos_tridiagonal(A, torch.ones(7), 5)
+    with pytest.raises(TypeError, match="expected a SymmetricOperator"):
+        top_eigenpairs([[1.0]], k=1)

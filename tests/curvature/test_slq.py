@@ -1,0 +1,204 @@
+"""Stochastic Lanczos quadrature: exact per-probe moments, density, moments and log-det."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from landscape.curvature.lanczos import lanczos_tridiagonal
+from landscape.curvature.slq import (
+    density_from_tridiagonals,
+    logdet,
+    logdet_from_tridiagonals,
+    quadrature_from_tridiagonals,
+    slq_tridiagonals,
+    spectral_density,
+)
+from landscape.curvature.trace import random_probes
+
+
+def probe_moments_exact(A: torch.Tensor, V: torch.Tensor, j: int) -> torch.Tensor:
+    """v^T A^j v / v^T v for each column of V."""
+    return (V * (torch.linalg.matrix_power(A, j) @ V)).sum(0) / (V * V).sum(0)
+
+
+@pytest.mark.parametrize("case", ["known_spectrum", "few_distinct"])
+def test_quadrature_moments_exact_below_2m(case, request):
+    q = request.getfixturevalue(case)
+    A = q.matrix / q.eigenvalues.abs().max()  # ||A|| = 1, so moments are O(1)
+    V = random_probes(q.dim, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m = 6
+    tri = lanczos_tridiagonal(A, V, m)
+    quad = quadrature_from_tridiagonals(tri.alpha, tri.beta)
+    torch.testing.assert_close(quad.weights.sum(1), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-13)
+    for j in range(2 * m):
+        got = (quad.weights * quad.nodes**j).sum(1)
+        torch.testing.assert_close(got, probe_moments_exact(A, V, j), rtol=1e-10, atol=1e-14)
+    if case == "known_spectrum":  # degree 2m is beyond Gauss exactness: the test can tell
+        got = (quad.weights * quad.nodes ** (2 * m)).sum(1)
+        exact = probe_moments_exact(A, V, 2 * m)
+        assert ((got - exact).abs() / exact.abs()).max() > 1e-8
+
+
+def test_density_integrates_to_one(known_spectrum, counting):
+    op = counting(known_spectrum.matrix)
+    d = spectral_density(op, num_probes=6, num_steps=40, seed=1)
+    assert d.nodes.shape == d.weights.shape == (6, 40)
+    assert d.alphas.shape == (6, 40) and d.betas.shape == (6, 39)
+    assert op.count == d.num_matvecs == 240
+    assert (d.density >= 0).all()
+    assert float(torch.trapezoid(d.density, d.grid)) == pytest.approx(1.0, abs=1e-6)
+    # Default broadening: 1% of the Ritz-node spread (~70 here).
+    assert d.sigma == pytest.approx(0.01 * float(d.nodes.max() - d.nodes.min()))
+    # The spike at 50 carries ~1/300 of the mass near 50.
+    near = (d.grid > 45) & (d.grid < 55)
+    mass = float(torch.trapezoid(d.density[near], d.grid[near]))
+    assert 0.0 < mass < 0.05
+
+
+def test_moments_unbiased_over_seeds(random_symmetric):
+    # A spectrum without a dominant spike: the per-run means are close to Gaussian, so the
+    # 3-standard-error rule is reliable with 100 runs.
+    q = random_symmetric
+    A = q.matrix
+    exact = torch.stack([q.eigenvalues.pow(j).mean() for j in range(1, 5)])
+    runs = [spectral_density(A, num_probes=4, num_steps=12, seed=s) for s in range(100)]
+    moments = torch.stack([r.moments for r in runs])  # (100, 4)
+    se = moments.std(0) / math.sqrt(len(runs))
+    assert ((moments.mean(0) - exact).abs() < 3 * se).all()
+    # Reported per-run stderr matches the spread across runs.
+    reported = torch.stack([r.moments_stderr for r in runs]).pow(2).mean(0).sqrt()
+    ratio = reported / moments.std(0)
+    assert ((ratio > 0.7) & (ratio < 1.4)).all()
+
+
+def test_logdet_within_stated_stderr(psd_spectrum):
+    q = psd_spectrum
+    eps = 1e-2
+    exact = float(torch.log(q.eigenvalues + eps).sum())
+    runs = [logdet(q.matrix, eps=eps, seed=s, num_probes=8, num_steps=25) for s in range(100)]
+    values = torch.tensor([r.value for r in runs], dtype=torch.float64)
+    stderrs = torch.tensor([r.stderr for r in runs], dtype=torch.float64)
+    assert abs(float(values.mean()) - exact) < 3 * float(values.std()) / math.sqrt(len(runs))
+    covered = ((values - exact).abs() <= 3 * stderrs).double().mean()
+    assert covered >= 0.9
+    assert all(r.clamped_mass == 0.0 and r.num_matvecs == 200 for r in runs)
+
+
+def test_logdet_exact_with_identity_probes(psd_spectrum, counting):
+    q = psd_spectrum
+    eps = 1e-3
+    op = counting(q.matrix)
+    est = logdet(op, eps=eps, probes=torch.eye(q.dim, dtype=torch.float64), num_steps=q.dim)
+    assert est.value == pytest.approx(float(torch.log(q.eigenvalues + eps).sum()), rel=1e-10)
+    assert op.count == est.num_matvecs == q.dim * q.dim
+
+
+@pytest.fixture(scope="module")
+def small_indefinite():
+    lam = torch.tensor([-3.0, -0.5, -1e-4, 5e-4, 2e-4, 0.3, 1.0, 4.0] * 5, dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    Q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    A = (Q * lam) @ Q.T
+    return 0.5 * (A + A.T), lam
+
+
+@pytest.mark.parametrize("floor", [None, 1e-6])
+def test_logdet_clamping(small_indefinite, floor):
+    A, lam = small_indefinite
+    eps = 1e-3
+    est = logdet(A, eps=eps, floor=floor, probes=torch.eye(40, dtype=torch.float64), num_steps=40)
+    f = eps if floor is None else floor
+    expected = float(torch.log((lam + eps).clamp_min(f)).sum())
+    assert est.value == pytest.approx(expected, rel=1e-9)
+    assert est.floor == f
+    # floor = eps clamps every negative eigenvalue (3 of 8 values); floor = 1e-6 only those below -eps.
+    expected_mass = float(((lam + eps) < f).double().mean())
+    assert est.clamped_mass == pytest.approx(expected_mass, abs=1e-9)
+
+
+def test_rebuild_from_saved_tridiagonals(known_spectrum, tmp_path):
+    A = known_spectrum.matrix
+    d = spectral_density(A, num_probes=4, num_steps=20, seed=3)
+    path = tmp_path / "krylov.pt"
+    torch.save({"alphas": d.alphas, "betas": d.betas}, path)
+    saved = torch.load(path)
+    again = density_from_tridiagonals(saved["alphas"], saved["betas"], dim=300, sigma=d.sigma, grid=d.grid)
+    torch.testing.assert_close(again.nodes, d.nodes, rtol=0, atol=0)
+    torch.testing.assert_close(again.density, d.density, rtol=0, atol=0)
+    torch.testing.assert_close(again.moments, d.moments, rtol=0, atol=0)
+    shifted = A + 25.0 * torch.eye(300, dtype=torch.float64)  # make it positive definite
+    direct = logdet(shifted, eps=0.1, seed=3, num_probes=4, num_steps=20)
+    alphas, betas, mv = slq_tridiagonals(shifted, 4, 20, 3)
+    cached = logdet_from_tridiagonals(alphas, betas, 300, 0.1, num_matvecs=mv)
+    assert cached == direct
+
+
+def test_single_probe_and_one_dimensional_tridiagonal():
+    quad = quadrature_from_tridiagonals(torch.tensor([2.0, 1.0]), torch.tensor([0.5]))
+    assert quad.nodes.shape == (1, 2)
+    T = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    evals, evecs = torch.linalg.eigh(T)
+    torch.testing.assert_close(quad.nodes[0], evals)
+    torch.testing.assert_close(quad.weights[0], evecs[0] ** 2)
+    d = density_from_tridiagonals(torch.tensor([2.0, 1.0]), torch.tensor([0.5]), dim=5)
+    assert torch.isnan(d.moments_stderr).all() and d.num_probes == 1
+
+
+def test_num_steps_capped_at_dimension(counting):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 12, dtype=torch.float64))
+    op = counting(A)
+    d = spectral_density(op, num_probes=3, num_steps=100, seed=0)
+    assert d.num_steps == 12 and op.count == d.num_matvecs == 36
+    # With m = P every probe's quadrature is its exact spectral measure: weighted nodes are eigenvalues.
+    lam = torch.linspace(-1.0, 2.0, 12, dtype=torch.float64)
+    heavy = d.nodes[d.weights > 1e-12]
+    assert (heavy.unsqueeze(1) - lam).abs().min(1).values.max() < 1e-10
+
+
+def test_deterministic_and_batched(known_spectrum):
+    a = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2)
+    b = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2, probe_batch=2)
+    torch.testing.assert_close(a.alphas, b.alphas, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a.density, b.density, rtol=0, atol=1e-12)
+    c = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2)
+    assert torch.equal(a.nodes, c.nodes)
+    assert set(a.to_dict()) >= {"nodes", "weights", "grid", "density", "moments", "moments_stderr", "sigma"}
+
+
+def test_zero_dimension():
+    empty = torch.zeros(0, 0, dtype=torch.float64)
+    est = logdet(empty, eps=1e-3)
+    assert (est.value, est.stderr, est.num_matvecs) == (0.0, 0.0, 0)
+    with pytest.raises(ValueError, match="dimension 0"):
+        spectral_density(empty)
+
+
+def test_errors(known_spectrum):
+    A = known_spectrum.matrix
+    with pytest.raises(ValueError, match="probe must be one of"):
+        spectral_density(A, probe="cauchy")
+    with pytest.raises(ValueError, match="num_probes must be an int >= 1"):
+        spectral_density(A, num_probes=0)
+    with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
+        spectral_density(A, num_steps=0)
+    with pytest.raises(ValueError, match="probe_batch must be an int >= 1"):
+        spectral_density(A, probe_batch=0)
+    with pytest.raises(ValueError, match=r"probes must have shape \(300, n\)"):
+        spectral_density(A, probes=torch.ones(5, 2))
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        spectral_density(A, num_probes=2, num_steps=5, sigma=-1.0)
+    with pytest.raises(ValueError, match="num_grid must be an int >= 2"):
+        spectral_density(A, num_probes=2, num_steps=5, num_grid=1)
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        logdet(A, eps=-1.0)
+    with pytest.raises(ValueError, match="eps = 0 needs an explicit floor"):
+        logdet(A, eps=0.0)
+    with pytest.raises(ValueError, match="floor must be a finite number > 0"):
+        logdet(A, eps=1e-3, floor=0.0)
+    with pytest.raises(ValueError, match=r"betas must have shape \(2, 3\)"):
+        quadrature_from_tridiagonals(torch.ones(2, 4), torch.ones(2, 4))
+    with pytest.raises(ValueError, match="dim must be an int >= 1"):
+        density_from_tridiagonals(torch.ones(4), torch.ones(3), dim=0)
