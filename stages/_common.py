@@ -74,6 +74,18 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def configure_torch() -> None:
+    """Deterministic algorithms and a fixed CPU thread count (``LANDSCAPE_THREADS``, default 1).
+
+    One thread by default: small models gain little from more on a 2-core machine, and a
+    fixed count keeps CPU results bit-identical across machines with different core counts.
+    """
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(int(os.environ.get("LANDSCAPE_THREADS", "1")))
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error for the user and exit non-zero."""
     print(f"error: {message}", file=sys.stderr)

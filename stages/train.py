@@ -17,6 +17,7 @@ import warnings
 
 from _common import (
     ConfigError,
+    configure_torch,
     experiment_dataset,
     fail,
     fingerprint,
@@ -92,7 +93,7 @@ def main() -> None:
     if cfg.train.random_labels:
         y_train = randomize_labels(y_train, data["num_classes"], args.seed)
 
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    configure_torch()
     device = pick_device()
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
     shape = tuple(x_train.shape[1:])

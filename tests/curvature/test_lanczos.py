@@ -110,6 +110,39 @@ def test_breakdown_with_repeated_eigenvalues(few_distinct, counting):
     assert sv.min() > 1 - 1e-10
 
 
+@pytest.fixture(scope="module")
+def rank_deficient():
+    """P = 200 PSD matrix of rank 40 (a GGN-like null space of dimension 160)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 40, generator=g, dtype=torch.float64)
+    return X @ X.T
+
+
+def test_multiplicity_check_finds_null_space_copies(rank_deficient, counting):
+    A = rank_deficient
+    norm = float(torch.linalg.eigvalsh(A)[-1])
+    op = counting(A)
+    res = top_eigenpairs(op, k=4, which="SA", tol=1e-6)
+    assert res.converged and op.count == res.num_matvecs
+    assert (res.values.abs() < 1e-10 * norm).all()
+    assert torch.linalg.vector_norm(A @ res.vectors, dim=0).max() < 1e-8 * norm
+    assert (res.true_residuals <= 1e-6).all()
+    torch.testing.assert_close(res.vectors.T @ res.vectors, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-10)
+    # A single start vector sees one direction per distinct eigenvalue: without the
+    # deflated check further copies of 0 stay hidden and positive eigenvalues take their place.
+    plain = top_eigenpairs(A, k=4, which="SA", tol=1e-6, check_multiplicity=False)
+    assert plain.values[-1] > 1.0
+
+
+@pytest.mark.parametrize("budget", [20, 45, 70, 95, 120, 150])
+def test_converged_implies_correct_under_any_budget(rank_deficient, counting, budget):
+    op = counting(rank_deficient)
+    res = top_eigenpairs(op, k=4, which="SA", tol=1e-6, max_matvecs=budget)
+    assert op.count == res.num_matvecs <= budget
+    if res.converged:
+        assert (res.values.abs() < 1e-10 * float(torch.linalg.matrix_norm(rank_deficient, ord=2))).all()
+
+
 def test_start_vector_in_invariant_subspace(known_spectrum):
     q = known_spectrum
     v0 = q.eigenvectors[:, -1].clone()  # the spike's eigenvector: breakdown after one step

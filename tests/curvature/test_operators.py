@@ -221,6 +221,22 @@ def test_ggn_equals_hessian_for_linear_model_with_mse():
             assert rel_err(op.to_dense(), H) < RTOL, (hvp_mode, vectorize)
 
 
+def test_loss_linear_in_parameters_has_zero_curvature():
+    """Gradient blocks without a graph (a loss linear in the parameters) give H = 0, not an error."""
+    model = linear_model()
+    data = regression_batches((4, 3))
+
+    def linear_loss(out, y):
+        return (out * y).mean()
+
+    for hvp_mode in HVP_MODES:
+        for vectorize in (True, False):
+            D = HessianOperator(model, linear_loss, data, hvp_mode=hvp_mode, vectorize=vectorize).to_dense()
+            assert torch.equal(D, torch.zeros_like(D)), (hvp_mode, vectorize)
+    G = GGNOperator(model, linear_loss, data).to_dense()
+    assert torch.equal(G, torch.zeros_like(G))
+
+
 def test_ggn_cross_entropy_closed_form_with_ignore_index_and_label_smoothing():
     model = tanh_mlp(6)
     data = classification_batches(SIZES, seed=6)

@@ -40,23 +40,24 @@ def test_rescaling_preserves_outputs(alpha):
 def test_audit_adaptive_sharpness_invariant_plain_measures_not():
     net = make_mlp()
     p = parameter_dict(net)
-    q = rescale_layers(p, "net.0", "net.2", 4.0)
+    q = rescale_layers(p, "net.0", "net.2", 3.7)
     kw = dict(bn_mode="eval", steps=8, seed=3)
     measures = {
         "adaptive_sharpness": lambda prm: adaptive_sharpness(net, prm, BATCHES, eps=0.05, **kw),
         "eps_sharpness": lambda prm: worst_case_sharpness(net, prm, BATCHES, eps=0.05, **kw),
         "lambda_max": lambda prm: torch.linalg.eigvalsh(_hessian(net, prm)).max(),
         "trace": lambda prm: torch.trace(_hessian(net, prm)).item(),
+        "logdet": lambda prm: torch.linalg.slogdet(_hessian(net, prm) + torch.eye(87, dtype=torch.float64)).logabsdet,
     }
     report = invariance_audit(measures, p, q, rtol=1e-6, model=net, inputs=X)
     assert report.output_change < 1e-6
     assert report["adaptive_sharpness"].verdict == "invariant"
     assert report["adaptive_sharpness"].rel_change < 1e-8
-    for name in ("eps_sharpness", "lambda_max", "trace"):
+    for name in ("eps_sharpness", "lambda_max", "trace", "logdet"):
         assert report[name].verdict == "not invariant" and report[name].rel_change > 0.05, name
     json.dumps(to_jsonable(report))
     with pytest.raises(KeyError, match="no measure named"):
-        report["logdet"]
+        report["spectral_norm"]
 
 
 def test_audit_verdict_threshold_and_zero_before():

@@ -159,3 +159,22 @@ def test_plots_return_figures():
         fig.canvas.draw()
     with pytest.raises(ValueError, match="metric must be 'loss' or 'error'"):
         plot_line(line, metric="acc")
+
+
+def test_hessian_plane_with_curvature_eigenvectors_matches_local_quadratic():
+    """Integration with landscape.curvature: its flat layout is ours, so its Ritz vectors
+    plug into the scan; near theta the scan follows L + g.v x + lambda x^2 / 2."""
+    from landscape.curvature.lanczos import top_eigenpairs
+    from landscape.curvature.operators import HessianOperator
+
+    batches = classification_batches()
+    model = make_mlp()
+    op = HessianOperator(model, torch.nn.functional.cross_entropy, batches, bn_mode="eval")
+    theta = parameter_dict(model)
+    torch.testing.assert_close(op.parameter_vector(), flatten_params(theta), rtol=0, atol=0)
+    pairs = top_eigenpairs(op, k=2, tol=1e-8, seed=0)
+    v1, v2 = pairs.vectors[:, 0], pairs.vectors[:, 1]
+    h = 1e-3
+    scan = hessian_plane_scan(model, theta, v1, v2, batches, xs=[-h, 0.0, h], ys=[0.0], bn_mode="eval")
+    curvature_x = (scan.Z[0, 0] - 2 * scan.Z[0, 1] + scan.Z[0, 2]) / h**2
+    assert curvature_x == pytest.approx(pairs.values[0].item(), rel=1e-4)

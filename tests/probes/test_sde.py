@@ -102,13 +102,30 @@ def test_sde_and_sgd_occupancy_match_eq7_at_low_temperature():
     assert row.temperature == pytest.approx(T) and row.barrier_over_t == pytest.approx((WELL.saddle_losses()[0] - shallow) / T)
     assert 2.5 < row.barrier_over_t < 3.0
     assert row.ci_high[0] - row.ci_low[0] < 0.05
-    assert row.agrees and row.gibbs_agrees, row.to_dict()
+    assert row.agrees and row.gibbs_agrees and row.mixed and row.verdict == "agrees", row.to_dict()
     assert abs(row.predicted[0] - 0.5) > 0.2  # the prediction is far from the 50/50 start
     eta, bsz = 0.01, 4
     sgd = occupancy_study(WELL, [(eta, bsz)], method="sgd", noise_scale=math.sqrt(2 * bsz * T / eta), horizon=40.0, num_runs=1500, confidence=0.99, seed=1)
     assert sgd.rows[0].temperature == pytest.approx(T)
     assert sgd.rows[0].agrees, sgd.rows[0].to_dict()
     json.dumps(to_jsonable(sgd))
+
+
+def test_eq7_breakdown_at_high_temperature_is_flagged():
+    # T = 0.8 ~ the barrier: runs mix fast and match the exact Gibbs masses, while eq. (7)
+    # over-weights the flat basin (0.82 predicted vs 0.72 exact)
+    wells = GaussianWells(centers=[[-1.5, 0.0], [1.5, 0.0]], depths=[1.0, 1.3], widths=[0.8, 0.35])
+    row = occupancy_study(wells, [(1.6, 1)], method="sde", dt=0.01, horizon=20.0, num_runs=1500, quadrature_grid=121, seed=2).rows[0]
+    assert row.mixed and row.gibbs_agrees, row.to_dict()
+    assert row.verdict == "disagrees" and row.predicted[0] > row.ci_high[0]
+
+
+def test_frozen_runs_are_flagged_as_not_mixed():
+    # barrier / T ~ 9 and a short horizon: runs stay where they started
+    study = occupancy_study(WELL, [(0.2, 1)], method="sde", horizon=5.0, num_runs=400, quadrature_grid=61)
+    row = study.rows[0]
+    assert not row.mixed and row.init_memory > 0.9 and row.verdict == "not mixed"
+    assert not row.agrees  # the frozen 50/50 split is far from eq. (7)
 
 
 def test_assign_basins_on_known_points():

@@ -88,7 +88,7 @@ def test_size_near_alpha_when_b_is_zero(n_seeds):
 
 def test_conservative_when_a_and_b_are_zero():
     rng = np.random.default_rng(30)
-    reps, supported = 200, 0
+    reps, supported = 150, 0
     for i in range(reps):
         supported += h1_batch_sharpness(h1_table(rng, 12, 0.0, 0.0), n_boot=400, seed=i).supported
     assert_rate_at_most(supported, reps, 0.05)

@@ -18,7 +18,7 @@ def test_noiseless_law_is_recovered_exactly():
 
 def test_noisy_law_estimates_tests_and_residuals():
     df = scaling_table(np.random.default_rng(1), alpha=0.6, beta=0.25, noise=0.1)
-    f = scaling_law_fit(df)
+    f = scaling_law_fit(df, ci_level=0.9999)
     assert f.alpha_ci[0] < 0.6 < f.alpha_ci[1] and f.beta_ci[0] < 0.25 < f.beta_ci[1]
     assert f.p_alpha_in_unit_interval < 1e-3 and f.p_beta_positive < 1e-10
     assert f.p_alpha_in_unit_interval == max(f.p_alpha_positive, f.p_alpha_below_one)
@@ -53,7 +53,7 @@ def test_size_at_the_null_boundary(alpha, beta):
 
 def test_power_law_data_prefers_the_power_model():
     df = scaling_table(np.random.default_rng(4), alpha=0.5, beta=0.0, noise=0.05, power_law_gamma=1.5)
-    f = scaling_law_fit(df)
+    f = scaling_law_fit(df, ci_level=0.9999)
     assert f.preferred == "power" and f.aic_power < f.aic
     assert f.gamma_ci[0] < 1.5 < f.gamma_ci[1]
     assert f.alpha_power == pytest.approx(0.5, abs=0.05)

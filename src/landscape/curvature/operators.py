@@ -496,16 +496,24 @@ class _HessianEngine(_Engine):
     def _graph_products(self, leaves: list[Tensor], grads: list[Tensor], V: Tensor, retain_last: bool) -> Tensor:
         """H_b V for a (P, k) block by double backward through a gradient graph."""
         k = V.shape[1]
+        # H V = sum_i J_{g_i}^T v_i over gradient blocks g_i (H is symmetric). A block that
+        # does not depend on the parameters (loss linear in them) has no graph and
+        # contributes nothing, so it is left out of the outputs.
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        if not live:
+            return torch.zeros_like(V)
+        grads = [grads[i] for i in live]
         out = []
         for start in range(0, k, self.block_size):
             block = V[:, start : start + self.block_size]
             kb = block.shape[1]
             last = start + self.block_size >= k
             if self.vectorize and kb > 1:
+                block_parts = unflatten_vector(block, self.shapes)
                 parts = torch.autograd.grad(
                     grads,
                     leaves,
-                    grad_outputs=[block_part for block_part in unflatten_vector(block, self.shapes)],
+                    grad_outputs=[block_parts[i] for i in live],
                     retain_graph=retain_last or not last,
                     is_grads_batched=True,
                     allow_unused=True,
@@ -514,7 +522,8 @@ class _HessianEngine(_Engine):
                 out.append(self.join(parts, kb))
             else:
                 for j in range(kb):
-                    vj = unflatten_vector(block[:, j], self.shapes)
+                    parts_j = unflatten_vector(block[:, j], self.shapes)
+                    vj = [parts_j[i] for i in live]
                     hv = torch.autograd.grad(
                         grads, leaves, grad_outputs=vj, retain_graph=retain_last or not (last and j == kb - 1), allow_unused=True
                     )

@@ -243,7 +243,9 @@ def fit_semicircle(
 
     Args:
         values: eigenvalues (any shape; flattened), or a :class:`~.slq.SpectralDensity`
-            whose Ritz nodes and weights are used.
+            whose Ritz nodes and weights are used (outlier indices then index the
+            flattened (probes * steps) nodes; ``outlier_mass`` estimates the fraction of
+            eigenvalues outside the bulk).
         weights: optional non-negative weights of ``values``.
         tol: relative tolerance on the edge for the outlier rule (the largest bulk
             eigenvalue of a finite matrix fluctuates past ``2 s`` by O(P^{-2/3})).

@@ -405,7 +405,7 @@ class Objective:
         if isinstance(params, Tensor):
             return self.unflatten(params.to(device=self.device, dtype=self.dtype))
         self.flat(params)  # validates names and shapes
-        return dict(params)
+        return {n: params[n].to(device=self.device, dtype=self.dtype) for n in self.template}
 
     def evaluate(self, params: Params, batches: Sequence[Batch] | None = None) -> Evaluation:
         """Mean loss and error at ``params`` (no gradient), on ``batches`` or the default."""

@@ -28,7 +28,7 @@ point).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,11 +141,11 @@ def make_projection(
     rows = torch.randint(num_params, (k, dim), generator=gen)
     cols = torch.arange(dim).expand(k, dim)
     signs = torch.randint(0, 2, (k, dim), generator=gen, dtype=torch.float64) * 2 - 1
-    P = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), cols.reshape(-1)]), signs.reshape(-1), (num_params, dim)).coalesce()
+    P = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), cols.reshape(-1)]), signs.reshape(-1), (num_params, dim), check_invariants=False).coalesce()
     idx, vals = P.indices(), P.values()
     norms = torch.zeros(dim, dtype=torch.float64).index_add_(0, idx[1], vals * vals).sqrt()
     vals = vals / norms[idx[1]].clamp(min=torch.finfo(torch.float64).tiny)  # a column cancelled to 0 stays 0
-    P = torch.sparse_coo_tensor(idx, vals, (num_params, dim)).coalesce()
+    P = torch.sparse_coo_tensor(idx, vals, (num_params, dim), check_invariants=False).coalesce()
     return RandomProjection(kind, num_params, dim, P.to(device=device, dtype=dtype), int(seed))
 
 

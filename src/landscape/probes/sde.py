@@ -45,10 +45,13 @@ Two simulators, vectorised over runs (particles) in torch:
     drawn with replacement, so the minibatch gradient noise has covariance ``s^2 I / B``
     exactly, and ``T_eff = eta s^2 / (2 B)`` as for (a) with ``dt = eta``.
 
-Occupancy: each run's final point is assigned to a basin by deterministic gradient
-descent from it, then to the nearest minimum; counts give Wilson score intervals, which are
-compared with eq. (7) and with the exact Gibbs basin masses computed by quadrature on a
-grid (the reference that separates Laplace error from simulation error).
+Occupancy: each run's final point is assigned to a basin by deterministic descent from
+it, then to the nearest minimum; counts give Wilson score intervals, which are compared
+with eq. (7) and with the exact Gibbs basin masses computed by quadrature on a grid (the
+reference that separates Laplace error from simulation error). With runs started evenly
+in the minima, the final occupancies of the groups started in different minima are
+compared too: if they differ, the runs have not forgotten their start (not mixed) and
+no stationary prediction can be checked.
 """
 
 from __future__ import annotations
@@ -136,6 +139,11 @@ class Surface2D:
         """Loss at the saddle(s) separating the basins, if known (for barrier / T)."""
         return None
 
+    def quadrature_box(self, temperature: float) -> tuple[float, float, float, float]:
+        """A box outside which the Gibbs weight ``exp(-(L - L_min)/T)`` is negligible
+        (default: :attr:`box`)."""
+        return self.box
+
     def describe(self) -> dict[str, Any]:
         return {"surface": type(self).__name__}
 
@@ -203,6 +211,12 @@ class TiltedDoubleWell(Surface2D):
     def saddle_losses(self) -> np.ndarray:
         return self.loss(torch.tensor([[float(self._roots[1]), 0.0]], dtype=torch.float64)).numpy()
 
+    def quadrature_box(self, temperature: float) -> tuple[float, float, float, float]:
+        """``h (x^2 - 1)^2 <= 30 T + 2 |tilt| x_max`` and ``kappa_min y^2 / 2 <= 30 T``."""
+        xm = math.sqrt(1.0 + math.sqrt((30.0 * temperature + 3.0 * abs(self.tilt)) / self.h)) + 0.1
+        ym = math.sqrt(60.0 * temperature / min(self.kl, self.kr))
+        return (-xm, xm, -ym, ym)
+
     def describe(self) -> dict[str, Any]:
         return {"surface": "TiltedDoubleWell", "height": self.h, "tilt": self.tilt, "kappa_left": self.kl, "kappa_right": self.kr, "width": self.w}
 
@@ -221,7 +235,8 @@ class GaussianWells(Surface2D):
         depths: (K,) positive depths.
         widths: (K,) or (K, 2) positive widths.
         confine: Coefficient of the confinement (``>= 0``).
-        box: Quadrature/plot box; default: centres +- 4 widths.
+        box: Plot box; default: centres +- 4 widths (the quadrature box also covers the
+            confinement's reach, see :meth:`quadrature_box`).
     """
 
     def __init__(self, centers: Sequence[Sequence[float]], depths: Sequence[float], widths: Sequence[float] | Sequence[Sequence[float]], confine: float = 0.05, box: tuple[float, float, float, float] | None = None):
@@ -264,6 +279,15 @@ class GaussianWells(Surface2D):
             if bool(torch.all(torch.linalg.eigvalsh(self.hessian(x)) > 0)) and all(np.linalg.norm(b.center - x.numpy()) > 1e-6 for b in out):
                 out.append(self._basin(x))
         return tuple(out)
+
+    def quadrature_box(self, temperature: float) -> tuple[float, float, float, float]:
+        """The well box, grown to the radius where the confinement exceeds ``30 T`` plus the
+        total well depth (beyond it the Gibbs weight is below ``e^{-30}``)."""
+        if self.confine == 0:
+            return self.box
+        r = math.sqrt(2.0 * (30.0 * temperature + float(self.d.sum())) / self.confine)
+        x0, x1, y0, y1 = self.box
+        return (min(x0, -r), max(x1, r), min(y0, -r), max(y1, r))
 
     def saddle_losses(self) -> np.ndarray:
         mins = self.minima()
@@ -314,25 +338,40 @@ def predicted_occupancy(basins: Sequence[Basin], temperature: float) -> np.ndarr
     return w / w.sum()
 
 
-def assign_basins(surface: Surface2D, points: Tensor, basins: Sequence[Basin], *, steps: int = 300, lr: float | None = None) -> Tensor:
-    """Basin index (n,) of each point: gradient descent from it, then the nearest minimum.
+def assign_basins(surface: Surface2D, points: Tensor, basins: Sequence[Basin], *, steps: int = 300, max_step: float | None = None) -> Tensor:
+    """Basin index (n,) of each point: descend the surface from it, then take the nearest minimum.
+
+    The descent is vectorised over points with a per-point adaptive step (grown by 1.5
+    after a step that satisfies the Armijo condition, halved otherwise), so it moves fast
+    across flat far-field regions and stays stable near sharp minima. Every step is
+    clipped to ``max_step`` (default 0.5% of the diagonal of the box holding the surface
+    box and the points), which keeps points from jumping over a ridge unless they start
+    within ``max_step`` of it.
 
     Args:
-        steps: Descent steps (vectorised over points).
-        lr: Step size; default ``0.5 / max curvature`` of the minima (stable near them).
-            Each step is clipped to 1% of the surface box diagonal, so points far out on
-            steep walls do not jump across a basin boundary.
+        steps: Descent iterations.
+        max_step: Largest step length.
     """
     x = points.detach().to(torch.float64).clone()
-    if lr is None:
-        lmax = max(float(np.linalg.eigvalsh(b.hessian).max()) for b in basins)
-        lr = 0.5 / lmax
-    x0, x1, y0, y1 = surface.box
-    max_step = 0.01 * math.hypot(x1 - x0, y1 - y0)
+    lmax = max(float(np.linalg.eigvalsh(b.hessian).max()) for b in basins)
+    if max_step is None:
+        x0, x1, y0, y1 = surface.box
+        lo = torch.minimum(x.min(0).values, torch.tensor([x0, y0], dtype=x.dtype, device=x.device))
+        hi = torch.maximum(x.max(0).values, torch.tensor([x1, y1], dtype=x.dtype, device=x.device))
+        max_step = 0.005 * float((hi - lo).norm())
+    eta = torch.full((x.shape[0],), 0.5 / lmax, dtype=x.dtype, device=x.device)
+    loss = surface.loss(x)
     for _ in range(steps):
-        step = lr * surface.grad(x)
-        norm = step.norm(dim=1, keepdim=True)
-        x = x - step * torch.clamp(max_step / torch.clamp(norm, min=1e-300), max=1.0)
+        g = surface.grad(x)
+        gn = g.norm(dim=1)
+        length = torch.clamp(eta * gn, max=max_step)
+        d = -g * (length / torch.clamp(gn, min=1e-300))[:, None]
+        x_new = x + d
+        loss_new = surface.loss(x_new)
+        ok = loss_new <= loss - 0.25 * length * gn
+        x = torch.where(ok[:, None], x_new, x)
+        loss = torch.where(ok, loss_new, loss)
+        eta = torch.where(ok, eta * 1.5, eta * 0.5)
     centers = torch.as_tensor(np.stack([b.center for b in basins]), dtype=x.dtype, device=x.device)
     return torch.cdist(x, centers).argmin(dim=1)
 
@@ -340,20 +379,31 @@ def assign_basins(surface: Surface2D, points: Tensor, basins: Sequence[Basin], *
 def gibbs_occupancy(surface: Surface2D, temperature: float, *, grid: int = 201, steps: int = 300) -> np.ndarray:
     """Exact stationary basin masses ``int_{basin i} exp(-L/T)`` by quadrature on a grid.
 
-    Midpoint rule on ``surface.box`` with ``grid x grid`` cells; each cell goes to the
-    basin its centre flows to (:func:`assign_basins`). Mass outside the box is ignored.
+    The region is ``surface.quadrature_box(T)`` cropped (on a 161 x 161 coarse grid) to
+    the cells where ``L - L_min < 30 T`` (outside, the Gibbs weight is below ``e^{-30}``),
+    then integrated by the midpoint rule on ``grid x grid`` cells; each cell goes to the
+    basin its centre descends to (:func:`assign_basins`).
     """
     T = _check_pos("temperature", temperature)
     _check_int("grid", grid, minimum=10)
     basins = surface.minima()
-    x0, x1, y0, y1 = surface.box
-    xs = torch.linspace(x0, x1, grid + 1, dtype=torch.float64)
-    ys = torch.linspace(y0, y1, grid + 1, dtype=torch.float64)
-    xc, yc = 0.5 * (xs[1:] + xs[:-1]), 0.5 * (ys[1:] + ys[:-1])
-    X, Y = torch.meshgrid(xc, yc, indexing="ij")
-    pts = torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1)
-    L = surface.loss(pts)
-    w = torch.exp(-(L - L.min()) / T)
+    l_min = min(b.loss for b in basins)
+
+    def centres(box: tuple[float, float, float, float], n: int) -> tuple[Tensor, float, float]:
+        x0, x1, y0, y1 = box
+        xs = torch.linspace(x0, x1, n + 1, dtype=torch.float64)
+        ys = torch.linspace(y0, y1, n + 1, dtype=torch.float64)
+        X, Y = torch.meshgrid(0.5 * (xs[1:] + xs[:-1]), 0.5 * (ys[1:] + ys[:-1]), indexing="ij")
+        return torch.stack([X.reshape(-1), Y.reshape(-1)], dim=1), (x1 - x0) / n, (y1 - y0) / n
+
+    coarse, hx, hy = centres(surface.quadrature_box(T), 161)
+    keep = coarse[surface.loss(coarse) - l_min < 30.0 * T]
+    if keep.shape[0] == 0:
+        raise ValueError(f"no quadrature cell has L - L_min < 30 T at T = {T}")
+    lo, hi = keep.min(0).values, keep.max(0).values
+    box = (float(lo[0]) - 1.5 * hx, float(hi[0]) + 1.5 * hx, float(lo[1]) - 1.5 * hy, float(hi[1]) + 1.5 * hy)
+    pts, _, _ = centres(box, grid)
+    w = torch.exp(-(surface.loss(pts) - l_min) / T)
     idx = assign_basins(surface, pts, basins, steps=steps)
     mass = torch.zeros(len(basins), dtype=torch.float64).index_add_(0, idx, w)
     return (mass / mass.sum()).numpy()
@@ -527,6 +577,14 @@ class OccupancyRow:
         ci_high: (K,) Wilson upper bounds.
         agrees: Every predicted probability lies inside its interval.
         gibbs_agrees: Every Gibbs mass lies inside its interval.
+        init_memory: With ``init="minima"``: largest difference, over basins and pairs of
+            starting basins, between the final occupancies of runs started in different
+            minima (0: the initial basin is forgotten; 1: frozen). NaN for other inits.
+        mixed: ``init_memory`` is within 3 standard errors of 0 (the runs forgot where
+            they started, a necessary condition for stationarity); False when unknown.
+        verdict: ``"not mixed"`` when runs started in the minima did not mix (no
+            stationary prediction can be judged), else ``"agrees"`` or ``"disagrees"``
+            (eq. (7) inside / outside the intervals; mixing unchecked for other inits).
     """
 
     method: str
@@ -541,6 +599,9 @@ class OccupancyRow:
     ci_high: np.ndarray
     agrees: bool
     gibbs_agrees: bool
+    init_memory: float
+    mixed: bool
+    verdict: str
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -566,6 +627,22 @@ class OccupancyStudy:
 
     def to_dict(self) -> dict[str, Any]:
         return {"basins": [b.to_dict() for b in self.basins], "rows": [r.to_dict() for r in self.rows], "settings": dict(self.settings)}
+
+
+def _init_memory(labels: np.ndarray, k: int, num_runs: int) -> tuple[float, bool]:
+    """Largest occupancy difference between groups of runs started in different minima."""
+    start = np.arange(num_runs) % k
+    occ = np.stack([np.bincount(labels[start == g], minlength=k) / max(1, int(np.sum(start == g))) for g in range(k)])
+    sizes = np.array([int(np.sum(start == g)) for g in range(k)])
+    pooled = np.bincount(labels, minlength=k) / num_runs
+    worst, mixed = 0.0, True
+    for g in range(k):
+        for h in range(g + 1, k):
+            diff = np.abs(occ[g] - occ[h])
+            se = np.sqrt(pooled * (1 - pooled) * (1 / sizes[g] + 1 / sizes[h]))
+            worst = max(worst, float(diff.max()))
+            mixed = mixed and bool(np.all(diff <= 3 * se + 1e-12))
+    return worst, mixed
 
 
 def occupancy_study(
@@ -620,8 +697,10 @@ def occupancy_study(
         counts = np.bincount(idx.numpy(), minlength=len(basins))
         lo, hi = wilson_interval(counts, num_runs, confidence)
         pred = predicted_occupancy(basins, T)
+        agrees = bool(np.all((pred >= lo) & (pred <= hi)))
         gibbs = gibbs_occupancy(surface, T, grid=quadrature_grid)
         barrier = float(np.min(saddles) - max(b.loss for b in basins)) / T if saddles is not None else math.nan
+        memory, mixed = _init_memory(idx.numpy(), len(basins), num_runs) if isinstance(init, str) and init == "minima" else (math.nan, False)
         rows.append(
             OccupancyRow(
                 method=method,
@@ -634,8 +713,11 @@ def occupancy_study(
                 simulated=counts / num_runs,
                 ci_low=lo,
                 ci_high=hi,
-                agrees=bool(np.all((pred >= lo) & (pred <= hi))),
+                agrees=agrees,
                 gibbs_agrees=bool(np.all((gibbs >= lo) & (gibbs <= hi))),
+                init_memory=memory,
+                mixed=mixed,
+                verdict="not mixed" if (not mixed and not math.isnan(memory)) else ("agrees" if agrees else "disagrees"),
             )
         )
     meta = {

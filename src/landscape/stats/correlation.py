@@ -30,6 +30,7 @@ from landscape.stats._common import (
     check_n_boot,
     check_groups,
     check_positive,
+    cluster_bootstrap_weights,
     finite_rows,
     group_codes,
     percentile_ci,
@@ -160,7 +161,7 @@ def _one(
     n = len(df)
     X = sm.add_constant(x, has_constant="add")
     if group is None:
-        codes, n_groups = np.arange(n), n
+        n_groups = n
         res = sm.OLS(y, X).fit(use_t=True)
         ref_df = res.df_resid
         W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
@@ -169,7 +170,7 @@ def _one(
         check_groups(n_groups, group, where)
         res = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
         ref_df = n_groups - 1
-        W = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)[:, codes]
+        W = cluster_bootstrap_weights(codes, n_groups, n_boot, rng)
     tau_scipy = sps.kendalltau(x_raw, y)
     tau = float(kendall_tau_b_weighted(x_raw, y, np.ones(n)))
     draws = kendall_tau_b_weighted(x_raw, y, W)

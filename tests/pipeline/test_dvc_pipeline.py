@@ -1,0 +1,157 @@
+"""End to end: the whole `dvc repro` on the tiny `ci` profile in a temporary copy of the repo.
+
+Checks the report is rendered, a no-op repro reruns nothing, an edited param reruns only
+the entries it touches, a SIGKILLed train entry resumes from its checkpoint and ends
+bit-identical to an uninterrupted run, and bad params / missing data stop with clear errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("DVC_ROOT", None)
+    return env
+
+
+def _run(args: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def _edit_params(repo: Path, edit) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def ci_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("reports/", "runs/", "data/")):
+            dst = repo / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    shutil.copy2(repo / "profiles" / "ci.yaml", repo / "params.yaml")
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci copy", "--allow-empty"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci profile"], repo)
+    _run([sys.executable, "stages/validate.py"], repo)
+    _dvc("repro", cwd=repo)
+    return repo
+
+
+def test_repro_renders_report_and_records_every_run(ci_repo):
+    html = (ci_repo / "reports" / "index.html").read_text()
+    assert "Test error per experiment" in html and "data:image/png;base64" in html
+    assert "Traceback (most recent call last)" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    for exp, spec in params["experiments"].items():
+        for cfg in spec["configs"]:
+            for seed in params["seeds"]:
+                m = json.loads((ci_repo / "runs" / exp / cfg / f"seed{seed}" / "metrics.json").read_text())
+                assert m["status"] == "completed" and 0 <= m["test_error"] <= 1
+                assert m["data_hash"] and len(m["state_hash"]) == 64
+    meta = json.loads((ci_repo / "data" / "prepared" / "digits8" / "meta.json").read_text())
+    assert meta["num_train"] + meta["num_test"] == 1797 and len(meta["content_hash"]["train"]) == 64
+    shown = _dvc("metrics", "show", "--json", cwd=ci_repo).stdout
+    assert "test_error" in shown
+
+
+def test_noop_repro_reruns_nothing(ci_repo):
+    out = _dvc("repro", cwd=ci_repo).stdout
+    assert "Running stage" not in out
+    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
+
+
+def test_param_edit_marks_only_its_entries(ci_repo):
+    original = (ci_repo / "params.yaml").read_text()
+    try:
+        _edit_params(ci_repo, lambda p: p["experiments"]["sweeps"]["configs"]["lr_high"]["train"].update(lr=0.3))
+        status = json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)
+        assert set(status) == {"train_sweeps@lr_high-0", "train_sweeps@lr_high-1"}
+    finally:
+        (ci_repo / "params.yaml").write_text(original)
+    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:  # not written yet, or being replaced
+        return -1
+
+
+def test_sigkill_then_repro_resumes_bit_identical(ci_repo):
+    stage = "train_h1_batch@b32-0"
+    run = ci_repo / "runs" / "h1_batch" / "b32" / "seed0"
+    _edit_params(ci_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(epochs=30, batch_size=8))
+    shutil.rmtree(run / "checkpoints")  # the 2-epoch run's checkpoint must not be mistaken for progress
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=ci_repo, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while _checkpoint_epoch(run / "checkpoints" / "last.pt") < 2:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _checkpoint_epoch(run / "checkpoints" / "last.pt")
+    assert 2 <= killed_at < 30
+
+    _dvc("repro", stage, cwd=ci_repo)
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
+
+    shutil.rmtree(run / "checkpoints")
+    _dvc("repro", "--force", "--single-item", stage, cwd=ci_repo)
+    uninterrupted = json.loads((run / "metrics.json").read_text())
+    assert uninterrupted["resumed_from_epoch"] == 0
+    assert resumed["state_hash"] == uninterrupted["state_hash"]
+    lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 30  # header + every epoch exactly once after the resume
+
+
+def test_bad_params_and_missing_data_stop_with_clear_errors(ci_repo):
+    bad = _run([sys.executable, "stages/train.py", "--experiment", "h1_batch", "--config", "nope", "--seed", "0"], ci_repo, check=False)
+    assert bad.returncode == 2 and "missing key experiments.h1_batch.configs.nope" in bad.stderr
+    original = (ci_repo / "params.yaml").read_text()
+    try:
+        _edit_params(ci_repo, lambda p: p["datasets"].update(cifar={"name": "cifar10", "root": "no/such/dir"}))
+        missing = _run([sys.executable, "stages/prepare.py", "--dataset", "cifar"], ci_repo, check=False)
+        assert missing.returncode == 2
+        assert "cifar10" in missing.stderr and "no/such/dir" in missing.stderr and "download" in missing.stderr
+        _edit_params(ci_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(batch_size=5000))
+        too_big = _run([sys.executable, "stages/train.py", "--experiment", "h1_batch", "--config", "b32", "--seed", "0"], ci_repo, check=False)
+        assert too_big.returncode == 2 and "batch_size=5000 exceeds the" in too_big.stderr
+    finally:
+        (ci_repo / "params.yaml").write_text(original)
