@@ -1,0 +1,201 @@
+"""One call that measures every curvature summary of a trained network on fixed data.
+
+Used by the ``measure`` stage; a user can call it on their own model. One Lanczos pass
+gives the top eigenpairs (and their Ritz vectors, cached for the PAC-Bayes posterior and
+the Hessian-direction scans); one SLQ pass gives the spectral density, its moments and
+the log-determinant (the tridiagonals are returned so they can be cached and reused).
+
+Error bars: an eigenvalue's is its Ritz residual bound ``|lambda - theta| <= ||H v - theta v||``
+(for a unit Ritz vector); the trace's and log-det's are standard errors across probes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from landscape.curvature.lanczos import top_eigenpairs
+from landscape.curvature.noise import (
+    difficulty_index,
+    gradient_covariance,
+    gradient_rank,
+    noise_alignment,
+    noise_curvature_correlation,
+    operator_diagonal,
+)
+from landscape.curvature.operators import HessianOperator
+from landscape.curvature.per_layer import per_layer_curvature
+from landscape.curvature.rmt import fit_semicircle, spiked_outliers
+from landscape.curvature.slq import logdet_from_tridiagonals, spectral_density
+from landscape.curvature.trace import trace as estimate_trace
+
+__all__ = ["CurvatureMeasurement", "measure_curvature"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class CurvatureMeasurement:
+    """Every curvature summary of one network, plus the Krylov data worth caching.
+
+    Attributes:
+        summary: JSON-ready scalars and small lists (eigenvalues with residual bounds,
+            trace, log-det, density moments, RMT fit, per-layer figures, gradient noise).
+        krylov: tensors to cache: ``ritz_values`` (k,), ``ritz_vectors`` (P, k),
+            ``slq_alphas`` (probes, steps), ``slq_betas`` (probes, steps - 1), and the
+            density on its ``grid`` / ``density``.
+    """
+
+    summary: dict[str, Any]
+    krylov: dict[str, Tensor]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary
+
+
+def measure_curvature(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    *,
+    bn_mode: str = "eval",
+    top_k: int = 10,
+    eig_tol: float = 1e-3,
+    trace_matvecs: int = 60,
+    trace_method: str = "hutch++",
+    slq_probes: int = 4,
+    slq_steps: int = 40,
+    logdet_eps: float = 1e-3,
+    per_layer: bool = True,
+    per_layer_matvecs: int = 20,
+    noise_examples: int = 256,
+    diag_probes: int = 20,
+    seed: int = 0,
+) -> CurvatureMeasurement:
+    """Measure the Hessian of the mean loss over ``batches`` at the model's current weights.
+
+    Args:
+        model: the network (unchanged afterwards).
+        loss_fn: batch-mean loss ``loss_fn(logits, targets)``.
+        batches: fixed ``(inputs, targets)`` batches (the probe subset).
+        bn_mode: BatchNorm policy, ``"eval"`` or ``"batch"``.
+        top_k: number of top (largest algebraic) eigenpairs by Lanczos.
+        eig_tol: relative Ritz residual tolerance.
+        trace_matvecs: product budget of the trace estimate.
+        trace_method: ``"hutch++"``, ``"hutchinson"`` or ``"xtrace"``.
+        slq_probes: SLQ probe vectors (density and log-det).
+        slq_steps: Lanczos steps per SLQ probe.
+        logdet_eps: the eps of ``log det(H + eps I)``.
+        per_layer: also the top eigenvalue and trace of each module's diagonal block.
+        per_layer_matvecs: trace budget per layer.
+        noise_examples: examples (the first ones of ``batches``) used for per-sample
+            gradients and the noise covariance Sigma; 0 skips the noise figures.
+        diag_probes: Hutchinson probes for diag(H) in the ``C ~ diag(H)`` check (0 skips it).
+        seed: seed of every random start and probe.
+    """
+    started = time.perf_counter()
+    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
+    summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed}
+    summary["operator"].pop("param_names", None)
+    P = op.shape[0]
+
+    eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed)
+    abs_bounds = eig.residuals * eig.values.abs().clamp_min(torch.finfo(eig.values.dtype).tiny)
+    summary["eigenvalues"] = {
+        "values": eig.values.tolist(),
+        "residual_bounds": abs_bounds.tolist(),
+        "relative_residuals": eig.residuals.tolist(),
+        "num_matvecs": eig.num_matvecs,
+        "converged": bool(eig.converged),
+    }
+    lambda_max = float(eig.values[0])
+    summary["lambda_max"] = lambda_max
+    summary["lambda_max_err"] = float(abs_bounds[0])
+
+    tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
+    summary["trace"] = tr.value
+    summary["trace_stderr"] = tr.stderr
+    summary["trace_method"] = trace_method
+    summary["trace_num_matvecs"] = tr.num_matvecs
+
+    dens = spectral_density(op, num_probes=slq_probes, num_steps=min(slq_steps, P), seed=seed)
+    ld = logdet_from_tridiagonals(dens.alphas, dens.betas, P, logdet_eps)
+    summary["density"] = {
+        "moments": dens.moments.tolist(),
+        "moments_stderr": dens.moments_stderr.tolist(),
+        "sigma_broadening": dens.sigma,
+        "num_probes": dens.num_probes,
+        "num_steps": dens.num_steps,
+        "num_matvecs": dens.num_matvecs,
+    }
+    summary["logdet"] = ld.value
+    summary["logdet_stderr"] = ld.stderr
+    summary["logdet_eps"] = logdet_eps
+    summary["logdet_clamped_mass"] = ld.clamped_mass
+
+    bulk = fit_semicircle(dens)
+    outliers = spiked_outliers(eig.values, (bulk.lower_edge, bulk.upper_edge))
+    summary["rmt"] = {
+        "bulk_sigma": float(bulk.sigma),
+        "bulk_centre": float(bulk.centre),
+        "bulk_edge": float(bulk.upper_edge),
+        "outlier_count": int(outliers.numel()),
+        "outlier_count_is_lower_bound": bool(outliers.numel() == eig.values.numel()),
+        "ks_distance": float(bulk.ks_distance),
+    }
+
+    if per_layer:
+        layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=max(eig_tol, 1e-3), seed=seed)
+        summary["per_layer"] = [
+            {"name": l.name, "num_params": l.num_params, "lambda_max": l.top_eigenvalue, "trace": l.trace, "trace_stderr": l.trace_stderr}
+            for l in layers.layers
+        ]
+
+    if noise_examples > 0:
+        xs, ys, have = [], [], 0
+        for x, y in batches:
+            take = min(noise_examples - have, x.shape[0])
+            xs.append(x[:take])
+            ys.append(y[:take])
+            have += take
+            if have >= noise_examples:
+                break
+        sigma = gradient_covariance(model, loss_fn, [(torch.cat(xs), torch.cat(ys))])
+        rank = gradient_rank(sigma)
+        align = noise_alignment(eig.vectors, sigma)
+        diff = difficulty_index(lambda_max, tr.value, align.kappa)
+        noise: dict[str, Any] = {
+            "num_examples": have,
+            "trace_sigma": rank.trace,
+            "lambda_max_sigma": rank.lambda_max,
+            "energy_rank_90": rank.energy_rank,
+            "stable_rank_gradients": rank.stable_rank_gradients,
+            "stable_rank_covariance": rank.stable_rank_covariance,
+            "kappa": align.kappa,
+            "kappa_max": align.kappa_max,
+            "kappa_random": align.kappa_random,
+            "principal_angles": align.alignment.principal_angles.tolist() if align.alignment is not None else [],
+            "difficulty_index": diff.value,
+            "difficulty_status": diff.status,
+        }
+        if diag_probes > 0:
+            diag = operator_diagonal(op, method="hutchinson", num_probes=diag_probes, seed=seed)
+            corr = noise_curvature_correlation(diag, sigma)
+            noise["diag_correlation"] = corr.to_dict()
+        summary["noise"] = noise
+
+    summary["wall_time_s"] = time.perf_counter() - started
+    krylov = {
+        "ritz_values": eig.values.detach().cpu(),
+        "ritz_vectors": eig.vectors.detach().cpu().to(torch.float32),
+        "slq_alphas": dens.alphas.detach().cpu(),
+        "slq_betas": dens.betas.detach().cpu(),
+        "density_grid": dens.grid.detach().cpu(),
+        "density": dens.density.detach().cpu(),
+    }
+    return CurvatureMeasurement(summary=summary, krylov=krylov)
