@@ -86,6 +86,13 @@ def configure_torch() -> None:
     torch.set_num_threads(int(os.environ.get("LANDSCAPE_THREADS", "1")))
 
 
+def pick_device():
+    """``LANDSCAPE_DEVICE`` if set, else CUDA when available, else CPU."""
+    import torch
+
+    return torch.device(os.environ.get("LANDSCAPE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error for the user and exit non-zero."""
     print(f"error: {message}", file=sys.stderr)

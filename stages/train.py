@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import warnings
 
 from _common import (
@@ -22,6 +21,7 @@ from _common import (
     fail,
     fingerprint,
     load_params,
+    pick_device,
     prepared_path,
     run_config,
     run_dir,
@@ -62,11 +62,6 @@ class LiveLog:
     def close(self, history: list[dict[str, float]]) -> None:
         self(history)
         self.live.end()
-
-
-def pick_device() -> torch.device:
-    name = os.environ.get("LANDSCAPE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def main() -> None:

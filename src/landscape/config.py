@@ -20,6 +20,7 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "RunConfig",
+    "CurvatureConfig",
     "parse_config",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -144,6 +145,46 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model.get("name"), str):
             raise ConfigError(f"model.name must be a model name string, got {self.model.get('name')!r}")
+
+
+@dataclass(frozen=True)
+class CurvatureConfig:
+    """Settings of the ``measure`` stage (keyword arguments of ``measure_curvature``).
+
+    Attributes:
+        num_examples: examples of the fixed probe subset the Hessian is taken over.
+        batch_size: examples per forward pass when forming products.
+        at_init: also measure the network at its initialisation (rebuilt from the seed).
+        bn_mode: BatchNorm policy, ``eval`` or ``batch``.
+        top_k: top eigenpairs by Lanczos (their Ritz vectors are cached).
+        eig_tol: relative Ritz residual tolerance.
+        trace_matvecs: Hessian-vector products of the trace estimate.
+        trace_method: ``hutch++``, ``hutchinson`` or ``xtrace``.
+        slq_probes, slq_steps: stochastic Lanczos quadrature budget (density and log-det).
+        logdet_eps: eps of ``log det(H + eps I)``.
+        per_layer: per-module top eigenvalue and trace.
+        per_layer_matvecs: trace budget per module.
+        noise_examples: examples for per-sample gradients and the noise covariance (0 skips).
+        diag_probes: Hutchinson probes for diag(H) (the ``C ~ diag(H)`` check; 0 skips).
+    """
+
+    num_examples: int = field(default=1000, metadata=_rule("an int >= 2", lambda x: x >= 2))
+    batch_size: int = field(default=500, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    at_init: bool = False
+    bn_mode: str = field(default="eval", metadata=_rule("one of ['eval', 'batch']", lambda x: x in ("eval", "batch")))
+    top_k: int = field(default=10, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    eig_tol: float = field(default=1e-3, metadata=_rule("a float in (0, 1)", lambda x: 0 < x < 1))
+    trace_matvecs: int = field(default=60, metadata=_rule("an int >= 4", lambda x: x >= 4))
+    trace_method: str = field(
+        default="hutch++", metadata=_rule("one of ['hutch++', 'hutchinson', 'xtrace']", lambda x: x in ("hutch++", "hutchinson", "xtrace"))
+    )
+    slq_probes: int = field(default=4, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    slq_steps: int = field(default=40, metadata=_rule("an int >= 2", lambda x: x >= 2))
+    logdet_eps: float = field(default=1e-3, metadata=_rule("a float > 0", _positive))
+    per_layer: bool = True
+    per_layer_matvecs: int = field(default=20, metadata=_rule("an int >= 4", lambda x: x >= 4))
+    noise_examples: int = field(default=256, metadata=_rule("an int >= 0", _nonneg))
+    diag_probes: int = field(default=20, metadata=_rule("an int >= 0", _nonneg))
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -273,4 +314,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
                     build_model(run.model["name"], num_classes=10, in_chans=1, img_size=32, seed=0, **options)
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"{where}.model: {exc}") from None
-    return {"datasets": datasets, "runs": runs}
+    curvature = params.get("curvature")
+    if not isinstance(curvature, Mapping) or set(curvature) != set(experiments):
+        have = sorted(curvature) if isinstance(curvature, Mapping) else curvature
+        raise ConfigError(f"curvature must have one entry per experiment {sorted(experiments)}, got {have!r}")
+    measure = {exp: parse_config(CurvatureConfig, curvature[exp], f"curvature.{exp}") for exp in experiments}
+    return {"datasets": datasets, "runs": runs, "curvature": measure}

@@ -72,7 +72,7 @@ def ci_repo(tmp_path_factory) -> Path:
 
 def test_repro_renders_report_and_records_every_run(ci_repo):
     html = (ci_repo / "reports" / "index.html").read_text()
-    assert "Test error per experiment" in html and "data:image/png;base64" in html
+    assert "Test error per experiment" in html and html.count('src="data:image/png;base64') >= 2
     assert "Traceback (most recent call last)" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
     for exp, spec in params["experiments"].items():

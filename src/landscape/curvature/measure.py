@@ -138,16 +138,21 @@ def measure_curvature(
     summary["logdet_eps"] = logdet_eps
     summary["logdet_clamped_mass"] = ld.clamped_mass
 
-    bulk = fit_semicircle(dens)
-    outliers = spiked_outliers(eig.values, (bulk.lower_edge, bulk.upper_edge))
-    summary["rmt"] = {
-        "bulk_sigma": float(bulk.sigma),
-        "bulk_centre": float(bulk.centre),
-        "bulk_edge": float(bulk.upper_edge),
-        "outlier_count": int(outliers.numel()),
-        "outlier_count_is_lower_bound": bool(outliers.numel() == eig.values.numel()),
-        "ks_distance": float(bulk.ks_distance),
-    }
+    try:
+        bulk = fit_semicircle(dens)
+    except ValueError as exc:  # too few quadrature nodes in the bulk: record why, keep going
+        summary["rmt"] = {"status": f"semicircle fit failed: {exc}", "outlier_count": float("nan")}
+    else:
+        outliers = spiked_outliers(eig.values, (bulk.lower_edge, bulk.upper_edge))
+        summary["rmt"] = {
+            "status": "ok",
+            "bulk_sigma": float(bulk.sigma),
+            "bulk_centre": float(bulk.centre),
+            "bulk_edge": float(bulk.upper_edge),
+            "outlier_count": int(outliers.numel()),
+            "outlier_count_is_lower_bound": bool(outliers.numel() == eig.values.numel()),
+            "ks_distance": float(bulk.ks_distance),
+        }
 
     if per_layer:
         layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=max(eig_tol, 1e-3), seed=seed)
