@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from landscape.config import CurvatureConfig, parse_config
-from landscape.curvature.measure import measure_curvature
+from landscape.curvature.measure import measure_curvature, sharpness_summary
+from landscape.training.checkpoint import list_snapshots
 from landscape.io import read_json, torch_save, write_json
 from landscape.models import build_model
 
@@ -65,7 +66,7 @@ def main() -> None:
     x, y = data["probe"]
     x, y = x[: cfg.num_examples].to(device), y[: cfg.num_examples].to(device)
     batches = [(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]) for i in range(0, x.shape[0], cfg.batch_size)]
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_examples", "batch_size", "at_init")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_examples", "batch_size", "at_init", "along_training_matvecs")}
 
     out_root = ROOT / "measure" / args.experiment / args.config
     per_seed: dict[int, dict] = {}
@@ -89,6 +90,15 @@ def main() -> None:
             init_model = build_model(saved["model"]["name"], **kwargs).to(device)
             init = measure_curvature(init_model, F.cross_entropy, batches, seed=seed, **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
             summary["at_init"] = {k: init.summary[k] for k in ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")}
+        along = []
+        for snapshot in list_snapshots(run / "checkpoints"):
+            state = torch.load(snapshot, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["state_dict"])
+            along.append({"epoch": state["epoch"], **sharpness_summary(
+                model, F.cross_entropy, batches, bn_mode=cfg.bn_mode, eig_tol=cfg.eig_tol,
+                trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method, seed=seed)})
+        if along:
+            summary["along_training"] = along
         torch_save(out / "krylov.pt", result.krylov)
         write_json(out / "curvature.json", summary)
         per_seed[seed] = summary

@@ -104,6 +104,8 @@ class TrainConfig:
             per seed (the memorisation control of the bounds study).
         lr_reference_batch: if set, the linear scaling rule
             ``lr * batch_size / lr_reference_batch``; ``null`` keeps ``lr`` fixed.
+        snapshot_every: keep the weights every this many epochs (and at epoch 0) beside
+            the checkpoint, for curvature along training; 0 keeps none.
     """
 
     epochs: int = field(default=10, metadata=_rule("an int >= 1", lambda x: x >= 1))
@@ -126,6 +128,7 @@ class TrainConfig:
     lr_reference_batch: int | None = field(
         default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1)
     )
+    snapshot_every: int = field(default=0, metadata=_rule("an int >= 0", _nonneg))
 
     def __post_init__(self) -> None:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -166,6 +169,8 @@ class CurvatureConfig:
         per_layer_matvecs: trace budget per module.
         noise_examples: examples for per-sample gradients and the noise covariance (0 skips).
         diag_probes: Hutchinson probes for diag(H) (the ``C ~ diag(H)`` check; 0 skips).
+        along_training_matvecs: trace budget at each training snapshot (lambda_max and
+            trace along training, when the run kept snapshots).
     """
 
     num_examples: int = field(default=1000, metadata=_rule("an int >= 2", lambda x: x >= 2))
@@ -185,6 +190,7 @@ class CurvatureConfig:
     per_layer_matvecs: int = field(default=20, metadata=_rule("an int >= 4", lambda x: x >= 4))
     noise_examples: int = field(default=256, metadata=_rule("an int >= 0", _nonneg))
     diag_probes: int = field(default=20, metadata=_rule("an int >= 0", _nonneg))
+    along_training_matvecs: int = field(default=20, metadata=_rule("an int >= 4", lambda x: x >= 4))
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:

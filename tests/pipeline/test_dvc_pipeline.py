@@ -83,6 +83,10 @@ def test_repro_renders_report_and_records_every_run(ci_repo):
                 assert m["data_hash"] and len(m["state_hash"]) == 64
     meta = json.loads((ci_repo / "data" / "prepared" / "digits8" / "meta.json").read_text())
     assert meta["num_train"] + meta["num_test"] == 1797 and len(meta["content_hash"]["train"]) == 64
+    curvature = json.loads((ci_repo / "measure" / "h1_batch" / "b32" / "seeds" / "seed0" / "curvature.json").read_text())
+    assert curvature["status"] == "measured" and curvature["lambda_max"] > 0
+    assert [row["epoch"] for row in curvature["along_training"]] == [0, 1, 2]  # snapshot_every: 1
+    assert (ci_repo / "measure" / "h1_batch" / "b32" / "seeds" / "seed0" / "krylov.pt").is_file()
     shown = _dvc("metrics", "show", "--json", cwd=ci_repo).stdout
     assert "test_error" in shown
 

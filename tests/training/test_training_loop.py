@@ -163,3 +163,28 @@ def test_state_hash_is_sensitive_to_one_ulp():
     h = sha256_tensors(sd)
     sd2 = {"w": torch.tensor([1.0, 1.0, float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))]), "n": torch.tensor(5)}
     assert h != sha256_tensors(sd2) and h == sha256_tensors({"n": torch.tensor(5), "w": torch.ones(3)})
+
+
+def test_snapshots_for_curvature_along_training(tmp_path):
+    from landscape.training.checkpoint import list_snapshots
+
+    train, test = data(), data(64, seed=1)
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=0.05, snapshot_every=2)
+    (tmp_path / "snapshot_epoch0009.pt").write_bytes(b"stale")  # from another run: must go
+    reference = train_model(model(), train, test, cfg, seed=0)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_three(history):
+        if len(history) == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_model(model(), train, test, cfg, seed=0, checkpoint_dir=tmp_path, fingerprint="f", on_epoch=stop_after_three)
+    resumed = train_model(model(), train, test, cfg, seed=0, checkpoint_dir=tmp_path, fingerprint="f")
+    snaps = [torch.load(p, weights_only=False) for p in list_snapshots(tmp_path)]
+    assert [s["epoch"] for s in snaps] == [0, 2, 4]
+    assert sha256_tensors(snaps[-1]["state_dict"]) == reference.state_hash == resumed.state_hash
+    fresh_init = model()
+    assert sha256_tensors(snaps[0]["state_dict"]) == sha256_tensors(fresh_init.state_dict())

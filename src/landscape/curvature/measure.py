@@ -34,7 +34,7 @@ from landscape.curvature.rmt import fit_semicircle, spiked_outliers
 from landscape.curvature.slq import logdet_from_tridiagonals, spectral_density
 from landscape.curvature.trace import trace as estimate_trace
 
-__all__ = ["CurvatureMeasurement", "measure_curvature"]
+__all__ = ["CurvatureMeasurement", "measure_curvature", "sharpness_summary"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -204,3 +204,29 @@ def measure_curvature(
         "density": dens.density.detach().cpu(),
     }
     return CurvatureMeasurement(summary=summary, krylov=krylov)
+
+
+def sharpness_summary(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    *,
+    bn_mode: str = "eval",
+    eig_tol: float = 1e-3,
+    trace_matvecs: int = 20,
+    trace_method: str = "hutch++",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Top eigenvalue (with its residual bound) and trace only: the cheap pair measured
+    at every training snapshot for curvature along training."""
+    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
+    eig = top_eigenpairs(op, k=1, which="LA", tol=eig_tol, seed=seed)
+    tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
+    value = float(eig.values[0])
+    return {
+        "lambda_max": value,
+        "lambda_max_err": float(eig.residuals[0]) * abs(value),
+        "trace": tr.value,
+        "trace_stderr": tr.stderr,
+        "num_matvecs": eig.num_matvecs + tr.num_matvecs,
+    }

@@ -9,9 +9,10 @@ import torch
 
 from landscape.io import torch_save
 
-__all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "save_snapshot", "list_snapshots", "clear_snapshots"]
 
 CHECKPOINT_NAME = "last.pt"
+SNAPSHOT_PATTERN = "snapshot_epoch*.pt"
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
@@ -43,3 +44,21 @@ def load_checkpoint(directory: str | Path, fingerprint: str) -> dict[str, Any] |
     if state.get("fingerprint") != fingerprint:
         return None
     return state
+
+
+def save_snapshot(directory: str | Path, epoch: int, state_dict: dict[str, Any]) -> Path:
+    """Keep the weights after ``epoch`` epochs as ``snapshot_epochNNNN.pt`` (atomic)."""
+    path = Path(directory) / f"snapshot_epoch{epoch:04d}.pt"
+    torch_save(path, {"epoch": epoch, "state_dict": state_dict})
+    return path
+
+
+def list_snapshots(directory: str | Path) -> list[Path]:
+    """Snapshot files of a run, in epoch order."""
+    return sorted(Path(directory).glob(SNAPSHOT_PATTERN))
+
+
+def clear_snapshots(directory: str | Path) -> None:
+    """Remove the snapshots of a previous (different) run before a fresh start."""
+    for path in list_snapshots(directory):
+        path.unlink()

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from landscape.config import TrainConfig
 from landscape.io import sha256_tensors
 from landscape.training.augment import random_crop_flip
-from landscape.training.checkpoint import load_checkpoint, save_checkpoint
+from landscape.training.checkpoint import clear_snapshots, load_checkpoint, save_checkpoint, save_snapshot
 from landscape.training.optim import build_optimizer, build_scheduler, effective_lr
 
 __all__ = ["TrainResult", "train_model", "evaluate", "randomize_labels", "epoch_seed"]
@@ -180,6 +180,11 @@ def train_model(
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
         status, diverged_step, diverged_reason = state["status"], state["diverged_step"], state["diverged_reason"]
     resumed_from = start_epoch
+    keep_snapshots = checkpoint_dir is not None and cfg.snapshot_every > 0
+    if checkpoint_dir is not None and state is None:
+        clear_snapshots(checkpoint_dir)  # left by a run with another fingerprint
+        if keep_snapshots:
+            save_snapshot(checkpoint_dir, 0, model.state_dict())
 
     def checkpoint(epoch: int) -> None:
         if checkpoint_dir is None:
@@ -274,6 +279,8 @@ def train_model(
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", test_err=f"{test_error:.3f}")
         if epoch + 1 == cfg.epochs:
             status = "completed"
+        if keep_snapshots and (epoch + 1) % cfg.snapshot_every == 0:
+            save_snapshot(checkpoint_dir, epoch + 1, model.state_dict())  # before the checkpoint: a resume never skips it
         if (epoch + 1) % cfg.checkpoint_every == 0 or status == "completed":
             checkpoint(epoch + 1)
         if on_epoch is not None:

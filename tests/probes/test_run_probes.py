@@ -1,0 +1,380 @@
+"""Tests of landscape.probes.run_probes: stage settings, and the three stage entry functions
+on tiny float64 models against dense references and closed forms."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from probe_helpers import classification_batches
+
+from landscape.config import ConfigError, parse_config
+from landscape.io import to_jsonable
+from landscape.models import build_model
+from landscape.probes.functional import parameter_dict
+from landscape.probes.permutation import apply_permutation, permutation_spec, random_permutation
+from landscape.probes.run_probes import (
+    BarrierSettings,
+    ChunkSumToy,
+    IntrinsicDimConfig,
+    ProbeConfig,
+    ScanSettings,
+    SdeConfig,
+    ToyTaskSettings,
+    TrainedRun,
+    build_surface,
+    run_intrinsic_dim,
+    run_landscape_probes,
+    run_sde_study,
+)
+from landscape.probes.sharpness import worst_case_sharpness
+
+MLP_SPEC = {"name": "mlp", "width": 6, "depth": 2, "activation": "relu", "norm": "none"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _data(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = classification_batches(n=n, d_in=3, classes=3, batch=n, seed=seed)
+    return batches[0]
+
+
+DATA = {"probe": _data(96, 0), "test": _data(64, 1), "train": _data(128, 2)}
+
+
+def _mlp(seed: int, steps: int = 60, **options) -> torch.nn.Module:
+    """A float64 mlp (87 parameters) trained full-batch with Adam on the probe data."""
+    spec = {**MLP_SPEC, **options}
+    model = build_model("mlp", num_classes=3, in_features=3, seed=seed, **{k: v for k, v in spec.items() if k != "name"}).double()
+    x, y = DATA["train"]
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def _permuted_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    spec = permutation_spec(model, DATA["probe"][0][:2])
+    state = apply_permutation(spec, random_permutation(spec, seed=seed), model.state_dict())
+    other = copy.deepcopy(model)
+    other.load_state_dict(state)
+    return other
+
+
+def _flat_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        parts = {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)}
+        return F.cross_entropy(torch.func.functional_call(model, parts, (x,)), y)
+
+    return f
+
+
+def _dense_hessian(model: torch.nn.Module, params: dict[str, torch.Tensor], x, y) -> torch.Tensor:
+    """Reference Hessian by double backward (float64)."""
+    theta = torch.cat([params[n].reshape(-1) for n, _ in model.named_parameters()]).detach()
+    return torch.autograd.functional.hessian(_flat_loss(model, x, y), theta)
+
+
+def _probe_config(**overrides) -> ProbeConfig:
+    base = {
+        "num_examples": 96,
+        "test_examples": 64,
+        "batch_size": 96,
+        "recal_examples": 128,
+        "recal_batch_size": 64,
+        "barriers": {"num_points": 5, "align_restarts": 2},
+        "bezier": {"configs": [], "steps": 5, "batch_size": 64, "train_examples": 128, "num_points": 5},
+        "scans": {"line_points": 5, "plane_points": 3, "surface_plots": False},
+        "sharpness": {"steps": 2, "num_samples": 3},
+        "invariance": {"trace_matvecs": 8, "slq_probes": 1, "slq_steps": 6},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return parse_config(ProbeConfig, base, "probes.test")
+
+
+# ------------------------------------------------------------------------- settings
+
+
+def test_probe_config_parses_nested_blocks_and_selects_probes_per_config():
+    cfg = parse_config(
+        ProbeConfig,
+        {"bezier": {"configs": ["mlp_none"], "objectives": ["minimax"]}, "invariance": {"configs": ["mlp_none", "b64"]}, "scans": {"configs": "all"}},
+        "probes.h2_arch",
+    )
+    assert cfg.bezier.configs == ("mlp_none",) and cfg.bezier.objectives == ("minimax",)
+    assert cfg.probes_for("mlp_none") == ("barriers", "bezier", "scans", "sharpness", "invariance")
+    assert cfg.probes_for("resnet_skip_bn") == ("barriers", "scans", "sharpness")
+    cfg.check_configs(["mlp_none", "b64", "resnet_skip_bn"])
+    with pytest.raises(ConfigError, match=r"probes.h2_arch.invariance.configs names unknown config 'b64'"):
+        cfg.check_configs(["mlp_none", "resnet_skip_bn"], "probes.h2_arch")
+    json.dumps(to_jsonable(cfg))  # the resolved config is JSON-ready
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"bn_mode": "eval"}, r"probes.x.bn_mode='eval' is not allowed; allowed: one of \['recalibrate', 'batch'\]"),
+        ({"colour": 1}, r"unknown key probes.x.colour"),
+        ({"barriers": {"num_points": 2}}, r"probes.x.barriers.num_points=2 is not allowed; allowed: an int >= 3"),
+        ({"bezier": {"objectives": ["expected", "fastest"]}}, r"probes.x.bezier.objectives=.*allowed: a non-empty list"),
+        ({"scans": {"configs": 3}}, r"probes.x.scans.configs=3 is not allowed; allowed: 'all' or a list of config names"),
+        ({"scans": {"line_min": 0.2}}, r"line_min < 0 and line_max > 1"),
+        ({"sharpness": {"eps_l2": -1.0}}, r"probes.x.sharpness.eps_l2=-1.0 is not allowed"),
+    ],
+)
+def test_probe_config_rejects_bad_values(values, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(ProbeConfig, values, "probes.x")
+
+
+def test_settings_built_in_code_are_validated_too():
+    with pytest.raises(ConfigError, match=r"BarrierSettings.num_points=1 is not allowed"):
+        BarrierSettings(num_points=1)
+    with pytest.raises(ConfigError, match=r"line_min < 0 and line_max > 1"):
+        ScanSettings(line_max=0.9)
+    with pytest.raises(ConfigError, match=r"num_params=100 must be a multiple of num_constraints=3"):
+        ToyTaskSettings(num_params=100, num_constraints=3)
+    with pytest.raises(ConfigError, match=r"seeds=\(0,\) is not allowed; allowed: a list of >= 2 distinct ints"):
+        parse_config(IntrinsicDimConfig, {"seeds": [0]}, "probes.intrinsic_dim")
+    with pytest.raises(ConfigError, match=r"projections=.*allowed: a non-empty list of \['dense', 'sparse'\]"):
+        parse_config(IntrinsicDimConfig, {"projections": ["identity"]}, "probes.intrinsic_dim")
+
+
+def test_sde_config_validates_settings_and_surfaces():
+    cfg = parse_config(SdeConfig, {"settings": [[0.1, 2], [0.05, 8]]}, "probes.sde")
+    assert cfg.settings == ((0.1, 2), (0.05, 8))
+    with pytest.raises(ConfigError, match=r"probes.sde.settings=.*allowed: a non-empty list of \[eta > 0, batch_size >= 1\] pairs"):
+        parse_config(SdeConfig, {"settings": [[0.1, 0]]}, "probes.sde")
+    with pytest.raises(ConfigError, match=r"surfaces.w: surface kind must be one of \['gaussian_wells', 'tilted_double_well'\], got 'bowl'"):
+        parse_config(SdeConfig, {"surfaces": {"w": {"kind": "bowl"}}}, "probes.sde")
+    with pytest.raises(ConfigError, match=r"surfaces.w: bad options for surface kind 'tilted_double_well'"):
+        parse_config(SdeConfig, {"surfaces": {"w": {"kind": "tilted_double_well", "depth": 2.0}}}, "probes.sde")
+    with pytest.raises(ValueError, match=r"\|tilt\| must be <"):
+        build_surface({"kind": "tilted_double_well", "tilt": 5.0})
+
+
+# ------------------------------------------------------------------ landscape probes
+
+
+def test_barriers_vanish_after_aligning_a_permuted_copy_and_diverged_runs_are_skipped():
+    a = _mlp(0)
+    b = _permuted_copy(a, seed=3)
+    runs = [TrainedRun(0, "completed", a, test_error=0.1), TrainedRun(1, "completed", b), TrainedRun(2, "diverged", None)]
+    cfg = _probe_config(scans={"configs": []}, sharpness={"configs": []}, invariance={"configs": []})
+    before = {n: t.clone() for n, t in a.state_dict().items()}
+    report = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC)
+    res = report.results
+    assert res["runs"]["seed2"] == {"status": "diverged", "probed": False, "test_error": math.nan, "state_hash": None}
+    assert report.summary["seeds_completed"] == 2 and report.summary["seeds_skipped"] == 1
+    assert list(res["barriers"]["pairs"]) == ["s0-s1"] and res["barriers"]["alignment"] == "done"
+    for split in ("train", "test"):
+        pair = res["barriers"]["pairs"]["s0-s1"][split]
+        assert pair["raw"]["barrier"] > 1e-2  # the permuted copy sits in another basin of the same function
+        assert abs(pair["aligned"]["barrier"]) < 1e-12 and abs(pair["aligned"]["barrier_interp"]) < 1e-12
+        assert pair["aligned_end_loss_change"] < 1e-12 and pair["raw"]["bn_mode"] == "eval"
+    assert report.arrays["barriers.train.raw.s0-s1.losses"].shape == (5,)
+    assert all(torch.equal(before[n], t) for n, t in a.state_dict().items())  # the caller's model is untouched
+    json.dumps(to_jsonable(res))
+
+
+def test_hessian_plane_curvatures_match_dense_eigenvalues_and_invariance_audit_matches_dense_lambda_max():
+    model = _mlp(0)
+    x, y = DATA["probe"]
+    H = _dense_hessian(model, parameter_dict(model), x, y)
+    evals, evecs = torch.linalg.eigh(H)
+    lam, vecs = evals.flip(0)[:2], evecs.flip(1)[:, :2]
+    runs = [TrainedRun(0, "completed", model, ritz_values=lam, ritz_vectors=vecs)]
+    h = 1e-4
+    cfg = _probe_config(
+        scans={"hessian_span": h, "plane_points": 3},
+        sharpness={"configs": []},
+        invariance={"eig_tol": 1e-8, "alpha": 4.0},
+    )
+    report = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC)
+    Z = report.arrays["scans.hessian_plane.loss"]  # Z[i, j] at (xs[j], ys[i]), xs = ys = (-h, 0, h)
+    curv_1 = (Z[1, 2] + Z[1, 0] - 2 * Z[1, 1]) / h**2
+    curv_2 = (Z[2, 1] + Z[0, 1] - 2 * Z[1, 1]) / h**2
+    np.testing.assert_allclose([curv_1, curv_2], lam.numpy(), rtol=1e-4)
+    assert report.results["scans"]["line"] == {"status": "skipped: fewer than 2 completed runs"}
+    assert report.results["barriers"] == {"status": "skipped: fewer than 2 completed runs"}
+    inv = report.results["invariance"]
+    entries = {e["name"]: e for e in inv["audit"]["entries"]}
+    np.testing.assert_allclose(entries["lambda_max"]["before"], float(lam[0]), rtol=1e-6)
+    from landscape.probes.invariance import rescale_layers
+
+    after = rescale_layers(parameter_dict(model), "layers.0.linear", "layers.1.linear", 4.0)
+    lam_after = torch.linalg.eigvalsh(_dense_hessian(model, after, x, y))[-1]
+    np.testing.assert_allclose(entries["lambda_max"]["after"], float(lam_after), rtol=1e-6)
+    assert entries["lambda_max"]["verdict"] == "not invariant" and entries["adaptive_sharpness_l2"]["verdict"] == "invariant"
+    assert inv["audit"]["output_change"] < 1e-12
+    assert report.summary["invariance"]["lambda_max"] == "not invariant"
+
+
+def test_auto_hessian_span_missing_vectors_and_non_applicable_audit_are_recorded():
+    model = _mlp(0, norm="bn", depth=1)
+    spec = {**MLP_SPEC, "norm": "bn", "depth": 1}
+    lam1 = 2.5
+    vecs = torch.linalg.qr(torch.randn(sum(p.numel() for p in model.parameters()), 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
+    runs = [
+        TrainedRun(0, "completed", model, ritz_values=torch.tensor([lam1, 1.0]), ritz_vectors=vecs),
+        TrainedRun(1, "completed", _mlp(1, norm="bn", depth=1)),
+    ]
+    cfg = _probe_config(barriers={"configs": []}, sharpness={"configs": []}, scans={"hessian_rise": 0.5})
+    res = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=spec).results
+    assert res["bn"] == {"policy": "recalibrate", "bn_mode": "recalibrate", "has_batchnorm": True, "recal_examples": 128}
+    hp = res["scans"]["hessian_plane"]
+    assert hp["span"] == pytest.approx(math.sqrt(2 * 0.5 / lam1), rel=1e-12) and hp["bn_mode"] == "recalibrate"
+    assert res["scans"]["line"]["train"]["bn_mode"] == "recalibrate"
+    alphas = res["scans"]["line"]["train"]["alphas"]
+    assert 0.0 in alphas and 1.0 in alphas and min(alphas) == -0.5 and max(alphas) == 1.5
+    assert res["invariance"]["status"].startswith("not applicable: norm 'bn'")
+    res2 = run_landscape_probes(runs[1:], DATA, cfg, config_name="c", model_spec=spec).results
+    assert res2["scans"]["hessian_plane"]["status"] == "skipped: no cached Ritz vectors (k >= 2) for this run"
+
+
+def test_bezier_curve_lowers_the_straight_barrier_and_sharpness_is_passed_through():
+    a, b = _mlp(0, steps=150), _mlp(5, steps=150)
+    runs = [TrainedRun(0, "completed", a), TrainedRun(1, "completed", b)]
+    cfg = _probe_config(
+        bezier={"configs": ["c"], "steps": 150, "lr": 0.05, "objectives": ["expected", "minimax"], "num_points": 11},
+        barriers={"configs": []},
+        scans={"configs": []},
+        invariance={"configs": []},
+    )
+    report = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC)
+    pair = report.results["bezier"]["pairs"]["s0-s1"]
+    straight = pair["straight"]["train"]
+    assert straight["barrier"] > 0.05
+    for objective in ("expected", "minimax"):
+        curve = pair[objective]["train"]
+        assert curve["end_losses"] == pytest.approx(straight["end_losses"], abs=1e-12)  # same end points
+        assert curve["barrier"] < 0.5 * straight["barrier"] and curve["below_straight"] is True
+    assert report.summary["bezier"]["s0-s1.minimax.test"]["below_straight"] in (True, False)
+    sharp = report.results["sharpness"]["seeds"]["seed1"]["worst_l2"]
+    x, y = DATA["probe"]
+    direct = worst_case_sharpness(b, parameter_dict(b), [(x, y)], eps=0.05, norm="l2", steps=2, seed=0, bn_mode="eval")
+    assert sharp["value"] == pytest.approx(direct.value, rel=1e-12)
+    figs = report.figures()
+    assert sorted(figs) == ["bezier_s0-s1"]
+    buf = io.BytesIO()
+    figs["bezier_s0-s1"].savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_landscape_probes_rejects_bad_arguments():
+    cfg = _probe_config()
+    with pytest.raises(ValueError, match="runs must contain at least one TrainedRun"):
+        run_landscape_probes([], DATA, cfg, config_name="c", model_spec=MLP_SPEC)
+    m = _mlp(0, steps=1)
+    with pytest.raises(ValueError, match=r"runs repeat a seed: \[0, 0\]"):
+        run_landscape_probes([TrainedRun(0, "completed", m), TrainedRun(0, "completed", m)], DATA, cfg, config_name="c", model_spec=MLP_SPEC)
+    with pytest.raises(ValueError, match="missing 'train'"):
+        run_landscape_probes([TrainedRun(0, "completed", m)], {"probe": DATA["probe"], "test": DATA["test"]}, cfg, config_name="c", model_spec=MLP_SPEC)
+    res = run_landscape_probes([TrainedRun(0, "diverged", None)], DATA, cfg, config_name="c", model_spec=MLP_SPEC).results
+    assert res["barriers"] == {"status": "skipped: no completed run"}
+
+
+# ------------------------------------------------------------------ intrinsic dimension
+
+
+def test_chunk_sum_toy_loss_and_errors():
+    toy = ChunkSumToy(12, 3, seed=0)
+    theta = torch.arange(12, dtype=torch.float64)
+    sums = torch.tensor([0 + 1 + 2 + 3, 4 + 5 + 6 + 7, 8 + 9 + 10 + 11], dtype=torch.float64)
+    assert float(toy.loss_at(theta)) == pytest.approx(float(((sums - torch.tensor([1.0, 2.0, 3.0])) ** 2).sum()))
+    assert toy(torch.zeros(2, 1)).shape == (2, 3)
+    with pytest.raises(ValueError, match="num_params=10 must be a multiple of num_constraints=3"):
+        ChunkSumToy(10, 3, seed=0)
+
+
+def test_toy_intrinsic_dimension_is_recovered_exactly_for_both_projections():
+    cfg = parse_config(
+        IntrinsicDimConfig,
+        {"seeds": [0, 1, 2], "num_bootstrap": 200,
+         "toy": {"num_params": 60, "num_constraints": 4, "steps": 400, "lr": 0.3, "d_max": 16},
+         "model": {"enabled": False}},
+        "probes.intrinsic_dim",
+    )
+    report = run_intrinsic_dim(cfg)
+    for proj in ("dense", "sparse"):
+        ci = report.results["toy"][proj]
+        assert ci["values"] == [4.0, 4.0, 4.0]  # d < 4 cannot satisfy 4 independent constraints
+        assert (ci["ci_low"], ci["mean"], ci["ci_high"]) == (4.0, 4.0, 4.0)
+        assert report.summary[f"toy.{proj}"]["known"] == 4
+    assert sorted(report.figures()) == ["intrinsic_dim_toy"]
+
+
+def test_model_task_uses_identity_baseline_and_reports_ordered_interval():
+    batches = classification_batches(n=128, d_in=3, classes=3, batch=128, seed=0)
+    x, y = batches[0]
+    cfg = parse_config(
+        IntrinsicDimConfig,
+        {"seeds": [0, 1], "projections": ["dense"], "num_bootstrap": 100, "toy": {"enabled": False},
+         "model": {"dataset": "toy", "model": MLP_SPEC, "train_examples": 96, "eval_examples": 32, "batch_size": 32,
+                   "epochs": 8, "lr": 0.05, "d_min": 2, "d_max": 400}},
+        "probes.intrinsic_dim",
+    )
+
+    def factory(seed: int) -> torch.nn.Module:
+        return build_model("mlp", num_classes=3, in_features=3, seed=seed, width=6, depth=2).double()
+
+    report = run_intrinsic_dim(cfg, model_factory=factory, train_data=(x[:96], y[:96]), eval_data=(x[96:], y[96:]))
+    task = report.results["model"]
+    assert task["num_params"] == 87 and task["d_max_used"] == 87  # capped at D
+    assert task["baseline"] == pytest.approx(np.mean(list(task["baselines"].values())))
+    ci = task["dense"]
+    reached = [v for v in ci["values"] if v is not None]
+    assert all(2 <= v <= 87 for v in reached)
+    for s in ci["searches"]:  # the reported d_int is the smallest evaluated d that passes
+        passing = [d for d, p in zip(s["dims"], s["performances"]) if p >= s["target"]]
+        assert (s["d_int"] is None and not passing) or s["d_int"] == min(passing)
+    if reached:
+        assert ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
+    with pytest.raises(ValueError, match="the model task is enabled: pass model_factory, train_data and eval_data"):
+        run_intrinsic_dim(cfg)
+
+
+# -------------------------------------------------------------------------- SDE study
+
+
+def test_sde_study_table_matches_closed_forms_and_summary_counts():
+    cfg = parse_config(
+        SdeConfig,
+        {"surfaces": {"sym": {"kind": "tilted_double_well", "tilt": 0.0}, "tilted": {"kind": "tilted_double_well", "tilt": 0.3, "kappa_right": 4.0}},
+         "settings": [[0.05, 1], [0.02, 2]], "methods": ["sde", "sgd"], "noise_scale": 2.0, "horizon": 2.0, "num_runs": 60,
+         "dataset_size": 50, "quadrature_grid": 41},
+        "probes.sde",
+    )
+    report = run_sde_study(cfg)
+    assert len(report.table) == 2 * 2 * 2
+    for row in report.table:
+        assert row["temperature"] == pytest.approx(row["eta"] * 4.0 / (2 * row["batch_size"]), rel=1e-12)
+        if row["surface"] == "sym":
+            assert row["predicted"] == pytest.approx([0.5, 0.5], abs=1e-12)
+            assert row["gibbs"] == pytest.approx([0.5, 0.5], abs=1e-6)
+        assert row["ci_low"][0] <= row["simulated"][0] <= row["ci_high"][0]
+    for key, s in report.summary.items():
+        surface, method = key.split(".")
+        rows = [r for r in report.table if r["surface"] == surface and r["method"] == method]
+        assert s["agrees"] + s["disagrees"] + s["not_mixed"] == len(rows) == 2
+        assert len(s["breaks_not_mixed"]) == s["not_mixed"]
+    md = report.markdown()
+    assert md.count("\n") == 2 + 2 * len(report.table)  # header + one line per basin and row
+    assert sorted(report.figures()) == ["sde_sym", "sde_tilted"]
+    json.dumps(to_jsonable(report.to_dict()))
