@@ -66,9 +66,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -76,6 +78,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from landscape.bounds.bn_fold import BatchNormFold, batchnorm_fold, kl_lowrank_folded
 from landscape.bounds.effective import ComplexitySummary, complexity_summary
 from landscape.bounds.gaussians import (
     GaussianKL,
@@ -117,6 +120,8 @@ def _grid_ok(values: Any) -> bool:
 
 
 _GRID = "a non-empty list of finite floats > 0"
+# Grid fields are annotated ``tuple[Real, ...]`` (stored as tuples of floats): parse_config
+# would try float() on a whole list annotated ``tuple[float, ...]``.
 
 
 @dataclass(frozen=True)
@@ -146,18 +151,18 @@ class BoundsConfig:
 
     delta: float = field(default=0.025, metadata=_rule("a float in (0, 1)", lambda x: 0 < x < 1))
     mc_delta: float = field(default=0.01, metadata=_rule("a float in (0, 1)", lambda x: 0 < x < 1))
-    mc_samples: int = field(default=100, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    mc_samples: int = field(default=200, metadata=_rule("an int >= 1", lambda x: x >= 1))
     pilot_samples: int = field(default=4, metadata=_rule("an int >= 0", lambda x: x >= 0))
     pilot_examples: int = field(default=1000, metadata=_rule("an int >= 1", lambda x: x >= 1))
-    prior_c: float = field(default=0.1, metadata=_rule("a float > 0", lambda x: x > 0))
+    prior_c: float = field(default=1.0, metadata=_rule("a float > 0", lambda x: x > 0))
     prior_b: float = field(default=100.0, metadata=_rule("a float > 0", lambda x: x > 0))
-    sigmas: tuple[float, ...] = field(
-        default=(1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2), metadata=_rule(_GRID, _grid_ok)
+    sigmas: tuple[Real, ...] = field(
+        default=(2e-3, 5e-3, 1e-2, 2e-2, 3e-2, 5e-2, 7e-2, 0.1, 0.15, 0.2, 0.3), metadata=_rule(_GRID, _grid_ok)
     )
-    posterior_c: tuple[float, ...] = field(
-        default=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), metadata=_rule(_GRID, _grid_ok)
+    posterior_c: tuple[Real, ...] = field(
+        default=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), metadata=_rule(_GRID, _grid_ok)
     )
-    eps: tuple[float, ...] = field(default=(1e-2, 1e-1, 1.0), metadata=_rule(_GRID, _grid_ok))
+    eps: tuple[Real, ...] = field(default=(1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0), metadata=_rule(_GRID, _grid_ok))
     top_k: int | None = field(default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1))
     eval_batch_size: int = field(default=2000, metadata=_rule("an int >= 1", lambda x: x >= 1))
     bn_mode: str = field(default="eval", metadata=_rule("'eval'", lambda x: x == "eval"))
@@ -210,9 +215,12 @@ class PosteriorBound:
         candidates: Per candidate scale: its pilot (or full) mean training error, the bound
             that estimate gives (a plug-in score, not a bound, in pilot mode) and the KL.
         complexity: eq (8) only: the exact KL split into mismatch / curvature / distance
-            terms with the effective-rank, log-det and trace forms.
-        bounds_by_form: eq (8) only: the bound with the curvature term replaced by each
-            form (each is an upper bound on the exact term, so each is a valid bound).
+            terms with the effective-rank, log-det and trace forms. With BatchNorm folded
+            it splits the KL in the trained coordinates (against ``N(theta_0, prior_var I)``
+            there), not the KL of the bound.
+        bounds_by_form: eq (8) only, and only without folded BatchNorm: the bound with the
+            curvature term replaced by each form (each is an upper bound on the exact
+            term, so each is a valid bound); ``None`` otherwise.
     """
 
     family: str
@@ -279,6 +287,8 @@ class RunBounds:
         hessian_below_isotropic: ``hessian.bound < isotropic.bound``.
         isotropic_below_occam: ``isotropic.bound < occam.bound``.
         hessian_below_occam: ``hessian.bound < occam.bound``.
+        folded_batchnorm: BatchNorm modules whose statistics were folded into their affine
+            parameters (:mod:`~landscape.bounds.bn_fold`); empty for networks without BN.
         seed: Seed of every Monte-Carlo draw.
         config: The settings used.
     """
@@ -302,6 +312,7 @@ class RunBounds:
     hessian_below_isotropic: bool
     isotropic_below_occam: bool
     hessian_below_occam: bool
+    folded_batchnorm: tuple[str, ...]
     seed: int
     config: BoundsConfig
 
@@ -345,6 +356,7 @@ class _FlatNet:
     shapes: tuple[torch.Size, ...]
     dtype: torch.dtype
     batch_size: int
+    buffers: dict[str, Tensor]  # used with every flat vector (the folded BN statistics)
 
     @property
     def dim(self) -> int:
@@ -360,9 +372,9 @@ class _FlatNet:
     def errors(self, flat: Tensor | None, data: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
         """Number of misclassified examples (0-d tensors) on each ``(x, y)`` of ``data``.
 
-        ``flat=None`` evaluates the model's own parameters.
+        ``flat=None`` evaluates the model as it is (own parameters and buffers).
         """
-        params = {} if flat is None else self.params(flat)
+        params = {} if flat is None else {**self.buffers, **self.params(flat)}
         out = []
         for x, y in data:
             wrong = torch.zeros((), dtype=torch.long, device=y.device)
@@ -454,6 +466,7 @@ def _best_prior(
 
 
 def _isotropic_candidates(theta_star: Tensor, theta_0: Tensor, sigmas: Sequence[float]) -> list[_Candidate]:
+    """``N(theta*, sigma^2 I)`` in the coordinates of the prior (folded when BN is folded)."""
     P = theta_star.shape[0]
     out = []
     for s in sigmas:
@@ -469,6 +482,18 @@ def _isotropic_candidates(theta_star: Tensor, theta_0: Tensor, sigmas: Sequence[
     return out
 
 
+def _rescaled_kl(unit: GaussianKL, var_p: float) -> GaussianKL:
+    """The KL against ``N(m_0, var_p I)`` from the one against ``N(m_0, I)`` (same posterior).
+
+    ``tr`` and the Mahalanobis term scale as ``1 / var_p`` and ``ln det S_p = P ln var_p``;
+    used where recomputing an O(P k) KL for every prior on the grid would dominate.
+    """
+    P = unit.dim
+    trace, mahal, logdet_p = unit.trace / var_p, unit.mahalanobis / var_p, P * math.log(var_p)
+    kl = 0.5 * (trace + mahal - P + logdet_p - unit.logdet_posterior)
+    return GaussianKL(kl=kl, trace=trace, mahalanobis=mahal, logdet_prior=logdet_p, logdet_posterior=unit.logdet_posterior, dim=P)
+
+
 def _hessian_candidates(
     theta_star: Tensor,
     theta_0: Tensor,
@@ -477,19 +502,28 @@ def _hessian_candidates(
     lambda_rest: float,
     cs: Sequence[float],
     epss: Sequence[float],
+    fold: BatchNormFold,
 ) -> list[_Candidate]:
-    P = theta_star.shape[0]
+    """eq (8) in the trained coordinates (where H was measured), pushed through the BN fold."""
     out = []
+    frob = fold.frobenius_sq()
     for eps in epss:
         unit = hessian_posterior(theta_star, eigvals, eigvecs, c=1.0, eps=float(eps), lambda_rest=lambda_rest)
+        col_sq = (fold.apply(unit.basis) ** 2).sum(0)  # |T v_i|^2
         for c in cs:
             post = LowRankGaussian(unit.mean, unit.basis, unit.eigvar * float(c), unit.tau * float(c))
+            if fold.is_identity:
+                sampler = lambda g, post=post: sample_lowrank(post, g)  # noqa: E731
+                kl_of = lambda lam, post=post: kl_lowrank(post, theta_0, lam)  # noqa: E731
+            else:
+                sampler = lambda g, post=post: fold.apply(sample_lowrank(post, g))  # noqa: E731
+                kl_of = functools.partial(_rescaled_kl, kl_lowrank_folded(post, fold, theta_0, 1.0))
             out.append(
                 _Candidate(
                     scale={"c": float(c), "eps": float(eps)},
-                    sampler=lambda g, post=post: sample_lowrank(post, g),
-                    kl_of=lambda lam, post=post: kl_lowrank(post, theta_0, lam),
-                    cov_trace=float(post.eigvar.sum()) + (P - post.rank) * post.tau,
+                    sampler=sampler,
+                    kl_of=kl_of,
+                    cov_trace=post.tau * frob + float(((post.eigvar - post.tau) * col_sq).sum()),
                     posterior=post,
                 )
             )
@@ -587,10 +621,14 @@ def _check_data(data: Any, name: str, device: torch.device) -> tuple[Tensor, Ten
     return x.to(device), y.to(device)
 
 
-def _fixed_tensors(model: nn.Module) -> tuple[int, int]:
-    """(entries, bits) of the floating tensors the networks use but the posterior does not move."""
+def _fixed_tensors(model: nn.Module, exclude: Sequence[str] = ()) -> tuple[int, int]:
+    """(entries, bits) of the floating tensors the networks read but the posterior does not move.
+
+    Non-trainable parameters and floating buffers, except the buffers named in ``exclude``
+    (the folded BatchNorm statistics, replaced by data-free constants).
+    """
     fixed = [p for _, p in model.named_parameters() if not p.requires_grad]
-    fixed += [b for _, b in model.named_buffers() if b.is_floating_point()]
+    fixed += [b for n, b in model.named_buffers() if b.is_floating_point() and n not in exclude]
     entries = sum(t.numel() for t in fixed)
     bits = sum(t.numel() * torch.finfo(t.dtype).bits for t in fixed)
     return int(entries), int(bits)
@@ -653,7 +691,10 @@ def bounds_for_run(
     theta_star = torch.cat([p.detach().reshape(-1).to(_F64) for _, p in named])
     theta_0 = torch.cat([init_state[n].detach().reshape(-1).to(device=device, dtype=_F64) for n in names])
     P = int(theta_star.shape[0])
-    dist_sq = float(((theta_star - theta_0) ** 2).sum())
+    # Coordinates of the data-free class: BN statistics folded into (gamma, beta).
+    fold = batchnorm_fold(model, names)
+    theta_fold = fold.apply(theta_star)
+    dist_sq = float(((theta_fold - theta_0) ** 2).sum())
 
     train = _check_data(train_data, "train_data", device)
     test = _check_data(test_data, "test_data", device)
@@ -678,19 +719,19 @@ def bounds_for_run(
     V = vecs[:, :k].to(device=device, dtype=_F64)
     lambda_rest = complement_curvature(float(trace), lam.cpu(), P)
 
-    num_fixed, fixed_bits = _fixed_tensors(model)
+    num_fixed, fixed_bits = _fixed_tensors(model, exclude=tuple(fold.buffers))
     fixed_nats = fixed_bits * math.log(2.0)
     grid = PriorVarianceGrid(config.prior_c, config.prior_b)
-    net = _FlatNet(model, names, shapes, dtype, config.eval_batch_size)
+    net = _FlatNet(model, names, shapes, dtype, config.eval_batch_size, fold.buffers)
     common = dict(grid=grid, dist_sq=dist_sq, fixed_nats=fixed_nats, config=config, device=device, seed=seed)
     with _eval_mode(model):
         wrong_train, wrong_test = net.errors(None, [train, test])
         iso, _ = _bound_family(
-            "isotropic", _isotropic_candidates(theta_star, theta_0, config.sigmas), net, train, test, stream=1, **common
+            "isotropic", _isotropic_candidates(theta_fold, theta_0, config.sigmas), net, train, test, stream=1, **common
         )
         hes, chosen = _bound_family(
             "hessian",
-            _hessian_candidates(theta_star, theta_0, lam, V, lambda_rest, config.posterior_c, config.eps),
+            _hessian_candidates(theta_star, theta_0, lam, V, lambda_rest, config.posterior_c, config.eps, fold),
             net,
             train,
             test,
@@ -700,13 +741,20 @@ def bounds_for_run(
     train_error = float(wrong_train) / n
     test_error = float(wrong_test) / int(test[1].shape[0])
 
-    # Effective-rank / log-det / trace forms of the chosen eq (8) posterior's KL.
+    # Effective-rank / log-det / trace forms of the chosen eq (8) posterior's KL. They split
+    # the KL in the trained coordinates; with BN folded that is not the KL of the bound, so
+    # the split is kept (against the unfolded distance) but no bound is computed from it.
     spectrum = torch.cat([lam.cpu(), torch.tensor([lambda_rest], dtype=_F64)])
     mult = torch.cat([torch.ones(k, dtype=_F64), torch.tensor([float(P - k)], dtype=_F64)])
     summary = complexity_summary(
-        spectrum, eps=hes.scale["eps"], c=hes.scale["c"], prior_var=hes.prior_var, dist_sq=dist_sq, multiplicities=mult
+        spectrum,
+        eps=hes.scale["eps"],
+        c=hes.scale["c"],
+        prior_var=hes.prior_var,
+        dist_sq=float(((theta_star - theta_0) ** 2).sum()),
+        multiplicities=mult,
     )
-    forms = {
+    forms = None if not fold.is_identity else {
         f: pac_bayes_kl_bound(
             hes.sample.upper,
             summary.kl_with(f) + fixed_nats,
@@ -719,14 +767,14 @@ def bounds_for_run(
     }
     hes = dataclasses.replace(hes, complexity=summary, bounds_by_form=forms)
 
-    # Parameter-count baseline: every stored trainable parameter plus the fixed tensors.
+    # Parameter-count baseline: the stored network as it is evaluated, i.e. every trainable
+    # parameter plus every floating buffer (BN statistics included) and frozen parameter.
+    _, stored_fixed_bits = _fixed_tensors(model)
     bits = {torch.finfo(p.dtype).bits for _, p in named}
     param_bits = sum(p.numel() * torch.finfo(p.dtype).bits for _, p in named)
-    if len(bits) == 1 and fixed_bits % next(iter(bits)) == 0:
-        b = next(iter(bits))
-        occam = occam_bound(train_error, (param_bits + fixed_bits) // b, n, config.delta + config.mc_delta, bits_per_param=b)
-    else:
-        occam = occam_bound(train_error, param_bits + fixed_bits, n, config.delta + config.mc_delta, bits_per_param=1)
+    total_bits = param_bits + stored_fixed_bits
+    b = next(iter(bits)) if len(bits) == 1 and total_bits % next(iter(bits)) == 0 else 1
+    occam = occam_bound(train_error, total_bits // b, n, config.delta + config.mc_delta, bits_per_param=b)
 
     for name, bound, err in (
         ("occam", occam.bound, test_error),
@@ -759,6 +807,7 @@ def bounds_for_run(
         hessian_below_isotropic=hes.bound < iso.bound,
         isotropic_below_occam=iso.bound < occam.bound,
         hessian_below_occam=hes.bound < occam.bound,
+        folded_batchnorm=fold.modules,
         seed=seed,
         config=config,
     )
