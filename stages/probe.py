@@ -106,9 +106,9 @@ def main() -> None:
     write_json(out / "results.json", {**meta, **report.results})
     write_json(out / "config.json", {**meta, "probes": resolved, "seeds": seeds})
     write_json(out / "metrics.json", {**meta, **report.summary})
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.results.get("timings_s", {}).items())
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.results.get("cpu_s", {}).items())
     print(f"probe {args.experiment}/{args.config}: {len(report.results['probes'])} probes, "
-          f"{report.summary['seeds_completed']} seeds ({timings})")
+          f"{report.summary['seeds_completed']} seeds (CPU: {timings})")
 
 
 if __name__ == "__main__":

@@ -125,12 +125,12 @@ def _run(problem, seed: int = 0, krylov=None, **overrides):
 def test_bounds_cover_posterior_risk_on_fresh_sample(problem, seed):
     r = _run(problem, seed=seed)
     # Risk of each posterior on 20000 fresh examples x 40 draws (stderr ~ 0.002) and of the
-    # deterministic network; every bound must lie above, and be informative (< 0.6).
+    # deterministic network; every bound must lie above, and be informative (< 0.65).
     for post in (r.isotropic, r.hessian):
         assert post.test_error_stderr < 0.01
         assert post.bound >= post.test_error
         assert post.bound >= post.sample.upper >= post.sample.mean_error
-        assert post.bound < 0.6
+        assert post.bound < 0.65
     assert r.occam.bound >= r.test_error
     # Occam: 32 bits x 51 parameters ~ 1131 nats over n = 1500 examples: far looser.
     assert r.occam.kl == pytest.approx(32 * 51 * math.log(2))
@@ -314,6 +314,8 @@ def test_unfoldable_buffer_is_charged(problem):
         ({"mc_samples": 0}, "mc_samples"),
         ({"bn_mode": "batch"}, "bn_mode"),
         ({"top_k": 0}, "top_k"),
+        ({"top_k": 2.5}, "top_k=2.5 must be an int"),
+        ({"mc_samples": 10.0}, "mc_samples=10.0 must be an int"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):

@@ -33,6 +33,7 @@ from landscape.probes.run_probes import (
     run_intrinsic_dim,
     run_landscape_probes,
     run_sde_study,
+    validate_probe_params,
 )
 from landscape.probes.sharpness import worst_case_sharpness
 
@@ -401,3 +402,34 @@ def test_sde_study_table_matches_closed_forms_and_summary_counts():
     assert md.count("\n") == 2 + 2 * len(report.table)  # header + one line per basin and row
     assert sorted(report.figures()) == ["sde_sym", "sde_tilted"]
     json.dumps(to_jsonable(report.to_dict()))
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _params(**probes):
+    return {
+        "datasets": {"digits8": {"name": "digits"}},
+        "experiments": {"h1": {"dataset": "digits8", "configs": {"a": {}, "b": {}}}, "h2": {"dataset": "digits8", "configs": {"c": {}}}},
+        "probes": {"h1": {"bezier": {"configs": ["a"]}}, "h2": {}, **probes},
+    }
+
+
+def test_validate_probe_params_checks_every_section():
+    out = validate_probe_params(_params(sde={"num_runs": 100}, intrinsic_dim={"model": {"dataset": "digits8"}}))
+    assert out["probe"]["h1"].probes_for("a") == ("barriers", "bezier", "scans", "sharpness", "invariance")
+    assert out["sde"].num_runs == 100 and out["intrinsic_dim"].model.dataset == "digits8"
+    bad = _params()
+    del bad["probes"]["h2"]
+    with pytest.raises(ConfigError, match=r"missing key probes.h2: the probe stage needs settings for every experiment"):
+        validate_probe_params(bad)
+    with pytest.raises(ConfigError, match=r"unknown key probes.h3; allowed: the experiments \['h1', 'h2'\]"):
+        validate_probe_params(_params(h3={}))
+    with pytest.raises(ConfigError, match=r"probes.h1.bezier.configs names unknown config 'c'"):
+        validate_probe_params({**_params(), "probes": {"h1": {"bezier": {"configs": ["c"]}}, "h2": {}}})
+    with pytest.raises(ConfigError, match=r"probes.intrinsic_dim.model.dataset='mnist14' is not a key of `datasets`"):
+        validate_probe_params(_params(intrinsic_dim={"model": {"dataset": "mnist14"}}))
+    with pytest.raises(ConfigError, match=r"probes.sde.horizon=0 is not allowed"):
+        validate_probe_params(_params(sde={"horizon": 0}))
+    with pytest.raises(ConfigError, match=r"params.yaml needs a `probes` mapping"):
+        validate_probe_params({"experiments": {}})

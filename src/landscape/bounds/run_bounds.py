@@ -7,7 +7,8 @@ parameter-count bounds). For a network trained from the initialisation ``theta_0
 
 1. **occam**: the Occam / description-length bound of the deterministic float32 network
    (Langford 2005, Thm 4.1; :func:`~landscape.bounds.naive.occam_bound`), complexity
-   ``32 P ln 2`` nats for P stored parameters: the raw parameter count.
+   ``32 ln 2`` nats per stored float (every parameter and floating buffer, BatchNorm
+   statistics included): the raw parameter count.
 2. **isotropic**: the PAC-Bayes-kl bound (Seeger 2002; Maurer 2004;
    :mod:`~landscape.bounds.pacbayes`) of the Gibbs classifier ``Q = N(theta*, sigma^2 I)``
    against the prior ``P_j = N(theta_0, lambda_j I)``.
@@ -38,15 +39,21 @@ What the union bounds pay (so that every reported number is a valid bound):
   estimate uses m *fresh* draws from the chosen posterior, so it costs nothing either.
   With ``pilot_samples = 0`` every candidate gets m full draws and delta' is split over
   the C candidates: ``ln C`` more nats in the sample-convergence budget.
-* **Data-dependent fixed tensors** (BatchNorm running statistics, and any other floating
-  buffer or non-trainable parameter): the networks are evaluated with them as stored
-  (eval-mode BN, the shared policy), so the prior must also describe them. The prior is
-  the Gaussian over trainable parameters times the uniform distribution over the bit
-  strings of these tensors, the posterior a point mass on the stored strings: their
-  description length ``bits ln 2`` per entry (32 for float32) is added to every KL and to
-  the Occam count. Integer buffers (BatchNorm's ``num_batches_tracked``) are not read in
-  eval mode and cost nothing. For BN-heavy networks this charge is large; it is reported
-  separately as ``fixed_nats``.
+* **Data-dependent fixed tensors.** The networks are evaluated in eval mode (the shared BN
+  policy), and a BatchNorm layer then reads running statistics estimated from the training
+  data, which a prior may not depend on. Every affine BatchNorm layer whose ``weight`` and
+  ``bias`` are trainable is *folded* (:mod:`~landscape.bounds.bn_fold`): its statistics are
+  absorbed into ``(gamma, beta)`` by a linear map T, the hypothesis class becomes the same
+  network with its statistics reset to the data-free ``(0, 1)``, and both posteriors live
+  in those coordinates (the isotropic one directly, eq (8) as the push-forward ``T# Q`` of
+  the posterior built where H was measured, its KL in closed form). This costs nothing
+  but changes the geometry: ``|T theta* - theta_0|`` can be much larger than
+  ``|theta* - theta_0|`` (reported as ``dist_sq``). Any other floating buffer or
+  non-trainable parameter is charged by description length: the prior is the Gaussian
+  times the uniform distribution over the tensors' bit strings, the posterior a point mass
+  on the stored ones, so ``bits ln 2`` nats per entry (32 for float32) are added to every
+  KL (``fixed_nats``). Integer buffers (BatchNorm's ``num_batches_tracked``) are not read
+  in eval mode and cost nothing.
 
 Confidence: each PAC-Bayes bound holds with probability >= ``1 - delta - delta'`` (the
 PAC-Bayes event and its own Monte-Carlo event); both hold together with probability >=
@@ -177,9 +184,9 @@ class BoundsConfig:
             check = f.metadata.get("check")
             if check is not None and not check(value):
                 raise ConfigError(f"{f.name}={value!r} is not allowed; allowed: {f.metadata['allowed']}")
-        for name in ("mc_samples", "pilot_samples", "pilot_examples", "eval_batch_size"):
+        for name in ("mc_samples", "pilot_samples", "pilot_examples", "eval_batch_size", "top_k"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if (not isinstance(value, int) or isinstance(value, bool)) and not (name == "top_k" and value is None):
                 raise ConfigError(f"{name}={value!r} must be an int")
         if self.delta + self.mc_delta >= 1.0:
             raise ConfigError(f"delta + mc_delta must be < 1, got {self.delta} + {self.mc_delta}")
@@ -270,9 +277,10 @@ class RunBounds:
         n_train: n, training examples the bounds are over.
         n_test: Test examples of the sanity check.
         num_params: P, trainable parameters (dimension of the Gaussians).
-        num_fixed: Entries of the fixed data-dependent floating tensors (BN statistics).
+        num_fixed: Entries of the floating tensors charged by description length (buffers
+            other than folded BN statistics, non-trainable parameters; 0 for our models).
         fixed_nats: Their description length, nats (see the module docstring).
-        dist_sq: ``|theta* - theta_0|^2``.
+        dist_sq: ``|T theta* - theta_0|^2`` (T the BatchNorm fold; the identity without BN).
         top_k: Ritz pairs used by the eq (8) posterior.
         ritz_values: (k,) those eigenvalues.
         lambda_rest: Curvature assigned to the complement of their span.
@@ -281,8 +289,8 @@ class RunBounds:
         test_error: Its test error.
         occam: Parameter-count bound of the deterministic network (confidence
             ``1 - delta - mc_delta``).
-        isotropic: :class:`PosteriorBound` of ``N(theta*, sigma^2 I)``.
-        hessian: :class:`PosteriorBound` of ``N(theta*, c (H + eps I)^-1)``.
+        isotropic: :class:`PosteriorBound` of ``N(T theta*, sigma^2 I)``.
+        hessian: :class:`PosteriorBound` of ``T# N(theta*, c (H + eps I)^-1)``.
         ordering: Family names sorted by bound, smallest first.
         hessian_below_isotropic: ``hessian.bound < isotropic.bound``.
         isotropic_below_occam: ``isotropic.bound < occam.bound``.
@@ -490,7 +498,8 @@ def _rescaled_kl(unit: GaussianKL, var_p: float) -> GaussianKL:
     """
     P = unit.dim
     trace, mahal, logdet_p = unit.trace / var_p, unit.mahalanobis / var_p, P * math.log(var_p)
-    kl = 0.5 * (trace + mahal - P + logdet_p - unit.logdet_posterior)
+    # >= 0 mathematically; the clamp only removes rounding of the O(P) cancelling terms.
+    kl = max(0.0, 0.5 * (trace + mahal - P + logdet_p - unit.logdet_posterior))
     return GaussianKL(kl=kl, trace=trace, mahalanobis=mahal, logdet_prior=logdet_p, logdet_posterior=unit.logdet_posterior, dim=P)
 
 

@@ -86,6 +86,7 @@ __all__ = [
     "SdeReport",
     "build_surface",
     "run_sde_study",
+    "validate_probe_params",
 ]
 
 #: Probes of :func:`run_landscape_probes`, in the order they run.
@@ -557,6 +558,7 @@ def run_landscape_probes(
     plane_scans: dict[str, PlaneScan] = {}
     paths: dict[str, tuple[tuple[str, PathEvaluation], ...]] = {}
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     if not done:
         for p in probes:
             results[p] = {"status": "skipped: no completed run"}
@@ -583,7 +585,7 @@ def run_landscape_probes(
     common = {"loss_fn": loss_fn, "bn_mode": bn_mode, "recal_batches": recal}
 
     if "barriers" in probes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = config.barriers
         if len(pairs) == 0:
             results["barriers"] = {"status": "skipped: fewer than 2 completed runs"}
@@ -630,9 +632,10 @@ def run_landscape_probes(
                                    "bn_mode": bn_mode, "num_pairs": len(use), "num_pairs_total": len(pairs)}
             summary["barriers"] = {k: {m: v[m]["mean"] for m in v} for k, v in agg.items()}
         timings["barriers"] = time.perf_counter() - t0
+        cpu["barriers"] = time.process_time() - c0
 
     if "bezier" in probes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = config.bezier
         if len(pairs) == 0:
             results["bezier"] = {"status": "skipped: fewer than 2 completed runs"}
@@ -671,9 +674,10 @@ def run_landscape_probes(
                                  "train_source": "first examples of the training split"}
             summary["bezier"] = head
         timings["bezier"] = time.perf_counter() - t0
+        cpu["bezier"] = time.process_time() - c0
 
     if "scans" in probes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = config.scans
         first = done[0]
         entry = {"status": "done", "settings": dataclasses.asdict(s), "bn_mode": bn_mode, "center_seed": first.seed}
@@ -723,9 +727,10 @@ def run_landscape_probes(
                     plane_scans[f"plane_hessian_seed{first.seed}"] = hp
         results["scans"] = entry
         timings["scans"] = time.perf_counter() - t0
+        cpu["scans"] = time.process_time() - c0
 
     if "sharpness" in probes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = config.sharpness
         per_seed = {}
         asc = {"steps": s.steps, "restarts": s.restarts, "seed": s.seed}
@@ -743,9 +748,10 @@ def run_landscape_probes(
         results["sharpness"] = {"status": "done", "seeds": per_seed, "summary": agg, "bn_mode": bn_mode}
         summary["sharpness"] = {k: v["mean"] for k, v in agg.items()}
         timings["sharpness"] = time.perf_counter() - t0
+        cpu["sharpness"] = time.process_time() - c0
 
     if "invariance" in probes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ok, why = _is_relu_mlp(model_spec)
         if not ok:
             results["invariance"] = {"status": why}
@@ -754,9 +760,12 @@ def run_landscape_probes(
             results["invariance"]["seed"] = done[0].seed
             summary["invariance"] = {e["name"]: e["verdict"] for e in results["invariance"]["audit"]["entries"]}
         timings["invariance"] = time.perf_counter() - t0
+        cpu["invariance"] = time.process_time() - c0
 
     results["timings_s"] = timings
+    results["cpu_s"] = cpu
     summary["wall_time_s"] = sum(timings.values())
+    summary["cpu_time_s"] = sum(cpu.values())
     return ProbeReport(results, summary, arrays, line_scans, plane_scans, paths)
 
 
@@ -1305,3 +1314,52 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu") -> S
                 "wall_time_s": time.perf_counter() - t0,
             }
     return SdeReport(studies, tuple(table), summary, dataclasses.asdict(config))
+
+
+# ========================================================================= validation
+
+
+def validate_probe_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the ``probes`` section of a whole ``params.yaml`` mapping before any stage runs.
+
+    ``probes.<experiment>`` must exist for every experiment (a :class:`ProbeConfig` whose
+    ``configs`` lists name configs of that experiment); ``probes.intrinsic_dim`` and
+    ``probes.sde`` are optional (:class:`IntrinsicDimConfig`, whose model-task data set
+    must be a key of ``datasets``, and :class:`SdeConfig`). No other key is allowed.
+
+    Returns:
+        ``{"probe": {experiment: ProbeConfig}, "intrinsic_dim": IntrinsicDimConfig | None,
+        "sde": SdeConfig | None}``.
+
+    Raises:
+        ConfigError: The first problem found, naming its key path and value.
+    """
+    from landscape.config import parse_config
+
+    section = params.get("probes")
+    experiments = params.get("experiments") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"params.yaml needs a `probes` mapping with one entry per experiment {sorted(experiments)}, got {section!r}")
+    studies = ("intrinsic_dim", "sde")
+    clash = sorted(set(experiments) & set(studies))
+    if clash:
+        raise ConfigError(f"experiment name {clash[0]!r} clashes with the probes study of the same name; rename the experiment")
+    missing = sorted(set(experiments) - set(section))
+    unknown = sorted(set(section) - set(experiments) - set(studies))
+    if missing:
+        raise ConfigError(f"missing key probes.{missing[0]}: the probe stage needs settings for every experiment {sorted(experiments)}")
+    if unknown:
+        raise ConfigError(f"unknown key probes.{unknown[0]}; allowed: the experiments {sorted(experiments)} and {list(studies)}")
+    out: dict[str, Any] = {"probe": {}, "intrinsic_dim": None, "sde": None}
+    for exp in experiments:
+        cfg = parse_config(ProbeConfig, section[exp], f"probes.{exp}")
+        cfg.check_configs(list((experiments[exp] or {}).get("configs") or {}), f"probes.{exp}")
+        out["probe"][exp] = cfg
+    if "intrinsic_dim" in section:
+        idc = parse_config(IntrinsicDimConfig, section["intrinsic_dim"], "probes.intrinsic_dim")
+        if idc.model.enabled and idc.model.dataset not in (params.get("datasets") or {}):
+            raise ConfigError(f"probes.intrinsic_dim.model.dataset={idc.model.dataset!r} is not a key of `datasets`; valid: {sorted(params.get('datasets') or {})}")
+        out["intrinsic_dim"] = idc
+    if "sde" in section:
+        out["sde"] = parse_config(SdeConfig, section["sde"], "probes.sde")
+    return out
