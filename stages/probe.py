@@ -53,12 +53,14 @@ def load_run(experiment: str, config: str, seed: int, device: torch.device) -> t
     model.load_state_dict(saved["state_dict"])
     model.to(device)
     krylov_file = ROOT / "measure" / experiment / config / "seeds" / f"seed{seed}" / "krylov.pt"
-    values = vectors = None
+    values = vectors = ritz_bn = None
     if krylov_file.is_file():
         krylov = torch.load(krylov_file, map_location="cpu", weights_only=False)
         values, vectors = krylov.get("ritz_values"), krylov.get("ritz_vectors")
+        curvature = read_json(krylov_file.parent / "curvature.json")
+        ritz_bn = curvature.get("settings", {}).get("bn_mode")
     trained = TrainedRun(seed=seed, status=status, model=model, test_error=float(metrics.get("test_error", float("nan"))),
-                         state_hash=metrics.get("state_hash"), ritz_values=values, ritz_vectors=vectors)
+                         state_hash=metrics.get("state_hash"), ritz_values=values, ritz_vectors=vectors, ritz_bn_mode=ritz_bn)
     return trained, spec
 
 

@@ -139,6 +139,8 @@ def test_probe_config_parses_nested_blocks_and_selects_probes_per_config():
         ({"bezier": {"objectives": ["expected", "fastest"]}}, r"probes.x.bezier.objectives=.*allowed: a non-empty list"),
         ({"scans": {"configs": 3}}, r"probes.x.scans.configs=3 is not allowed; allowed: 'all' or a list of config names"),
         ({"scans": {"line_min": 0.2}}, r"line_min < 0 and line_max > 1"),
+        ({"scans": {"plane_points": 10}}, r"probes.x.scans.plane_points=10 is not allowed; allowed: an odd int >= 3"),
+        ({"bezier": {"surrogate": "topk", "top_k": 4, "minimax_points": 3}}, r"top_k=4 must be <= minimax_points=3"),
         ({"sharpness": {"eps_l2": -1.0}}, r"probes.x.sharpness.eps_l2=-1.0 is not allowed"),
     ],
 )
@@ -236,14 +238,16 @@ def test_auto_hessian_span_missing_vectors_and_non_applicable_audit_are_recorded
     lam1 = 2.5
     vecs = torch.linalg.qr(torch.randn(sum(p.numel() for p in model.parameters()), 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
     runs = [
-        TrainedRun(0, "completed", model, ritz_values=torch.tensor([lam1, 1.0]), ritz_vectors=vecs),
+        TrainedRun(0, "completed", model, ritz_values=torch.tensor([lam1, 1.0]), ritz_vectors=vecs, ritz_bn_mode="eval"),
         TrainedRun(1, "completed", _mlp(1, norm="bn", depth=1)),
     ]
     cfg = _probe_config(barriers={"configs": []}, sharpness={"configs": []}, scans={"hessian_rise": 0.5})
     res = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=spec).results
     assert res["bn"] == {"policy": "recalibrate", "bn_mode": "recalibrate", "has_batchnorm": True, "recal_examples": 128}
     hp = res["scans"]["hessian_plane"]
-    assert hp["span"] == pytest.approx(math.sqrt(2 * 0.5 / lam1), rel=1e-12) and hp["bn_mode"] == "recalibrate"
+    assert hp["span"] == pytest.approx(math.sqrt(2 * 0.5 / lam1), rel=1e-12)
+    assert hp["bn_mode"] == "eval" and hp["ritz_bn_mode"] == "eval"  # "match": the policy of the cached Hessian
+    assert res["scans"]["random_plane"]["bn_mode"] == "recalibrate"
     assert res["scans"]["line"]["train"]["bn_mode"] == "recalibrate"
     alphas = res["scans"]["line"]["train"]["alphas"]
     assert 0.0 in alphas and 1.0 in alphas and min(alphas) == -0.5 and max(alphas) == 1.5
