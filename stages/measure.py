@@ -12,6 +12,10 @@ skipped, never measured. measure/<exp>/<cfg>/metrics.json summarises the seeds.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
+import multiprocessing
+import os
 import dataclasses
 import math
 import statistics
@@ -48,6 +52,53 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
     }
 
 
+def _num_workers(num_seeds: int, device: torch.device) -> int:
+    """Seeds measured at once: ``LANDSCAPE_WORKERS`` (default: the CPU count, at most 2) on
+    the CPU, one on an accelerator (forked workers cannot share a CUDA context)."""
+    if device.type != "cpu":
+        return 1
+    default = min(2, os.cpu_count() or 1)
+    return max(1, min(num_seeds, int(os.environ.get("LANDSCAPE_WORKERS", default))))
+
+
+def _measure_seed(experiment: str, config: str, cfg: CurvatureConfig, settings: dict, batches: list,
+                  device: torch.device, out_root, seed: int) -> dict:
+    """Measure one seed's run; write its curvature.json and krylov.pt; return the summary."""
+    run = run_dir(experiment, config, seed)
+    status = read_json(run / "metrics.json")["status"]
+    out = out_root / "seeds" / f"seed{seed}"
+    if status != "completed":
+        summary = {"status": f"skipped: run {status}"}
+        write_json(out / "curvature.json", summary)
+        return summary
+    saved = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+    kwargs = {k: v for k, v in saved["model"].items() if k != "name"} | saved["model_kwargs"]
+    model = build_model(saved["model"]["name"], **kwargs)
+    model.load_state_dict(saved["state_dict"])
+    model.to(device)
+    result = measure_curvature(model, F.cross_entropy, batches, seed=seed, **settings)
+    summary = {"status": "measured", "num_examples": sum(int(b[0].shape[0]) for b in batches), "settings": settings, **result.summary}
+    if cfg.at_init:
+        torch.manual_seed(seed)  # the train stage builds the model under this seed
+        init_model = build_model(saved["model"]["name"], **kwargs).to(device)
+        init = measure_curvature(init_model, F.cross_entropy, batches, seed=seed, **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
+        summary["at_init"] = {k: init.summary[k] for k in ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")}
+    along = []
+    for snapshot in list_snapshots(run / "checkpoints"):
+        state = torch.load(snapshot, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["state_dict"])
+        along.append({"epoch": state["epoch"], **sharpness_summary(
+            model, F.cross_entropy, batches, bn_mode=cfg.bn_mode, eig_tol=cfg.eig_tol,
+            trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method, seed=seed)})
+    if along:
+        summary["along_training"] = along
+    torch_save(out / "krylov.pt", result.krylov)
+    write_json(out / "curvature.json", summary)
+    print(f"{experiment}/{config}/seed{seed}: lambda_max={summary['lambda_max']:.4g} "
+          f"trace={summary['trace']:.4g} logdet={summary['logdet']:.4g} ({summary['wall_time_s']:.1f}s)", flush=True)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--experiment", required=True)
@@ -69,41 +120,13 @@ def main() -> None:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_examples", "batch_size", "at_init", "along_training_matvecs")}
 
     out_root = ROOT / "measure" / args.experiment / args.config
-    per_seed: dict[int, dict] = {}
-    for seed in seeds:
-        run = run_dir(args.experiment, args.config, seed)
-        status = read_json(run / "metrics.json")["status"]
-        out = out_root / "seeds" / f"seed{seed}"
-        if status != "completed":
-            per_seed[seed] = {"status": f"skipped: run {status}"}
-            write_json(out / "curvature.json", per_seed[seed])
-            continue
-        saved = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
-        kwargs = {k: v for k, v in saved["model"].items() if k != "name"} | saved["model_kwargs"]
-        model = build_model(saved["model"]["name"], **kwargs)
-        model.load_state_dict(saved["state_dict"])
-        model.to(device)
-        result = measure_curvature(model, F.cross_entropy, batches, seed=seed, **settings)
-        summary = {"status": "measured", "num_examples": int(x.shape[0]), "settings": settings, **result.summary}
-        if cfg.at_init:
-            torch.manual_seed(seed)  # the train stage builds the model under this seed
-            init_model = build_model(saved["model"]["name"], **kwargs).to(device)
-            init = measure_curvature(init_model, F.cross_entropy, batches, seed=seed, **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
-            summary["at_init"] = {k: init.summary[k] for k in ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")}
-        along = []
-        for snapshot in list_snapshots(run / "checkpoints"):
-            state = torch.load(snapshot, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["state_dict"])
-            along.append({"epoch": state["epoch"], **sharpness_summary(
-                model, F.cross_entropy, batches, bn_mode=cfg.bn_mode, eig_tol=cfg.eig_tol,
-                trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method, seed=seed)})
-        if along:
-            summary["along_training"] = along
-        torch_save(out / "krylov.pt", result.krylov)
-        write_json(out / "curvature.json", summary)
-        per_seed[seed] = summary
-        print(f"{args.experiment}/{args.config}/seed{seed}: lambda_max={summary['lambda_max']:.4g} "
-              f"trace={summary['trace']:.4g} logdet={summary['logdet']:.4g} ({summary['wall_time_s']:.1f}s)")
+    job = functools.partial(_measure_seed, args.experiment, args.config, cfg, settings, batches, device, out_root)
+    workers = _num_workers(len(seeds), device)
+    if workers > 1:  # seeds are independent and each is seeded: same results in any order
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            per_seed = dict(zip(seeds, pool.map(job, seeds)))
+    else:
+        per_seed = {seed: job(seed) for seed in seeds}
 
     measured = [s for s in per_seed.values() if s.get("status") == "measured"]
     metrics = {

@@ -103,6 +103,14 @@ def measure_curvature(
     summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed}
     summary["operator"].pop("param_names", None)
     P = op.shape[0]
+    timings: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def tick(name: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        timings[name] = now - lap
+        lap = now
 
     eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed)
     abs_bounds = eig.residuals * eig.values.abs().clamp_min(torch.finfo(eig.values.dtype).tiny)
@@ -116,12 +124,14 @@ def measure_curvature(
     lambda_max = float(eig.values[0])
     summary["lambda_max"] = lambda_max
     summary["lambda_max_err"] = float(abs_bounds[0])
+    tick("eigenvalues")
 
     tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
     summary["trace"] = tr.value
     summary["trace_stderr"] = tr.stderr
     summary["trace_method"] = trace_method
     summary["trace_num_matvecs"] = tr.num_matvecs
+    tick("trace")
 
     dens = spectral_density(op, num_probes=slq_probes, num_steps=min(slq_steps, P), seed=seed)
     ld = logdet_from_tridiagonals(dens.alphas, dens.betas, P, logdet_eps)
@@ -154,6 +164,7 @@ def measure_curvature(
             "ks_distance": float(bulk.ks_distance),
         }
 
+    tick("density")
     if per_layer:
         layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=max(eig_tol, 1e-3), seed=seed)
         summary["per_layer"] = [
@@ -161,6 +172,7 @@ def measure_curvature(
             for l in layers.layers
         ]
 
+        tick("per_layer")
     if noise_examples > 0:
         xs, ys, have = [], [], 0
         for x, y in batches:
@@ -194,6 +206,8 @@ def measure_curvature(
             noise["diag_correlation"] = corr.to_dict()
         summary["noise"] = noise
 
+        tick("noise")
+    summary["timings_s"] = timings
     summary["wall_time_s"] = time.perf_counter() - started
     krylov = {
         "ritz_values": eig.values.detach().cpu(),
