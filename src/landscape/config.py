@@ -167,6 +167,8 @@ class CurvatureConfig:
         logdet_eps: eps of ``log det(H + eps I)``.
         per_layer: per-module top eigenvalue and trace.
         per_layer_matvecs: trace budget per module.
+        per_layer_tol: relative Ritz residual tolerance of each module's top eigenvalue
+            (looser than ``eig_tol``: one Lanczos run per module, each product a full one).
         noise_examples: examples for per-sample gradients and the noise covariance (0 skips).
         diag_probes: Hutchinson probes for diag(H) (the ``C ~ diag(H)`` check; 0 skips).
         along_training_matvecs: trace budget at each training snapshot (lambda_max and
@@ -188,6 +190,7 @@ class CurvatureConfig:
     logdet_eps: float = field(default=1e-3, metadata=_rule("a float > 0", _positive))
     per_layer: bool = True
     per_layer_matvecs: int = field(default=20, metadata=_rule("an int >= 4", lambda x: x >= 4))
+    per_layer_tol: float = field(default=1e-2, metadata=_rule("a float in (0, 1)", lambda x: 0 < x < 1))
     noise_examples: int = field(default=256, metadata=_rule("an int >= 0", _nonneg))
     diag_probes: int = field(default=20, metadata=_rule("an int >= 0", _nonneg))
     along_training_matvecs: int = field(default=20, metadata=_rule("an int >= 4", lambda x: x >= 4))

@@ -73,6 +73,7 @@ def measure_curvature(
     logdet_eps: float = 1e-3,
     per_layer: bool = True,
     per_layer_matvecs: int = 20,
+    per_layer_tol: float = 1e-2,
     noise_examples: int = 256,
     diag_probes: int = 20,
     seed: int = 0,
@@ -92,7 +93,9 @@ def measure_curvature(
         slq_steps: Lanczos steps per SLQ probe.
         logdet_eps: the eps of ``log det(H + eps I)``.
         per_layer: also the top eigenvalue and trace of each module's diagonal block.
-        per_layer_matvecs: trace budget per layer.
+        per_layer_matvecs: trace budget per layer; a layer with at most this many
+            parameters is materialised and solved exactly (same number of products).
+        per_layer_tol: relative Ritz residual tolerance of each layer's top eigenvalue.
         noise_examples: examples (the first ones of ``batches``) used for per-sample
             gradients and the noise covariance Sigma; 0 skips the noise figures.
         diag_probes: Hutchinson probes for diag(H) in the ``C ~ diag(H)`` check (0 skips it).
@@ -166,7 +169,7 @@ def measure_curvature(
 
     tick("density")
     if per_layer:
-        layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=max(eig_tol, 1e-3), seed=seed)
+        layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=per_layer_tol, exact_max_dim=per_layer_matvecs, seed=seed)
         summary["per_layer"] = [
             {"name": l.name, "num_params": l.num_params, "lambda_max": l.top_eigenvalue, "trace": l.trace, "trace_stderr": l.trace_stderr}
             for l in layers.layers
