@@ -32,11 +32,13 @@ def test_defaults_and_float_coercion():
         ({"batch_size": 0}, r"train\.batch_size=0 is not allowed"),
         ({"epochs": True}, r"train\.epochs=True has the wrong type"),
         ({"momentum": 1.0}, r"train\.momentum=1\.0 is not allowed; allowed: a float in \[0, 1\)"),
-        ({"optimizer": "lbfgs"}, r"train\.optimizer='lbfgs' is not allowed; allowed: one of \['sgd', 'adam', 'adamw'\]"),
+        ({"optimizer": "lbfgs"}, r"train\.optimizer='lbfgs' is not allowed; allowed: one of \['sgd', 'adam', 'adamw', 'curvature_adaptive', 'hybrid'\]"),
         ({"schedule": "linear"}, r"train\.schedule='linear' is not allowed"),
         ({"lrr": 0.1}, r"unknown key train\.lrr \(value 0\.1\); allowed keys: \['amp'"),
-        ({"nesterov": True, "momentum": 0.0}, r"nesterov=true needs optimizer 'sgd' with momentum > 0"),
+        ({"nesterov": True, "momentum": 0.0}, r"nesterov=true needs optimizer 'sgd' or 'curvature_adaptive' with momentum > 0"),
         ({"lr": float("nan")}, r"train\.lr=nan has the wrong type"),
+        ({"optimizer": "hybrid", "amp": True}, r"train\.amp=true is not supported with optimizer 'hybrid'"),
+        ({"curvature_gamma": -0.1}, r"train\.curvature_gamma=-0\.1 is not allowed; allowed: a float >= 0"),
     ],
 )
 def test_train_config_errors(values, match):

@@ -26,7 +26,7 @@ __all__ = [
     "SCHEDULES",
 ]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "curvature_adaptive", "hybrid")
 SCHEDULES = ("constant", "cosine", "step")
 
 T = TypeVar("T")
@@ -106,6 +106,12 @@ class TrainConfig:
             ``lr * batch_size / lr_reference_batch``; ``null`` keeps ``lr`` fixed.
         snapshot_every: keep the weights every this many epochs (and at epoch 0) beside
             the checkpoint, for curvature along training; 0 keeps none.
+        curvature_gamma: ``curvature_adaptive`` (SGD with momentum) uses
+            ``lr / (1 + curvature_gamma * ||H_t||_2)``; 0 is plain SGD.
+        hybrid_mu: ``hybrid`` (Adam) adds ``lr * hybrid_mu`` times the unit top Hessian
+            eigenvector; 0 is plain Adam.
+        curvature_every: steps between the power-iteration estimates of those two.
+        power_steps: warm-started power iterations (Hessian-vector products) per estimate.
     """
 
     epochs: int = field(default=10, metadata=_rule("an int >= 1", lambda x: x >= 1))
@@ -129,12 +135,21 @@ class TrainConfig:
         default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1)
     )
     snapshot_every: int = field(default=0, metadata=_rule("an int >= 0", _nonneg))
+    curvature_gamma: float = field(default=0.0, metadata=_rule("a float >= 0", _nonneg))
+    hybrid_mu: float = field(default=0.0, metadata=_rule("a float >= 0", _nonneg))
+    curvature_every: int = field(default=10, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    power_steps: int = field(default=3, metadata=_rule("an int >= 1", lambda x: x >= 1))
 
     def __post_init__(self) -> None:
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+        if self.nesterov and (self.optimizer not in ("sgd", "curvature_adaptive") or self.momentum == 0):
             raise ConfigError(
-                f"train.nesterov=true needs optimizer 'sgd' with momentum > 0, "
+                f"train.nesterov=true needs optimizer 'sgd' or 'curvature_adaptive' with momentum > 0, "
                 f"got optimizer={self.optimizer!r}, momentum={self.momentum}"
+            )
+        if self.amp and self.optimizer in ("curvature_adaptive", "hybrid"):
+            raise ConfigError(
+                f"train.amp=true is not supported with optimizer {self.optimizer!r} (its Hessian-vector "
+                "products need an unscaled float32 graph); allowed: amp=false"
             )
 
 

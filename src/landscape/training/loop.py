@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from landscape.config import TrainConfig
 from landscape.io import sha256_tensors
+from landscape.optim import CurvatureProbeMixin
 from landscape.training.augment import random_crop_flip
 from landscape.training.checkpoint import clear_snapshots, load_checkpoint, save_checkpoint, save_snapshot
 from landscape.training.optim import build_optimizer, build_scheduler, effective_lr
@@ -238,6 +239,8 @@ def train_model(
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
+                elif isinstance(optimizer, CurvatureProbeMixin):
+                    optimizer.backward(loss)  # also refreshes its Hessian estimate when due
                 else:
                     loss.backward()
                 grads = [p.grad for p in params if p.grad is not None]
@@ -276,6 +279,9 @@ def train_model(
                 "epoch_time_s": time.perf_counter() - epoch_started,
             }
         )
+        if isinstance(optimizer, CurvatureProbeMixin):  # what the curvature-aware step costs
+            history[-1]["hvps_total"] = float(optimizer.num_hvps)
+            history[-1]["curvature_estimate"] = optimizer.curvature_estimate
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", test_err=f"{test_error:.3f}")
         if epoch + 1 == cfg.epochs:
             status = "completed"

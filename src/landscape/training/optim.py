@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from landscape.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from landscape.optim import CurvatureAdaptiveSGD, HybridAdam
 
 __all__ = ["OPTIMIZER_BUILDERS", "SCHEDULE_FACTORS", "build_optimizer", "build_scheduler", "effective_lr"]
 
@@ -25,10 +26,25 @@ def _adamw(params: Iterable[nn.Parameter], cfg: TrainConfig, lr: float) -> torch
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
+def _curvature_adaptive(params: Iterable[nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    return CurvatureAdaptiveSGD(
+        params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+        gamma=cfg.curvature_gamma, every=cfg.curvature_every, power_steps=cfg.power_steps,
+    )
+
+
+def _hybrid(params: Iterable[nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    return HybridAdam(
+        params, lr=lr, weight_decay=cfg.weight_decay, mu=cfg.hybrid_mu, every=cfg.curvature_every, power_steps=cfg.power_steps
+    )
+
+
 OPTIMIZER_BUILDERS: dict[str, Callable[[Iterable[nn.Parameter], TrainConfig, float], torch.optim.Optimizer]] = {
     "sgd": _sgd,
     "adam": _adam,
     "adamw": _adamw,
+    "curvature_adaptive": _curvature_adaptive,
+    "hybrid": _hybrid,
 }
 
 
