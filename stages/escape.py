@@ -2,8 +2,7 @@
 
 Usage: python stages/escape.py
 
-For each seed of ``escape.experiment``/``escape.config`` (a large-batch run: a sharp
-minimum), loads runs/<exp>/<cfg>/seed<k>/model.pt and the measure stage's top Ritz vectors
+For each seed of ``h1_batch``/``escape.config`` (a large-batch run: a sharp minimum), loads runs/<exp>/<cfg>/seed<k>/model.pt and the measure stage's top Ritz vectors
 (measure/<exp>/<cfg>/seeds/seed<k>/krylov.pt), and runs
 ``landscape.probes.escape.escape_study`` on the fixed probe subset. Writes escape/results.json
 (every trial with its checks), escape/trials.json (one row per trial, read by the
@@ -31,6 +30,9 @@ from landscape.io import read_json, write_json
 from landscape.models import build_model
 from landscape.probes.escape import EscapeConfig, ModelLandscape, escape_study, trial_rows
 from landscape.probes.sde import wilson_interval
+
+
+SOURCE_EXPERIMENT = "h1_batch"  # the batch-size sweep: its largest batch gives the sharp minima
 
 
 def _seed_study(experiment: str, config: str, cfg: EscapeConfig, data: tuple, device: torch.device, seed: int):
@@ -67,7 +69,7 @@ def main() -> None:
     started = time.perf_counter()
     params = load_params()
     try:
-        experiment, config = section(params, "escape", "experiment"), section(params, "escape", "config")
+        experiment, config = SOURCE_EXPERIMENT, section(params, "escape", "config")
         section(params, "experiments", experiment, "configs", config)
         cfg = parse_config(EscapeConfig, section(params, "escape", "settings"), "escape.settings")
         dataset_key = experiment_dataset(params, experiment)

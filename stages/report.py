@@ -54,7 +54,7 @@ def render(name: str, parameters: dict) -> Path:
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    html, _ = exporter.from_notebook_node(notebook)
+    html, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": f"landscape report: {name}"}})
     out = ROOT / "reports" / f"{name}.html"
     write_text(out, html)
     return out

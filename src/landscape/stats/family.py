@@ -127,7 +127,8 @@ class Tables:
         runs: One row per (experiment, config, seed): status, metrics, curvature, bounds,
             probe sharpness, model ``skip``/``norm`` and ``batch_size``.
         barriers: One row per (experiment, config, seed pair): ``barrier_train``/``_test``.
-        escape: One row per escape trial (the escape stage's ``trials.json``).
+        escape: One row per escape trial (the escape stage's ``trials.json``), with
+            ``alignment_pct`` = 100 x alignment (H3's odds ratio is per percentage point).
         invariance: Invariance audit verdict per measure name (first audit found).
         found: Counts of the input files read, by kind.
     """
@@ -197,6 +198,8 @@ def collect_tables(root: str | Path, experiments: Mapping[str, Any], seeds: list
                                      **{f"barrier_{s}": _number(((entry.get(s) or {}).get("raw") or {}).get("barrier")) for s in ("train", "test")}})
     trials = _read(root / "escape" / "trials.json")
     escape = pd.DataFrame((trials or {}).get("trials", []))
+    if "alignment" in escape:  # share of noise energy in the top-k subspace, in percentage points
+        escape["alignment_pct"] = 100.0 * escape["alignment"]
     found["escape_trials"] = len(escape)
     return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found)
 
@@ -271,7 +274,7 @@ def evaluate_family(tables: Tables, config: HypothesesConfig) -> dict[str, Any]:
 
     esc = tables.escape
     family.append(_not_tested("H3", "input missing: escape/trials.json") if esc.empty else _attempt(
-        "H3", len(esc), lambda: h3_alignment_escape(esc, outcome="escape", predictor="alignment", factor=None, group="seed",
+        "H3", len(esc), lambda: h3_alignment_escape(esc, outcome="escape", predictor="alignment_pct", factor=None, group="seed",
                                                     time="escape_step", min_clusters=c.min_clusters, **common)))
 
     bound_cols = [f"bound_{b}" for b in (c.h4_bound, *c.h4_baselines)]
