@@ -1,8 +1,11 @@
 """report stage: execute the papermill notebooks and render them to HTML under reports/.
 
 Usage: python stages/report.py [--notebooks index ...]
-A notebook that raises fails the stage (papermill re-raises the cell error), so a report
-with an error cell is never written.
+Renders every page of ``report.pages`` in params.yaml (default: index only):
+notebooks/<page>.ipynb -> reports/<page>.html. Each notebook receives the parameters
+``runs_dir``, ``params_file``, ``profile`` and ``pages`` (so the index can link to every
+page). A notebook that raises fails the stage (papermill re-raises the cell error), so a
+report with an error cell is never written.
 """
 
 from __future__ import annotations
@@ -11,11 +14,23 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, load_params
+from _common import ROOT, ConfigError, fail, load_params
 
 from landscape.io import write_text
 
 PAGES = ("index",)
+
+
+def pages_from(params: dict) -> list[str]:
+    """``report.pages`` (each must have a notebook), or the index alone."""
+    pages = (params.get("report") or {}).get("pages", list(PAGES))
+    if not isinstance(pages, list) or not pages or not all(isinstance(p, str) for p in pages):
+        raise ConfigError(f"report.pages={pages!r} is not allowed; allowed: a non-empty list of notebook names")
+    missing = [p for p in pages if not (ROOT / "notebooks" / f"{p}.ipynb").is_file()]
+    if missing:
+        have = sorted(f.stem for f in (ROOT / "notebooks").glob("*.ipynb"))
+        raise ConfigError(f"report.pages names {missing} with no notebooks/<page>.ipynb; notebooks present: {have}")
+    return pages
 
 
 def render(name: str, parameters: dict) -> Path:
@@ -39,7 +54,7 @@ def render(name: str, parameters: dict) -> Path:
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    html, _ = exporter.from_notebook_node(notebook)
+    html, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": f"landscape report: {name}"}})
     out = ROOT / "reports" / f"{name}.html"
     write_text(out, html)
     return out
@@ -47,11 +62,16 @@ def render(name: str, parameters: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--notebooks", nargs="*", default=list(PAGES))
+    parser.add_argument("--notebooks", nargs="*", default=None, help="pages to render (default: report.pages)")
     args = parser.parse_args()
     params = load_params()
-    for name in args.notebooks:
-        out = render(name, {"runs_dir": "runs", "params_file": "params.yaml", "profile": params.get("profile", "default")})
+    try:
+        pages = pages_from(params)
+    except ConfigError as exc:
+        fail(str(exc))
+    for name in args.notebooks or pages:
+        parameters = {"runs_dir": "runs", "params_file": "params.yaml", "profile": params.get("profile", "default"), "pages": pages}
+        out = render(name, parameters)
         print(f"wrote {out.relative_to(ROOT)}")
 
 

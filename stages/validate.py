@@ -9,13 +9,35 @@ import sys
 
 from _common import ConfigError, fail, load_params
 
-from landscape.config import validate_pipeline_params
+from landscape.config import parse_config, validate_pipeline_params
+
+
+def validate_analysis_sections(params: dict) -> None:
+    """The escape, hypotheses and report sections (each optional; checked when present)."""
+    from landscape.probes.escape import EscapeConfig
+    from landscape.stats.family import HypothesesConfig
+    from report import pages_from
+
+    if "escape" in params:
+        esc = params["escape"]
+        if not isinstance(esc, dict) or set(esc) != {"config", "settings"}:
+            raise ConfigError(f"escape must have exactly the keys ['config', 'settings'], got {esc!r}")
+        configs = params["experiments"].get("h1_batch", {}).get("configs", {})
+        if esc["config"] not in configs:
+            raise ConfigError(f"escape.config={esc['config']!r} is not a config of experiments.h1_batch; valid: {sorted(configs)}")
+        parse_config(EscapeConfig, esc["settings"], "escape.settings")
+    if "hypotheses" in params:
+        parse_config(HypothesesConfig, params["hypotheses"], "hypotheses")
+    if "report" in params:
+        pages_from(params)
 
 
 def main() -> None:
     path = sys.argv[1] if len(sys.argv) > 1 else None
     try:
-        checked = validate_pipeline_params(load_params(path))
+        params = load_params(path)
+        checked = validate_pipeline_params(params)
+        validate_analysis_sections(params)
     except (ConfigError, FileNotFoundError) as exc:
         fail(str(exc))
     print(f"params ok: {len(checked['datasets'])} data sets, {len(checked['runs'])} run configs")

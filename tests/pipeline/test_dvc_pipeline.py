@@ -71,9 +71,19 @@ def ci_repo(tmp_path_factory) -> Path:
 
 
 def test_repro_renders_report_and_records_every_run(ci_repo):
-    html = (ci_repo / "reports" / "index.html").read_text()
+    html = (ci_repo / "reports" / "training.html").read_text()
     assert "Test error per experiment" in html and html.count('src="data:image/png;base64') >= 2
-    assert "Traceback (most recent call last)" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
+    pages = yaml.safe_load((ci_repo / "params.yaml").read_text())["report"]["pages"]
+    for page in pages:
+        html = (ci_repo / "reports" / f"{page}.html").read_text()
+        assert "Traceback (most recent call last)" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html, page
+    index = (ci_repo / "reports" / "index.html").read_text()
+    assert "Headline: hypotheses" in index and all(f'href="{p}.html"' in index for p in pages if p != "index")
+    results = json.loads((ci_repo / "hypotheses" / "results.json").read_text())
+    assert {e["name"] for e in results["hypotheses"]} >= {"H1", "H2[lambda_max]", "H3", "H4"}
+    assert all(e["status"] == "tested" or e["status"].startswith("not tested: ") for e in results["hypotheses"])
+    escape = json.loads((ci_repo / "escape" / "metrics.json").read_text())
+    assert escape["seeds_studied"] == 2 and set(escape["noise_types"]) == {"sgd", "isotropic", "projected"}
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
     for exp, spec in params["experiments"].items():
         for cfg in spec["configs"]:
@@ -89,6 +99,22 @@ def test_repro_renders_report_and_records_every_run(ci_repo):
     assert (ci_repo / "measure" / "h1_batch" / "b32" / "seeds" / "seed0" / "krylov.pt").is_file()
     shown = _dvc("metrics", "show", "--json", cwd=ci_repo).stdout
     assert "test_error" in shown
+
+
+def test_report_pages_open_in_headless_chromium(ci_repo):
+    from browser import inspect_pages
+
+    pages = yaml.safe_load((ci_repo / "params.yaml").read_text())["report"]["pages"]
+    files = [ci_repo / "reports" / f"{p}.html" for p in pages]
+    seen = inspect_pages(files)
+    for f in files:
+        state = seen[f.name]
+        assert state["ready"] == "complete" and state["text"].strip(), f.name
+        assert state["broken"] == [], f"{f.name}: images that did not load: {state['broken']}"
+        assert state["error_outputs"] == 0 and "Traceback" not in state["text"], f"{f.name} shows a notebook error"
+        assert all((f.parent / link).is_file() for link in state["links"]), f"{f.name} links to a missing page: {state['links']}"
+    assert seen["training.html"]["images"] >= 2 and seen["spectra.html"]["images"] >= 2 and seen["hypotheses.html"]["images"] >= 1
+    assert set(seen["index.html"]["links"]) >= {f"{p}.html" for p in pages if p != "index"}
 
 
 def test_noop_repro_reruns_nothing(ci_repo):

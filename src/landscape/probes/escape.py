@@ -1,0 +1,409 @@
+"""Escape from a sharp minimum under three noise models: the experiment behind H3.
+
+Zhu, Wu, Yu, Wu & Ma (2019), "The anisotropic noise in stochastic gradient descent: its
+behavior of escaping from sharp minima and regularization effects" (ICML), argue that
+SGD leaves sharp minima faster than isotropic noise of the same size because its
+covariance is aligned with the top Hessian eigendirections. From a minimum ``theta_0``
+we continue with
+
+    theta_{t+1} = theta_t - eta (g(theta_t) + xi_t),     eta = step_size / lambda_max(theta_0)
+
+where ``g`` is the full-batch gradient of the landscape and the noise ``xi_t`` is
+
+* ``"sgd"``: real minibatch noise ``g_B(theta_t) - g(theta_t)`` (B examples drawn without
+  replacement), so the step is a plain SGD step;
+* ``"isotropic"``: ``N(0, s_t^2 I)`` with ``P s_t^2 = ||g_B - g||^2`` from the same draw
+  (the same total variance, spread evenly over all P directions);
+* ``"projected"``: the SGD noise with its component in the top-k Hessian subspace of
+  ``theta_0`` removed, rescaled to the SGD noise's norm.
+
+The three noise types of one restart share their minibatch draws (common random numbers).
+A trial *escapes* when, at a check (every ``check_every`` steps and at the end),
+``lambda_max`` has dropped to ``(1 - lambda_drop) lambda_max(theta_0)`` or lower, or a loss
+barrier of more than ``barrier_tol`` separates ``theta_t`` from ``theta_0`` on the straight
+segment between them (``rule`` chooses which of the two count). Its *alignment* is the
+fraction of the trial's noise energy in that top-k subspace,
+``sum_t ||V^T xi_t||^2 / sum_t ||xi_t||^2`` (an estimate of ``tr(V V^T Sigma) / tr(Sigma)``).
+
+The landscape is any object with ``loss``, ``gradient`` and ``hvp`` (:class:`Landscape`);
+:class:`ModelLandscape` wraps a network and a fixed data set, tests use closed-form ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landscape.config import ConfigError
+from landscape.curvature.lanczos import top_eigenpairs
+from landscape.curvature.linop import SymmetricOperator
+
+from .functional import Objective, flatten_params, parameter_dict
+
+__all__ = [
+    "NOISE_TYPES",
+    "RULES",
+    "EscapeConfig",
+    "EscapeStudy",
+    "EscapeTrial",
+    "Landscape",
+    "ModelLandscape",
+    "escape_study",
+    "escape_trial",
+    "lambda_max_at",
+    "noise_step",
+    "segment_barrier",
+    "trial_rows",
+]
+
+NOISE_TYPES: tuple[str, ...] = ("sgd", "isotropic", "projected")
+RULES: tuple[str, ...] = ("any", "all", "lambda", "barrier")
+
+
+class Landscape(Protocol):
+    """A loss ``L(theta) = mean_i l_i(theta)`` over ``num_examples`` examples, flat ``theta``."""
+
+    num_examples: int
+
+    def loss(self, theta: Tensor) -> float:
+        """Full mean loss at ``theta`` (P,)."""
+
+    def gradient(self, theta: Tensor, index: Tensor | None = None) -> Tensor:
+        """Gradient (P,) of the mean loss over ``index`` (all examples when None)."""
+
+    def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
+        """Hessian of the full loss at ``theta`` times ``v`` (P,)."""
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _rule(allowed: str, check: Callable[[Any], bool]) -> dict[str, Any]:
+    return {"allowed": allowed, "check": check}
+
+
+def _int_min(k: int) -> dict[str, Any]:
+    return _rule(f"an int >= {k}", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= k)
+
+
+def _pos(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@dataclass(frozen=True)
+class EscapeConfig:
+    """Settings of one escape study (``escape.settings`` in params.yaml).
+
+    Attributes:
+        num_examples: Examples of the fixed probe subset that define the landscape.
+        chunk_size: Examples per forward pass of full-batch quantities.
+        steps: Steps T of each trial.
+        step_size: ``eta * lambda_max(theta_0)``; below 2 the noise-free iteration is
+            stable at the minimum, so escapes are due to the noise.
+        batch_size: Minibatch size B of the SGD noise (which sets the noise scale).
+        noise_types: Subset of :data:`NOISE_TYPES`.
+        restarts: Independent trials per noise type and start point.
+        top_k: Dimension of the top Hessian subspace (alignment and projection).
+        check_every: Steps between escape checks (the end is always checked).
+        lambda_drop: Relative drop of lambda_max that counts as escape, in (0, 1).
+        barrier_tol: Loss barrier (nats) on the segment from theta_0 that counts as escape.
+        barrier_points: Points of that segment, including both ends.
+        eig_tol: Relative Ritz residual tolerance of the lambda_max estimates.
+        eig_matvecs: Hessian-vector product budget per lambda_max estimate.
+        rule: Which criterion is escape: ``any``, ``all``, ``lambda`` or ``barrier``.
+    """
+
+    num_examples: int = field(default=1000, metadata=_int_min(2))
+    chunk_size: int = field(default=1000, metadata=_int_min(1))
+    steps: int = field(default=100, metadata=_int_min(1))
+    step_size: float = field(default=1.0, metadata=_rule("a number > 0", _pos))
+    batch_size: int = field(default=16, metadata=_int_min(1))
+    noise_types: tuple[str, ...] = field(
+        default=NOISE_TYPES,
+        metadata=_rule(f"a non-empty list of distinct names from {list(NOISE_TYPES)}",
+                       lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and len(set(x)) == len(x) and all(v in NOISE_TYPES for v in x)),
+    )
+    restarts: int = field(default=2, metadata=_int_min(1))
+    top_k: int = field(default=5, metadata=_int_min(1))
+    check_every: int = field(default=50, metadata=_int_min(1))
+    lambda_drop: float = field(default=0.3, metadata=_rule("a number in (0, 1)", lambda x: _pos(x) and x < 1))
+    barrier_tol: float = field(default=0.01, metadata=_rule("a number > 0", _pos))
+    barrier_points: int = field(default=9, metadata=_int_min(3))
+    eig_tol: float = field(default=1e-2, metadata=_rule("a number in (0, 1)", lambda x: _pos(x) and x < 1))
+    eig_matvecs: int = field(default=40, metadata=_int_min(4))
+    rule: str = field(default="any", metadata=_rule(f"one of {list(RULES)}", lambda x: x in RULES))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.noise_types, list):
+            object.__setattr__(self, "noise_types", tuple(self.noise_types))
+        for f in dataclasses.fields(self):
+            check = f.metadata.get("check")
+            if check is not None and not check(getattr(self, f.name)):
+                raise ConfigError(f"EscapeConfig.{f.name}={getattr(self, f.name)!r} is not allowed; allowed: {f.metadata['allowed']}")
+
+
+# ---------------------------------------------------------------- landscapes
+
+
+class ModelLandscape:
+    """The mean loss of a network over fixed data, as a function of its flat parameters.
+
+    Args:
+        model: Any module (used through ``functional_call``; never modified).
+        data: ``(inputs, targets)`` tensors of the N examples.
+        loss_fn: Batch-mean loss ``loss_fn(outputs, targets)``.
+        chunk_size: Examples per forward pass of full-batch quantities.
+        bn_mode: BatchNorm policy of :class:`~landscape.probes.functional.Objective`.
+    """
+
+    def __init__(self, model: nn.Module, data: tuple[Tensor, Tensor], *, loss_fn=F.cross_entropy,
+                 chunk_size: int = 1000, bn_mode: str = "eval") -> None:
+        x, y = data
+        if x.shape[0] != y.shape[0] or x.shape[0] < 2:
+            raise ValueError(f"data must hold >= 2 matching examples, got {tuple(x.shape)} and {tuple(y.shape)}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.x, self.y = x, y
+        self.num_examples = int(x.shape[0])
+        batches = [(x[i : i + chunk_size], y[i : i + chunk_size]) for i in range(0, self.num_examples, chunk_size)]
+        self.objective = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode)
+        self.theta0 = flatten_params(parameter_dict(model))
+
+    def loss(self, theta: Tensor) -> float:
+        return self.objective.evaluate(theta).loss
+
+    def gradient(self, theta: Tensor, index: Tensor | None = None) -> Tensor:
+        t = theta.detach().requires_grad_(True)
+        batches = None if index is None else [(self.x[index], self.y[index])]
+        (g,) = torch.autograd.grad(self.objective.loss(t, batches), t)
+        return g
+
+    def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
+        t = theta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(self.objective.loss(t), t, create_graph=True)
+        (hv,) = torch.autograd.grad(g @ v, t)
+        return hv
+
+
+class _HessianAt(SymmetricOperator):
+    """The landscape's Hessian at one point as an operator (one HVP per column)."""
+
+    def __init__(self, landscape: Landscape, theta: Tensor) -> None:
+        self.landscape, self.theta = landscape, theta.detach()
+        self.shape = (int(theta.numel()), int(theta.numel()))
+        self.dtype, self.device = theta.dtype, theta.device
+        self.num_matvecs = 0
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        self.num_matvecs += V.shape[1]
+        return torch.stack([self.landscape.hvp(self.theta, V[:, j]) for j in range(V.shape[1])], dim=1)
+
+
+def lambda_max_at(landscape: Landscape, theta: Tensor, *, v0: Tensor | None = None, tol: float = 1e-2,
+                  max_matvecs: int = 40, seed: int = 0) -> tuple[float, Tensor]:
+    """Largest Hessian eigenvalue at ``theta`` by Lanczos (warm start ``v0``); (value, vector)."""
+    op = _HessianAt(landscape, theta)
+    eig = top_eigenpairs(op, k=1, which="LA", tol=tol, seed=seed, max_matvecs=max_matvecs, v0=v0,
+                         verify=False, check_multiplicity=False)
+    return float(eig.values[0]), eig.vectors[:, 0]
+
+
+def segment_barrier(landscape: Landscape, start: Tensor, end: Tensor, points: int) -> float:
+    """``max_t L(start + t (end - start)) - max(L(start), L(end))`` over ``points`` values of t."""
+    losses = [landscape.loss(start + t * (end - start)) for t in torch.linspace(0.0, 1.0, points).tolist()]
+    return float(max(losses) - max(losses[0], losses[-1]))
+
+
+# ---------------------------------------------------------------- noise
+
+
+def noise_step(kind: str, sgd_noise: Tensor, basis: Tensor, generator: torch.Generator) -> Tensor:
+    """One noise vector of type ``kind`` built from one draw of SGD noise.
+
+    Args:
+        kind: One of :data:`NOISE_TYPES`.
+        sgd_noise: ``g_B - g`` at the current point, shape (P,).
+        basis: Orthonormal top-k Hessian eigenvectors, shape (P, k).
+        generator: Source of the isotropic draws.
+    """
+    if kind == "sgd":
+        return sgd_noise
+    energy = sgd_noise.square().sum()
+    if kind == "isotropic":
+        z = torch.randn(sgd_noise.shape, generator=generator, dtype=sgd_noise.dtype, device=sgd_noise.device)
+        return z * torch.sqrt(energy / sgd_noise.numel())
+    if kind == "projected":
+        off = sgd_noise - basis @ (basis.T @ sgd_noise)
+        norm = off.norm()
+        return off * (energy.sqrt() / norm) if norm > 0 else off
+    raise ValueError(f"unknown noise type {kind!r}; valid: {list(NOISE_TYPES)}")
+
+
+# ---------------------------------------------------------------- trials
+
+
+@dataclass(frozen=True)
+class EscapeTrial:
+    """One continuation from ``theta_0`` under one noise type.
+
+    Attributes:
+        noise_type, restart: Which trial.
+        alignment: Fraction of the noise energy in the top-k Hessian subspace of theta_0.
+        noise_energy: Mean ``||xi_t||^2``.
+        escaped: Escape by the configured rule within T steps; ``escaped_lambda`` and
+            ``escaped_barrier`` are the two criteria at any check.
+        escape_step: First check step where the rule held (T when it never did).
+        lambda_start, lambda_end: lambda_max at theta_0 and at theta_T.
+        loss_start, loss_end: Full loss at theta_0 and theta_T (nats).
+        barrier_end: Loss barrier on the segment theta_0 -> theta_T (nats).
+        checks: ``{"step", "lambda_max", "loss", "barrier"}`` at each check.
+    """
+
+    noise_type: str
+    restart: int
+    alignment: float
+    noise_energy: float
+    escaped: bool
+    escaped_lambda: bool
+    escaped_barrier: bool
+    escape_step: int
+    lambda_start: float
+    lambda_end: float
+    loss_start: float
+    loss_end: float
+    barrier_end: float
+    checks: tuple[dict[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "checks": [dict(c) for c in self.checks]}
+
+
+def _escaped(rule: str, by_lambda: bool, by_barrier: bool) -> bool:
+    return {"any": by_lambda or by_barrier, "all": by_lambda and by_barrier,
+            "lambda": by_lambda, "barrier": by_barrier}[rule]
+
+
+def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_type: str, lr: float,
+                 lambda_start: float, config: EscapeConfig, batch_seed: int, noise_seed: int,
+                 restart: int = 0) -> EscapeTrial:
+    """Run one trial (module docstring); minibatches from ``batch_seed``, Gaussians from ``noise_seed``."""
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(f"unknown noise type {noise_type!r}; valid: {list(NOISE_TYPES)}")
+    if config.batch_size > landscape.num_examples:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the landscape's {landscape.num_examples} examples")
+    batches = torch.Generator().manual_seed(batch_seed)
+    gauss = torch.Generator(device=theta0.device).manual_seed(noise_seed)
+    theta = theta0.detach().clone()
+    loss0 = landscape.loss(theta0)
+    v_top = basis[:, 0]
+    align_sum = energy_sum = 0.0
+    checks: list[dict[str, float]] = []
+    escape_step, esc_l, esc_b = config.steps, False, False
+    for step in range(1, config.steps + 1):
+        index = torch.randperm(landscape.num_examples, generator=batches)[: config.batch_size]
+        g = landscape.gradient(theta)
+        xi = noise_step(noise_type, landscape.gradient(theta, index) - g, basis, gauss)
+        align_sum = align_sum + (basis.T @ xi).square().sum()  # tensors: no sync per step
+        energy_sum = energy_sum + xi.square().sum()
+        theta = theta - lr * (g + xi)
+        if step % config.check_every == 0 or step == config.steps:
+            lam, v_top = lambda_max_at(landscape, theta, v0=v_top, tol=config.eig_tol, max_matvecs=config.eig_matvecs, seed=step)
+            barrier = segment_barrier(landscape, theta0, theta, config.barrier_points)
+            checks.append({"step": step, "lambda_max": lam, "loss": landscape.loss(theta), "barrier": barrier})
+            before = _escaped(config.rule, esc_l, esc_b)
+            esc_l = esc_l or lam <= (1.0 - config.lambda_drop) * lambda_start
+            esc_b = esc_b or barrier > config.barrier_tol
+            if not before and _escaped(config.rule, esc_l, esc_b):
+                escape_step = step
+    last = checks[-1]
+    return EscapeTrial(
+        noise_type=noise_type, restart=restart, alignment=float(align_sum / energy_sum) if float(energy_sum) > 0 else 0.0,
+        noise_energy=float(energy_sum) / config.steps,
+        escaped=_escaped(config.rule, esc_l, esc_b), escaped_lambda=esc_l, escaped_barrier=esc_b, escape_step=escape_step,
+        lambda_start=lambda_start, lambda_end=last["lambda_max"], loss_start=loss0, loss_end=last["loss"],
+        barrier_end=last["barrier"], checks=tuple(checks),
+    )
+
+
+@dataclass(frozen=True)
+class EscapeStudy:
+    """All trials from one start point, with the settings that produced them."""
+
+    trials: tuple[EscapeTrial, ...]
+    lambda_start: float
+    lr: float
+    top_k: int
+    num_params: int
+    basis_source: str
+    wall_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "trials"},
+                "trials": [t.to_dict() for t in self.trials]}
+
+
+def escape_study(landscape: Landscape, theta0: Tensor, config: EscapeConfig, *, basis: Tensor | None = None,
+                 seed: int = 0) -> EscapeStudy:
+    """Every (noise type, restart) trial from ``theta0``.
+
+    Args:
+        landscape: The loss (see :class:`Landscape`).
+        theta0: The start (a sharp minimum), shape (P,).
+        config: Settings.
+        basis: Top Hessian eigenvectors at ``theta0``, shape (P, >= top_k) (e.g. the
+            measure stage's cached Ritz vectors); computed by Lanczos when None. The first
+            ``top_k`` columns are orthonormalised.
+        seed: Seeds every trial: restart r uses minibatch seed ``(seed, r)`` for all noise
+            types and its own Gaussian seed.
+    """
+    started = time.perf_counter()
+    P = theta0.numel()
+    if config.top_k >= P:
+        raise ValueError(f"top_k={config.top_k} must be below the {P} parameters")
+    source = "given"
+    if basis is None:
+        op = _HessianAt(landscape, theta0)
+        basis = top_eigenpairs(op, k=config.top_k, which="LA", tol=config.eig_tol, seed=seed).vectors
+        source = "lanczos"
+    if basis.ndim != 2 or basis.shape[0] != P or basis.shape[1] < config.top_k:
+        raise ValueError(f"basis must have shape ({P}, >= {config.top_k}), got {tuple(basis.shape)}")
+    basis = torch.linalg.qr(basis[:, : config.top_k].to(theta0))[0]
+    lam0, _ = lambda_max_at(landscape, theta0, v0=basis[:, 0], tol=config.eig_tol, max_matvecs=config.eig_matvecs, seed=seed)
+    if not lam0 > 0:
+        raise ValueError(f"lambda_max at the start point is {lam0:.4g}; a minimum needs a positive top eigenvalue")
+    lr = config.step_size / lam0
+    trials = []
+    for r in range(config.restarts):
+        for i, kind in enumerate(config.noise_types):
+            trials.append(escape_trial(landscape, theta0, basis, noise_type=kind, lr=lr, lambda_start=lam0, config=config,
+                                       batch_seed=_mix(seed, r), noise_seed=_mix(seed, r, 1 + i), restart=r))
+    return EscapeStudy(trials=tuple(trials), lambda_start=lam0, lr=lr, top_k=config.top_k, num_params=P,
+                       basis_source=source, wall_time_s=time.perf_counter() - started)
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from a tuple of small ints (stable across runs and platforms)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p + 0x9E3779B9)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def trial_rows(studies: Sequence[tuple[int, EscapeStudy]]) -> list[dict[str, Any]]:
+    """One flat row per trial (``seed`` of the start point added) for the H3 regression."""
+    rows = []
+    for seed, study in studies:
+        for t in study.trials:
+            rows.append({"seed": seed, "noise_type": t.noise_type, "restart": t.restart, "alignment": t.alignment,
+                         "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
+                         "escape_barrier": int(t.escaped_barrier), "escape_step": t.escape_step,
+                         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end})
+    return rows

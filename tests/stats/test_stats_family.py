@@ -1,0 +1,137 @@
+"""The hypotheses stage's library on a synthetic output tree: planted effects are found,
+missing inputs are reported as not tested, Holm runs within each family."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from landscape.config import ConfigError
+from landscape.stats.family import HypothesesConfig, collect_tables, evaluate_family, headline, run_family
+
+SEEDS = list(range(6))
+EXPERIMENTS = {
+    "h1_batch": {"dataset": "d", "configs": {f"b{b}": {"model": {"name": "mlp"}, "train": {"batch_size": b}} for b in (16, 64, 256, 1024)}},
+    "h2_arch": {"dataset": "d", "configs": {
+        f"resnet_{'skip' if s else 'noskip'}_{n}": {"model": {"name": "resnet_small", "skip": s, "norm": n}, "train": {}}
+        for s in (True, False) for n in ("bn", "none")} | {"mlp_none": {"model": {"name": "mlp", "norm": "none"}, "train": {}}}},
+}
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False, escape=False, missing_curvature=()):
+    """Runs and curvature with a planted chain B -> lambda_max -> test error and skip < no-skip."""
+    for seed in SEEDS:
+        u = rng.normal(0, 0.05)  # seed effect
+        for b in (16, 64, 256, 1024):
+            log_lam = 1.0 + 0.5 * np.log(b) + u + rng.normal(0, 0.4)
+            err = 0.05 + 0.02 * log_lam + rng.normal(0, 0.003)
+            loss = 0.01 + rng.normal(0, 0.001)
+            _write(root / f"runs/h1_batch/b{b}/seed{seed}/metrics.json",
+                   {"status": "completed", "test_error": err, "train_loss": loss, "gen_gap": err * 2, "train_error": 0.0})
+            if f"b{b}" not in missing_curvature:
+                _write(root / f"measure/h1_batch/b{b}/seeds/seed{seed}/curvature.json",
+                       {"status": "measured", "lambda_max": float(np.exp(log_lam)), "trace": float(np.exp(log_lam)) * 5,
+                        "logdet": -100.0 + log_lam, "rmt": {"outlier_count": 3}, "noise": {"kappa": 0.2 + rng.uniform(0, 0.1), "difficulty_index": 1.0}})
+            if bounds:
+                base = 0.3 + rng.normal(0, 0.01)
+                _write(root / f"bounds/h1_batch/b{b}/seeds/seed{seed}/bounds.json",
+                       {"status": "bounded", "bounds": {"occam": base + 0.5 + rng.normal(0, 0.02), "isotropic": base + 0.1 + rng.normal(0, 0.02), "hessian": base}})
+        for cfg, spec in EXPERIMENTS["h2_arch"]["configs"].items():
+            skip = spec["model"].get("skip")
+            lam = 20.0 * (0.6 if skip else 1.0) * math.exp(rng.normal(0, 0.1))
+            _write(root / f"runs/h2_arch/{cfg}/seed{seed}/metrics.json", {"status": "completed", "test_error": 0.05, "train_loss": 0.01, "gen_gap": 0.1})
+            _write(root / f"measure/h2_arch/{cfg}/seeds/seed{seed}/curvature.json",
+                   {"status": "measured", "lambda_max": lam, "trace": lam * 10, "logdet": 1.0, "rmt": {"outlier_count": 5 - 2 * bool(skip) + seed % 2}})
+    if barriers:
+        for cfg, spec in EXPERIMENTS["h2_arch"]["configs"].items():
+            pairs = {f"s{a}-s{b}": {"test": {"raw": {"barrier": (0.1 if spec["model"].get("skip") else 0.5) + rng.normal(0, 0.02)}}}
+                     for a in SEEDS for b in SEEDS if a < b}
+            _write(root / f"probes/h2_arch/{cfg}/results.json", {"barriers": {"pairs": pairs}})
+        _write(root / "probes/h2_arch/mlp_none/metrics.json", {"invariance": {"lambda_max": "not invariant", "trace": "not invariant"}})
+    if escape:
+        trials = []
+        for seed in SEEDS:
+            for r in range(6):
+                for kind, align in (("sgd", 0.5), ("isotropic", 0.01), ("projected", 0.0)):
+                    a = align + rng.uniform(0, 0.3)
+                    esc = int(rng.uniform() < 1 / (1 + math.exp(-(-2.0 + 6.0 * a))))
+                    trials.append({"seed": seed, "noise_type": kind, "restart": r, "alignment": a, "escape": esc, "escape_step": 50 if esc else 100})
+        _write(root / "escape/trials.json", {"trials": trials})
+
+
+def _by_name(results):
+    return {e["name"]: e for e in [*results["hypotheses"], *results["regressions"]]}
+
+
+def test_planted_effects_found_with_all_inputs(tmp_path):
+    _tree(tmp_path, np.random.default_rng(0), barriers=True, bounds=True, escape=True)
+    cfg = HypothesesConfig(n_boot=500)
+    res = run_family(tmp_path, EXPERIMENTS, SEEDS, cfg)
+    r = _by_name(res)
+    assert all(e["status"] == "tested" for e in res["hypotheses"]), [e["status"] for e in res["hypotheses"]]
+    h1 = r["H1"]
+    assert h1["n_runs"] == 24 and h1["n_groups"] == 6
+    assert h1["ci_low"] <= 0.5 * 0.02 <= h1["ci_high"] and h1["supported"]  # a*b = 0.5 * 0.02
+    for m in ("lambda_max", "trace", "barrier"):
+        assert r[f"H2[{m}]"]["effect"] < 0 and r[f"H2[{m}]"]["supported"], m
+    assert r["H2[lambda_max]"]["ci_low"] <= math.log(0.6) <= r["H2[lambda_max]"]["ci_high"]
+    assert r["H2[lambda_max]"]["n_runs"] == 12  # 6 seeds x {bn, none}
+    assert r["H2[barrier]"]["n_runs"] == 30  # 15 seed pairs x {bn, none}
+    assert r["H3"]["effect"] > 1 and r["H3"]["n_runs"] == 108
+    assert r["H4"]["supported"] and r["H4"]["extra"]["binding_baseline"] == "bound_isotropic"
+    assert r["H4"]["ci_low"] <= -0.1 <= r["H4"]["ci_high"]
+    m = len(res["hypotheses"])
+    assert all(e["extra"]["holm_family_size"] == m for e in res["hypotheses"])
+    assert r["tau[lambda_max,test_error]"]["effect"] > 0.3 and r["tau[lambda_max,test_error]"]["supported"]
+    assert r["tau[lambda_max,test_error]"]["extra"]["invariance_verdict"] == "not invariant"
+    assert r["tau[kappa,test_error]"]["extra"]["invariance_verdict"] == "not audited"
+    flat = headline(res)
+    assert flat["H1"]["tested"] and flat["H1"]["supported"] is True
+    json.dumps(flat)
+
+
+def test_missing_inputs_are_not_tested_never_raised(tmp_path):
+    _tree(tmp_path, np.random.default_rng(1))
+    res = run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200))
+    r = _by_name(res)
+    assert r["H1"]["status"] == "tested" and r["H2[lambda_max]"]["status"] == "tested"
+    for name in ("H2[barrier]", "H3", "H4"):
+        assert r[name]["status"].startswith("not tested: input missing"), name
+        assert r[name]["null"] and r[name]["alternative"] and r[name]["supported"] is False
+    assert res["inputs"] == {"runs": 54, "curvature": 54, "bounds": 0, "probes": 0, "escape_trials": 0}
+    assert headline(res)["H3"] == {"tested": False}
+    assert r["H1"]["extra"]["holm_family_size"] == 4  # H1 + three H2 measures
+
+
+def test_too_few_runs_is_a_reason_not_a_crash(tmp_path):
+    _tree(tmp_path, np.random.default_rng(2), missing_curvature=("b16", "b64", "b256"))
+    tables = collect_tables(tmp_path, EXPERIMENTS, SEEDS[:1])
+    res = evaluate_family(tables, HypothesesConfig(n_boot=200))
+    r = _by_name(res)
+    assert r["H1"]["status"].startswith("not tested: h1_batch_sharpness")  # one seed, one batch size left
+    assert r["H2[lambda_max]"]["status"].startswith("not tested: h2_skip_flattens: too few seeds")
+
+
+def test_nothing_at_all(tmp_path):
+    res = run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig())
+    assert all(e["status"].startswith("not tested") for e in [*res["hypotheses"], *res["regressions"]])
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"alpha": 1.5}, "hypotheses.alpha=1.5"),
+    ({"h2_measures": ["lambda_max", "depth"]}, "hypotheses.h2_measures"),
+    ({"paired_test": "z"}, "paired_test='z'"),
+    ({"h4_bound": "occam"}, "cannot also be one of h4_baselines"),
+])
+def test_config_errors(over, match):
+    with pytest.raises(ConfigError, match=match):
+        HypothesesConfig(**over)

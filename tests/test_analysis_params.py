@@ -1,0 +1,47 @@
+"""The escape, hypotheses and report sections of params.yaml are validated before any work."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "stages"))
+
+from validate import validate_analysis_sections  # noqa: E402
+
+from landscape.config import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/ci.yaml", "profiles/paper.yaml"])
+def test_every_profile_is_valid(profile):
+    validate_analysis_sections(yaml.safe_load((ROOT / profile).read_text()))
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda p: p["escape"].update(config="b3"), r"escape.config='b3' is not a config of experiments.h1_batch"),
+        (lambda p: p["escape"].update(extra=1), "escape must have exactly the keys"),
+        (lambda p: p["escape"]["settings"].update(restarts=0), "escape.settings.restarts=0"),
+        (lambda p: p["escape"]["settings"].update(noise_types=["sgd", "sgd"]), "escape.settings.noise_types"),
+        (lambda p: p["hypotheses"].update(alpha=0.0), "hypotheses.alpha=0.0"),
+        (lambda p: p["hypotheses"].update(colour=1), "unknown key hypotheses.colour"),
+        (lambda p: p["report"].update(pages=["index", "nope"]), r"report.pages names \['nope'\]"),
+        (lambda p: p["report"].update(pages=[]), "report.pages=\\[\\] is not allowed"),
+    ],
+)
+def test_bad_values_name_key_and_value(params, edit, match):
+    bad = copy.deepcopy(params)
+    edit(bad)
+    with pytest.raises(ConfigError, match=match):
+        validate_analysis_sections(bad)
