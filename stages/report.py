@@ -1,6 +1,6 @@
 """report stage: execute the papermill notebooks and render them to HTML under reports/.
 
-Usage: python stages/report.py [--notebooks index ...]
+Usage: python stages/report.py [--notebooks index ...]   (default: every notebooks/*.ipynb)
 A notebook that raises fails the stage (papermill re-raises the cell error), so a report
 with an error cell is never written.
 """
@@ -15,7 +15,10 @@ from _common import ROOT, load_params
 
 from landscape.io import write_text
 
-PAGES = ("index",)
+
+def pages() -> list[str]:
+    """Every notebook under notebooks/ (index first); each renders to reports/<name>.html."""
+    return sorted((p.stem for p in (ROOT / "notebooks").glob("*.ipynb")), key=lambda name: (name != "index", name))
 
 
 def render(name: str, parameters: dict) -> Path:
@@ -47,10 +50,10 @@ def render(name: str, parameters: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--notebooks", nargs="*", default=list(PAGES))
+    parser.add_argument("--notebooks", nargs="*", default=None)
     args = parser.parse_args()
     params = load_params()
-    for name in args.notebooks:
+    for name in args.notebooks or pages():
         out = render(name, {"runs_dir": "runs", "params_file": "params.yaml", "profile": params.get("profile", "default")})
         print(f"wrote {out.relative_to(ROOT)}")
 
