@@ -79,6 +79,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ __all__ = ["BoundsConfig", "InvalidBoundError", "PosteriorBound", "PriorSummary"
 
 _F64 = torch.float64
 _FORMS = ("exact", "logdet", "effective_rank", "trace")
+_PRIOR_WINDOW = 20  # grid indices searched on each side of the KL-optimal prior variance
 
 
 class InvalidBoundError(RuntimeError):
@@ -162,7 +164,7 @@ class BoundsConfig:
     prior_fraction: float = field(default=0.5, metadata=_rule("a float in [0, 0.95]", lambda x: 0 <= x <= 0.95))
     prior_epochs: int | None = field(default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1))
     mean_grid: tuple[Real, ...] = field(
-        default=(1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1),
+        default=(1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05),
         metadata=_rule("a non-empty list of floats in [0, 1]", lambda v: _grid_ok(v, 0.0, True) and max(v) <= 1.0),
     )
     mc_draws: int = field(default=2000, metadata=_rule("an int >= 1", lambda x: x >= 1))
@@ -483,7 +485,7 @@ class _Covariance:
 
 def _isotropic(P: int, sigmas: Sequence[float]) -> list[_Covariance]:
     return [
-        _Covariance({"sigma": float(s)}, P * float(s) ** 2, 2.0 * P * math.log(float(s)), lambda z, s=float(s): s * z)
+        _Covariance({"sigma": float(s)}, P * float(s) ** 2, 2.0 * P * math.log(float(s)), functools.partial(torch.mul, other=float(s)))
         for s in sigmas
     ]
 
@@ -511,18 +513,19 @@ def _hessian(
         st = math.sqrt(unit.tau)
         coef = (unit.eigvar.sqrt() - st).to(dtype)
 
-        def unit_noise(z: Tensor, V: Tensor = V, st: float = st, coef: Tensor = coef) -> Tensor:
-            x = st * z + ((z @ V) * coef) @ V.T  # M z with M M^T = S_1 (symmetric factor)
+        def noise(z: Tensor, rc: float, V: Tensor = V, st: float = st, coef: Tensor = coef) -> Tensor:
+            # sqrt(c) M z with M M^T = S_1 (symmetric factor), in two passes over (B, P).
+            x = (z @ V).mul_(coef * rc)
+            x = torch.addmm(z.mul(rc * st), x, V.T)
             return x if fold.is_identity else fold.apply(x.T).T.to(dtype)
 
         for c in cs:
-            rc = math.sqrt(float(c))
             out.append(
                 _Covariance(
                     {"c": float(c), "eps": float(eps)},
                     float(c) * trace1,
                     P * math.log(float(c)) + logdet1,
-                    lambda z, rc=rc, f=unit_noise: rc * f(z),
+                    functools.partial(noise, rc=math.sqrt(float(c))),
                 )
             )
     return out
@@ -549,7 +552,9 @@ def _best_prior(
 ) -> _PriorChoice:
     """Smallest PAC-Bayes-kl bound over the grid window, every prior paying its grid cost."""
     best = grid.nearest_index((cov.cov_trace + dist_sq) / P)
-    width = max(1, math.ceil(grid.b))
+    # Any subset of the countable grid is valid; the optimum sits within a few indices of
+    # the KL-optimal variance (KL grows ~ P/4 (ln lambda/lambda*)^2, the grid cost ~ 2 ln j).
+    width = min(max(1, math.ceil(grid.b)), _PRIOR_WINDOW)
     js = np.arange(max(1, best - width), best + width + 1)
     variances = np.asarray(grid.variance(js), dtype=np.float64)
     kls = [_kl(cov, dist_sq, float(v), P) for v in variances]
@@ -598,7 +603,7 @@ def _paired_wrong(
         sel = idx[start : start + B]
         z = torch.randn((sel.shape[0], P), generator=generator, dtype=mean.dtype, device=mean.device)
         for store, cov in zip(out, covs):
-            store.append(net.wrong_paired(mean + cov.noise(z), x[sel], y[sel]))
+            store.append(net.wrong_paired(cov.noise(z).add_(mean), x[sel], y[sel]))
     return [torch.cat(o).to(torch.float64) for o in out]
 
 
@@ -805,7 +810,11 @@ def bounds_for_run(
 
         # Pilot 1: isotropic family over (t, sigma).
         iso_rows, iso_best = [], None
+        t_rises, t_last = 0, math.inf
         for t, mu in means.items():
+            if t_rises == 2:  # the best score per t rose twice in a row along mean_grid
+                break
+            t_best = math.inf
             rises, last = 0, math.inf
             for cov in _isotropic(P, sorted(config.sigmas)):
                 err = _pilot_error(net, mu, cov, zp, px, py)
@@ -813,9 +822,11 @@ def bounds_for_run(
                 iso_rows.append({"t": t, **cov.scale, "pilot_error": err, "pilot_score": score, "kl": kl})
                 if iso_best is None or score < iso_best[0]:
                     iso_best = (score, t, cov)
+                t_best = min(t_best, score)
                 rises, last = (rises + 1 if score > last else 0), score
                 if rises == 2:  # past the minimum of this unimodal-looking curve: save the rest
                     break
+            t_rises, t_last = (t_rises + 1 if t_best > t_last else 0), t_best
         _, t_star, iso_cov = iso_best
         # Pilot 2: eq (8) family over (c, eps) at the same mean.
         hes_rows, hes_best = [], None
