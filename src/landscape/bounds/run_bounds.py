@@ -164,7 +164,7 @@ class BoundsConfig:
     prior_fraction: float = field(default=0.5, metadata=_rule("a float in [0, 0.95]", lambda x: 0 <= x <= 0.95))
     prior_epochs: int | None = field(default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1))
     mean_grid: tuple[Real, ...] = field(
-        default=(1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05),
+        default=(0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
         metadata=_rule("a non-empty list of floats in [0, 1]", lambda v: _grid_ok(v, 0.0, True) and max(v) <= 1.0),
     )
     mc_draws: int = field(default=2000, metadata=_rule("an int >= 1", lambda x: x >= 1))
@@ -182,7 +182,7 @@ class BoundsConfig:
     )
     eps: tuple[Real, ...] = field(default=(1e-2, 0.1, 1.0, 10.0), metadata=_rule(_GRID, _grid_ok))
     top_k: int | None = field(default=None, metadata=_rule("null or an int >= 1", lambda x: x is None or x >= 1))
-    eval_batch_size: int = field(default=250, metadata=_rule("an int >= 1", lambda x: x >= 1))
+    eval_batch_size: int = field(default=100, metadata=_rule("an int >= 1", lambda x: x >= 1))
     bn_mode: str = field(default="eval", metadata=_rule("'eval'", lambda x: x == "eval"))
 
     def __post_init__(self) -> None:
