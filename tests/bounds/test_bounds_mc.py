@@ -173,3 +173,39 @@ def _mce(error_of, m):
 def test_mc_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_paired_draws_bound_formula_and_edge_values():
+    from landscape.bounds.mc import paired_draws_bound
+
+    wrong = np.array([1, 0, 0, 1, 0, 0, 0, 0, 0, 0] * 50, dtype=float)
+    r = paired_draws_bound(wrong, 0.01)
+    assert r.num_samples == 500 and r.num_candidates == 1 and r.mean_error == pytest.approx(0.2)
+    assert r.budget == pytest.approx(math.log(100) / 500, rel=1e-15)  # one-sided: ln(1/delta')
+    assert r.upper == pytest.approx(kl_inv_upper(0.2, math.log(100) / 500), rel=1e-15)
+    assert r.stderr == pytest.approx(math.sqrt(0.2 * 0.8 / 500))
+    # No error seen: the upper value is the exact Binomial(N, p) zero-count bound 1 - delta'^(1/N).
+    zero = paired_draws_bound(np.zeros(200), 0.05)
+    assert zero.upper == pytest.approx(1 - 0.05 ** (1 / 200), rel=1e-12)
+    with pytest.raises(ValueError, match="0/1 indicators"):
+        paired_draws_bound(np.array([0.0, 0.5]), 0.01)
+    with pytest.raises(ValueError, match="delta must lie"):
+        paired_draws_bound(np.array([0.0, 1.0]), 1.0)
+
+
+@pytest.mark.parametrize("p", [0.02, 0.1, 0.4])
+def test_paired_draws_bound_covers_at_its_confidence(p):
+    """Over 4000 Binomial experiments the upper value misses p at most delta' of the time."""
+    from landscape.bounds.mc import paired_draws_bound
+
+    rng = np.random.default_rng(int(p * 1000))
+    delta, N, reps = 0.1, 300, 4000
+    counts = rng.binomial(N, p, size=reps)
+    upper = {}
+    for c in np.unique(counts):  # the upper value depends on the count only
+        wrong = np.zeros(N)
+        wrong[:c] = 1.0
+        upper[c] = paired_draws_bound(wrong, delta).upper
+    rate = float(np.mean([upper[c] < p for c in counts]))
+    assert rate <= delta + 3 * math.sqrt(delta * (1 - delta) / reps)
+    assert rate > 0.0 or p < 0.05  # not vacuous: it does fail sometimes when p is not tiny

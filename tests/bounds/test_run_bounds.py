@@ -14,21 +14,25 @@ from torch.func import functional_call
 from landscape.bounds.gaussians import complement_curvature, hessian_posterior, kl_lowrank
 from landscape.bounds.kl import kl_inv_upper
 from landscape.bounds.pacbayes import PriorVarianceGrid
-from landscape.bounds.run_bounds import BoundsConfig, bounds_for_run
-from landscape.config import ConfigError, parse_config
+from landscape.bounds.run_bounds import BoundsConfig, InvalidBoundError, bounds_for_run, split_indices
+from landscape.config import ConfigError, TrainConfig, parse_config
 from landscape.io import to_jsonable
+from landscape.training import train_model
 
 F64 = torch.float64
 CENTRES = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]])
 # Small grids and budgets: every test stays well under a second or two on one core.
 FAST = dict(
-    mc_samples=40,
-    pilot_samples=2,
-    pilot_examples=400,
+    mc_draws=1500,
+    test_draws=4,
+    pilot_draws=2,
+    pilot_examples=300,
+    mean_grid=(1.0, 0.5),
     sigmas=(0.05, 0.1, 0.2, 0.4),
     posterior_c=(1e-3, 1e-2, 1e-1),
     eps=(0.1, 1.0),
 )
+RECIPE = TrainConfig(epochs=8, batch_size=50, optimizer="adam", lr=0.02, schedule="constant")
 
 
 def _mixture(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,58 +111,102 @@ def problem():
     }
 
 
-def _run(problem, seed: int = 0, krylov=None, **overrides):
+def _run(problem, seed: int = 0, krylov=None, train=None, **overrides):
     cfg = BoundsConfig(**{**FAST, **overrides})
     return bounds_for_run(
         problem["model"],
         problem["init"],
-        problem["train"],
+        problem["train"] if train is None else train,
         problem["fresh"],
         problem["krylov"] if krylov is None else krylov,
         problem["trace"],
+        train_config=RECIPE,
         config=cfg,
         seed=seed,
     )
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bounds_cover_posterior_risk_on_fresh_sample(problem, seed):
-    r = _run(problem, seed=seed)
-    # Risk of each posterior on 20000 fresh examples x 40 draws (stderr ~ 0.002) and of the
-    # deterministic network; every bound must lie above, and be informative (< 0.65).
+def _flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).to(F64) for p in model.parameters()])
+
+
+@pytest.mark.parametrize(("seed", "fraction"), [(0, 0.5), (1, 0.5), (2, 0.0)])
+def test_bounds_cover_posterior_risk_on_fresh_sample(problem, seed, fraction):
+    r = _run(problem, seed=seed, prior_fraction=fraction)
+    # Risk of each posterior on 20000 fresh examples x 4 draws and of the deterministic
+    # network; every bound must lie above, and be informative (< 0.65).
     for post in (r.isotropic, r.hessian):
-        assert post.test_error_stderr < 0.01
+        assert post.test_error_stderr < 0.02
         assert post.bound >= post.test_error
         assert post.bound >= post.sample.upper >= post.sample.mean_error
         assert post.bound < 0.65
     assert r.occam.bound >= r.test_error
     # Occam: 32 bits x 51 parameters ~ 1131 nats over n = 1500 examples: far looser.
     assert r.occam.kl == pytest.approx(32 * 51 * math.log(2))
+    assert r.occam.n == 1500
     assert r.occam.bound > max(r.isotropic.bound, r.hessian.bound)
 
 
-def test_hessian_kl_equals_library_and_dense_reference(problem):
-    r = _run(problem)
+def test_data_dependent_prior_is_trained_on_its_split_only(problem):
+    r = _run(problem, prior_fraction=0.4)
+    prior_idx, bound_idx = split_indices(1500, 0.4, 0)
+    assert r.n_bound == 900 == bound_idx.numel() and r.prior.n_prior == 600 and r.prior.kind == "trained"
+    for post in (r.isotropic, r.hessian):
+        assert post.pac_bayes.n == 900  # the prior's examples are not in the bound's n
+    # The prior mean is the recipe applied from the initialisation to S_prior alone.
+    x, y = problem["train"]
+    ref = _net(seed=7)
+    ref.load_state_dict(problem["init"])
+    train_model(ref, (x[prior_idx], y[prior_idx]), problem["fresh"], RECIPE, seed=0)
+    theta = _flat(problem["model"])
+    assert r.prior.dist_sq_prior == pytest.approx(float(((theta - _flat(ref)) ** 2).sum()), rel=1e-10)
+    assert r.prior.dist_sq_init == pytest.approx(float(((theta - _flat(_net(seed=7))) ** 2).sum()), rel=1e-10)
+    # Relabelling the bound examples cannot move the prior: it never saw them.
+    y2 = y.clone()
+    y2[bound_idx] = (y2[bound_idx] + 1) % 3
+    moved = _run(problem, prior_fraction=0.4, train=(x, y2))
+    assert moved.prior.dist_sq_prior == r.prior.dist_sq_prior
+    assert moved.prior.bound_error > 0.5 > r.prior.bound_error
+
+
+def test_split_is_seeded_disjoint_and_data_free():
+    a, b = split_indices(101, 0.5, 3)
+    assert a.numel() == 50 and b.numel() == 51
+    assert torch.equal(torch.sort(torch.cat([a, b])).values, torch.arange(101))
+    a2, _ = split_indices(101, 0.5, 3)
+    a3, _ = split_indices(101, 0.5, 4)
+    assert torch.equal(a, a2) and not torch.equal(a, a3)
+    none, every = split_indices(10, 0.0, 0)
+    assert none.numel() == 0 and torch.equal(every, torch.arange(10))
+    with pytest.raises(ValueError, match="fraction must lie in"):
+        split_indices(10, 1.0, 0)
+
+
+def test_hessian_kl_equals_dense_reference(problem):
+    r = _run(problem, prior_fraction=0.0, mean_grid=(1.0,))
     h = r.hessian
     P, k = r.num_params, r.top_k
-    theta = torch.cat([p.detach().reshape(-1).to(F64) for p in problem["model"].parameters()])
+    theta = _flat(problem["model"])
     theta0 = torch.cat([problem["init"][n].reshape(-1).to(F64) for n, _ in problem["model"].named_parameters()])
     lam_rest = complement_curvature(problem["trace"], problem["krylov"]["ritz_values"].double(), P)
     assert r.lambda_rest == pytest.approx(lam_rest, rel=1e-12)
+    assert h.scale["t"] == 1.0 and h.dist_sq == pytest.approx(float(((theta - theta0) ** 2).sum()), rel=1e-12)
     post = hessian_posterior(
         theta, problem["krylov"]["ritz_values"], problem["krylov"]["ritz_vectors"],
         c=h.scale["c"], eps=h.scale["eps"], lambda_rest=lam_rest,
     )
-    lib = kl_lowrank(post, theta0, h.prior_var)
-    assert h.kl.kl == pytest.approx(lib.kl, rel=1e-12)
+    assert h.kl.kl == pytest.approx(kl_lowrank(post, theta0, h.prior_var).kl, rel=1e-9)
     # Dense reference: S_q = V diag(c / (lambda+ + eps)) V^T + tau (I - V V^T), via torch.distributions.
-    V = problem["krylov"]["ritz_vectors"].double()
-    V, _ = torch.linalg.qr(V)
+    V, _ = torch.linalg.qr(problem["krylov"]["ritz_vectors"].double())
     a = h.scale["c"] / (problem["krylov"]["ritz_values"].double().clamp_min(0) + h.scale["eps"])
     tau = h.scale["c"] / (max(lam_rest, 0.0) + h.scale["eps"])
     S = V @ torch.diag(a) @ V.T + tau * (torch.eye(P, dtype=F64) - V @ V.T)
     ref = kl_divergence(MultivariateNormal(theta, S), MultivariateNormal(theta0, h.prior_var * torch.eye(P, dtype=F64)))
     assert h.kl.kl == pytest.approx(float(ref), rel=1e-8)
+    iso = r.isotropic
+    s2 = iso.scale["sigma"] ** 2
+    ref_iso = kl_divergence(MultivariateNormal(theta, s2 * torch.eye(P, dtype=F64)), MultivariateNormal(theta0, iso.prior_var * torch.eye(P, dtype=F64)))
+    assert iso.kl.kl == pytest.approx(float(ref_iso), rel=1e-8)
     # The effective-rank split reproduces the exact KL; each form bounds it from above.
     assert h.complexity.kl == pytest.approx(h.kl.kl, rel=1e-9)
     assert h.bounds_by_form["exact"] == pytest.approx(h.bound, rel=1e-12)
@@ -171,10 +219,10 @@ def test_full_spectrum_posterior_is_exactly_eq8(problem):
     # With all P eigenpairs the posterior covariance is c (H+ + eps I)^-1 exactly.
     P = problem["evals"].shape[0]
     krylov = {"ritz_values": problem["evals"], "ritz_vectors": problem["evecs"]}
-    r = _run(problem, krylov=krylov, posterior_c=(1e-2,), eps=(0.5,))
+    r = _run(problem, krylov=krylov, posterior_c=(1e-2,), eps=(0.5,), prior_fraction=0.0, mean_grid=(1.0,))
     h = r.hessian
     assert r.top_k == P and r.lambda_rest == 0.0
-    theta = torch.cat([p.detach().reshape(-1).to(F64) for p in problem["model"].parameters()])
+    theta = _flat(problem["model"])
     theta0 = torch.cat([problem["init"][n].reshape(-1).to(F64) for n, _ in problem["model"].named_parameters()])
     w, U = torch.linalg.eigh(problem["H"])
     Hplus = U @ torch.diag(w.clamp_min(0)) @ U.T
@@ -184,33 +232,35 @@ def test_full_spectrum_posterior_is_exactly_eq8(problem):
     assert h.kl.kl == pytest.approx(float(ref), rel=1e-8)
 
 
-def test_result_fields_json_and_union_costs(problem):
+def test_result_fields_json_and_what_every_grid_pays(problem):
     r = _run(problem)
     d = json.loads(json.dumps(to_jsonable(r.to_dict())))
     for key in (
-        "n_train", "n_test", "num_params", "num_fixed", "fixed_nats", "dist_sq", "top_k", "ritz_values",
+        "n_train", "n_bound", "n_test", "num_params", "num_fixed", "fixed_nats", "prior", "top_k", "ritz_values",
         "lambda_rest", "trace", "train_error", "test_error", "occam", "isotropic", "hessian", "ordering",
         "hessian_below_isotropic", "isotropic_below_occam", "hessian_below_occam", "folded_batchnorm",
         "seed", "config", "bounds",
     ):
         assert key in d, key
     for fam in ("isotropic", "hessian"):
-        for key in ("scale", "bound", "prior_index", "prior_var", "kl", "pac_bayes", "sample", "test_error", "candidates"):
+        for key in ("scale", "bound", "prior_index", "prior_var", "kl", "pac_bayes", "sample", "test_error", "dist_sq", "candidates"):
             assert key in d[fam], (fam, key)
     assert d["hessian"]["complexity"]["effective_dim"] > 0
-    assert len(d["isotropic"]["candidates"]) == len(FAST["sigmas"])
-    assert len(d["hessian"]["candidates"]) == len(FAST["posterior_c"]) * len(FAST["eps"])
-    assert r.n_train == 1500 and r.n_test == 20000 and r.num_params == 51 and r.fixed_nats == 0.0
-    # What the prior grid charged, and the composition of the final number.
-    grid = PriorVarianceGrid(FAST.get("prior_c", 1.0), 100.0)
+    assert {row["t"] for row in d["isotropic"]["candidates"]} == {1.0, 0.5}
+    assert all(row["t"] == r.isotropic.scale["t"] for row in d["hessian"]["candidates"])
+    assert r.hessian.scale["t"] == r.isotropic.scale["t"]  # both families share the mean
+    assert r.n_train == 1500 and r.n_bound == 750 and r.n_test == 20000 and r.num_params == 51 and r.fixed_nats == 0.0
+    grid = PriorVarianceGrid(1.0, 100.0)
+    n = 750
     for post in (r.isotropic, r.hessian):
         j = post.prior_index
         assert post.prior_var == pytest.approx(grid.variance(j), rel=1e-12)
         assert post.pac_bayes.union_cost == pytest.approx(2 * math.log(j) + math.log(math.pi**2 / 6), rel=1e-12)
         assert post.pac_bayes.grid_size is None  # countable grid
-        assert post.sample.num_candidates == 1 and post.selection == "pilot"
-        assert post.sample.budget == pytest.approx(math.log(2 / 0.01) / 40, rel=1e-12)
-        n = 1500
+        # Paired draws: N = mc_draws Bernoulli terms, one-sided Chernoff at delta'.
+        assert post.sample.num_samples == 1500 and post.sample.num_candidates == 1
+        assert post.sample.budget == pytest.approx(math.log(1 / 0.01) / 1500, rel=1e-12)
+        assert post.sample.upper == pytest.approx(kl_inv_upper(post.sample.mean_error, post.sample.budget), rel=1e-12)
         budget = (post.kl.kl + math.log(2 * math.sqrt(n) / 0.025) + post.pac_bayes.union_cost) / n
         assert post.bound == pytest.approx(kl_inv_upper(post.sample.upper, budget), rel=1e-12)
         assert post.delta_total == pytest.approx(0.035)
@@ -228,15 +278,6 @@ def test_ordering_is_reported_not_assumed(problem):
     assert not bad.hessian_below_isotropic and bad.ordering[0] == "isotropic"
 
 
-def test_union_mode_splits_mc_delta_over_candidates(problem):
-    r = _run(problem, pilot_samples=0, mc_samples=20)
-    C = len(FAST["posterior_c"]) * len(FAST["eps"])
-    assert r.hessian.selection == "union" and r.hessian.sample.num_candidates == C
-    assert r.hessian.sample.budget == pytest.approx(math.log(2 * C / 0.01) / 20, rel=1e-12)
-    assert r.isotropic.sample.num_candidates == len(FAST["sigmas"])
-    assert r.hessian.bound >= r.hessian.test_error
-
-
 def test_deterministic_and_side_effect_free(problem):
     model = problem["model"]
     model.train()  # the caller's mode must survive
@@ -247,7 +288,7 @@ def test_deterministic_and_side_effect_free(problem):
     b = _run(problem, seed=3)
     c = _run(problem, seed=4)
     assert json.dumps(to_jsonable(a.to_dict())) == json.dumps(to_jsonable(b.to_dict()))
-    assert a.hessian.sample.mean_error != c.hessian.sample.mean_error or a.isotropic.sample.mean_error != c.isotropic.sample.mean_error
+    assert a.prior.dist_sq_prior != c.prior.dist_sq_prior  # another seed: another split
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     assert all(p.grad is None for p in model.parameters())
@@ -259,8 +300,9 @@ def test_bound_below_test_error_fails_loudly(problem):
         pred = problem["model"](x[:2000]).argmax(-1)
     wrong = (x[:2000], (pred + 1) % 3)  # labels the network (and its posterior) almost always miss
     cfg = BoundsConfig(**FAST)
-    with pytest.raises(RuntimeError, match="below the test error"):
-        bounds_for_run(problem["model"], problem["init"], problem["train"], wrong, problem["krylov"], problem["trace"], config=cfg, seed=0)
+    with pytest.raises(InvalidBoundError, match="below the test error"):
+        bounds_for_run(problem["model"], problem["init"], problem["train"], wrong, problem["krylov"], problem["trace"],
+                       train_config=RECIPE, config=cfg, seed=0)
 
 
 def test_batchnorm_model_is_folded_and_valid():
@@ -272,7 +314,7 @@ def test_batchnorm_model_is_folded_and_valid():
     w, U = torch.linalg.eigh(H)
     krylov = {"ritz_values": w.flip(0)[:4], "ritz_vectors": U.flip(1)[:, :4]}
     fresh = _mixture(10000, seed=6)
-    r = bounds_for_run(model, init, (x, y), fresh, krylov, float(w.sum()), config=BoundsConfig(**FAST), seed=0)
+    r = bounds_for_run(model, init, (x, y), fresh, krylov, float(w.sum()), train_config=RECIPE, config=BoundsConfig(**FAST), seed=0)
     assert r.folded_batchnorm == ("1",)
     assert r.fixed_nats == 0.0 and r.num_fixed == 0  # statistics folded, nothing charged
     assert r.hessian.bounds_by_form is None  # forms describe the unfolded KL only
@@ -281,26 +323,50 @@ def test_batchnorm_model_is_folded_and_valid():
     for post in (r.isotropic, r.hessian):
         assert post.bound >= post.test_error
         assert post.bound < 0.8
-    # A near point-mass posterior evaluates the folded network: same errors as the stored one.
+    # A near point-mass posterior at t = 1 evaluates the folded network: the stored network's errors.
     tiny = bounds_for_run(
-        model, init, (x, y), fresh, krylov, float(w.sum()),
-        config=BoundsConfig(**{**FAST, "sigmas": (1e-7,), "posterior_c": (1e-12,), "eps": (1.0,), "mc_samples": 3}),
+        model, init, (x, y), fresh, krylov, float(w.sum()), train_config=RECIPE,
+        config=BoundsConfig(**{**FAST, "sigmas": (1e-7,), "posterior_c": (1e-12,), "eps": (1.0,), "mean_grid": (1.0,), "mc_draws": 4000}),
         seed=0,
     )
     for post in (tiny.isotropic, tiny.hessian):
-        assert post.sample.mean_error == pytest.approx(tiny.train_error, abs=1.5 / 1200)
         assert post.test_error == pytest.approx(tiny.test_error, abs=1.5 / 10000)
+        assert abs(post.sample.mean_error - tiny.train_error) < 4 * math.sqrt(tiny.train_error / 4000) + 1e-3
 
 
 def test_unfoldable_buffer_is_charged(problem):
     model = problem["model"]
     model.register_buffer("calibration", torch.zeros(10))  # read by nobody, but data could set it
+    init = {**problem["init"], "calibration": torch.zeros(10)}
     try:
-        r = _run(problem)
+        r = bounds_for_run(model, init, problem["train"], problem["fresh"], problem["krylov"], problem["trace"],
+                           train_config=RECIPE, config=BoundsConfig(**FAST), seed=0)
     finally:
         del model._buffers["calibration"]
     assert r.num_fixed == 10 and r.fixed_nats == pytest.approx(320 * math.log(2))
     assert r.hessian.pac_bayes.kl == pytest.approx(r.hessian.kl.kl + r.fixed_nats, rel=1e-12)
+
+
+def test_paired_draws_estimate_the_gibbs_error_of_a_known_posterior():
+    """Ground truth: a 2-class linear classifier in 1-D under N(mu, s^2 I) errs with a normal CDF."""
+    from landscape.bounds.run_bounds import _FlatNet, _isotropic, _paired_wrong
+
+    model = nn.Linear(1, 2)
+    names = ("weight", "bias")
+    net = _FlatNet(model, names, (torch.Size([2, 1]), torch.Size([2])), torch.float32, 256, {})
+    mu = torch.tensor([-1.0, 1.0, 0.2, -0.2])  # (w0, w1, b0, b1): logit gap 2x - 0.4
+    s = 0.8
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 1, generator=g)
+    y = (torch.rand(300, generator=g) < 0.7).long()
+    # gap = (w1 - w0) x + (b1 - b0) ~ N(2x - 0.4, 2 s^2 (x^2 + 1)); wrong if its sign disagrees with y.
+    m = 2 * x[:, 0].double() - 0.4
+    sd = (2 * s**2 * (x[:, 0].double() ** 2 + 1)).sqrt()
+    p1 = torch.distributions.Normal(0.0, 1.0).cdf(-m / sd)  # P(gap < 0): class 0 predicted
+    truth = float(torch.where(y == 1, p1, 1 - p1).mean())
+    (w,) = _paired_wrong(net, mu, _isotropic(4, [s]), x, y, 40000, torch.Generator().manual_seed(1))
+    se = math.sqrt(truth * (1 - truth) / 40000)
+    assert abs(float(w.mean()) - truth) < 4 * se
 
 
 @pytest.mark.parametrize(
@@ -309,13 +375,16 @@ def test_unfoldable_buffer_is_charged(problem):
         ({"sigmas": ()}, "sigmas"),
         ({"posterior_c": []}, "posterior_c"),
         ({"eps": (0.1, -1.0)}, "eps"),
+        ({"mean_grid": (1.5,)}, "mean_grid"),
+        ({"prior_fraction": 0.99}, "prior_fraction"),
         ({"prior_c": 0.0}, "prior_c"),
         ({"delta": 0.5, "mc_delta": 0.5}, "delta \\+ mc_delta"),
-        ({"mc_samples": 0}, "mc_samples"),
+        ({"mc_draws": 0}, "mc_draws"),
         ({"bn_mode": "batch"}, "bn_mode"),
         ({"top_k": 0}, "top_k"),
         ({"top_k": 2.5}, "top_k=2.5 must be an int"),
-        ({"mc_samples": 10.0}, "mc_samples=10.0 must be an int"),
+        ({"mc_draws": 10.0}, "mc_draws=10.0 must be an int"),
+        ({"prior_epochs": 0}, "prior_epochs"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):
@@ -324,12 +393,12 @@ def test_config_rejects_bad_values(overrides, match):
 
 
 def test_parse_config_builds_and_rejects():
-    cfg = parse_config(BoundsConfig, {"sigmas": [0.1, 0.2], "mc_samples": 50, "top_k": 3}, "bounds.h1_batch")
-    assert cfg.sigmas == (0.1, 0.2) and cfg.mc_samples == 50 and cfg.top_k == 3
-    with pytest.raises(ConfigError, match="unknown key bounds.h1_batch.sigma "):
-        parse_config(BoundsConfig, {"sigma": [0.1]}, "bounds.h1_batch")
-    with pytest.raises(ConfigError, match="bounds.h1_batch.*sigmas"):
-        parse_config(BoundsConfig, {"sigmas": []}, "bounds.h1_batch")
+    cfg = parse_config(BoundsConfig, {"sigmas": [0.1, 0.2], "mc_draws": 50, "top_k": 3, "mean_grid": [1, 0.5]}, "bounds.settings")
+    assert cfg.sigmas == (0.1, 0.2) and cfg.mc_draws == 50 and cfg.top_k == 3 and cfg.mean_grid == (1.0, 0.5)
+    with pytest.raises(ConfigError, match="unknown key bounds.settings.sigma "):
+        parse_config(BoundsConfig, {"sigma": [0.1]}, "bounds.settings")
+    with pytest.raises(ConfigError, match="bounds.settings.*sigmas"):
+        parse_config(BoundsConfig, {"sigmas": []}, "bounds.settings")
 
 
 def test_bad_inputs_raise(problem):
@@ -343,17 +412,20 @@ def test_bad_inputs_raise(problem):
         _run(problem, top_k=6)
     cfg = BoundsConfig(**FAST)
     args = (problem["model"], problem["init"], problem["train"], problem["fresh"], kr)
+    kw = dict(train_config=RECIPE, config=cfg)
     with pytest.raises(ValueError, match="trace must be a finite"):
-        bounds_for_run(*args, float("nan"), config=cfg, seed=0)
+        bounds_for_run(*args, float("nan"), seed=0, **kw)
     with pytest.raises(ValueError, match="seed must be"):
-        bounds_for_run(*args, problem["trace"], config=cfg, seed=-1)
+        bounds_for_run(*args, problem["trace"], seed=-1, **kw)
+    with pytest.raises(ValueError, match="train_config must be a TrainConfig"):
+        bounds_for_run(*args, problem["trace"], config=cfg, seed=0)
     with pytest.raises(ValueError, match="init_state lacks"):
-        bounds_for_run(problem["model"], {}, *args[2:], problem["trace"], config=cfg, seed=0)
+        bounds_for_run(problem["model"], {}, *args[2:], problem["trace"], seed=0, **kw)
     shrunk = {**problem["init"], "0.weight": torch.zeros(6, 3)}
     with pytest.raises(ValueError, match="init_state\\['0.weight'\\] has shape"):
-        bounds_for_run(problem["model"], shrunk, *args[2:], problem["trace"], config=cfg, seed=0)
+        bounds_for_run(problem["model"], shrunk, *args[2:], problem["trace"], seed=0, **kw)
     x, y = problem["train"]
     with pytest.raises(ValueError, match="train_data must hold"):
-        bounds_for_run(problem["model"], problem["init"], (x, y[:-1]), *args[3:], problem["trace"], config=cfg, seed=0)
+        bounds_for_run(problem["model"], problem["init"], (x, y[:-1]), *args[3:], problem["trace"], seed=0, **kw)
     with pytest.raises(ValueError, match="config must be a BoundsConfig"):
-        bounds_for_run(*args, problem["trace"], config={"sigmas": (0.1,)}, seed=0)
+        bounds_for_run(*args, problem["trace"], train_config=RECIPE, config={"sigmas": (0.1,)}, seed=0)

@@ -117,6 +117,36 @@ def test_report_pages_open_in_headless_chromium(ci_repo):
     assert set(seen["index.html"]["links"]) >= {f"{p}.html" for p in pages if p != "index"}
 
 
+def test_bounds_stage_writes_valid_bounds_metrics_and_report(ci_repo):
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    metrics = json.loads((ci_repo / "bounds" / "metrics.json").read_text())
+    assert set(metrics["runs"]) == set(params["bounds"]["runs"])
+    for run in params["bounds"]["runs"]:
+        exp, cfg = run.split("/")
+        assert metrics["runs"][run]["seeds_bounded"] == len(params["seeds"])
+        for seed in params["seeds"]:
+            d = json.loads((ci_repo / "bounds" / "runs" / exp / cfg / f"seed{seed}" / "bounds.json").read_text())
+            assert d["status"] == "bounded" and d["n_bound"] + d["prior"]["n_prior"] == d["n_train"]
+            for fam in ("isotropic", "hessian"):
+                assert d[fam]["test_error"] <= d[fam]["bound"] <= 1.0
+            assert d["test_error"] <= d["bounds"]["occam"]
+    # Random labels: a valid bound cannot be informative (10 classes: risk 0.9).
+    assert metrics["sanity"]["random_vacuous"] is True
+    html = (ci_repo / "reports" / "bounds.html").read_text()
+    assert "Bounds across runs" in html and 'src="data:image/png;base64' in html
+    assert "Traceback (most recent call last)" not in html
+    assert 'href="bounds.html"' in (ci_repo / "reports" / "index.html").read_text()
+    shown = json.loads(_dvc("metrics", "show", "--json", cwd=ci_repo).stdout)
+    assert "bounds/metrics.json" in json.dumps(shown)
+    # The stage lists exactly the params it reads: a bounds setting reruns the bounds stage only.
+    original = (ci_repo / "params.yaml").read_text()
+    try:
+        _edit_params(ci_repo, lambda p: p["bounds"]["settings"].update(mc_draws=200))
+        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"bounds"}
+    finally:
+        (ci_repo / "params.yaml").write_text(original)
+
+
 def test_noop_repro_reruns_nothing(ci_repo):
     out = _dvc("repro", cwd=ci_repo).stdout
     assert "Running stage" not in out

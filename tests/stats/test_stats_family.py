@@ -43,7 +43,7 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
                         "logdet": -100.0 + log_lam, "rmt": {"outlier_count": 3}, "noise": {"kappa": 0.2 + rng.uniform(0, 0.1), "difficulty_index": 1.0}})
             if bounds:
                 base = 0.3 + rng.normal(0, 0.01)
-                _write(root / f"bounds/h1_batch/b{b}/seeds/seed{seed}/bounds.json",
+                _write(root / f"bounds/runs/h1_batch/b{b}/seed{seed}/bounds.json",
                        {"status": "bounded", "bounds": {"occam": base + 0.5 + rng.normal(0, 0.02), "isotropic": base + 0.1 + rng.normal(0, 0.02), "hessian": base}})
         for cfg, spec in EXPERIMENTS["h2_arch"]["configs"].items():
             skip = spec["model"].get("skip")

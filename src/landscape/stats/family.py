@@ -9,7 +9,7 @@ Inputs (all optional except the train runs; a missing input makes its tests
   outlier count, noise alignment kappa and the difficulty index D of eq. (9);
 * ``probes/<exp>/<cfg>/results.json``: straight-line barriers per seed pair, sharpness per
   seed; ``probes/<exp>/<cfg>/metrics.json``: the invariance audit's verdicts;
-* ``bounds/<exp>/<cfg>/seeds/seed<k>/bounds.json``: Occam, isotropic and Hessian bounds;
+* ``bounds/runs/<exp>/<cfg>/seed<k>/bounds.json``: Occam, isotropic and Hessian bounds;
 * ``escape/trials.json``: the escape trials of the ``escape`` stage (H3).
 
 Two Holm families: the pre-registered hypotheses (H1, H2 per measure, H3, H4) and the
@@ -163,6 +163,8 @@ def collect_tables(root: str | Path, experiments: Mapping[str, Any], seeds: list
     for exp, spec in experiments.items():
         for cfg, values in spec["configs"].items():
             model, train = values.get("model", {}), values.get("train", {})
+            if train.get("random_labels"):  # the bounds study's memorisation control, not a hypothesis run
+                continue
             probe = _read(root / "probes" / exp / cfg / "results.json")
             found["probes"] += probe is not None
             probe_metrics = _read(root / "probes" / exp / cfg / "metrics.json") or {}
@@ -185,7 +187,7 @@ def collect_tables(root: str | Path, experiments: Mapping[str, Any], seeds: list
                     row.update(lambda_max=_number(curv.get("lambda_max")), trace=_number(curv.get("trace")), logdet=_number(curv.get("logdet")),
                                outlier_count=_number((curv.get("rmt") or {}).get("outlier_count")),
                                kappa=_number(noise.get("kappa")), difficulty_index=_number(noise.get("difficulty_index")))
-                bnd = _read(root / "bounds" / exp / cfg / "seeds" / f"seed{seed}" / "bounds.json")
+                bnd = _read(root / "bounds" / "runs" / exp / cfg / f"seed{seed}" / "bounds.json")
                 if bnd is not None and bnd.get("status") == "bounded":
                     found["bounds"] += 1
                     row.update({f"bound_{k}": _number(v) for k, v in (bnd.get("bounds") or {}).items()})
