@@ -299,3 +299,18 @@ def test_value_errors_in_dict_and_stop_errors(known_spectrum):
     assert d["stop"] == "value" and len(d["value_errors"]) == 2
     with pytest.raises(ValueError, match=r"stop must be one of \('residual', 'value'\), got 'values'"):
         top_eigenpairs(known_spectrum.matrix, k=2, stop="values")
+
+
+@pytest.mark.parametrize("stop", ["residual", "value"])
+@pytest.mark.parametrize("seed", [0, 2])
+def test_store_products_saves_the_verification(outliers_and_bulk, counting, stop, seed):
+    # Seed 2 takes the replacement path (deflated check, Rayleigh-Ritz, polish for "value").
+    q = outliers_and_bulk
+    plain = top_eigenpairs(q.matrix, k=5, tol=1e-6, seed=seed, stop=stop)
+    op = counting(q.matrix)
+    stored = top_eigenpairs(op, k=5, tol=1e-6, seed=seed, stop=stop, store_products=True)
+    assert stored.converged and op.count == stored.num_matvecs
+    assert stored.num_matvecs < plain.num_matvecs
+    torch.testing.assert_close(stored.values, plain.values, rtol=1e-10, atol=0)
+    true = torch.linalg.vector_norm(q.matrix @ stored.vectors - stored.vectors * stored.values, dim=0) / stored.values.abs()
+    torch.testing.assert_close(stored.true_residuals, true, rtol=1e-6, atol=1e-14)

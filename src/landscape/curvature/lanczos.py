@@ -277,6 +277,7 @@ class _Run:
 
     theta: Tensor  # (k,) best first
     Y: Tensor  # (k, P) Ritz vectors as rows
+    AY: Tensor | None  # (k, P) their products from the stored products of the basis, or None
     coupling: Tensor  # (k,) |b^T u_i|, absolute residual norms from the Lanczos relation
     gap: Tensor  # (k,) gap estimates of the wanted Ritz values (see _value_errors)
     num_matvecs: int
@@ -310,6 +311,7 @@ def _thick_restart(
     rival: Tensor | None = None,
     every_step: bool = True,
     stop: str = "residual",
+    store: bool = False,
 ) -> _Run:
     """Thick-restart Lanczos for k pairs of A restricted to the complement of ``locked``.
 
@@ -328,10 +330,14 @@ def _thick_restart(
 
     ``stop`` picks the certificate compared with ``tol``: "residual" (relative residual)
     or "value" (estimated relative eigenvalue error, :func:`_value_errors`).
+
+    With ``store`` the product ``A q_j`` of every basis vector is kept (rotated along at
+    restarts), so the Ritz vectors' products come out without further products.
     """
     P = op.shape[0]
     nl = 0 if locked is None else locked.shape[0]
     Q = torch.zeros(nl + m + 1, P, dtype=v0.dtype, device=v0.device)  # rows: locked, then basis
+    W = torch.zeros(m, P, dtype=v0.dtype, device=v0.device) if store else None  # W[i] = A Q[nl + i]
     if nl:
         Q[:nl] = locked
     H = torch.zeros(m + 1, m, dtype=v0.dtype, device=v0.device)  # projected matrix plus coupling row
@@ -366,6 +372,8 @@ def _thick_restart(
         exhausted = False
         while j < m and num_matvecs < budget:
             w = op.matmat(Q[nl + j])
+            if W is not None:
+                W[j] = w
             num_matvecs += 1
             anorm = torch.maximum(anorm, torch.linalg.vector_norm(w))
             known = torch.zeros(nl + j + 1, dtype=H.dtype, device=H.device)
@@ -397,6 +405,8 @@ def _thick_restart(
         sel = order[:keep]
         Y = U[:, sel].T @ Q[nl : nl + size]
         Q[nl + keep] = Q[nl + size]  # keep < size: rows never overlap; later rows are rewritten before use
+        if W is not None:
+            W[:keep] = U[:, sel].T @ W[:size]
         Q[nl : nl + keep] = Y
         H.zero_()
         H[:keep, :keep] = torch.diag(theta[sel])
@@ -407,6 +417,7 @@ def _thick_restart(
     return _Run(
         theta=theta[want],
         Y=U[:, want].T @ Q[nl : nl + size],
+        AY=None if W is None else U[:, want].T @ W[:size],
         coupling=coupling[want].abs(),
         gap=_value_errors(theta, coupling, want)[1],
         num_matvecs=num_matvecs,
@@ -431,6 +442,7 @@ def top_eigenpairs(
     verify: bool = True,
     check_multiplicity: bool = True,
     stop: str = "residual",
+    store_products: bool = False,
 ) -> Eigenpairs:
     """k extreme eigenpairs of a symmetric operator by thick-restart Lanczos.
 
@@ -492,6 +504,9 @@ def top_eigenpairs(
             ``sqrt(tol * gap / |theta|)``. Convergence is tested after every product in
             both modes when the multiplicity check runs, and for "value" also when k = 1.
             Both certificates are reported either way.
+        store_products: keep the product ``A q`` of every basis vector (twice the basis
+            memory), so the verification and the Rayleigh-Ritz step after a replacement
+            take their products from those (``A Y = (A Q) U``) instead of spending k more.
 
     Returns:
         :class:`Eigenpairs`.
@@ -513,7 +528,7 @@ def top_eigenpairs(
         if isinstance(max_basis, bool) or not isinstance(max_basis, int) or max_basis <= k:
             raise ValueError(f"max_basis must be an int > k = {k}, got {max_basis!r}")
         m = min(P, max_basis)
-    n_verify = k if verify else 0
+    n_verify = k if verify and not store_products else 0
     budget = 100 * m if max_matvecs is None else max_matvecs
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < k + n_verify:
         raise ValueError(f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}")
@@ -530,19 +545,21 @@ def top_eigenpairs(
     # convergence is tested with a full basis.
     check_multiplicity = check_multiplicity and k > 1
     every_step = check_multiplicity or stop == "value"
-    run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=every_step, stop=stop)
-    values, Y, anorm = run.theta, run.Y, run.anorm
+    store = bool(store_products)
+    run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=every_step, stop=stop, store=store)
+    values, Y, AY, anorm = run.theta, run.Y, run.AY, run.anorm
     num_matvecs, num_restarts, converged = run.num_matvecs, run.num_restarts, run.converged
     # An exhausted basis spanned the whole space: every eigenvalue and copy was seen.
     certified = not check_multiplicity or run.exhausted
     dropped: list[Tensor] = []  # pairs pushed out of the set by better deflated pairs
+    dropped_products: list[Tensor] = []
     while converged and not certified:
         # Leave room for the final Rayleigh-Ritz products should this pass add a pair.
-        pass_budget = budget - num_matvecs - (k + len(dropped) + 1)
+        pass_budget = budget - num_matvecs - (0 if store else k + len(dropped) + 1)
         if pass_budget < 1:
             break  # uncertified, reported through ``converged``
         fresh = _fresh_orthogonal(Y, gen)
-        check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop)
+        check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop, store=store)
         num_matvecs += check.num_matvecs
         num_restarts += check.num_restarts
         anorm = check.anorm
@@ -560,6 +577,9 @@ def top_eigenpairs(
         Y = torch.cat([Y[:-1], check.Y])
         order = _order(values, which)
         values, Y = values[order], Y[order]
+        if store:
+            dropped_products.append(AY[-1:])
+            AY = torch.cat([AY[:-1], check.AY])[order]
     converged = converged and certified
 
     use_run = not dropped
@@ -568,9 +588,12 @@ def top_eigenpairs(
         # of the pairs they were deflated against; a Rayleigh-Ritz step on the span of
         # every pair seen (kept and dropped) removes them. Its explicit products give the
         # residuals, so they serve as certificate and verification at once.
-        S, _ = torch.linalg.qr(torch.cat([Y] + dropped).T)  # (P, k + c) orthonormal
-        AS = op.matmat(S)
-        num_matvecs += S.shape[1]
+        S, R = torch.linalg.qr(torch.cat([Y] + dropped).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
+        if store:  # A S = A [Y; d]^T R^-1 from the stored products
+            AS = torch.linalg.solve_triangular(R.T, torch.cat([AY] + dropped_products), upper=False).T
+        else:
+            AS = op.matmat(S)
+            num_matvecs += S.shape[1]
         G = S.T @ AS
         theta, U = torch.linalg.eigh(0.5 * (G + G.T))
         sel = _order(theta, which)[:k]
@@ -591,7 +614,7 @@ def top_eigenpairs(
             # every wanted direction) converges them together with fresh certificates.
             v0p = vectors.sum(dim=1)
             v0p = v0p / torch.linalg.vector_norm(v0p)
-            run = _thick_restart(op, k, which, tol, v0p, None, room, m, gen, eps, anorm, every_step=True, stop=stop)
+            run = _thick_restart(op, k, which, tol, v0p, None, room, m, gen, eps, anorm, every_step=True, stop=stop, store=store)
             num_matvecs += run.num_matvecs
             num_restarts += run.num_restarts
             anorm = run.anorm
@@ -606,9 +629,12 @@ def top_eigenpairs(
         residuals = run.coupling / denom
         r_abs = run.coupling
         if verify:
-            AV = op.matmat(vectors)
-            num_matvecs += k
-            true_abs = torch.linalg.vector_norm(AV - vectors * values, dim=0)
+            if run.AY is not None:  # from the stored products; the residual norm ignores the signs
+                true_abs = torch.linalg.vector_norm(run.AY - run.Y * values.unsqueeze(1), dim=1)
+            else:
+                AV = op.matmat(vectors)
+                num_matvecs += k
+                true_abs = torch.linalg.vector_norm(AV - vectors * values, dim=0)
             true_res = true_abs / denom
             r_abs = torch.maximum(r_abs, true_abs)
         else:
