@@ -158,6 +158,7 @@ QUICK = BenchConfig(
     hvp_repeats=2,
     mlp_kwargs=(("in_chans", 1), ("img_size", 8), ("width", 8), ("depth", 2)),
     mlp_train_epochs=2,
+    trace_diag_seeds=5,
     mlp_examples=64,
     trace_budgets=(12,),
     trace_target_budget=12,

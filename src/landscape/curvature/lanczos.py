@@ -355,11 +355,14 @@ def _thick_restart(
         denom = torch.maximum(theta[want].abs(), eps**0.25 * anorm).clamp_min(tiny)
         crit = _value_errors(theta, coupling, want)[0] if stop == "value" else coupling[want].abs()
         done = bool((crit / denom <= tol).all())
-        if rival is not None and not done and num_matvecs >= m:
-            # Early certification needs a full basis behind it and a Ritz pair converged to
-            # sqrt(tol): only then is the best Ritz value taken to approximate the extreme
-            # eigenvalue, so that its inclusion interval bounds what the pass could find.
-            best, res = theta[want[0]], coupling[want[0]].abs()
+        if rival is not None and not done and (stop == "value" or num_matvecs >= m):
+            # Early certification needs a Ritz pair converged to sqrt(tol) (and, for the
+            # residual rule, a full basis behind it): only then is the best Ritz value taken
+            # to approximate the extreme eigenvalue, so that its inclusion interval (the
+            # residual norm, or the value estimate for ``stop="value"``) bounds what the
+            # pass could find.
+            best = theta[want[0]]
+            res = crit[0] if stop == "value" else coupling[want[0]].abs()
             gap = (rival - best) if which == "LA" else (best - rival) if which == "SA" else (rival.abs() - best.abs())
             done = bool((gap > res) & (res <= math.sqrt(tol) * denom[0]))
         return theta, U, coupling, order, anorm, done
