@@ -541,7 +541,9 @@ class _HessianEngine(_Engine):
                     )
                     hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, leaves)]
                     out.append(flatten_tensors(hv).unsqueeze(1))
-        return torch.cat(out, dim=1).detach()
+        # One piece (a single vector): no concatenation copy; every pass over a P-vector
+        # costs ~10% of a product on CPU at P ~ 1e7 (bench/curvature.py).
+        return (out[0] if len(out) == 1 else torch.cat(out, dim=1)).detach()
 
     def _fwd_rev_products(self, inputs: Any, targets: Any, V: Tensor) -> Tensor:
         """H_b V by forward-over-reverse: jvp of torch.func.grad, vmapped over columns."""
@@ -577,6 +579,9 @@ class _HessianEngine(_Engine):
 
     @torch.enable_grad()
     def weighted_sum(self, V: Tensor) -> Tensor:
+        if self.mode == "rev_rev_kept" and len(self._kept) == 1:  # one batch: scale in place, no accumulator
+            n, leaves, grads = self._kept[0]
+            return self._graph_products(leaves, grads, V, retain_last=True).mul_(n)
         acc = torch.zeros_like(V)
         if self.mode == "rev_rev_kept":
             for n, leaves, grads in self._kept:
@@ -860,7 +865,7 @@ class HessianOperator(_CurvatureOperator):
         self._init_from_engine(engine)
 
     def _matmat(self, V: Tensor) -> Tensor:
-        return self._engine.weighted_sum(V) / self.num_examples
+        return self._engine.weighted_sum(V).div_(self.num_examples)  # a fresh tensor: divide in place
 
 
 class GGNOperator(_CurvatureOperator):
