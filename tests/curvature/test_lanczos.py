@@ -233,3 +233,84 @@ def test_errors(known_spectrum):
         lanczos_tridiagonal(A, torch.ones(7), 5)
     with pytest.raises(TypeError, match="expected a SymmetricOperator"):
         top_eigenpairs([[1.0]], k=1)
+
+
+# --------------------------------------------------------------------------------------
+# stop="value": tolerance on the estimated eigenvalue error
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def outliers_and_bulk():
+    """P = 1000, NN-Hessian-like: 10 outliers (a 1.6% and a 1.1% relative gap among the top 5) above a bulk near 0."""
+    from conftest import from_spectrum
+
+    g = torch.Generator().manual_seed(3)
+    top = torch.tensor([0.756, 0.681, 0.670, 0.641, 0.634, 0.60, 0.55, 0.5, 0.45, 0.4], dtype=torch.float64)
+    return from_spectrum(torch.cat([top, 0.05 * torch.randn(990, generator=g, dtype=torch.float64)]), seed=2)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+@pytest.mark.parametrize("tol", [1e-4, 1e-7])
+@pytest.mark.parametrize("case", ["known_spectrum", "outliers_and_bulk"])
+def test_value_stop_meets_eigenvalue_tolerance(case, tol, k, request, counting):
+    q = request.getfixturevalue(case)
+    ref = q.eigenvalues.flip(0)[:k]
+    for seed in range(4):
+        op = counting(q.matrix)
+        res = top_eigenpairs(op, k=k, which="LA", tol=tol, seed=seed, stop="value")
+        err = (res.values - ref).abs() / ref.abs()
+        assert res.converged and res.stop == "value"
+        assert op.count == res.num_matvecs
+        assert (res.value_errors <= tol).all()
+        assert (err <= tol).all(), (seed, err, res.value_errors)
+        # The estimate is within 2x of the truth here, and the residual certificate stays
+        # a bound on the distance to the nearest eigenvalue.
+        assert (err <= 2 * res.value_errors + 1e-13).all()  # 1e-13: rounding of the float64 products
+        assert (err <= res.residuals * (1 + 1e-6) + 1e-13).all()
+
+
+def test_value_stop_costs_fewer_products(outliers_and_bulk):
+    A = outliers_and_bulk.matrix
+    for k, at_most in ((1, 0.7), (5, 0.98)):
+        by_value = top_eigenpairs(A, k=k, tol=1e-4, seed=0, stop="value")
+        by_residual = top_eigenpairs(A, k=k, tol=1e-4, seed=0)
+        assert by_value.num_matvecs <= at_most * by_residual.num_matvecs
+        # Residual mode reports the value estimate too, and meets it a fortiori.
+        assert (by_residual.value_errors <= by_residual.residuals + 1e-15).all()
+
+
+def test_value_stop_recovers_a_missed_eigenvalue(outliers_and_bulk, counting):
+    # Seed 2's start vector is poor in the 5th eigenvector: the first pass stops with the
+    # 6th eigenvalue in the set; the deflated check finds the 5th, and a short polishing
+    # run converges the new set with fresh certificates.
+    q = outliers_and_bulk
+    op = counting(q.matrix)
+    res = top_eigenpairs(op, k=5, tol=1e-4, seed=2, stop="value")
+    ref = q.eigenvalues.flip(0)[:5]
+    assert res.converged and op.count == res.num_matvecs
+    assert ((res.values - ref).abs() / ref <= 1e-4).all()
+    assert (res.value_errors <= 1e-4).all()
+
+
+def test_value_errors_in_dict_and_stop_errors(known_spectrum):
+    res = top_eigenpairs(known_spectrum.matrix, k=2, tol=1e-6, stop="value")
+    d = res.to_dict()
+    assert d["stop"] == "value" and len(d["value_errors"]) == 2
+    with pytest.raises(ValueError, match=r"stop must be one of \('residual', 'value'\), got 'values'"):
+        top_eigenpairs(known_spectrum.matrix, k=2, stop="values")
+
+
+@pytest.mark.parametrize("stop", ["residual", "value"])
+@pytest.mark.parametrize("seed", [0, 2])
+def test_store_products_saves_the_verification(outliers_and_bulk, counting, stop, seed):
+    # Seed 2 takes the replacement path (deflated check, Rayleigh-Ritz, polish for "value").
+    q = outliers_and_bulk
+    plain = top_eigenpairs(q.matrix, k=5, tol=1e-6, seed=seed, stop=stop)
+    op = counting(q.matrix)
+    stored = top_eigenpairs(op, k=5, tol=1e-6, seed=seed, stop=stop, store_products=True)
+    assert stored.converged and op.count == stored.num_matvecs
+    assert stored.num_matvecs < plain.num_matvecs
+    torch.testing.assert_close(stored.values, plain.values, rtol=1e-10, atol=0)
+    true = torch.linalg.vector_norm(q.matrix @ stored.vectors - stored.vectors * stored.values, dim=0) / stored.values.abs()
+    torch.testing.assert_close(stored.true_residuals, true, rtol=1e-6, atol=1e-14)

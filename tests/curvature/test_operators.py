@@ -251,9 +251,11 @@ def test_ggn_cross_entropy_closed_form_with_ignore_index_and_label_smoothing():
         assert rel_err(closed, reference_ggn(model, loss, data)) < RTOL
 
 
-def test_gradient_and_loss():
+@pytest.mark.parametrize("hvp_mode", HVP_MODES)
+def test_gradient_and_loss(hvp_mode):
+    # With kept graphs (auto, rev_rev_kept) they come from the construction pass.
     model, data, bn_mode, _ = case("bn_mlp-batch")
-    op = HessianOperator(model, CE, data, bn_mode=bn_mode)
+    op = HessianOperator(model, CE, data, bn_mode=bn_mode, hvp_mode=hvp_mode)
     assert rel_err(op.gradient(), reference_gradient(model, CE, data, bn_mode=bn_mode)) < 1e-12
     f, theta = flat_loss(model, CE, data, bn_mode=bn_mode)
     assert torch.allclose(op.loss(), f(theta), rtol=1e-12, atol=0)

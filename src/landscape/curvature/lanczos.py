@@ -4,9 +4,11 @@ Two entry points, both in torch on the operator's device:
 
 * :func:`top_eigenpairs`: thick-restart Lanczos (Wu & Simon, "Thick-restart Lanczos
   method for large symmetric eigenvalue problems", SIAM J. Matrix Anal. Appl. 2000; the
-  symmetric case of Stewart's Krylov-Schur method, 2001) with full reorthogonalisation
-  (classical Gram-Schmidt applied twice, "twice is enough": Giraud, Langou & Rozloznik
-  2005). The basis holds at most ``max_basis + 1`` vectors; at a restart the
+  symmetric case of Stewart's Krylov-Schur method, 2001) with full reorthogonalisation:
+  the couplings the projected matrix already fixes are subtracted, then one classical
+  Gram-Schmidt pass against the whole basis, repeated only when it cancels (the DGKS
+  criterion, Daniel, Gragg, Kaufman & Stewart 1976; "twice is enough": Giraud, Langou &
+  Rozloznik 2005). The basis holds at most ``max_basis + 1`` vectors; at a restart the
   ``keep`` best Ritz vectors and the residual vector are kept, which turns the
   projected matrix into an arrowhead. Each Ritz pair carries a residual certificate from
   the Lanczos relation ``A V = V T + q b^T``: ``||A y_i - theta_i y_i|| = |b^T u_i|``.
@@ -35,9 +37,10 @@ from torch import Tensor
 from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.trace import random_probes
 
-__all__ = ["Eigenpairs", "LanczosTridiagonal", "top_eigenpairs", "lanczos_tridiagonal", "WHICH"]
+__all__ = ["Eigenpairs", "LanczosTridiagonal", "top_eigenpairs", "lanczos_tridiagonal", "WHICH", "STOP_RULES"]
 
 WHICH = ("LA", "SA", "LM")
+STOP_RULES = ("residual", "value")
 
 # A coupling beta is treated as breakdown when beta <= _BREAKDOWN * eps * ||A||est, where
 # eps is the unit roundoff of the coarser of the operator and basis dtypes: below that
@@ -62,9 +65,20 @@ class Eigenpairs:
             product of k columns), or NaN when ``verify=False``.
         num_matvecs: operator-vector products spent (the verification included).
         num_restarts: thick restarts performed.
-        converged: every requested pair met ``tol`` (both residuals when verified).
+        converged: every requested pair met ``tol`` in the certificate ``stop`` names
+            (from both residuals when verified).
         which: "LA", "SA" or "LM".
-        tol: requested relative residual.
+        tol: requested tolerance (on the relative residual for ``stop="residual"``, on the
+            estimated relative eigenvalue error for ``stop="value"``).
+        value_errors: (k,) estimated relative eigenvalue errors
+            ``min(r, r^2 / gap) / max(|theta|, eps^(1/4) ||A||est)`` with ``r`` the larger of
+            the two residual norms (certificate and, when verified, explicit products) and
+            ``gap`` the distance to the nearest other Ritz value, each neighbour moved
+            towards theta by its residual (at most halfway). ``r`` alone is a bound on the
+            distance to the nearest eigenvalue; ``r^2 / gap`` (Kato-Temple) is how far the
+            Ritz value is from the eigenvalue it converges to once that eigenvalue is
+            isolated by ``gap``, an estimate because the gap is estimated.
+        stop: "residual" or "value", the certificate ``tol`` was applied to.
     """
 
     values: Tensor
@@ -76,6 +90,8 @@ class Eigenpairs:
     converged: bool
     which: str
     tol: float
+    value_errors: Tensor | None = None
+    stop: str = "residual"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the (P, k) vectors are left out; save them with torch)."""
@@ -83,6 +99,8 @@ class Eigenpairs:
             "values": self.values.tolist(),
             "residuals": self.residuals.tolist(),
             "true_residuals": self.true_residuals.tolist(),
+            "value_errors": None if self.value_errors is None else self.value_errors.tolist(),
+            "stop": self.stop,
             "num_matvecs": self.num_matvecs,
             "num_restarts": self.num_restarts,
             "converged": self.converged,
@@ -143,6 +161,43 @@ def _orthogonalize(basis: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return w, h + h2
 
 
+# DGKS criterion (Daniel, Gragg, Kaufman & Stewart, Math. Comp. 1976): a Gram-Schmidt pass
+# that keeps at least this fraction of the vector's norm left it orthogonal to working
+# precision; only a pass that cancelled more is repeated.
+_DGKS = 1.0 / math.sqrt(2.0)
+
+
+def _extend_basis(rows: Tensor, w: Tensor, known: Tensor) -> tuple[Tensor, Tensor]:
+    """Orthogonalise the product ``w = A q_j`` against ``rows`` (nl + j + 1, P), q_j last.
+
+    ``known`` (nl + j + 1,) holds the couplings of q_j to earlier rows that the projected
+    matrix already fixes (``beta_{j-1}`` to q_{j-1}; after a thick restart the arrowhead
+    couplings to the kept Ritz vectors; zero elsewhere). They and ``alpha_j = q_j^T w`` are
+    subtracted first, touching only the rows with a non-zero coupling; then one classical
+    Gram-Schmidt pass against all rows removes what rounding left, and a second pass runs
+    only when the first cancelled more than the DGKS fraction of the norm. That is the
+    full reorthogonalisation of classical Gram-Schmidt twice at about half its memory
+    traffic (each pass reads the whole basis twice; on P ~ 1e7 that is comparable to a
+    Hessian-vector product). Returns the orthogonalised ``w`` and the projections ``h``
+    (nl + j + 1,) with ``A q_j = rows^T h + w``.
+    """
+    h = known.clone()
+    idx = known.nonzero().squeeze(1)
+    if idx.numel():
+        w = w - known[idx] @ rows[idx]
+    alpha = rows[-1] @ w
+    w = w - alpha * rows[-1]
+    h[-1] += alpha
+    for _ in range(2):
+        before = torch.linalg.vector_norm(w)
+        c = rows @ w
+        w = w - c @ rows
+        h += c
+        if bool(torch.linalg.vector_norm(w) >= _DGKS * before):
+            break
+    return w, h
+
+
 def _fresh_orthogonal(basis: Tensor, generator: torch.Generator) -> Tensor:
     """Unit vectors orthogonal to the rows of ``basis`` (..., j, P), one per leading index."""
     lead = basis.shape[:-2]
@@ -186,13 +241,45 @@ def _fix_signs(V: Tensor) -> Tensor:
     return V * signs
 
 
+def _value_errors(theta: Tensor, coupling: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Estimated absolute errors of the Ritz values ``theta[idx]``: ``min(r, r^2 / gap)``.
+
+    ``r_i = |coupling_i|`` is the residual norm of Ritz pair i, so an eigenvalue lies within
+    ``r_i`` of ``theta_i`` (a bound); when that eigenvalue is separated from the rest of
+    the spectrum by ``gap_i`` the Ritz value is within ``r_i^2 / gap_i`` of it (Kato-Temple;
+    Parlett, The Symmetric Eigenvalue Problem, 1998, Thm 11.7.1). ``gap_i`` is estimated
+    from the other Ritz values of the basis: ``min_l (|theta_i - theta_l| - r_l)`` over
+    l != i, each neighbour moved towards ``theta_i`` by its own residual norm (the
+    eigenvalue it approximates may lie that much closer). Only far-apart neighbours are
+    counted this way: the few Ritz values with the largest residuals (unconverged, in the
+    bulk) would otherwise close every gap. This is an estimate, not a bound: an eigenvalue
+    the Krylov space has not seen can lie closer. Without a positive gap estimate the
+    residual norm itself is returned. Returns the estimates and the gaps (0 where none).
+    """
+    r = coupling.abs()
+    if theta.numel() < 2:
+        return r[idx], torch.zeros_like(r[idx])
+    dist = (theta[idx].unsqueeze(1) - theta.unsqueeze(0)).abs()
+    gap = dist - torch.minimum(r.unsqueeze(0), 0.5 * dist)
+    gap[torch.arange(idx.numel(), device=theta.device), idx] = math.inf
+    gap = gap.min(dim=1).values
+    return _kato_temple(r[idx], gap), gap
+
+
+def _kato_temple(r: Tensor, gap: Tensor) -> Tensor:
+    """``min(r, r^2 / gap)``, or ``r`` where the gap is not positive."""
+    return torch.where(gap > 0, torch.minimum(r, r**2 / gap.clamp_min(torch.finfo(r.dtype).tiny)), r)
+
+
 @dataclass
 class _Run:
     """Outcome of one thick-restart solve (internal)."""
 
     theta: Tensor  # (k,) best first
     Y: Tensor  # (k, P) Ritz vectors as rows
+    AY: Tensor | None  # (k, P) their products from the stored products of the basis, or None
     coupling: Tensor  # (k,) |b^T u_i|, absolute residual norms from the Lanczos relation
+    gap: Tensor  # (k,) gap estimates of the wanted Ritz values (see _value_errors)
     num_matvecs: int
     num_restarts: int
     converged: bool
@@ -223,6 +310,8 @@ def _thick_restart(
     anorm: Tensor,
     rival: Tensor | None = None,
     every_step: bool = True,
+    stop: str = "residual",
+    store: bool = False,
 ) -> _Run:
     """Thick-restart Lanczos for k pairs of A restricted to the complement of ``locked``.
 
@@ -238,10 +327,17 @@ def _thick_restart(
     With ``every_step`` convergence is tested after every product (stopping as soon as the
     wanted pairs converge); otherwise only with a full basis, where a wanted eigenvalue
     that a small Krylov space has not yet seen is less likely to be skipped.
+
+    ``stop`` picks the certificate compared with ``tol``: "residual" (relative residual)
+    or "value" (estimated relative eigenvalue error, :func:`_value_errors`).
+
+    With ``store`` the product ``A q_j`` of every basis vector is kept (rotated along at
+    restarts), so the Ritz vectors' products come out without further products.
     """
     P = op.shape[0]
     nl = 0 if locked is None else locked.shape[0]
     Q = torch.zeros(nl + m + 1, P, dtype=v0.dtype, device=v0.device)  # rows: locked, then basis
+    W = torch.zeros(m, P, dtype=v0.dtype, device=v0.device) if store else None  # W[i] = A Q[nl + i]
     if nl:
         Q[:nl] = locked
     H = torch.zeros(m + 1, m, dtype=v0.dtype, device=v0.device)  # projected matrix plus coupling row
@@ -257,12 +353,16 @@ def _thick_restart(
         anorm = torch.maximum(anorm, theta.abs().max())
         want = order[:k]
         denom = torch.maximum(theta[want].abs(), eps**0.25 * anorm).clamp_min(tiny)
-        done = bool((coupling[want].abs() / denom <= tol).all())
-        if rival is not None and not done and num_matvecs >= m:
-            # Early certification needs a full basis behind it and a Ritz pair converged to
-            # sqrt(tol): only then is the best Ritz value taken to approximate the extreme
-            # eigenvalue, so that its inclusion interval bounds what the pass could find.
-            best, res = theta[want[0]], coupling[want[0]].abs()
+        crit = _value_errors(theta, coupling, want)[0] if stop == "value" else coupling[want].abs()
+        done = bool((crit / denom <= tol).all())
+        if rival is not None and not done and (stop == "value" or num_matvecs >= m):
+            # Early certification needs a Ritz pair converged to sqrt(tol) (and, for the
+            # residual rule, a full basis behind it): only then is the best Ritz value taken
+            # to approximate the extreme eigenvalue, so that its inclusion interval (the
+            # residual norm, or the value estimate for ``stop="value"``) bounds what the
+            # pass could find.
+            best = theta[want[0]]
+            res = crit[0] if stop == "value" else coupling[want[0]].abs()
             gap = (rival - best) if which == "LA" else (best - rival) if which == "SA" else (rival.abs() - best.abs())
             done = bool((gap > res) & (res <= math.sqrt(tol) * denom[0]))
         return theta, U, coupling, order, anorm, done
@@ -275,9 +375,13 @@ def _thick_restart(
         exhausted = False
         while j < m and num_matvecs < budget:
             w = op.matmat(Q[nl + j])
+            if W is not None:
+                W[j] = w
             num_matvecs += 1
             anorm = torch.maximum(anorm, torch.linalg.vector_norm(w))
-            w, h = _orthogonalize(Q[: nl + j + 1], w)
+            known = torch.zeros(nl + j + 1, dtype=H.dtype, device=H.device)
+            known[nl : nl + j] = H[j, :j]
+            w, h = _extend_basis(Q[: nl + j + 1], w, known)
             H[: j + 1, j] = h[nl:]  # couplings to locked rows are projected away (deflation)
             j += 1
             if nl + j >= P:  # the rows span the whole space: what is left of w is rounding
@@ -304,6 +408,8 @@ def _thick_restart(
         sel = order[:keep]
         Y = U[:, sel].T @ Q[nl : nl + size]
         Q[nl + keep] = Q[nl + size]  # keep < size: rows never overlap; later rows are rewritten before use
+        if W is not None:
+            W[:keep] = U[:, sel].T @ W[:size]
         Q[nl : nl + keep] = Y
         H.zero_()
         H[:keep, :keep] = torch.diag(theta[sel])
@@ -314,7 +420,9 @@ def _thick_restart(
     return _Run(
         theta=theta[want],
         Y=U[:, want].T @ Q[nl : nl + size],
+        AY=None if W is None else U[:, want].T @ W[:size],
         coupling=coupling[want].abs(),
+        gap=_value_errors(theta, coupling, want)[1],
         num_matvecs=num_matvecs,
         num_restarts=num_restarts,
         converged=done or exhausted,
@@ -336,11 +444,13 @@ def top_eigenpairs(
     max_basis: int | None = None,
     verify: bool = True,
     check_multiplicity: bool = True,
+    stop: str = "residual",
+    store_products: bool = False,
 ) -> Eigenpairs:
     """k extreme eigenpairs of a symmetric operator by thick-restart Lanczos.
 
     Each cycle extends the Lanczos basis to ``max_basis`` vectors (full
-    reorthogonalisation, classical Gram-Schmidt twice), solves the projected problem with
+    reorthogonalisation, see the module docstring), solves the projected problem with
     ``torch.linalg.eigh`` and stops when the k wanted Ritz pairs have relative residual
     ``|b^T u_i| / max(|theta_i|, eps^(1/4) ||A||est) <= tol`` (tested after every product
     when ``check_multiplicity`` guards against a premature stop, else with a full
@@ -387,6 +497,19 @@ def top_eigenpairs(
         verify: compute true residuals with one extra block product of k columns.
         check_multiplicity: run the deflated pass described above when k > 1 (measured
             cost on the test matrices: +20% to +70% products).
+        stop: the certificate ``tol`` applies to. "residual" (default): the relative
+            residual ``||A y - theta y|| / |theta|``, a bound on the distance from theta
+            to an eigenvalue (ARPACK's convergence test). "value": the estimated relative
+            eigenvalue error ``min(r, r^2 / gap) / |theta|`` (see
+            :attr:`Eigenpairs.value_errors`); the eigenvalue converges about twice as fast
+            as the residual, so asking for eigenvalues to 1e-4 costs far fewer products
+            than residuals to 1e-4, and the vectors are then only accurate to about
+            ``sqrt(tol * gap / |theta|)``. Convergence is tested after every product in
+            both modes when the multiplicity check runs, and for "value" also when k = 1.
+            Both certificates are reported either way.
+        store_products: keep the product ``A q`` of every basis vector (twice the basis
+            memory), so the verification and the Rayleigh-Ritz step after a replacement
+            take their products from those (``A Y = (A Q) U``) instead of spending k more.
 
     Returns:
         :class:`Eigenpairs`.
@@ -399,6 +522,8 @@ def top_eigenpairs(
         raise ValueError(f"k must be an int with 1 <= k < P = {P}, got {k!r}")
     if not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    if stop not in STOP_RULES:
+        raise ValueError(f"stop must be one of {STOP_RULES}, got {stop!r}")
     wdtype = _working_dtype(op, dtype)
     if max_basis is None:
         m = min(P, max(2 * k + 1, 20))
@@ -406,7 +531,7 @@ def top_eigenpairs(
         if isinstance(max_basis, bool) or not isinstance(max_basis, int) or max_basis <= k:
             raise ValueError(f"max_basis must be an int > k = {k}, got {max_basis!r}")
         m = min(P, max_basis)
-    n_verify = k if verify else 0
+    n_verify = k if verify and not store_products else 0
     budget = 100 * m if max_matvecs is None else max_matvecs
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < k + n_verify:
         raise ValueError(f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}")
@@ -422,19 +547,22 @@ def top_eigenpairs(
     # where the k pairs converge is safe only with the check behind it; without it
     # convergence is tested with a full basis.
     check_multiplicity = check_multiplicity and k > 1
-    run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=check_multiplicity)
-    values, Y, anorm = run.theta, run.Y, run.anorm
+    every_step = check_multiplicity or stop == "value"
+    store = bool(store_products)
+    run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=every_step, stop=stop, store=store)
+    values, Y, AY, anorm = run.theta, run.Y, run.AY, run.anorm
     num_matvecs, num_restarts, converged = run.num_matvecs, run.num_restarts, run.converged
     # An exhausted basis spanned the whole space: every eigenvalue and copy was seen.
     certified = not check_multiplicity or run.exhausted
     dropped: list[Tensor] = []  # pairs pushed out of the set by better deflated pairs
+    dropped_products: list[Tensor] = []
     while converged and not certified:
         # Leave room for the final Rayleigh-Ritz products should this pass add a pair.
-        pass_budget = budget - num_matvecs - (k + len(dropped) + 1)
+        pass_budget = budget - num_matvecs - (0 if store else k + len(dropped) + 1)
         if pass_budget < 1:
             break  # uncertified, reported through ``converged``
         fresh = _fresh_orthogonal(Y, gen)
-        check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1])
+        check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop, store=store)
         num_matvecs += check.num_matvecs
         num_restarts += check.num_restarts
         anorm = check.anorm
@@ -452,38 +580,71 @@ def top_eigenpairs(
         Y = torch.cat([Y[:-1], check.Y])
         order = _order(values, which)
         values, Y = values[order], Y[order]
+        if store:
+            dropped_products.append(AY[-1:])
+            AY = torch.cat([AY[:-1], check.AY])[order]
     converged = converged and certified
 
+    use_run = not dropped
     if dropped:
         # Pairs found on the deflated operator carry first-order errors from the residuals
         # of the pairs they were deflated against; a Rayleigh-Ritz step on the span of
         # every pair seen (kept and dropped) removes them. Its explicit products give the
         # residuals, so they serve as certificate and verification at once.
-        S, _ = torch.linalg.qr(torch.cat([Y] + dropped).T)  # (P, k + c) orthonormal
-        AS = op.matmat(S)
-        num_matvecs += S.shape[1]
+        S, R = torch.linalg.qr(torch.cat([Y] + dropped).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
+        if store:  # A S = A [Y; d]^T R^-1 from the stored products
+            AS = torch.linalg.solve_triangular(R.T, torch.cat([AY] + dropped_products), upper=False).T
+        else:
+            AS = op.matmat(S)
+            num_matvecs += S.shape[1]
         G = S.T @ AS
         theta, U = torch.linalg.eigh(0.5 * (G + G.T))
         sel = _order(theta, which)[:k]
         values = theta[sel]
         vectors = S @ U[:, sel]
         denom = torch.maximum(values.abs(), eps**0.25 * anorm).clamp_min(tiny)
-        residuals = torch.linalg.vector_norm(AS @ U[:, sel] - vectors * values, dim=0) / denom
+        all_res = torch.linalg.vector_norm(AS @ U - (S @ U) * theta, dim=0)
+        residuals = all_res[sel] / denom
+        value_errors = _value_errors(theta, all_res, sel)[0] / denom
         vectors = _fix_signs(vectors)
         true_res = residuals.clone() if verify else torch.full_like(values, math.nan)
-        converged = converged and bool((residuals <= tol).all())
-    else:  # the phase-one pairs, with their Lanczos certificates
+        crit = value_errors if stop == "value" else residuals
+        room = budget - num_matvecs - n_verify
+        if stop == "value" and not bool((crit <= tol).all()) and room >= k:
+            # The replacement pair was converged on the deflated operator only to ``tol`` in
+            # value, which leaves its residual (and the Rayleigh-Ritz gap estimates) too
+            # coarse here; a short run from the sum of the k vectors (a start rich in
+            # every wanted direction) converges them together with fresh certificates.
+            v0p = vectors.sum(dim=1)
+            v0p = v0p / torch.linalg.vector_norm(v0p)
+            run = _thick_restart(op, k, which, tol, v0p, None, room, m, gen, eps, anorm, every_step=True, stop=stop, store=store)
+            num_matvecs += run.num_matvecs
+            num_restarts += run.num_restarts
+            anorm = run.anorm
+            values, Y = run.theta, run.Y
+            converged = converged and run.converged
+            use_run = True
+        else:
+            converged = converged and bool((crit <= tol).all())
+    if use_run:  # the Lanczos pairs, with their certificates
         vectors = _fix_signs(Y.T.contiguous())
         denom = torch.maximum(values.abs(), eps**0.25 * anorm).clamp_min(tiny)
         residuals = run.coupling / denom
-        converged = converged and bool((residuals <= tol).all())
+        r_abs = run.coupling
         if verify:
-            AV = op.matmat(vectors)
-            num_matvecs += k
-            true_res = torch.linalg.vector_norm(AV - vectors * values, dim=0) / denom
-            converged = converged and bool((true_res <= tol).all())
+            if run.AY is not None:  # from the stored products; the residual norm ignores the signs
+                true_abs = torch.linalg.vector_norm(run.AY - run.Y * values.unsqueeze(1), dim=1)
+            else:
+                AV = op.matmat(vectors)
+                num_matvecs += k
+                true_abs = torch.linalg.vector_norm(AV - vectors * values, dim=0)
+            true_res = true_abs / denom
+            r_abs = torch.maximum(r_abs, true_abs)
         else:
             true_res = torch.full_like(values, math.nan)
+        value_errors = _kato_temple(r_abs, run.gap) / denom
+        crit = value_errors if stop == "value" else torch.maximum(residuals, true_res.nan_to_num(0.0))
+        converged = converged and bool((crit <= tol).all())
     return Eigenpairs(
         values=values,
         vectors=vectors,
@@ -494,6 +655,8 @@ def top_eigenpairs(
         converged=converged,
         which=which,
         tol=float(tol),
+        value_errors=value_errors,
+        stop=stop,
     )
 
 

@@ -445,6 +445,7 @@ class _HessianEngine(_Engine):
         self.graph_budget_bytes = graph_budget_bytes
         self.graph_bytes: int | None = None
         self._kept: list[tuple[int, list[Tensor], list[Tensor]]] = []
+        self._sums: tuple[Tensor, Tensor] | None = None  # gradient and loss sums from the kept pass
         if hvp_mode in ("auto", "rev_rev_kept"):
             budget = graph_budget_bytes if hvp_mode == "auto" else None
             kept = self._build_kept_graphs(budget)
@@ -454,11 +455,11 @@ class _HessianEngine(_Engine):
             self.mode = hvp_mode
 
     # graph building -------------------------------------------------------------------
-    def _gradient_graph(self, inputs: Any, targets: Any) -> tuple[list[Tensor], list[Tensor]]:
+    def _gradient_graph(self, inputs: Any, targets: Any, with_loss: bool = False) -> tuple[Any, ...]:
         leaves = [self.theta[n].detach().requires_grad_(True) for n in self.names]
         loss = self.loss(dict(zip(self.names, leaves)), inputs, targets)
         grads = list(torch.autograd.grad(loss, leaves, create_graph=True))
-        return leaves, grads
+        return (leaves, grads, loss) if with_loss else (leaves, grads)
 
     @torch.enable_grad()
     def _build_kept_graphs(self, budget: int | None) -> bool:
@@ -475,6 +476,8 @@ class _HessianEngine(_Engine):
 
         keep = True
         n_total, n_batches = 0, 0
+        g_sum = torch.zeros(self.num_params, dtype=self.dtype, device=self.device)
+        l_sum = torch.zeros((), dtype=self.dtype, device=self.device)
         with curvature_mode(self.model, self.bn_mode):
             for inputs, targets, n in self.batches():
                 n_total += n
@@ -482,15 +485,24 @@ class _HessianEngine(_Engine):
                 if not keep:
                     continue
                 with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                    leaves, grads = self._gradient_graph(inputs, targets)
+                    leaves, grads, loss = self._gradient_graph(inputs, targets, with_loss=True)
                 self._kept.append((n, leaves, grads))
+                g_sum += n * flatten_tensors([g.detach() for g in grads])
+                l_sum += n * loss.detach()
                 if budget is not None and sum(storages.values()) > budget:
                     keep = False
                     self._kept.clear()
         self.num_examples, self.num_batches = n_total, n_batches
         if keep:
             self.graph_bytes = sum(storages.values())
+            self._sums = (g_sum, l_sum)
         return keep
+
+    def gradient_sum(self) -> tuple[Tensor, Tensor]:
+        """As :meth:`_Engine.gradient_sum`; free with kept graphs (computed when they were built)."""
+        if self._sums is not None:
+            return self._sums[0].clone(), self._sums[1].clone()
+        return super().gradient_sum()
 
     # products -------------------------------------------------------------------------
     def _graph_products(self, leaves: list[Tensor], grads: list[Tensor], V: Tensor, retain_last: bool) -> Tensor:
@@ -529,7 +541,9 @@ class _HessianEngine(_Engine):
                     )
                     hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, leaves)]
                     out.append(flatten_tensors(hv).unsqueeze(1))
-        return torch.cat(out, dim=1).detach()
+        # One piece (a single vector): no concatenation copy; every pass over a P-vector
+        # costs ~10% of a product on CPU at P ~ 1e7 (bench/curvature.py).
+        return (out[0] if len(out) == 1 else torch.cat(out, dim=1)).detach()
 
     def _fwd_rev_products(self, inputs: Any, targets: Any, V: Tensor) -> Tensor:
         """H_b V by forward-over-reverse: jvp of torch.func.grad, vmapped over columns."""
@@ -565,6 +579,9 @@ class _HessianEngine(_Engine):
 
     @torch.enable_grad()
     def weighted_sum(self, V: Tensor) -> Tensor:
+        if self.mode == "rev_rev_kept" and len(self._kept) == 1:  # one batch: scale in place, no accumulator
+            n, leaves, grads = self._kept[0]
+            return self._graph_products(leaves, grads, V, retain_last=True).mul_(n)
         acc = torch.zeros_like(V)
         if self.mode == "rev_rev_kept":
             for n, leaves, grads in self._kept:
@@ -759,7 +776,8 @@ class _CurvatureOperator(SymmetricOperator):
         return dict(zip(self._engine.names, unflatten_vector(vector, self._engine.shapes)))
 
     def gradient(self) -> Tensor:
-        """Gradient (P,) of the mean loss at the operator's parameters (same modes)."""
+        """Gradient (P,) of the mean loss at the operator's parameters (same modes); no extra
+        pass for a Hessian operator with kept graphs (computed when they were built)."""
         g_sum, _ = self._engine.gradient_sum()
         return g_sum / self.num_examples
 
@@ -847,7 +865,7 @@ class HessianOperator(_CurvatureOperator):
         self._init_from_engine(engine)
 
     def _matmat(self, V: Tensor) -> Tensor:
-        return self._engine.weighted_sum(V) / self.num_examples
+        return self._engine.weighted_sum(V).div_(self.num_examples)  # a fresh tensor: divide in place
 
 
 class GGNOperator(_CurvatureOperator):
