@@ -118,3 +118,11 @@ def counting():
         return CountingOperator(DenseOperator(matrix))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def outliers_and_bulk() -> Quadratic:
+    """P = 1000, NN-Hessian-like: 10 outliers (a 1.6% and a 1.1% relative gap among the top 5) above a bulk near 0."""
+    g = torch.Generator().manual_seed(3)
+    top = torch.tensor([0.756, 0.681, 0.670, 0.641, 0.634, 0.60, 0.55, 0.5, 0.45, 0.4], dtype=torch.float64)
+    return from_spectrum(torch.cat([top, 0.05 * torch.randn(990, generator=g, dtype=torch.float64)]), seed=2)

@@ -240,16 +240,6 @@ def test_errors(known_spectrum):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def outliers_and_bulk():
-    """P = 1000, NN-Hessian-like: 10 outliers (a 1.6% and a 1.1% relative gap among the top 5) above a bulk near 0."""
-    from conftest import from_spectrum
-
-    g = torch.Generator().manual_seed(3)
-    top = torch.tensor([0.756, 0.681, 0.670, 0.641, 0.634, 0.60, 0.55, 0.5, 0.45, 0.4], dtype=torch.float64)
-    return from_spectrum(torch.cat([top, 0.05 * torch.randn(990, generator=g, dtype=torch.float64)]), seed=2)
-
-
 @pytest.mark.parametrize("k", [1, 5])
 @pytest.mark.parametrize("tol", [1e-4, 1e-7])
 @pytest.mark.parametrize("case", ["known_spectrum", "outliers_and_bulk"])
