@@ -1,8 +1,9 @@
 """report stage: execute the papermill notebooks and render them to HTML under reports/.
 
 Usage: python stages/report.py [--notebooks index ...]
-A notebook that raises fails the stage (papermill re-raises the cell error), so a report
-with an error cell is never written.
+Renders every notebooks/*.ipynb (index first) unless names are given; each page gets the
+same parameters. A notebook that raises fails the stage (papermill re-raises the cell
+error), so a report with an error cell is never written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from _common import ROOT, load_params
 
 from landscape.io import write_text
 
-PAGES = ("index",)
+
+
+def pages() -> list[str]:
+    """Names of every notebook under notebooks/, ``index`` first."""
+    names = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    return sorted(names, key=lambda n: n != "index")
 
 
 def render(name: str, parameters: dict) -> Path:
@@ -47,10 +53,10 @@ def render(name: str, parameters: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--notebooks", nargs="*", default=list(PAGES))
+    parser.add_argument("--notebooks", nargs="*", default=None, help="page names (default: every notebooks/*.ipynb)")
     args = parser.parse_args()
     params = load_params()
-    for name in args.notebooks:
+    for name in args.notebooks or pages():
         out = render(name, {"runs_dir": "runs", "params_file": "params.yaml", "profile": params.get("profile", "default")})
         print(f"wrote {out.relative_to(ROOT)}")
 
