@@ -103,6 +103,7 @@ def main() -> None:
     figures_dir = out / "figures"
     if figures_dir.is_dir():  # figures of probes no longer selected must not linger
         shutil.rmtree(figures_dir)
+    figures_dir.mkdir(parents=True)  # a DVC output even when no selected probe draws
     for name, fig in report.figures().items():
         with atomic_path(figures_dir / f"{name}.png") as tmp:
             fig.savefig(tmp, format="png", dpi=110)

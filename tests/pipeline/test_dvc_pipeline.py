@@ -110,7 +110,8 @@ def test_probe_stages_write_their_outputs_and_the_probes_page(ci_repo):
     assert res["bn"]["bn_mode"] == "recalibrate" and set(res["bezier"]["pairs"]["s0-s1"]) == {"straight", "expected", "minimax"}
     assert res["scans"]["hessian_plane"]["kind"] and res["scans"]["random_plane"]["grid"] == [3, 3]
     figures = {f.name for f in (ci_repo / "probes" / "h2_arch" / "resnet_skip_bn" / "figures").iterdir()}
-    assert {"bezier_s0-s1.png", "plane_random_seed0.png", "plane_random_seed0_surface.png"} <= figures
+    assert {"barriers.png", "bezier_s0-s1.png", "plane_random_seed0.png", "plane_random_seed0_surface.png"} <= figures
+    assert [f.name for f in (ci_repo / "probes" / "h2_arch" / "resnet_noskip_bn" / "figures").iterdir()] == ["barriers.png"]
     audit = json.loads((ci_repo / "probes" / "h1_batch" / "b32" / "results.json").read_text())["invariance"]["audit"]
     assert audit["output_change"] < 1e-4
     assert {e["name"]: e["verdict"] for e in audit["entries"]}["adaptive_sharpness_l2"] == "invariant"

@@ -472,6 +472,7 @@ def test_forked_workers_give_the_serial_results_and_end_points_are_shared():
     for key in serial.arrays:
         np.testing.assert_array_equal(serial.arrays[key], forked.arrays[key])
     assert forked.results["workers"] == 2 and sorted(forked.figures()) == sorted(serial.figures())
+    assert {"barriers", "bezier_s0-s1", "bezier_s0-s2", "line_s0-s1", "plane_random_seed0"} <= set(serial.figures())
     res = serial.results
     assert list(res["barriers"]["pairs"]) == ["s0-s1", "s0-s2", "s1-s2"] and list(res["bezier"]["pairs"]) == ["s0-s1", "s0-s2"]
     # the shared end point evaluations are those of each seed on its own

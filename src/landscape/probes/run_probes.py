@@ -486,6 +486,23 @@ class ProbeReport:
             figs[name] = plot_contour(scan, metric="loss", log=True)
             if self.results.get("scans", {}).get("settings", {}).get("surface_plots", False):
                 figs[f"{name}_surface"] = plot_surface(scan, metric="loss", log=True)
+        barriers = self.results.get("barriers", {})
+        if barriers.get("status") == "done":  # every pair's straight-line profile, raw and weight-matched
+            fig = _new_figure((9.0, 3.5))
+            axes = (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2))
+            for ax, split in zip(axes, ("train", "test")):
+                for j, pair in enumerate(barriers["pairs"]):
+                    for kind, style in (("raw", "-"), ("aligned", "--")):
+                        key = f"barriers.{split}.{kind}.{pair}"
+                        if f"{key}.losses" in self.arrays:
+                            ax.plot(self.arrays[f"{key}.ts"], self.arrays[f"{key}.losses"], style, color=f"C{j % 10}", lw=1,
+                                    label=f"{pair} {kind}" if split == "train" else None)
+                ax.set_xlabel("t")
+                ax.set_ylabel(f"{split} loss (bn={barriers['bn_mode']})")
+            axes[0].set_title("straight lines between seeds (dashed: weight-matched)")
+            axes[0].legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            figs["barriers"] = fig
         for name, curves in self.paths.items():
             fig = _new_figure((9.0, 3.5))
             axes = (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2))
