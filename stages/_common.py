@@ -97,3 +97,13 @@ def fail(message: str, code: int = 2) -> None:
     """Print a one-line error for the user and exit non-zero."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def cpu_workers(device) -> int:
+    """Forked worker processes for a stage's independent tasks: ``LANDSCAPE_WORKERS``
+    (default: the CPU count, at most 2) on the CPU; 1 on an accelerator (forked workers
+    cannot share a CUDA context)."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return 1
+    default = min(2, os.cpu_count() or 1)
+    return max(1, int(os.environ.get("LANDSCAPE_WORKERS", default)))

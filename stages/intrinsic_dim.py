@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from _common import ROOT, ConfigError, configure_torch, fail, load_params, pick_device, prepared_path, section
+from _common import ROOT, ConfigError, configure_torch, cpu_workers, fail, load_params, pick_device, prepared_path, section
 
 import torch
 
@@ -58,7 +58,7 @@ def main() -> None:
             "train_data": data["train"],
             "eval_data": data["test"],
         }
-    report = run_intrinsic_dim(cfg, **kwargs)
+    report = run_intrinsic_dim(cfg, workers=cpu_workers(device), **kwargs)
     out = ROOT / "probes" / "intrinsic_dim"
     for fname, fig in report.figures().items():
         with atomic_path(out / "figures" / f"{fname}.png") as tmp:

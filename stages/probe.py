@@ -20,6 +20,7 @@ from _common import (
     ROOT,
     ConfigError,
     configure_torch,
+    cpu_workers,
     experiment_dataset,
     fail,
     fingerprint,
@@ -77,6 +78,8 @@ def main() -> None:
         cfg.check_configs(list(known), where)
         if args.config not in known:
             raise ConfigError(f"unknown config {args.config!r} of experiment {args.experiment!r}; configs: {sorted(known)}")
+        if not cfg.selects(args.config):
+            raise ConfigError(f"config {args.config!r} is not in {where}.configs={list(cfg.configs)!r}: it has no probe entry")
         dataset_key = experiment_dataset(params, args.experiment)
         seeds = section(params, "seeds")
     except ConfigError as exc:
@@ -89,7 +92,8 @@ def main() -> None:
         run, s = load_run(args.experiment, args.config, seed, device)
         runs.append(run)
         spec = spec or s
-    report = run_landscape_probes(runs, {k: data[k] for k in ("probe", "test", "train")}, cfg, config_name=args.config, model_spec=spec)
+    report = run_landscape_probes(runs, {k: data[k] for k in ("probe", "test", "train")}, cfg, config_name=args.config, model_spec=spec,
+                                  workers=cpu_workers(device))
 
     out = ROOT / "probes" / args.experiment / args.config
     resolved = dataclasses.asdict(cfg)
@@ -99,6 +103,7 @@ def main() -> None:
     figures_dir = out / "figures"
     if figures_dir.is_dir():  # figures of probes no longer selected must not linger
         shutil.rmtree(figures_dir)
+    figures_dir.mkdir(parents=True)  # a DVC output even when no selected probe draws
     for name, fig in report.figures().items():
         with atomic_path(figures_dir / f"{name}.png") as tmp:
             fig.savefig(tmp, format="png", dpi=110)
@@ -110,7 +115,8 @@ def main() -> None:
     write_json(out / "metrics.json", {**meta, **report.summary})
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.results.get("cpu_s", {}).items())
     print(f"probe {args.experiment}/{args.config}: {len(report.results['probes'])} probes, "
-          f"{report.summary['seeds_completed']} seeds (CPU: {timings})")
+          f"{report.summary['seeds_completed']} seeds, {report.summary.get('wall_time_s', 0.0):.1f}s wall "
+          f"on {report.results.get('workers', 1)} workers (CPU: {timings})")
 
 
 if __name__ == "__main__":

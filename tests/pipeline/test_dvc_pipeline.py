@@ -147,6 +147,53 @@ def test_bounds_stage_writes_valid_bounds_metrics_and_report(ci_repo):
         (ci_repo / "params.yaml").write_text(original)
 
 
+def test_probe_stages_write_their_outputs_and_the_probes_page(ci_repo):
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    groups = {k: v for k, v in params["probes"].items() if k not in ("intrinsic_dim", "sde")}
+    assert set(groups) == {"h1_batch", "h2_arch"}
+    for exp, section in groups.items():
+        for cfg in section["configs"]:
+            out = ci_repo / "probes" / exp / cfg
+            assert all((out / name).is_file() for name in ("arrays.npz", "results.json", "config.json", "metrics.json"))
+            res = json.loads((out / "results.json").read_text())
+            pair = res["barriers"]["pairs"]["s0-s1"]  # 2 seeds: one pair
+            assert res["barriers"]["status"] == "done" and list(res["barriers"]["pairs"]) == ["s0-s1"]
+            assert pair["train"]["raw"]["barrier"] > pair["train"]["aligned"]["barrier"] - 1.0  # both finite numbers
+            assert pair["test"]["aligned_end_loss_change"] < 1e-4  # alignment keeps the function
+            assert res["sharpness"]["status"] == "done" and set(res["sharpness"]["seeds"]) == {"seed0", "seed1"}
+            assert json.loads((out / "config.json").read_text())["probes"]["configs"] == section["configs"]
+    res = json.loads((ci_repo / "probes" / "h2_arch" / "resnet_skip_bn" / "results.json").read_text())
+    assert res["bn"]["bn_mode"] == "recalibrate" and set(res["bezier"]["pairs"]["s0-s1"]) == {"straight", "expected", "minimax"}
+    assert res["scans"]["hessian_plane"]["kind"] and res["scans"]["random_plane"]["grid"] == [3, 3]
+    figures = {f.name for f in (ci_repo / "probes" / "h2_arch" / "resnet_skip_bn" / "figures").iterdir()}
+    assert {"barriers.png", "bezier_s0-s1.png", "plane_random_seed0.png", "plane_random_seed0_surface.png"} <= figures
+    assert [f.name for f in (ci_repo / "probes" / "h2_arch" / "resnet_noskip_bn" / "figures").iterdir()] == ["barriers.png"]
+    audit = json.loads((ci_repo / "probes" / "h1_batch" / "b32" / "results.json").read_text())["invariance"]["audit"]
+    assert audit["output_change"] < 1e-4
+    assert {e["name"]: e["verdict"] for e in audit["entries"]}["adaptive_sharpness_l2"] == "invariant"
+    idim = json.loads((ci_repo / "probes" / "intrinsic_dim" / "metrics.json").read_text())
+    assert set(idim) == {"toy.dense", "toy.sparse", "model.dense"} and idim["toy.dense"]["known"] == 3
+    table = json.loads((ci_repo / "probes" / "sde" / "table.json").read_text())
+    assert len(table) == 2 * 2 and all(r["ci_low"][0] <= r["simulated"][0] <= r["ci_high"][0] for r in table)
+    html = (ci_repo / "reports" / "probes.html").read_text()
+    assert "Bezier curves vs the straight line" in html and html.count('src="data:image/png;base64') >= 5
+    assert "Traceback (most recent call last)" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
+    assert 'href="probes.html"' in (ci_repo / "reports" / "index.html").read_text()
+
+
+def test_probe_param_edits_mark_only_their_stages(ci_repo):
+    original = (ci_repo / "params.yaml").read_text()
+    try:
+        _edit_params(ci_repo, lambda p: p["probes"]["h1_batch"]["sharpness"].update(steps=3))
+        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"probe_h1_batch@b32"}
+        (ci_repo / "params.yaml").write_text(original)
+        _edit_params(ci_repo, lambda p: p["probes"]["sde"].update(num_runs=120))
+        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"sde"}
+    finally:
+        (ci_repo / "params.yaml").write_text(original)
+    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
+
+
 def test_noop_repro_reruns_nothing(ci_repo):
     out = _dvc("repro", cwd=ci_repo).stdout
     assert "Running stage" not in out

@@ -138,3 +138,30 @@ def test_fit_bezier_argument_errors():
         linear_path(*args, ts=[0.2, 1.0], **KW)
     with pytest.raises(ValueError, match="control points must have shape"):
         evaluate_path(model, BezierCurve(torch.zeros(3, 5)), DUMMY, **KW)
+
+
+def test_known_end_evaluations_are_reused_not_recomputed(monkeypatch):
+    batches = classification_batches()
+    model = make_mlp(seed=0, bn=True)
+    ta, tb = parameter_dict(model), parameter_dict(make_mlp(seed=1, bn=True))
+    kw = dict(bn_mode="recalibrate", recal_batches=batches[:2], ts=np.linspace(0, 1, 5))
+    full = linear_path(model, ta, tb, batches, **kw)
+    ends = (evaluate(model, ta, batches, bn_mode="recalibrate", recal_batches=batches[:2]),
+            evaluate(model, tb, batches, bn_mode="recalibrate", recal_batches=batches[:2]))
+    from landscape.probes import functional
+
+    calls = []
+    original = functional.Objective.evaluate
+    monkeypatch.setattr(functional.Objective, "evaluate", lambda self, p, b=None: calls.append(1) or original(self, p, b))
+    reused = linear_path(model, ta, tb, batches, end_evals=ends, **kw)
+    assert len(calls) == 3  # interior points only
+    np.testing.assert_array_equal(reused.losses, full.losses)
+    np.testing.assert_array_equal(reused.errors, full.errors)
+    assert reused.barrier == full.barrier
+    calls.clear()
+    half = linear_path(model, ta, tb, batches, end_evals=(ends[0], None), **kw)
+    assert len(calls) == 4 and half.losses[-1] == full.losses[-1]
+    with pytest.raises(ValueError, match=r"same batches and policy: got 96 examples with bn_mode='recalibrate', path uses 32"):
+        linear_path(model, ta, tb, batches[:1], end_evals=ends, **kw)
+    with pytest.raises(ValueError, match=r"end_evals must be a pair"):
+        linear_path(model, ta, tb, batches, end_evals=ends[:1], **kw)

@@ -15,6 +15,7 @@ from torch import nn
 from landscape.io import to_jsonable
 from landscape.probes.functional import parameter_dict
 from landscape.probes.intrinsic_dim import (
+    bootstrap_ci,
     intrinsic_dim_ci,
     make_projection,
     search_intrinsic_dim,
@@ -151,3 +152,29 @@ def test_intrinsic_dim_argument_errors():
         train_subspace(model, parameter_dict(model), 2, batches, epochs=1, loss_fn=F.mse_loss, bn_mode="eval")
     with pytest.raises(ValueError, match="performance must be 'accuracy', 'neg_loss' or a callable"):
         train_subspace(model, parameter_dict(model), 2, batches, performance="r2", loss_fn=F.mse_loss, bn_mode="eval")
+
+
+def test_relative_tolerance_brackets_the_crossing_with_fewer_trainings():
+    for d_star in (37, 137, 1000, 3000):
+        exact = search_intrinsic_dim(lambda d, d_star=d_star: float(d >= d_star), 1.0, d_min=16, d_max=4096)
+        assert exact.d_int == d_star and exact.bracket == 1.0
+        for rtol in (0.05, 0.2):
+            res = search_intrinsic_dim(lambda d, d_star=d_star: float(d >= d_star), 1.0, d_min=16, d_max=4096, rtol=rtol)
+            # d_int passes, d_int - bracket fails: the true crossing lies in between
+            assert res.d_int - res.bracket < d_star <= res.d_int
+            assert res.bracket <= max(1.0, rtol * res.d_int)
+            assert len(res.dims) <= len(exact.dims)
+        assert len(search_intrinsic_dim(lambda d, d_star=d_star: float(d >= d_star), 1.0, d_min=16, d_max=4096, rtol=0.2).dims) < len(exact.dims)
+    with pytest.raises(ValueError, match=r"rtol must be in \[0, 1\), got 1.0"):
+        search_intrinsic_dim(lambda d: 1.0, 1.0, d_max=8, rtol=1.0)
+
+
+def test_bootstrap_ci_of_separate_searches_matches_the_combined_call():
+    values = {0: 4, 1: 5, 2: 7}
+    fn = lambda d, s: 1.0 if d >= values[s] else 0.0  # noqa: E731
+    combined = intrinsic_dim_ci(fn, 1.0, [0, 1, 2], d_max=16)
+    searches = [search_intrinsic_dim(lambda d, s=s: fn(d, s), 1.0, d_max=16) for s in (0, 1, 2)]
+    separate = bootstrap_ci(searches, [0, 1, 2])
+    assert (separate.mean, separate.ci_low, separate.ci_high) == (combined.mean, combined.ci_low, combined.ci_high)
+    with pytest.raises(ValueError, match=r"need one search per seed, got 2 searches for 3 seeds"):
+        bootstrap_ci(searches[:2], [0, 1, 2])

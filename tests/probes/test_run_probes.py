@@ -416,25 +416,70 @@ def _params(**probes):
     return {
         "datasets": {"digits8": {"name": "digits"}},
         "experiments": {"h1": {"dataset": "digits8", "configs": {"a": {}, "b": {}}}, "h2": {"dataset": "digits8", "configs": {"c": {}}}},
-        "probes": {"h1": {"bezier": {"configs": ["a"]}}, "h2": {}, **probes},
+        "probes": {"h1": {"configs": ["a", "b"], "bezier": {"configs": ["a"]}}, "h2": {"configs": ["c"]}, **probes},
     }
 
 
 def test_validate_probe_params_checks_every_section():
-    out = validate_probe_params(_params(sde={"num_runs": 100}, intrinsic_dim={"model": {"dataset": "digits8"}}))
+    out = validate_probe_params(_params(sde={"num_runs": 100}, intrinsic_dim={"model": {"dataset": "digits8"}}), required=["h1", "sde"])
     assert out["probe"]["h1"].probes_for("a") == ("barriers", "bezier", "scans", "sharpness", "invariance")
     assert out["sde"].num_runs == 100 and out["intrinsic_dim"].model.dataset == "digits8"
     bad = _params()
     del bad["probes"]["h2"]
-    with pytest.raises(ConfigError, match=r"missing key probes.h2: the probe stage needs settings for every experiment"):
-        validate_probe_params(bad)
+    assert set(validate_probe_params(bad)["probe"]) == {"h1"}  # an experiment without probes has no probe stage
+    with pytest.raises(ConfigError, match=r"missing key probes.h2: the pipeline has a stage for it \(required: \['h1', 'h2'\]\)"):
+        validate_probe_params(bad, required=["h1", "h2"])
+    with pytest.raises(ConfigError, match=r"missing key probes.sde"):
+        validate_probe_params(_params(), required=["sde"])
     with pytest.raises(ConfigError, match=r"unknown key probes.h3; allowed: the experiments \['h1', 'h2'\]"):
         validate_probe_params(_params(h3={}))
     with pytest.raises(ConfigError, match=r"probes.h1.bezier.configs names unknown config 'c'"):
-        validate_probe_params({**_params(), "probes": {"h1": {"bezier": {"configs": ["c"]}}, "h2": {}}})
+        validate_probe_params({**_params(), "probes": {"h1": {"configs": ["a"], "bezier": {"configs": ["c"]}}}})
+    with pytest.raises(ConfigError, match=r"probes.h1.bezier.configs names 'b', which is not in probes.h1.configs=\['a'\]"):
+        validate_probe_params({**_params(), "probes": {"h1": {"configs": ["a"], "bezier": {"configs": ["b"]}}}})
+    with pytest.raises(ConfigError, match=r"probes.h2.configs names unknown config 'd'; configs of this experiment: \['c'\]"):
+        validate_probe_params(_params(h2={"configs": ["d"]}))
+    with pytest.raises(ConfigError, match=r"probes.h2.configs='all' is not allowed; allowed: a non-empty list of config names"):
+        validate_probe_params(_params(h2={"configs": "all"}))
+    with pytest.raises(ConfigError, match=r"probes.h2.configs=\[\] is not allowed"):
+        validate_probe_params(_params(h2={"configs": []}))
     with pytest.raises(ConfigError, match=r"probes.intrinsic_dim.model.dataset='mnist14' is not a key of `datasets`"):
         validate_probe_params(_params(intrinsic_dim={"model": {"dataset": "mnist14"}}))
     with pytest.raises(ConfigError, match=r"probes.sde.horizon=0 is not allowed"):
         validate_probe_params(_params(sde={"horizon": 0}))
     with pytest.raises(ConfigError, match=r"params.yaml needs a `probes` mapping"):
         validate_probe_params({"experiments": {}})
+
+
+def test_group_configs_limit_the_probes_of_each_config():
+    cfg = parse_config(ProbeConfig, {"configs": ["a"], "scans": {"configs": ["a"]}}, "probes.h1")
+    assert cfg.probes_for("a") == ("barriers", "scans", "sharpness", "invariance")  # bezier: none by default
+    assert cfg.probes_for("b") == ()
+
+
+def _strip_timings(results):
+    return {k: v for k, v in results.items() if k not in ("timings_s", "cpu_s", "workers")}
+
+
+def test_forked_workers_give_the_serial_results_and_end_points_are_shared():
+    runs = [TrainedRun(s, "completed", _mlp(s, steps=40)) for s in range(3)]
+    cfg = _probe_config(bezier={"configs": "all", "steps": 4, "num_pairs": 2}, scans={"hessian_plane": False})
+    serial = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC, workers=1)
+    forked = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC, workers=2)
+    assert json.dumps(to_jsonable(_strip_timings(serial.results)), sort_keys=True) == json.dumps(
+        to_jsonable(_strip_timings(forked.results)), sort_keys=True)
+    assert list(serial.arrays) == list(forked.arrays)
+    for key in serial.arrays:
+        np.testing.assert_array_equal(serial.arrays[key], forked.arrays[key])
+    assert forked.results["workers"] == 2 and sorted(forked.figures()) == sorted(serial.figures())
+    assert {"barriers", "bezier_s0-s1", "bezier_s0-s2", "line_s0-s1", "plane_random_seed0"} <= set(serial.figures())
+    res = serial.results
+    assert list(res["barriers"]["pairs"]) == ["s0-s1", "s0-s2", "s1-s2"] and list(res["bezier"]["pairs"]) == ["s0-s1", "s0-s2"]
+    # the shared end point evaluations are those of each seed on its own
+    x, y = DATA["probe"]
+    for (a, b), pair in zip([(0, 1), (0, 2), (1, 2)], res["barriers"]["pairs"].values()):
+        direct = [F.cross_entropy(runs[s].model(x[:96]), y[:96]).item() for s in (a, b)]
+        np.testing.assert_allclose(pair["train"]["raw"]["end_losses"], direct, rtol=1e-12)
+        assert pair["train"]["aligned"]["end_losses"][0] == pair["train"]["raw"]["end_losses"][0]
+    with pytest.raises(ValueError, match=r"workers must be an int >= 1, got 0"):
+        run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC, workers=0)

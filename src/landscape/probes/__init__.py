@@ -15,7 +15,9 @@ records (see :mod:`landscape.probes.functional`). Modules, one method each:
 * :mod:`~landscape.probes.sharpness`: worst-case, average-case and adaptive sharpness;
 * :mod:`~landscape.probes.invariance`: ReLU rescalings (Dinh et al. 2017) and audits;
 * :mod:`~landscape.probes.intrinsic_dim`: random-subspace training (Li et al. 2018);
-* :mod:`~landscape.probes.sde`: basin occupancy of SGD / its SDE vs eq. (7).
+* :mod:`~landscape.probes.sde`: basin occupancy of SGD / its SDE vs eq. (7);
+* :mod:`~landscape.probes.parallel`: independent seeded tasks in forked CPU workers;
+* :mod:`~landscape.probes.run_probes`: the entry functions of the probe stages.
 """
 
 from .connectivity import BezierCurve, BezierResult, PathEvaluation, barrier_heights, evaluate_path, fit_bezier, linear_path
@@ -36,6 +38,7 @@ from .intrinsic_dim import (
     IntrinsicDimCI,
     IntrinsicDimResult,
     SubspaceResult,
+    bootstrap_ci,
     intrinsic_dim_ci,
     make_projection,
     search_intrinsic_dim,
@@ -43,6 +46,7 @@ from .intrinsic_dim import (
     train_subspace,
 )
 from .invariance import InvarianceReport, MeasureChange, invariance_audit, output_change, rescale_layers
+from .parallel import map_forked
 from .permutation import MatchingResult, PermutationSpec, align, apply_permutation, permutation_spec, random_permutation, weight_matching
 from .scans import (
     LineScan,
@@ -109,7 +113,9 @@ __all__ = [
     "flatten_params",
     "gibbs_occupancy",
     "hessian_plane_scan",
+    "bootstrap_ci",
     "intrinsic_dim_ci",
+    "map_forked",
     "invariance_audit",
     "line_scan",
     "linear_path",

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import BNMode, Batch, LossFn, Objective, Params
+from .functional import BNMode, Batch, Evaluation, LossFn, Objective, Params
 
 __all__ = [
     "OBJECTIVES",
@@ -172,11 +172,34 @@ def _ts(ts: Sequence[float] | np.ndarray | None, num: int = 21) -> np.ndarray:
     return t
 
 
-def _path_eval(obj: Objective, points: Sequence[Tensor], ts: np.ndarray, path: str) -> PathEvaluation:
+def _check_end_evals(end_evals: Any, obj: Objective) -> tuple[Evaluation | None, Evaluation | None]:
+    if end_evals is None:
+        return None, None
+    if not (isinstance(end_evals, (tuple, list)) and len(end_evals) == 2):
+        raise ValueError(f"end_evals must be a pair (Evaluation at t=0, Evaluation at t=1), got {end_evals!r}")
+    n = sum(int(b[1].shape[0]) if b[1].ndim > 0 else 1 for b in obj.batches)
+    for ev in end_evals:
+        if ev is None:
+            continue
+        if not isinstance(ev, Evaluation):
+            raise ValueError(f"end_evals entries must be Evaluation or None, got {type(ev).__name__}")
+        if ev.bn_mode != obj.bn_mode or ev.num_examples != n:
+            raise ValueError(
+                f"an end point evaluation must come from the same batches and policy: got {ev.num_examples} examples with "
+                f"bn_mode={ev.bn_mode!r}, path uses {n} with {obj.bn_mode!r}"
+            )
+    return end_evals[0], end_evals[1]
+
+
+def _path_eval(
+    obj: Objective, points: Sequence[Tensor], ts: np.ndarray, path: str, end_evals: tuple[Evaluation | None, Evaluation | None] = (None, None)
+) -> PathEvaluation:
     losses = np.empty(len(ts))
     errors = np.empty(len(ts))
+    last = len(ts) - 1
     for i, p in enumerate(points):
-        ev = obj.evaluate(p)
+        known = end_evals[0] if i == 0 else end_evals[1] if i == last else None
+        ev = known if known is not None else obj.evaluate(p)
         losses[i], errors[i] = ev.loss, ev.error
     b, bi, tm = barrier_heights(ts, losses)
     eb, ebi, _ = barrier_heights(ts, errors)
@@ -194,6 +217,7 @@ def linear_path(
     bn_mode: BNMode,
     recal_batches: Sequence[Batch] | None = None,
     buffers: Mapping[str, Tensor] | None = None,
+    end_evals: tuple[Evaluation | None, Evaluation | None] | None = None,
 ) -> PathEvaluation:
     """Loss, error and barriers along the straight line ``theta_a + t (theta_b - theta_a)``.
 
@@ -207,13 +231,20 @@ def linear_path(
         bn_mode: ``"eval"``, ``"batch"`` or ``"recalibrate"``.
         recal_batches: Batches for ``"recalibrate"``.
         buffers: Buffers used instead of the model's.
+        end_evals: Known evaluations ``(at theta_a, at theta_b)`` on the same batches
+            under the same policy (either may be None), used instead of evaluating the
+            end points again (e.g. one seed's evaluation shared by all its pairs).
+
+    Raises:
+        ValueError: Bad grid, or an ``end_evals`` entry from other batches or policy.
     """
     obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
     grid = _ts(ts)
+    ends = _check_end_evals(end_evals, obj)
     a, b = obj.flat(theta_a), obj.flat(theta_b)
     diff = b - a
     points = [a if t == 0 else b if t == 1 else a + float(t) * diff for t in grid]
-    return _path_eval(obj, points, grid, "linear")
+    return _path_eval(obj, points, grid, "linear", ends)
 
 
 def evaluate_path(
@@ -226,14 +257,16 @@ def evaluate_path(
     bn_mode: BNMode,
     recal_batches: Sequence[Batch] | None = None,
     buffers: Mapping[str, Tensor] | None = None,
+    end_evals: tuple[Evaluation | None, Evaluation | None] | None = None,
 ) -> PathEvaluation:
     """Loss, error and barriers along a Bezier curve (arguments as :func:`linear_path`)."""
     obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
     grid = _ts(ts)
+    ends = _check_end_evals(end_evals, obj)
     cp = curve.control_points.detach().to(device=obj.device, dtype=obj.dtype)
     if cp.ndim != 2 or cp.shape[1] != obj.num_params:
         raise ValueError(f"control points must have shape (n + 1, {obj.num_params}), got {tuple(cp.shape)}")
-    return _path_eval(obj, [_curve_point(cp, float(t)) for t in grid], grid, "bezier")
+    return _path_eval(obj, [_curve_point(cp, float(t)) for t in grid], grid, "bezier", ends)
 
 
 @dataclass(frozen=True)
@@ -292,6 +325,7 @@ def fit_bezier(
     bn_mode: BNMode,
     recal_batches: Sequence[Batch] | None = None,
     buffers: Mapping[str, Tensor] | None = None,
+    end_evals: Mapping[str, tuple[Evaluation | None, Evaluation | None]] | None = None,
 ) -> BezierResult:
     """Train the interior control points of a Bezier curve between two solutions.
 
@@ -320,10 +354,13 @@ def fit_bezier(
         bn_mode: Policy of the evaluation (``"recalibrate"`` recommended with BatchNorm).
         recal_batches: Batches for ``"recalibrate"`` (used for train and test evaluation).
         buffers: Buffers used instead of the model's.
+        end_evals: Known end point evaluations by split, ``{"train": (ev_a, ev_b),
+            "test": ...}`` (see :func:`linear_path`); the curve passes through the end
+            points exactly, so the straight line's evaluations serve it too.
 
     Raises:
         ValueError: Unknown ``objective``/``surrogate``, a non-positive count, ``lr`` or
-            ``temperature``, or ``top_k`` larger than the minimax grid.
+            ``temperature``, ``top_k`` larger than the minimax grid, or unusable ``end_evals``.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
@@ -368,10 +405,12 @@ def fit_bezier(
         opt.step()
         history.append(value.detach())
     curve = BezierCurve(torch.cat([a[None, :], bends.detach(), b[None, :]]))
-    train = evaluate_path(model, curve, train_batches, ts=grid_eval, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
+    known = dict(end_evals or {})
+    common = {"ts": grid_eval, "loss_fn": loss_fn, "bn_mode": bn_mode, "recal_batches": recal_batches, "buffers": buffers}
+    train = evaluate_path(model, curve, train_batches, end_evals=known.get("train"), **common)
     test = None
     if test_batches is not None:
-        test = evaluate_path(model, curve, test_batches, ts=grid_eval, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
+        test = evaluate_path(model, curve, test_batches, end_evals=known.get("test"), **common)
     settings = {
         "num_bends": num_bends,
         "objective": objective,

@@ -14,11 +14,13 @@ full-space baseline.
   The Fastfood transform of Li et al. is not implemented.
 * :func:`train_subspace`: Adam or SGD on ``z`` for a number of epochs over the batches.
 * :func:`search_intrinsic_dim`: geometric grid ``d_min, d_min * factor, ...`` up to
-  ``d_max`` until the target is reached, then integer bisection between the last failing
-  and the first passing ``d``. This assumes performance is non-decreasing in ``d``; with
-  noisy training it finds *a* crossing, which is why :func:`intrinsic_dim_ci` repeats the
-  search over seeds (new projection per seed) and reports a percentile bootstrap
-  interval of the mean ``d_int``.
+  ``d_max`` until the target is reached, then bisection between the last failing and the
+  first passing ``d``, down to one integer or, with ``rtol > 0``, until the bracket is
+  within ``rtol`` of the passing end (each subspace training at large ``d`` is costly,
+  and a 5% bracket is finer than the seed-to-seed spread). This assumes performance is
+  non-decreasing in ``d``; with noisy training it finds *a* crossing, which is why
+  :func:`intrinsic_dim_ci` repeats the search over seeds (new projection per seed) and
+  reports a percentile bootstrap interval of the mean ``d_int`` (:func:`bootstrap_ci`).
 
 BatchNorm: training uses batch statistics unless ``bn_mode == "eval"``; the final
 evaluation follows ``bn_mode`` (``"recalibrate"`` recomputes the statistics at the trained
@@ -50,6 +52,7 @@ __all__ = [
     "search_intrinsic_dim",
     "IntrinsicDimCI",
     "intrinsic_dim_ci",
+    "bootstrap_ci",
 ]
 
 PROJECTIONS: tuple[str, ...] = ("dense", "sparse", "identity")
@@ -295,6 +298,8 @@ class IntrinsicDimResult:
         baseline: Full-space performance.
         dims: Evaluated dimensions, in evaluation order.
         performances: Their performances.
+        bracket: ``d_int`` minus the largest failing ``d`` below it (or ``d_min - 1``);
+            1 is exact; NaN if not reached.
     """
 
     d_int: float
@@ -304,6 +309,7 @@ class IntrinsicDimResult:
     baseline: float
     dims: tuple[int, ...]
     performances: tuple[float, ...]
+    bracket: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((f, getattr(self, f)) for f in self.__dataclass_fields__)}
@@ -317,11 +323,13 @@ def search_intrinsic_dim(
     d_min: int = 1,
     d_max: int,
     factor: float = 2.0,
+    rtol: float = 0.0,
 ) -> IntrinsicDimResult:
     """Smallest ``d`` with ``performance_fn(d) >= threshold * baseline``.
 
-    Geometric grid then integer bisection (module docstring); each ``d`` is evaluated
-    at most once.
+    Geometric grid then bisection (module docstring); each ``d`` is evaluated at most
+    once. The returned ``d_int`` passes and ``d_int - bracket`` fails (or is below
+    ``d_min``), where the final bracket is 1 or at most ``rtol * d_int``.
 
     Args:
         performance_fn: ``d -> performance`` (e.g. ``lambda d: f(d, seed)``).
@@ -330,10 +338,11 @@ def search_intrinsic_dim(
         d_min: Smallest dimension tried.
         d_max: Largest dimension tried.
         factor: Grid ratio (> 1).
+        rtol: Relative stop tolerance of the bisection in [0, 1) (0: exact integer).
 
     Raises:
-        ValueError: ``baseline <= 0``, ``threshold`` outside (0, 1], ``d_min > d_max`` or
-            ``factor <= 1``.
+        ValueError: ``baseline <= 0``, ``threshold`` outside (0, 1], ``d_min > d_max``,
+            ``factor <= 1`` or ``rtol`` outside [0, 1).
     """
     if not (isinstance(baseline, (int, float)) and baseline > 0 and math.isfinite(baseline)):
         raise ValueError(f"baseline must be a finite performance > 0, got {baseline!r}")
@@ -345,6 +354,8 @@ def search_intrinsic_dim(
         raise ValueError(f"d_min must be <= d_max, got {d_min} > {d_max}")
     if not (isinstance(factor, (int, float)) and factor > 1):
         raise ValueError(f"factor must be > 1, got {factor!r}")
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
     target = threshold * baseline
     seen: dict[int, float] = {}
 
@@ -365,7 +376,7 @@ def search_intrinsic_dim(
         d = min(d_max, max(d + 1, int(math.ceil(d * factor))))
     if hi is not None:
         lo = max(lo, d_min - 1)
-        while hi - lo > 1:
+        while hi - lo > 1 and hi - lo > rtol * hi:
             mid = (lo + hi) // 2
             if passes(mid):
                 hi = mid
@@ -379,6 +390,7 @@ def search_intrinsic_dim(
         baseline=float(baseline),
         dims=tuple(seen.keys()),
         performances=tuple(seen.values()),
+        bracket=float(hi - lo) if hi is not None else math.nan,
     )
 
 
@@ -428,6 +440,7 @@ def intrinsic_dim_ci(
     d_min: int = 1,
     d_max: int,
     factor: float = 2.0,
+    rtol: float = 0.0,
     confidence: float = 0.95,
     num_bootstrap: int = 2000,
     bootstrap_seed: int = 0,
@@ -446,15 +459,48 @@ def intrinsic_dim_ci(
     Raises:
         ValueError: Fewer than 2 seeds, bad ``confidence`` or ``num_bootstrap``.
     """
+    _check_ci_args(seeds, confidence, num_bootstrap)
+    searches = [
+        search_intrinsic_dim(lambda d, s=s: performance_fn(d, s), baseline, threshold=threshold, d_min=d_min, d_max=d_max, factor=factor,
+                             rtol=rtol)
+        for s in seeds
+    ]
+    return bootstrap_ci(searches, seeds, confidence=confidence, num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed)
+
+
+def _check_ci_args(seeds: Sequence[int], confidence: float, num_bootstrap: int) -> None:
     if len(seeds) < 2:
         raise ValueError(f"need at least 2 seeds for a confidence interval, got {list(seeds)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     _check_int("num_bootstrap", num_bootstrap, minimum=100)
-    searches = tuple(
-        search_intrinsic_dim(lambda d, s=s: performance_fn(d, s), baseline, threshold=threshold, d_min=d_min, d_max=d_max, factor=factor)
-        for s in seeds
-    )
+
+
+def bootstrap_ci(
+    searches: Sequence[IntrinsicDimResult],
+    seeds: Sequence[int],
+    *,
+    confidence: float = 0.95,
+    num_bootstrap: int = 2000,
+    bootstrap_seed: int = 0,
+) -> IntrinsicDimCI:
+    """Percentile-bootstrap interval of the mean ``d_int`` over per-seed searches (run
+    separately, e.g. in parallel; seeds that did not reach the target are left out).
+
+    Args:
+        searches: One :func:`search_intrinsic_dim` result per seed.
+        seeds: Their seeds (at least 2).
+        confidence: CI level in (0, 1).
+        num_bootstrap: Resamples (>= 100).
+        bootstrap_seed: Seed of the resampling (NumPy generator).
+
+    Raises:
+        ValueError: Fewer than 2 seeds, lengths differ, bad ``confidence`` or ``num_bootstrap``.
+    """
+    _check_ci_args(seeds, confidence, num_bootstrap)
+    if len(searches) != len(seeds):
+        raise ValueError(f"need one search per seed, got {len(searches)} searches for {len(seeds)} seeds")
+    searches = tuple(searches)
     values = np.array([r.d_int for r in searches], dtype=np.float64)
     ok = values[np.isfinite(values)]
     if ok.size == 0:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -59,9 +60,10 @@ from landscape.curvature import HessianOperator, logdet, top_eigenpairs
 from landscape.curvature import trace as estimate_trace
 
 from .connectivity import OBJECTIVES, SURROGATES, PathEvaluation, fit_bezier, linear_path
-from .functional import BIAS_POLICIES, Batch, LossFn, has_batchnorm, parameter_dict
-from .intrinsic_dim import PROJECTIONS, IntrinsicDimCI, intrinsic_dim_ci, train_subspace
+from .functional import BIAS_POLICIES, Batch, Evaluation, LossFn, Objective, has_batchnorm, parameter_dict
+from .intrinsic_dim import PROJECTIONS, IntrinsicDimCI, IntrinsicDimResult, bootstrap_ci, search_intrinsic_dim, train_subspace
 from .invariance import invariance_audit, rescale_layers
+from .parallel import map_forked
 from .permutation import align
 from .scans import LineScan, PlaneScan, hessian_plane_scan, line_scan, plot_contour, plot_line, plot_surface, random_plane_scan
 from .sde import GaussianWells, OccupancyStudy, Surface2D, TiltedDoubleWell, occupancy_study
@@ -352,6 +354,9 @@ class ProbeConfig(_Checked):
     """Settings of the ``probe`` stage for one experiment group (``probes.<experiment>``).
 
     Attributes:
+        configs: Configs of the experiment that get probes at all (the ``probe`` stage has
+            one entry per name; ``"all"`` in code). Each probe's own ``configs`` selects
+            among these, ``"all"`` meaning all of them.
         num_examples: Examples of the fixed probe subset (part of the training split): the
             "train" side of barriers and scans, and the loss of sharpness and invariance.
         test_examples: Examples of the test split (the "test" side).
@@ -364,6 +369,7 @@ class ProbeConfig(_Checked):
             ``configs`` selection.
     """
 
+    configs: str | tuple[str, ...] = field(default="all", metadata=_SELECTION)
     num_examples: int = field(default=500, metadata=_int_at_least(2))
     test_examples: int = field(default=500, metadata=_int_at_least(2))
     batch_size: int = field(default=500, metadata=_int_at_least(1))
@@ -377,16 +383,26 @@ class ProbeConfig(_Checked):
     invariance: InvarianceSettings = field(default_factory=InvarianceSettings)
 
     def probes_for(self, config_name: str) -> tuple[str, ...]:
-        """The probes selected for ``config_name``, in :data:`PROBES` order."""
+        """The probes selected for ``config_name``, in :data:`PROBES` order (none if the
+        config is not in :attr:`configs`)."""
+        if not self.selects(config_name):
+            return ()
         return tuple(p for p in PROBES if getattr(self, p).selects(config_name))
 
     def check_configs(self, known: Collection[str], where: str = "probes") -> None:
-        """Raise ``ConfigError`` if a probe's ``configs`` list names an unknown config.
+        """Raise ``ConfigError`` if a ``configs`` list names an unknown config, or a probe's
+        list names a config outside this section's :attr:`configs`.
 
         Args:
             known: Config names of the experiment.
             where: Key path of this section, for the message.
         """
+        if self.configs != "all":
+            unknown = [c for c in self.configs if c not in known]
+            if unknown:
+                raise ConfigError(f"{where}.configs names unknown config {unknown[0]!r}; configs of this experiment: {sorted(known)}")
+            if len(set(self.configs)) != len(self.configs):
+                raise ConfigError(f"{where}.configs={list(self.configs)!r} repeats a config")
         for p in PROBES:
             sel = getattr(self, p).configs
             if sel == "all":
@@ -394,6 +410,9 @@ class ProbeConfig(_Checked):
             unknown = [c for c in sel if c not in known]
             if unknown:
                 raise ConfigError(f"{where}.{p}.configs names unknown config {unknown[0]!r}; configs of this experiment: {sorted(known)}")
+            outside = [c for c in sel if not self.selects(c)]
+            if outside:
+                raise ConfigError(f"{where}.{p}.configs names {outside[0]!r}, which is not in {where}.configs={list(self.configs)!r}")
 
 
 # ===================================================================== landscape probes
@@ -467,6 +486,23 @@ class ProbeReport:
             figs[name] = plot_contour(scan, metric="loss", log=True)
             if self.results.get("scans", {}).get("settings", {}).get("surface_plots", False):
                 figs[f"{name}_surface"] = plot_surface(scan, metric="loss", log=True)
+        barriers = self.results.get("barriers", {})
+        if barriers.get("status") == "done":  # every pair's straight-line profile, raw and weight-matched
+            fig = _new_figure((9.0, 3.5))
+            axes = (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2))
+            for ax, split in zip(axes, ("train", "test")):
+                for j, pair in enumerate(barriers["pairs"]):
+                    for kind, style in (("raw", "-"), ("aligned", "--")):
+                        key = f"barriers.{split}.{kind}.{pair}"
+                        if f"{key}.losses" in self.arrays:
+                            ax.plot(self.arrays[f"{key}.ts"], self.arrays[f"{key}.losses"], style, color=f"C{j % 10}", lw=1,
+                                    label=f"{pair} {kind}" if split == "train" else None)
+                ax.set_xlabel("t")
+                ax.set_ylabel(f"{split} loss (bn={barriers['bn_mode']})")
+            axes[0].set_title("straight lines between seeds (dashed: weight-matched)")
+            axes[0].legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            figs["barriers"] = fig
         for name, curves in self.paths.items():
             fig = _new_figure((9.0, 3.5))
             axes = (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2))
@@ -547,7 +583,8 @@ def _model_at(template: nn.Module, params: Mapping[str, Tensor]) -> nn.Module:
 
 @dataclass
 class _Context:
-    """What every probe of one config needs (private; accumulates arrays and plot data)."""
+    """What every probe task of one config needs (private). A task writes its arrays and
+    plot data into a fresh copy's collectors, which the caller merges in task order."""
 
     template: nn.Module
     device: torch.device
@@ -560,10 +597,24 @@ class _Context:
     done: list[TrainedRun]
     params: dict[int, dict[str, Tensor]]
     pairs: list[tuple[int, int]]
+    ends: dict[tuple[int, str], Evaluation] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     line_scans: dict[str, tuple[LineScan, ...]] = field(default_factory=dict)
     plane_scans: dict[str, PlaneScan] = field(default_factory=dict)
     paths: dict[str, tuple[tuple[str, PathEvaluation], ...]] = field(default_factory=dict)
+
+    def fresh(self) -> _Context:
+        """A copy sharing everything but with empty collectors."""
+        return dataclasses.replace(self, arrays={}, line_scans={}, plane_scans={}, paths={})
+
+    def merge(self, other: _Context) -> None:
+        self.arrays.update(other.arrays)
+        self.line_scans.update(other.line_scans)
+        self.plane_scans.update(other.plane_scans)
+        self.paths.update(other.paths)
+
+    def end_evals(self, a: int, b: int, split: str) -> tuple[Evaluation | None, Evaluation | None]:
+        return self.ends.get((a, split)), self.ends.get((b, split))
 
 
 def run_landscape_probes(
@@ -574,12 +625,18 @@ def run_landscape_probes(
     config_name: str,
     model_spec: Mapping[str, Any],
     loss_fn: LossFn = F.cross_entropy,
+    workers: int = 1,
 ) -> ProbeReport:
     """Every landscape probe selected for one config, over all its seeds.
 
     Pairs are all ``(a, b)`` with ``a < b`` among completed runs (in the order given);
     the line and plane scans and the invariance audit use the first completed run (and
     the second for the line). Runs that did not complete are recorded and skipped.
+
+    The work is split into independent tasks (one per seed pair for barriers and Bezier
+    curves, one per seed for sharpness, one per scan, the audit), each seeded on its
+    own, so the results are the same for any ``workers``. Each seed's end point loss on
+    the train and test batches is evaluated once and shared by all its paths.
 
     Args:
         runs: The config's runs (one per seed), sharing one architecture.
@@ -590,12 +647,15 @@ def run_landscape_probes(
         model_spec: Model name and options (``{"name": "mlp", "activation": ...}``);
             decides whether the ReLU rescaling audit applies and which layers it rescales.
         loss_fn: ``loss_fn(outputs, targets)`` -> batch mean.
+        workers: Forked CPU worker processes for the tasks (:func:`map_forked`; 1 runs
+            everything in this process, as on an accelerator).
 
     Returns:
         A :class:`ProbeReport`.
 
     Raises:
-        ValueError: ``runs`` is empty, has repeated seeds, or ``data`` lacks a split.
+        ValueError: ``runs`` is empty, has repeated seeds, ``data`` lacks a split, or
+            ``workers`` is not an int >= 1.
     """
     if len(runs) == 0:
         raise ValueError("runs must contain at least one TrainedRun")
@@ -605,6 +665,8 @@ def run_landscape_probes(
     for split in ("probe", "test", "train"):
         if split not in data:
             raise ValueError(f"data must have the splits 'probe', 'test' and 'train'; missing {split!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     done = [r for r in runs if r.status == "completed" and r.model is not None]
     probes = config.probes_for(config_name)
     results: dict[str, Any] = {
@@ -624,6 +686,7 @@ def run_landscape_probes(
         results.update({p: {"status": "skipped: no completed run"} for p in probes})
         return ProbeReport(results, summary, {}, {}, {}, {})
 
+    t_start = time.perf_counter()
     template = done[0].model
     device = next(template.parameters()).device
     bn = has_batchnorm(template)
@@ -647,23 +710,36 @@ def run_landscape_probes(
     results["data"] = {"train_examples": _count(ctx.train_b), "test_examples": _count(ctx.test_b),
                        "train_source": "probe subset of the training split"}
     summary["bn_mode"] = bn_mode
-    runners = {
-        "barriers": lambda: _barriers(ctx, config.barriers),
-        "bezier": lambda: _bezier(ctx, config.bezier),
-        "scans": lambda: _scans(ctx, config.scans),
-        "sharpness": lambda: _sharpness(ctx, config.sharpness),
-        "invariance": lambda: _invariance(ctx, config, model_spec, loss_fn),
+    tasks = _plan_tasks(ctx, config, probes)
+    if any(t[0] in ("barriers", "bezier") for t in tasks):  # every seed's end points, once
+        used = {s for t in tasks if t[0] == "barriers" for s in t[1:]} | {s for t in tasks if t[0] == "bezier" for s in t[1:]}
+        splits = [("test", ctx.test_b)] + ([("train", ctx.train_b)] if any(t[0] == "barriers" for t in tasks) else [])
+        for seed in sorted(used):
+            for split, batches in splits:
+                ctx.ends[(seed, split)] = Objective(template, batches, **ctx.common).evaluate(ctx.params[seed])
+    runner = functools.partial(_run_task, ctx, config, model_spec, loss_fn)
+    outputs = dict(zip(tasks, map_forked(runner, tasks, workers)))
+    for task in tasks:  # merge in plan order: the same arrays and figures for any worker count
+        ctx.merge(outputs[task][1])
+    assemblers = {
+        "barriers": lambda: _assemble_barriers(ctx, config.barriers, outputs),
+        "bezier": lambda: _assemble_bezier(ctx, config.bezier, outputs),
+        "scans": lambda: _assemble_scans(ctx, config.scans, outputs),
+        "sharpness": lambda: _assemble_sharpness(ctx, outputs),
+        "invariance": lambda: outputs[("invariance",)][0],
     }
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
     for probe in probes:
-        t0, c0 = time.perf_counter(), time.process_time()
-        results[probe], head = runners[probe]()
+        results[probe], head = assemblers[probe]()
         if head is not None:
             summary[probe] = head
-        timings[probe], cpu[probe] = time.perf_counter() - t0, time.process_time() - c0
+        mine = [out for task, out in outputs.items() if task[0] == probe]
+        timings[probe] = sum(out[2] for out in mine)
+        cpu[probe] = sum(out[3] for out in mine)
     results["timings_s"], results["cpu_s"] = timings, cpu
-    summary["wall_time_s"], summary["cpu_time_s"] = sum(timings.values()), sum(cpu.values())
+    results["workers"] = min(workers, max(1, len(tasks)))
+    summary["wall_time_s"], summary["cpu_time_s"] = time.perf_counter() - t_start, sum(cpu.values())
     return ProbeReport(results, summary, ctx.arrays, ctx.line_scans, ctx.plane_scans, ctx.paths)
 
 
@@ -671,40 +747,88 @@ def _count(batches: Sequence[Batch]) -> int:
     return sum(int(b[1].shape[0]) for b in batches)
 
 
-def _barriers(ctx: _Context, s: BarrierSettings) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Straight-line barriers of every pair, train and test, raw and weight-matched."""
+def _plan_tasks(ctx: _Context, config: ProbeConfig, probes: Sequence[str]) -> list[tuple]:
+    """The independent tasks of the selected probes, costliest kinds first."""
+    tasks: list[tuple] = []
+    if "bezier" in probes:
+        tasks += [("bezier", a, b) for a, b in ctx.pairs[: config.bezier.num_pairs]]
+    if "invariance" in probes:
+        tasks.append(("invariance",))
+    if "barriers" in probes:
+        use = ctx.pairs if config.barriers.max_pairs is None else ctx.pairs[: config.barriers.max_pairs]
+        tasks += [("barriers", a, b) for a, b in use]
+    if "sharpness" in probes:
+        tasks += [("sharpness", r.seed) for r in ctx.done]
+    if "scans" in probes:
+        if config.scans.hessian_plane:
+            tasks.append(("scans", "hessian_plane"))
+        tasks.append(("scans", "random_plane"))
+        if len(ctx.done) >= 2:
+            tasks.append(("scans", "line"))
+    return tasks
+
+
+def _run_task(ctx: _Context, config: ProbeConfig, model_spec: Mapping[str, Any], loss_fn: LossFn, task: tuple) -> tuple:
+    """One task on a fresh context: ``(value, context with its arrays, wall s, CPU s)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    local = ctx.fresh()
+    kind = task[0]
+    if kind == "barriers":
+        value = _barrier_pair(local, config.barriers, *task[1:])
+    elif kind == "bezier":
+        value = _bezier_pair(local, config.bezier, *task[1:])
+    elif kind == "sharpness":
+        value = _sharpness_seed(local, config.sharpness, task[1])
+    elif kind == "scans":
+        value = {"line": _line_scan, "random_plane": _random_plane, "hessian_plane": _hessian_plane}[task[1]](local, config.scans)
+    elif kind == "invariance":
+        value = _invariance(local, config, model_spec, loss_fn)
+    else:  # pragma: no cover - _plan_tasks only emits the kinds above
+        raise ValueError(f"unknown probe task {task!r}")
+    return value, local, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _barrier_pair(ctx: _Context, s: BarrierSettings, a: int, b: int) -> tuple[dict[str, Any], str]:
+    """Straight-line barriers of one pair, train and test, raw and weight-matched."""
+    key = f"s{a}-s{b}"
+    grid = np.linspace(0.0, 1.0, s.num_points)
+    entry: dict[str, Any] = {}
+    ends = {"raw": ctx.params[b]}
+    align_status = "not requested"
+    if s.align:
+        states = {r.seed: r.model.state_dict() for r in ctx.done if r.seed in (a, b)}
+        try:
+            aligned_state, match = align(ctx.template, states[a], states[b], ctx.example, restarts=s.align_restarts,
+                                         max_sweeps=s.align_max_sweeps, seed=s.seed)
+        except ValueError as exc:  # the tracer cannot follow this architecture: recorded, not hidden
+            align_status = f"skipped: {exc}"
+        else:
+            align_status = "done"
+            ends["aligned"] = {n: aligned_state[n] for n in ctx.params[b]}
+            entry["matching"] = {"objective_start": float(match.objective[0]), "objective_end": float(match.objective[-1]),
+                                 "sweeps": match.sweeps, "converged": match.converged,
+                                 "restart_objectives": match.restart_objectives.tolist()}
+    for split, batches in (("train", ctx.train_b), ("test", ctx.test_b)):
+        entry[split] = {}
+        ev_a, ev_b = ctx.end_evals(a, b, split)
+        for kind, end in ends.items():
+            known = (ev_a, ev_b if kind == "raw" else None)  # the aligned end is another point: evaluated
+            pe = linear_path(ctx.template, ctx.params[a], end, batches, ts=grid, end_evals=known, **ctx.common)
+            entry[split][kind] = {**_path_summary(pe), "losses": pe.losses.tolist(), "errors": pe.errors.tolist()}
+            _path_arrays(ctx.arrays, f"barriers.{split}.{kind}.{key}", pe)
+        if "aligned" in entry[split]:  # weight matching preserves the function: the end loss must not move
+            raw_end, aligned_end = entry[split]["raw"]["end_losses"][1], entry[split]["aligned"]["end_losses"][1]
+            entry[split]["aligned_end_loss_change"] = abs(aligned_end - raw_end)
+    return entry, align_status
+
+
+def _assemble_barriers(ctx: _Context, s: BarrierSettings, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if not ctx.pairs:
         return {"status": "skipped: fewer than 2 completed runs"}, None
-    use = ctx.pairs if s.max_pairs is None else ctx.pairs[: s.max_pairs]
-    grid = np.linspace(0.0, 1.0, s.num_points)
-    states = {r.seed: r.model.state_dict() for r in ctx.done}
-    per_pair: dict[str, Any] = {}
-    align_status = "done" if s.align else "not requested"
-    for a, b in use:
-        key = f"s{a}-s{b}"
-        entry: dict[str, Any] = {}
-        ends = {"raw": ctx.params[b]}
-        if align_status == "done":
-            try:
-                aligned_state, match = align(ctx.template, states[a], states[b], ctx.example, restarts=s.align_restarts,
-                                             max_sweeps=s.align_max_sweeps, seed=s.seed)
-            except ValueError as exc:  # the tracer cannot follow this architecture: recorded, not hidden
-                align_status = f"skipped: {exc}"
-            else:
-                ends["aligned"] = {n: aligned_state[n] for n in ctx.params[b]}
-                entry["matching"] = {"objective_start": float(match.objective[0]), "objective_end": float(match.objective[-1]),
-                                     "sweeps": match.sweeps, "converged": match.converged,
-                                     "restart_objectives": match.restart_objectives.tolist()}
-        for split, batches in (("train", ctx.train_b), ("test", ctx.test_b)):
-            entry[split] = {}
-            for kind, end in ends.items():
-                pe = linear_path(ctx.template, ctx.params[a], end, batches, ts=grid, **ctx.common)
-                entry[split][kind] = {**_path_summary(pe), "losses": pe.losses.tolist(), "errors": pe.errors.tolist()}
-                _path_arrays(ctx.arrays, f"barriers.{split}.{kind}.{key}", pe)
-            if "aligned" in entry[split]:  # weight matching preserves the function: the end loss must not move
-                raw_end, aligned_end = entry[split]["raw"]["end_losses"][1], entry[split]["aligned"]["end_losses"][1]
-                entry[split]["aligned_end_loss_change"] = abs(aligned_end - raw_end)
-        per_pair[key] = entry
+    mine = [(task, out[0]) for task, out in outputs.items() if task[0] == "barriers"]
+    per_pair = {f"s{t[1]}-s{t[2]}": value[0] for t, value in mine}
+    statuses = [value[1] for _, value in mine]
+    align_status = next((st for st in statuses if st != "done"), "done") if s.align else "not requested"
     agg: dict[str, Any] = {}
     for split in ("train", "test"):
         for kind in ("raw", "aligned"):
@@ -712,82 +836,99 @@ def _barriers(ctx: _Context, s: BarrierSettings) -> tuple[dict[str, Any], dict[s
             if vals:
                 agg[f"{split}.{kind}"] = {m: _mean_sd([v[m] for v in vals]) for m in ("barrier", "barrier_interp", "error_barrier")}
     entry = {"status": "done", "pairs": per_pair, "summary": agg, "alignment": align_status, "bn_mode": ctx.bn_mode,
-             "num_pairs": len(use), "num_pairs_total": len(ctx.pairs), "ts": grid.tolist()}
+             "num_pairs": len(per_pair), "num_pairs_total": len(ctx.pairs), "ts": np.linspace(0.0, 1.0, s.num_points).tolist()}
     return entry, {k: {m: v[m]["mean"] for m in v} for k, v in agg.items()}
 
 
-def _bezier(ctx: _Context, s: BezierSettings) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _bezier_pair(ctx: _Context, s: BezierSettings, a: int, b: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Bezier curves (each objective) vs the straight line, on the curve's training data and on test."""
-    if not ctx.pairs:
-        return {"status": "skipped: fewer than 2 completed runs"}, None
     curve_train = _batches(*ctx.train_data, s.train_examples, s.batch_size, ctx.device)
     grid = np.linspace(0.0, 1.0, s.num_points)
+    key = f"s{a}-s{b}"
+    pa, pb = ctx.params[a], ctx.params[b]
+    train_obj = Objective(ctx.template, curve_train, **ctx.common)
+    ends = {"train": (train_obj.evaluate(pa), train_obj.evaluate(pb)), "test": ctx.end_evals(a, b, "test")}
+    straight = {
+        split: linear_path(ctx.template, pa, pb, bt, ts=grid, end_evals=ends[split], **ctx.common)
+        for split, bt in (("train", curve_train), ("test", ctx.test_b))
+    }
+    entry: dict[str, Any] = {"straight": {k: {**_path_summary(v), "losses": v.losses.tolist()} for k, v in straight.items()}}
+    head: dict[str, Any] = {}
+    curves: list[tuple[str, PathEvaluation]] = [(f"{k}:straight", v) for k, v in straight.items()]
+    for split, v in straight.items():
+        _path_arrays(ctx.arrays, f"bezier.{key}.straight.{split}", v)
+    for objective in s.objectives:
+        res = fit_bezier(ctx.template, pa, pb, curve_train, num_bends=s.num_bends, objective=objective, steps=s.steps, lr=s.lr,
+                         seed=s.seed, ts_per_step=s.ts_per_step, minimax_ts=np.linspace(0.1, 0.9, s.minimax_points),
+                         surrogate=s.surrogate, temperature=s.temperature, top_k=s.top_k, eval_ts=grid, test_batches=ctx.test_b,
+                         end_evals=ends, **ctx.common)
+        c_entry: dict[str, Any] = {"settings": res.settings, "history": res.history.tolist()}
+        for split, pe in (("train", res.train), ("test", res.test)):
+            st = straight[split]
+            below = bool(pe.barrier < st.barrier)
+            c_entry[split] = {**_path_summary(pe), "losses": pe.losses.tolist(), "straight_barrier": st.barrier,
+                              "barrier_reduction": st.barrier - pe.barrier, "below_straight": below}
+            curves.append((f"{split}:bezier-{objective}", pe))
+            _path_arrays(ctx.arrays, f"bezier.{key}.{objective}.{split}", pe)
+            head[f"{key}.{objective}.{split}"] = {"straight": st.barrier, "curve": pe.barrier, "below_straight": below}
+        ctx.arrays[f"bezier.{key}.{objective}.control_points"] = res.curve.control_points[1:-1].detach().cpu().numpy()
+        entry[objective] = c_entry
+    ctx.paths[f"bezier_{key}"] = tuple(curves)
+    return entry, head
+
+
+def _assemble_bezier(ctx: _Context, s: BezierSettings, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    if not ctx.pairs:
+        return {"status": "skipped: fewer than 2 completed runs"}, None
     per_pair: dict[str, Any] = {}
     head: dict[str, Any] = {}
-    for a, b in ctx.pairs[: s.num_pairs]:
-        key = f"s{a}-s{b}"
-        pa, pb = ctx.params[a], ctx.params[b]
-        straight = {
-            split: linear_path(ctx.template, pa, pb, bt, ts=grid, **ctx.common) for split, bt in (("train", curve_train), ("test", ctx.test_b))
-        }
-        entry: dict[str, Any] = {"straight": {k: {**_path_summary(v), "losses": v.losses.tolist()} for k, v in straight.items()}}
-        curves: list[tuple[str, PathEvaluation]] = [(f"{k}:straight", v) for k, v in straight.items()]
-        for split, v in straight.items():
-            _path_arrays(ctx.arrays, f"bezier.{key}.straight.{split}", v)
-        for objective in s.objectives:
-            res = fit_bezier(ctx.template, pa, pb, curve_train, num_bends=s.num_bends, objective=objective, steps=s.steps, lr=s.lr,
-                             seed=s.seed, ts_per_step=s.ts_per_step, minimax_ts=np.linspace(0.1, 0.9, s.minimax_points),
-                             surrogate=s.surrogate, temperature=s.temperature, top_k=s.top_k, eval_ts=grid, test_batches=ctx.test_b,
-                             **ctx.common)
-            c_entry: dict[str, Any] = {"settings": res.settings, "history": res.history.tolist()}
-            for split, pe in (("train", res.train), ("test", res.test)):
-                st = straight[split]
-                below = bool(pe.barrier < st.barrier)
-                c_entry[split] = {**_path_summary(pe), "losses": pe.losses.tolist(), "straight_barrier": st.barrier,
-                                  "barrier_reduction": st.barrier - pe.barrier, "below_straight": below}
-                curves.append((f"{split}:bezier-{objective}", pe))
-                _path_arrays(ctx.arrays, f"bezier.{key}.{objective}.{split}", pe)
-                head[f"{key}.{objective}.{split}"] = {"straight": st.barrier, "curve": pe.barrier, "below_straight": below}
-            ctx.arrays[f"bezier.{key}.{objective}.control_points"] = res.curve.control_points[1:-1].detach().cpu().numpy()
-            entry[objective] = c_entry
-        per_pair[key] = entry
-        ctx.paths[f"bezier_{key}"] = tuple(curves)
-    entry = {"status": "done", "pairs": per_pair, "bn_mode": ctx.bn_mode, "train_examples": _count(curve_train),
+    for task, out in outputs.items():
+        if task[0] == "bezier":
+            per_pair[f"s{task[1]}-s{task[2]}"], h = out[0]
+            head.update(h)
+    entry = {"status": "done", "pairs": per_pair, "bn_mode": ctx.bn_mode, "train_examples": min(s.train_examples, int(ctx.train_data[1].shape[0])),
              "train_source": "first examples of the training split"}
     return entry, head
 
 
-def _scans(ctx: _Context, s: ScanSettings) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Line scan between the first two runs; random and Hessian planes around the first."""
+def _line_scan(ctx: _Context, s: ScanSettings) -> dict[str, Any]:
+    """Interpolation scan ``alpha in [line_min, line_max]`` between the first two runs."""
+    first, second = ctx.done[0], ctx.done[1]
+    alphas = np.union1d(np.linspace(s.line_min, s.line_max, s.line_points), [0.0, 1.0])  # both solutions on the grid
+    scans = tuple(line_scan(ctx.template, ctx.params[first.seed], ctx.params[second.seed], bt, alphas=alphas, **ctx.common)
+                  for bt in (ctx.train_b, ctx.test_b))
+    for split, sc in zip(("train", "test"), scans):
+        ctx.arrays[f"scans.line.{split}.alphas"] = sc.alphas
+        ctx.arrays[f"scans.line.{split}.losses"] = sc.losses
+        ctx.arrays[f"scans.line.{split}.errors"] = sc.errors
+    ctx.line_scans[f"line_s{first.seed}-s{second.seed}"] = scans
+    return {"seeds": [first.seed, second.seed], "train": scans[0].to_dict(), "test": scans[1].to_dict()}
+
+
+def _random_plane(ctx: _Context, s: ScanSettings) -> dict[str, Any]:
+    """Filter-normalised random plane around the first run."""
     first = ctx.done[0]
-    ref = ctx.params[first.seed]
-    entry: dict[str, Any] = {"status": "done", "settings": dataclasses.asdict(s), "bn_mode": ctx.bn_mode, "center_seed": first.seed}
-    if len(ctx.done) >= 2:
-        second = ctx.done[1]
-        alphas = np.union1d(np.linspace(s.line_min, s.line_max, s.line_points), [0.0, 1.0])  # both solutions on the grid
-        scans = tuple(
-            line_scan(ctx.template, ref, ctx.params[second.seed], bt, alphas=alphas, **ctx.common) for bt in (ctx.train_b, ctx.test_b)
-        )
-        entry["line"] = {"seeds": [first.seed, second.seed], "train": scans[0].to_dict(), "test": scans[1].to_dict()}
-        for split, sc in zip(("train", "test"), scans):
-            ctx.arrays[f"scans.line.{split}.alphas"] = sc.alphas
-            ctx.arrays[f"scans.line.{split}.losses"] = sc.losses
-            ctx.arrays[f"scans.line.{split}.errors"] = sc.errors
-        ctx.line_scans[f"line_s{first.seed}-s{second.seed}"] = scans
-    else:
-        entry["line"] = {"status": "skipped: fewer than 2 completed runs"}
     coords = np.linspace(-s.plane_span, s.plane_span, s.plane_points)
-    rp = random_plane_scan(ctx.template, ref, ctx.train_b, seed=s.direction_seed, bias_policy=s.bias_policy, xs=coords, **ctx.common)
-    entry["random_plane"] = _plane_summary(rp)
+    rp = random_plane_scan(ctx.template, ctx.params[first.seed], ctx.train_b, seed=s.direction_seed, bias_policy=s.bias_policy, xs=coords,
+                           **ctx.common)
     _plane_arrays(ctx.arrays, "scans.random_plane", rp)
     ctx.plane_scans[f"plane_random_seed{first.seed}"] = rp
-    entry["hessian_plane"] = {"status": "not requested"}
-    if s.hessian_plane:
-        entry["hessian_plane"] = _hessian_plane(ctx, s, first)
+    return _plane_summary(rp)
+
+
+def _assemble_scans(ctx: _Context, s: ScanSettings, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    entry: dict[str, Any] = {"status": "done", "settings": dataclasses.asdict(s), "bn_mode": ctx.bn_mode, "center_seed": ctx.done[0].seed}
+    line = outputs.get(("scans", "line"))
+    entry["line"] = line[0] if line is not None else {"status": "skipped: fewer than 2 completed runs"}
+    entry["random_plane"] = outputs[("scans", "random_plane")][0]
+    hp = outputs.get(("scans", "hessian_plane"))
+    entry["hessian_plane"] = hp[0] if hp is not None else {"status": "not requested"}
     return entry, None
 
 
-def _hessian_plane(ctx: _Context, s: ScanSettings, run: TrainedRun) -> dict[str, Any]:
+def _hessian_plane(ctx: _Context, s: ScanSettings) -> dict[str, Any]:
+    """Plane of the cached top-2 Hessian eigenvectors around the first run."""
+    run = ctx.done[0]
     vecs, lam = run.ritz_vectors, run.ritz_values
     if vecs is None or vecs.ndim != 2 or vecs.shape[1] < 2:
         return {"status": "skipped: no cached Ritz vectors (k >= 2) for this run"}
@@ -816,19 +957,21 @@ def _hessian_plane(ctx: _Context, s: ScanSettings, run: TrainedRun) -> dict[str,
             "ritz_bn_mode": run.ritz_bn_mode, "bn_policy": s.hessian_bn_mode}
 
 
-def _sharpness(ctx: _Context, s: SharpnessSettings) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Worst-case (L2, L-inf), average-case and adaptive sharpness of every completed run."""
-    per_seed = {}
+def _sharpness_seed(ctx: _Context, s: SharpnessSettings, seed: int) -> dict[str, Any]:
+    """Worst-case (L2, L-inf), average-case and adaptive sharpness of one run."""
+    run = next(r for r in ctx.done if r.seed == seed)
+    th = ctx.params[seed]
     asc = {"steps": s.steps, "restarts": s.restarts, "seed": s.seed}
-    for r in ctx.done:
-        th = ctx.params[r.seed]
-        l2 = worst_case_sharpness(ctx.template, th, ctx.train_b, eps=s.eps_l2, norm="l2", **asc, **ctx.common)
-        linf = worst_case_sharpness(ctx.template, th, ctx.train_b, eps=s.eps_linf, norm="linf", **asc, **ctx.common)
-        avg = average_sharpness(ctx.template, th, ctx.train_b, sigma=s.sigma, num_samples=s.num_samples, seed=s.seed, **ctx.common)
-        ada = adaptive_sharpness(ctx.template, th, ctx.train_b, eps=s.adaptive_eps, norm="l2", xi=s.adaptive_xi, **asc, **ctx.common)
-        per_seed[f"seed{r.seed}"] = {"worst_l2": l2.to_dict(), "worst_linf": linf.to_dict(), "average": avg.to_dict(),
-                                     "adaptive_l2": ada.to_dict(), "test_error": r.test_error,
-                                     "param_norm": float(torch.cat([t.reshape(-1) for t in th.values()]).norm())}
+    l2 = worst_case_sharpness(ctx.template, th, ctx.train_b, eps=s.eps_l2, norm="l2", **asc, **ctx.common)
+    linf = worst_case_sharpness(ctx.template, th, ctx.train_b, eps=s.eps_linf, norm="linf", **asc, **ctx.common)
+    avg = average_sharpness(ctx.template, th, ctx.train_b, sigma=s.sigma, num_samples=s.num_samples, seed=s.seed, **ctx.common)
+    ada = adaptive_sharpness(ctx.template, th, ctx.train_b, eps=s.adaptive_eps, norm="l2", xi=s.adaptive_xi, **asc, **ctx.common)
+    return {"worst_l2": l2.to_dict(), "worst_linf": linf.to_dict(), "average": avg.to_dict(), "adaptive_l2": ada.to_dict(),
+            "test_error": run.test_error, "param_norm": float(torch.cat([t.reshape(-1) for t in th.values()]).norm())}
+
+
+def _assemble_sharpness(ctx: _Context, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    per_seed = {f"seed{t[1]}": out[0] for t, out in outputs.items() if t[0] == "sharpness"}
     agg = {k: _mean_sd([v[k]["value"] for v in per_seed.values()]) for k in ("worst_l2", "worst_linf", "average", "adaptive_l2")}
     return {"status": "done", "seeds": per_seed, "summary": agg, "bn_mode": ctx.bn_mode}, {k: v["mean"] for k, v in agg.items()}
 
@@ -927,6 +1070,8 @@ class ToyTaskSettings(_Checked):
             short budget can miss ``d = m`` and report ``m + 1``.
         momentum: Heavy-ball momentum of ``sgd``.
         d_min, d_max, factor: Search grid (see ``search_intrinsic_dim``).
+        rtol: Relative stop tolerance of the bisection (0: exact integer ``d_int``, which
+            the known answer of this task calls for).
         projections: Projections of this task (``null``: the stage's ``projections``).
     """
 
@@ -940,6 +1085,7 @@ class ToyTaskSettings(_Checked):
     d_min: int = field(default=1, metadata=_int_at_least(1))
     d_max: int = field(default=20, metadata=_int_at_least(1))
     factor: float = field(default=2.0, metadata=_rule("a number > 1", lambda x: x > 1))
+    rtol: float = field(default=0.0, metadata=_rule("a number in [0, 1)", lambda x: 0 <= x < 1))
     projections: tuple[str, ...] | None = field(default=None, metadata=_optional_subset_of(SUBSPACE_PROJECTIONS))
 
     def _extra_checks(self) -> None:
@@ -967,6 +1113,8 @@ class ModelTaskSettings(_Checked):
             that suits ``z`` can be unstable for all ``D`` weights at once.
         bn_mode: Evaluation policy for BatchNorm networks.
         d_min, d_max, factor: Search grid (``d_max`` is capped at the parameter count).
+        rtol: Relative stop tolerance of the bisection: it stops once the bracket is
+            within ``rtol * d`` (each evaluation is a full subspace training).
         projections: Projections of this task (``null``: the stage's ``projections``).
     """
 
@@ -984,6 +1132,7 @@ class ModelTaskSettings(_Checked):
     d_min: int = field(default=16, metadata=_int_at_least(1))
     d_max: int = field(default=4096, metadata=_int_at_least(1))
     factor: float = field(default=2.0, metadata=_rule("a number > 1", lambda x: x > 1))
+    rtol: float = field(default=0.05, metadata=_rule("a number in [0, 1)", lambda x: 0 <= x < 1))
     projections: tuple[str, ...] | None = field(default=None, metadata=_optional_subset_of(SUBSPACE_PROJECTIONS))
 
     def _extra_checks(self) -> None:
@@ -1105,6 +1254,7 @@ def run_intrinsic_dim(
     train_data: tuple[Tensor, Tensor] | None = None,
     eval_data: tuple[Tensor, Tensor] | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    workers: int = 1,
 ) -> IntrinsicDimReport:
     """``d_int`` (threshold ``config.threshold``) with a bootstrap interval, per task and projection.
 
@@ -1116,6 +1266,10 @@ def run_intrinsic_dim(
     scored by accuracy on ``eval_data``; the baseline is the mean accuracy of the same
     training in the full space (identity projection), one per seed.
 
+    The per-seed baselines, then the per-(task, projection, seed) searches, are
+    independent seeded tasks spread over ``workers`` forked processes (same results for
+    any count).
+
     Args:
         config: Stage settings.
         model_factory: ``seed -> model`` with the seed's initial weights (model task).
@@ -1123,6 +1277,7 @@ def run_intrinsic_dim(
             ``train_examples`` are used).
         eval_data: ``(x, y)`` held-out examples (model task).
         loss_fn: Loss of the model task.
+        workers: Forked CPU worker processes (1: all in this process).
 
     Raises:
         ValueError: The model task is enabled without ``model_factory`` or data.
@@ -1133,12 +1288,15 @@ def run_intrinsic_dim(
     results: dict[str, Any] = {"threshold": config.threshold, "seeds": list(config.seeds), "settings": dataclasses.asdict(config)}
     summary: dict[str, Any] = {}
     cis: dict[tuple[str, str], IntrinsicDimCI] = {}
-    common = {"threshold": config.threshold, "confidence": config.confidence, "num_bootstrap": config.num_bootstrap}
+    boot = {"confidence": config.confidence, "num_bootstrap": config.num_bootstrap}
+    seeds = list(config.seeds)
+    t0 = time.perf_counter()
+    # search specs: (task, projection) -> (performance_fn(d, seed), baseline, grid kwargs)
+    specs: dict[tuple[str, str], tuple[Callable[[int, int], float], float, dict[str, Any]]] = {}
 
     if config.toy.enabled:
-        t0 = time.perf_counter()
         s = config.toy
-        toys = {seed: ChunkSumToy(s.num_params, s.num_constraints, seed) for seed in config.seeds}
+        toys = {seed: ChunkSumToy(s.num_params, s.num_constraints, seed) for seed in seeds}
         dummy = torch.zeros(1, 1, dtype=torch.float64)
 
         def toy_perf(proj: str) -> Callable[[int, int], float]:
@@ -1151,20 +1309,13 @@ def run_intrinsic_dim(
                 return res.performance
             return fn
 
-        task: dict[str, Any] = {"known_d_int": s.num_constraints, "num_params": s.num_params, "baseline": 1.0,
-                                "performance": "exp(-loss)"}
+        results["toy"] = {"known_d_int": s.num_constraints, "num_params": s.num_params, "baseline": 1.0, "performance": "exp(-loss)"}
         for proj in s.projections or config.projections:
-            ci = intrinsic_dim_ci(toy_perf(proj), 1.0, list(config.seeds), d_min=s.d_min, d_max=s.d_max, factor=s.factor, **common)
-            cis[("toy", proj)] = ci
-            task[proj] = ci.to_dict()
-            summary[f"toy.{proj}"] = {"d_int_mean": ci.mean, "ci_low": ci.ci_low, "ci_high": ci.ci_high, "known": s.num_constraints}
-        task["wall_time_s"] = time.perf_counter() - t0
-        results["toy"] = task
+            specs[("toy", proj)] = (toy_perf(proj), 1.0, {"d_min": s.d_min, "d_max": s.d_max, "factor": s.factor, "rtol": s.rtol})
 
     if m.enabled:
-        t0 = time.perf_counter()
-        models = {seed: model_factory(seed) for seed in config.seeds}
-        first = models[config.seeds[0]]
+        models = {seed: model_factory(seed) for seed in seeds}
+        first = models[seeds[0]]
         device = next(first.parameters()).device
         train_b = _batches(train_data[0], train_data[1], m.train_examples, m.batch_size, device)
         eval_b = _batches(eval_data[0], eval_data[1], m.eval_examples, max(m.batch_size, 500), device)
@@ -1173,10 +1324,12 @@ def run_intrinsic_dim(
         kw = {"epochs": m.epochs, "optimizer": m.optimizer, "lr": m.lr, "loss_fn": loss_fn, "bn_mode": bn_mode, "recal_batches": recal}
         num_params = sum(p.numel() for p in first.parameters() if p.requires_grad)
         base_kw = {**kw, "lr": m.lr if m.baseline_lr is None else m.baseline_lr}
-        baselines = {
-            seed: train_subspace(mod, parameter_dict(mod), num_params, train_b, eval_b, projection="identity", seed=seed, **base_kw).performance
-            for seed, mod in models.items()
-        }
+
+        def baseline_of(seed: int) -> float:
+            mod = models[seed]
+            return train_subspace(mod, parameter_dict(mod), num_params, train_b, eval_b, projection="identity", seed=seed, **base_kw).performance
+
+        baselines = dict(zip(seeds, map_forked(baseline_of, seeds, workers)))
         baseline = float(np.mean(list(baselines.values())))
         d_max = min(m.d_max, num_params)
 
@@ -1186,17 +1339,36 @@ def run_intrinsic_dim(
                 return train_subspace(mod, parameter_dict(mod), d, train_b, eval_b, projection=proj, seed=seed, **kw).performance
             return fn
 
-        task = {"num_params": num_params, "baseline": baseline, "baselines": {f"seed{k}": v for k, v in baselines.items()},
-                "performance": "test accuracy", "bn_mode": bn_mode, "d_max_used": d_max,
-                "train_examples": sum(int(b[1].shape[0]) for b in train_b), "eval_examples": sum(int(b[1].shape[0]) for b in eval_b)}
+        results["model"] = {
+            "num_params": num_params, "baseline": baseline, "baselines": {f"seed{k}": v for k, v in baselines.items()},
+            "performance": "test accuracy", "bn_mode": bn_mode, "d_max_used": d_max,
+            "train_examples": sum(int(b[1].shape[0]) for b in train_b), "eval_examples": sum(int(b[1].shape[0]) for b in eval_b),
+            "baseline_wall_time_s": time.perf_counter() - t0,
+        }
         for proj in m.projections or config.projections:
-            ci = intrinsic_dim_ci(model_perf(proj), baseline, list(config.seeds), d_min=min(m.d_min, d_max), d_max=d_max, factor=m.factor,
-                                  **common)
-            cis[("model", proj)] = ci
-            task[proj] = ci.to_dict()
-            summary[f"model.{proj}"] = {"d_int_mean": ci.mean, "ci_low": ci.ci_low, "ci_high": ci.ci_high, "baseline": baseline}
-        task["wall_time_s"] = time.perf_counter() - t0
-        results["model"] = task
+            specs[("model", proj)] = (model_perf(proj), baseline, {"d_min": min(m.d_min, d_max), "d_max": d_max, "factor": m.factor,
+                                                                   "rtol": m.rtol})
+
+    # costliest first: the model searches, then the toy
+    tasks = sorted(((task, proj, seed) for task, proj in specs for seed in seeds), key=lambda t: t[0] != "model")
+
+    def search(task: tuple[str, str, int]) -> tuple[IntrinsicDimResult, float]:
+        c0 = time.process_time()
+        fn, base, grid = specs[task[:2]]
+        seed = task[2]
+        res = search_intrinsic_dim(lambda d: fn(d, seed), base, threshold=config.threshold, **grid)
+        return res, time.process_time() - c0
+
+    found = dict(zip(tasks, map_forked(search, tasks, workers)))
+    for (task, proj), (_, base, _grid) in specs.items():
+        ci = bootstrap_ci([found[(task, proj, seed)][0] for seed in seeds], seeds, **boot)
+        cis[(task, proj)] = ci
+        results[task][proj] = {**ci.to_dict(), "cpu_time_s": sum(found[(task, proj, seed)][1] for seed in seeds)}
+        head = {"d_int_mean": ci.mean, "ci_low": ci.ci_low, "ci_high": ci.ci_high}
+        head.update({"known": config.toy.num_constraints} if task == "toy" else {"baseline": base})
+        summary[f"{task}.{proj}"] = head
+    results["wall_time_s"] = time.perf_counter() - t0
+    results["workers"] = workers
     return IntrinsicDimReport(results, summary, cis)
 
 
@@ -1364,7 +1536,7 @@ class SdeReport:
         return figs
 
 
-def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu") -> SdeReport:
+def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu", workers: int = 1) -> SdeReport:
     """Basin occupancy across ``(eta, B)`` for every surface and method of ``config``.
 
     Each row's verdict (from ``occupancy_study``) is ``"agrees"`` (eq. (7) inside every
@@ -1374,21 +1546,37 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu") -> S
     error, high ``T``), those where neither agrees (discretisation or non-stationarity),
     and the unmixed rows (low ``T``, horizon below the Kramers time).
 
+    Every (surface, method, setting) is simulated as its own task with seed
+    ``config.seed + j`` for setting ``j`` (as ``occupancy_study`` seeds a whole sweep), spread
+    over ``workers`` forked processes: the same rows for any count.
+
     Args:
         config: Stage settings.
         device: Simulation device.
+        workers: Forked CPU worker processes (1 on an accelerator).
     """
+    pairs = [(float(e), int(b)) for e, b in config.settings]
+    surfaces = {name: build_surface(spec) for name, spec in config.surfaces.items()}
+    common = {"noise_scale": config.noise_scale, "dt": config.dt, "horizon": config.horizon, "num_runs": config.num_runs,
+              "dataset_size": config.dataset_size, "init": config.init, "confidence": config.confidence,
+              "quadrature_grid": config.quadrature_grid, "device": device}
+    tasks = [(name, method, j) for name in surfaces for method in config.methods for j in range(len(pairs))]
+
+    def simulate(task: tuple[str, str, int]) -> tuple[OccupancyStudy, float]:
+        name, method, j = task
+        t0 = time.perf_counter()
+        study = occupancy_study(surfaces[name], [pairs[j]], method=method, seed=config.seed + j, **common)
+        return study, time.perf_counter() - t0
+
+    done = dict(zip(tasks, map_forked(simulate, tasks, workers)))
     studies: dict[tuple[str, str], OccupancyStudy] = {}
     table: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
-    pairs = [(float(e), int(b)) for e, b in config.settings]
-    for name, spec in config.surfaces.items():
-        surface = build_surface(spec)
+    for name in surfaces:
         for method in config.methods:
-            t0 = time.perf_counter()
-            study = occupancy_study(surface, pairs, method=method, noise_scale=config.noise_scale, dt=config.dt, horizon=config.horizon,
-                                    num_runs=config.num_runs, dataset_size=config.dataset_size, init=config.init,
-                                    confidence=config.confidence, quadrature_grid=config.quadrature_grid, seed=config.seed, device=device)
+            parts = [done[(name, method, j)] for j in range(len(pairs))]
+            first = parts[0][0]
+            study = OccupancyStudy(first.basins, tuple(p[0].rows[0] for p in parts), {**first.settings, "seed": config.seed})
             studies[(name, method)] = study
             rows = [{"surface": name, **r.to_dict()} for r in study.rows]
             table.extend(rows)
@@ -1402,7 +1590,7 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu") -> S
                 "breaks_laplace": [[r["eta"], r["batch_size"], r["barrier_over_t"]] for r in laplace],
                 "breaks_other": [[r["eta"], r["batch_size"], r["barrier_over_t"]] for r in neither],
                 "breaks_not_mixed": [[r["eta"], r["batch_size"], r["barrier_over_t"]] for r in frozen],
-                "wall_time_s": time.perf_counter() - t0,
+                "task_time_s": sum(p[1] for p in parts),
             }
     return SdeReport(studies, tuple(table), summary, dataclasses.asdict(config))
 
@@ -1410,13 +1598,19 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu") -> S
 # ========================================================================= validation
 
 
-def validate_probe_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def validate_probe_params(params: Mapping[str, Any], required: Collection[str] = ()) -> dict[str, Any]:
     """Validate the ``probes`` section of a whole ``params.yaml`` mapping before any stage runs.
 
-    ``probes.<experiment>`` must exist for every experiment (a :class:`ProbeConfig` whose
-    ``configs`` lists name configs of that experiment); ``probes.intrinsic_dim`` and
-    ``probes.sde`` are optional (:class:`IntrinsicDimConfig`, whose model-task data set
-    must be a key of ``datasets``, and :class:`SdeConfig`). No other key is allowed.
+    ``probes.<experiment>`` (optional per experiment) is a :class:`ProbeConfig` whose
+    ``configs`` must be an explicit list of that experiment's configs (the ``probe`` stage
+    iterates it) and whose probe selections name only those; ``probes.intrinsic_dim``
+    (:class:`IntrinsicDimConfig`, whose model-task data set must be a key of ``datasets``)
+    and ``probes.sde`` (:class:`SdeConfig`) are optional. No other key is allowed.
+
+    Args:
+        params: The whole params mapping.
+        required: Keys of ``probes`` that must be present (the pipeline's probe stages:
+            experiment names, ``"intrinsic_dim"``, ``"sde"``).
 
     Returns:
         ``{"probe": {experiment: ProbeConfig}, "intrinsic_dim": IntrinsicDimConfig | None,
@@ -1430,21 +1624,27 @@ def validate_probe_params(params: Mapping[str, Any]) -> dict[str, Any]:
     section = params.get("probes")
     experiments = params.get("experiments") or {}
     if not isinstance(section, Mapping):
-        raise ConfigError(f"params.yaml needs a `probes` mapping with one entry per experiment {sorted(experiments)}, got {section!r}")
+        raise ConfigError(f"params.yaml needs a `probes` mapping (settings per experiment, intrinsic_dim, sde), got {section!r}")
     studies = ("intrinsic_dim", "sde")
     clash = sorted(set(experiments) & set(studies))
     if clash:
         raise ConfigError(f"experiment name {clash[0]!r} clashes with the probes study of the same name; rename the experiment")
-    missing = sorted(set(experiments) - set(section))
+    missing = sorted(set(required) - set(section))
     unknown = sorted(set(section) - set(experiments) - set(studies))
     if missing:
-        raise ConfigError(f"missing key probes.{missing[0]}: the probe stage needs settings for every experiment {sorted(experiments)}")
+        raise ConfigError(f"missing key probes.{missing[0]}: the pipeline has a stage for it (required: {sorted(required)})")
     if unknown:
         raise ConfigError(f"unknown key probes.{unknown[0]}; allowed: the experiments {sorted(experiments)} and {list(studies)}")
     out: dict[str, Any] = {"probe": {}, "intrinsic_dim": None, "sde": None}
     for exp in experiments:
-        cfg = parse_config(ProbeConfig, section[exp], f"probes.{exp}")
-        cfg.check_configs(list((experiments[exp] or {}).get("configs") or {}), f"probes.{exp}")
+        if exp not in section:
+            continue
+        where = f"probes.{exp}"
+        cfg = parse_config(ProbeConfig, section[exp], where)
+        if cfg.configs == "all" or not cfg.configs:
+            raise ConfigError(f"{where}.configs={section[exp].get('configs', 'all')!r} is not allowed; allowed: a non-empty list of "
+                              f"config names (the probe stage has one entry per name)")
+        cfg.check_configs(list((experiments[exp] or {}).get("configs") or {}), where)
         out["probe"][exp] = cfg
     if "intrinsic_dim" in section:
         idc = parse_config(IntrinsicDimConfig, section["intrinsic_dim"], "probes.intrinsic_dim")
