@@ -325,8 +325,8 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if spec.get("dataset") not in datasets:
             raise ConfigError(f"experiments.{exp}.dataset={spec.get('dataset')!r} is not a key of `datasets`; valid: {sorted(datasets)}")
         configs = spec.get("configs")
-        if not isinstance(configs, Mapping) or not configs:
-            raise ConfigError(f"experiments.{exp}.configs must be a non-empty mapping")
+        if not isinstance(configs, Mapping):  # empty: the experiment is off in this profile
+            raise ConfigError(f"experiments.{exp}.configs must be a mapping of config names (empty: no runs), got {configs!r}")
         for name, values in configs.items():
             where = f"experiments.{exp}.configs.{name}"
             run = parse_config(RunConfig, values, where)

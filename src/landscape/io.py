@@ -112,9 +112,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to ``path`` atomically; equal objects give byte-identical files.
+
+    Saved through a file object: given a path, torch names the zip archive's root folder
+    after the (here temporary, random) file name, so equal objects would differ in bytes
+    and DVC would see every rerun as a change.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape.curvature import HessianOperator, logdet, spectral_density, top_eigenpairs, trace
+from landscape.curvature import HVP_MODES, HessianOperator, logdet, spectral_density, top_eigenpairs, trace
+from landscape.models import build_model
 from models import bn_cnn, bn_mlp, classification_batches, ln_mlp, reference_hessian, tanh_mlp
 
 CASES = {
@@ -77,3 +78,20 @@ def test_slq_moments_exact_and_logdet_within_error(case):
     estimates = [logdet(op, eps=eps, num_probes=4, num_steps=P, seed=s) for s in range(10)]
     covered = [abs(e.value - exact_logdet) <= 3 * e.stderr + 1e-8 for e in estimates]
     assert sum(covered) >= 8
+
+
+@pytest.mark.parametrize("hvp_mode", HVP_MODES)
+def test_transformer_lm_hvp_and_top_eigenvalues_match_dense(hvp_mode):
+    """Through causal attention, LayerNorm and the embedding lookup (the WikiText-2 model)."""
+    model = build_model("lm_transformer", num_classes=7, in_features=5, embed_dim=4, depth=1, num_heads=2,
+                        seed=1).double()
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randint(0, 7, (n, 5), generator=g).double(), torch.randint(0, 7, (n,), generator=g))
+               for n in (6, 4)]
+    op = HessianOperator(model, F.cross_entropy, batches, hvp_mode=hvp_mode)
+    H = reference_hessian(model, F.cross_entropy, batches)
+    V = torch.randn(H.shape[0], 3, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-10)
+    evals = torch.linalg.eigvalsh(H)
+    res = top_eigenpairs(op, k=3, which="LA", tol=1e-10, seed=0)
+    torch.testing.assert_close(res.values, evals.flip(0)[:3], rtol=1e-6, atol=1e-9)

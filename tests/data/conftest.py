@@ -214,3 +214,34 @@ def write_tiny_imagenet(root: Path, per_class_train: int = 3, per_class_val: int
 @pytest.fixture
 def written_tiny_imagenet(tmp_path: Path) -> Written:
     return write_tiny_imagenet(tmp_path)
+
+
+# ----------------------------------------------------------------------------- WikiText-2
+
+WIKITEXT_WORDS = ("the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "home", "@-@", ",")
+
+
+def write_wikitext2(root: Path, seed: int = 6) -> Written:
+    """wikitext-2-raw/wiki.{train,valid,test}.raw as the release writes them: ' = Title = '
+    headings, ' ' blank lines and space-separated tokens. Every word occurs in the train
+    file; the test file adds one unseen word ('zebra'). x/y are left empty: the loader's own
+    test checks ids by hand."""
+    rng = np.random.default_rng(seed)
+
+    def article(title: str, lines: int, extra: tuple[str, ...] = ()) -> str:
+        body = [" ".join(rng.choice(WIKITEXT_WORDS + extra, size=int(rng.integers(8, 20)))) for _ in range(lines)]
+        return f" = {title} = \n \n" + "".join(f" {line} \n \n" for line in body)
+
+    base = root / "wikitext-2-raw"
+    base.mkdir(parents=True)
+    train = " ".join(WIKITEXT_WORDS) + " \n" + article("Cats", 12) + article("Dogs", 12)
+    (base / "wiki.train.raw").write_text(train, encoding="utf-8")
+    (base / "wiki.valid.raw").write_text(article("Mats", 4), encoding="utf-8")
+    (base / "wiki.test.raw").write_text(article("Zoo", 10, ("zebra",)), encoding="utf-8")
+    empty = torch.empty(0)
+    return Written(root, empty, empty.long(), {}, {"context": 16})
+
+
+@pytest.fixture
+def written_wikitext2(tmp_path: Path) -> Written:
+    return write_wikitext2(tmp_path)

