@@ -65,6 +65,7 @@ def test_search_vs_random_finds_a_planted_good_choice():
     cmp = search_vs_random(E, E.argmin(1))
     assert cmp.verdict == "better than random" and cmp.diff_ci_high < 0 and cmp.diff_p_t < 0.001
     assert cmp.p_beat == pytest.approx(1 - 0.5 / 9) and cmp.mean_chosen_error == pytest.approx(cmp.mean_oracle_error)
+    assert 0 <= cmp.p_beat_ci_low <= cmp.p_beat <= cmp.p_beat_ci_high <= 1
     worst = search_vs_random(E, E.argmax(1))
     assert worst.verdict == "worse than random" and worst.p_beat == pytest.approx(0.5 / 9)
 
@@ -137,6 +138,7 @@ def test_summary_on_a_planted_grid_picks_the_argmax_and_finds_the_gain():
         assert all(u["chosen"] == {"width": 32, "depth": 1} for u in entry["units"]) and len(entry["units"]) == 4
         assert entry["search_vs_random"]["verdict"] == "better than random"
         assert entry["spearman_init"]["rho"] < -0.8 and entry["spearman_init"]["n"] == 16
+        assert entry["spearman_phi_num_params"]["n"] == 16
         assert {(c["width"], c["depth"]) for c in entry["cells"]} == {(8, 1), (8, 2), (32, 1), (32, 2)}
     assert s["pooled"]["n_units"] == 8 and s["pooled"]["verdict"] == "better than random"
     m = headline(s)

@@ -123,7 +123,7 @@ class SearchComparison:
         diff_p_t, diff_p_wilcoxon: two-sided p-values against 0 (t-test; Wilcoxon signed rank,
             NaN when every difference is 0 or n < 2).
         p_beat: mean over units of P(chosen beats a random grid member), ties counting 1/2.
-        p_beat_ci_low, p_beat_ci_high: its t interval; ``p_beat_p_t``: t-test against 1/2.
+        p_beat_ci_low, p_beat_ci_high: its t interval clipped to [0, 1]; ``p_beat_p_t``: t-test against 1/2.
         mean_chosen_error, mean_random_error, mean_oracle_error: mean test errors of the
             choice, of a random member (grid mean) and of the grid's best.
         ci_level: coverage.
@@ -193,6 +193,7 @@ def search_vs_random(errors: np.ndarray | Sequence[Sequence[float]], chosen: Seq
     p_beat = ((E > e_c[:, None]).sum(1) + 0.5 * (E == e_c[:, None]).sum(1)) / G
     mean_d, lo_d, hi_d, p_d = _t_interval(diff, 0.0, ci_level)
     mean_b, lo_b, hi_b, p_b = _t_interval(p_beat, 0.5, ci_level)
+    lo_b, hi_b = max(lo_b, 0.0), min(hi_b, 1.0)  # a probability: the t interval clipped to [0, 1] (NaN stays NaN)
     nonzero = diff[diff != 0]
     p_w = float(sps.wilcoxon(nonzero).pvalue) if nonzero.size >= 2 else math.nan
     if math.isfinite(hi_d) and hi_d < 0:
@@ -293,8 +294,9 @@ def summarise_search(rows: Sequence[Mapping[str, Any]], run_rows: Sequence[Mappi
     Returns:
         ``per_dataset`` (grid, mean Phi and test error per cell, per-unit choices, the
         search-vs-random comparison, Spearman rho of Phi vs test error (at init, and after
-        training when measured), ``pooled`` (all units together), ``runs`` (Spearman per
-        experiment and over all runs with Phi).
+        training when measured) and of Phi vs the parameter count d (Phi carries a 1/d
+        factor), ``pooled`` (all units together), ``runs`` (Spearman per experiment and over
+        all runs with Phi, and Phi vs d over all runs).
     """
     out: dict[str, Any] = {"per_dataset": {}, "ci_level": ci_level}
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
@@ -326,6 +328,7 @@ def summarise_search(rows: Sequence[Mapping[str, Any]], run_rows: Sequence[Mappi
                        "num_params": int(next(r["num_params"] for r in mine if _grid_key(r) == (w, L))), "n": len(seeds)} for (w, L) in cells],
             "units": units,
             "spearman_init": spearman_ci([r["init"]["phi"] for r in mine], [r["test_error"] for r in mine], ci_level).to_dict(),
+            "spearman_phi_num_params": spearman_ci([r["init"]["phi"] for r in mine], [r["num_params"] for r in mine], ci_level).to_dict(),
         }
         if all("trained" in r for r in mine):
             entry["spearman_trained"] = spearman_ci([r["trained"]["phi"] for r in mine], [r["test_error"] for r in mine], ci_level).to_dict()
@@ -346,6 +349,7 @@ def summarise_search(rows: Sequence[Mapping[str, Any]], run_rows: Sequence[Mappi
         mine = [r for r in ok if r["experiment"] == exp]
         groups[exp] = spearman_ci([r["phi"] for r in mine], [r["test_error"] for r in mine], ci_level).to_dict()
     out["runs"] = {"per_experiment": groups, "all": spearman_ci([r["phi"] for r in ok], [r["test_error"] for r in ok], ci_level).to_dict(),
+                   "all_phi_num_params": spearman_ci([r["phi"] for r in ok], [r["num_params"] for r in ok], ci_level).to_dict(),
                    "primary_experiment": primary_experiment, "n_with_phi": len(ok), "n_runs": len(run_rows)}
     return out
 
