@@ -15,7 +15,7 @@ from landscape.probes.run_probes import validate_probe_params
 
 
 def validate_analysis_sections(params: dict) -> None:
-    """The escape, hypotheses and report sections (each optional; checked when present)."""
+    """The escape, hypotheses, report and phi sections (each optional; checked when present)."""
     from landscape.probes.escape import EscapeConfig
     from landscape.stats.family import HypothesesConfig
     from report import pages_from
@@ -32,6 +32,10 @@ def validate_analysis_sections(params: dict) -> None:
         parse_config(HypothesesConfig, params["hypotheses"], "hypotheses")
     if "report" in params:
         pages_from(params)
+    if "phi" in params:
+        from phi_search import load_config
+
+        load_config(params)
 
 
 def probe_sections() -> list[str]:

@@ -45,3 +45,21 @@ def test_bad_values_name_key_and_value(params, edit, match):
     edit(bad)
     with pytest.raises(ConfigError, match=match):
         validate_analysis_sections(bad)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda p: p["phi"].update(dataset="nope"), r"missing key datasets.nope"),
+        (lambda p: p["phi"].update(primary_experiment="h1_batch", run_experiments=["scaling"]), r"phi.primary_experiment='h1_batch' must be one of"),
+        (lambda p: p["phi"].update(run_experiments=["scaling", "nope"]), r"phi: experiment 'nope' is not a key of experiments"),
+        (lambda p: p["phi"]["search"]["grid"].update(depths=[0]), r"phi.search.grid.depths=\[0\] is not allowed"),
+        (lambda p: p["phi"]["search"]["probe"].update(rank="numerical"), r"phi.search.probe.rank='numerical' is not allowed"),
+        (lambda p: p["phi"]["search"].update(colour=1), r"unknown key phi.search.colour"),
+    ],
+)
+def test_bad_phi_values_name_key_and_value(params, edit, match):
+    bad = copy.deepcopy(params)
+    edit(bad)
+    with pytest.raises(ConfigError, match=match):
+        validate_analysis_sections(bad)

@@ -307,3 +307,41 @@ def test_bad_params_and_missing_data_stop_with_clear_errors(ci_repo):
         assert too_big.returncode == 2 and "batch_size=5000 exceeds the" in too_big.stderr
     finally:
         (ci_repo / "params.yaml").write_text(original)
+
+
+def test_phi_search_writes_candidates_comparison_and_page(ci_repo):
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    search = params["phi"]["search"]
+    res = json.loads((ci_repo / "phi_search" / "results.json").read_text())
+    grid = len(search["grid"]["widths"]) * len(search["grid"]["depths"])
+    n_data = len(search["mixture_dims"]) + 1
+    assert len(res["candidates"]) == n_data * len(search["seeds"]) * grid
+    steps = search["training"]["epochs"] * (search["training"]["train_examples"] // search["training"]["batch_size"])
+    for row in res["candidates"]:
+        assert row["status"] == "completed" and row["steps"] == steps and 0 <= row["test_error"] <= 1
+        assert row["phi"] == row["init"]["phi"] and row["init"]["num_params"] == row["num_params"] > 0
+    assert {r["data_dim"] for r in res["candidates"]} == {*search["mixture_dims"], 64}  # digits: 8 x 8
+    summary = res["summary"]
+    assert set(summary["per_dataset"]) == {*(f"mixture_d{d}" for d in search["mixture_dims"]), params["phi"]["dataset"]}
+    pooled = summary["pooled"]
+    assert pooled["n_units"] == n_data * len(search["seeds"]) and pooled["grid_size"] == grid
+    assert pooled["verdict"] in ("better than random", "worse than random", "no difference detected")
+    assert 0 <= pooled["p_beat"] <= 1 and pooled["mean_oracle_error"] <= pooled["mean_chosen_error"]
+    scaling = [r for r in res["runs"] if r["experiment"] == "scaling"]
+    assert len(scaling) == len(params["seeds"]) and all(r["phi_status"] == "ok" and r["phi"] > 0 for r in scaling)
+    assert summary["runs"]["per_experiment"]["scaling"]["n"] == len(params["seeds"])
+    metrics = json.loads((ci_repo / "phi_search" / "metrics.json").read_text())
+    assert metrics["search_n_units"] == pooled["n_units"] and "rho_init_mixture_d8" in metrics
+    html = (ci_repo / "reports" / "phi.html").read_text()
+    assert "Phi over the (n, L) grid per data dimension" in html and html.count('src="data:image/png;base64') >= 4
+    assert "Traceback (most recent call last)" not in html and 'href="phi.html"' in (ci_repo / "reports" / "index.html").read_text()
+
+
+def test_phi_param_edit_marks_only_phi_search(ci_repo):
+    original = (ci_repo / "params.yaml").read_text()
+    try:
+        _edit_params(ci_repo, lambda p: p["phi"]["search"]["training"].update(epochs=3))
+        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"phi_search"}
+    finally:
+        (ci_repo / "params.yaml").write_text(original)
+    assert "up to date" in _dvc("status", cwd=ci_repo).stdout

@@ -16,6 +16,7 @@ records (see :mod:`landscape.probes.functional`). Modules, one method each:
 * :mod:`~landscape.probes.invariance`: ReLU rescalings (Dinh et al. 2017) and audits;
 * :mod:`~landscape.probes.intrinsic_dim`: random-subspace training (Li et al. 2018);
 * :mod:`~landscape.probes.sde`: basin occupancy of SGD / its SDE vs eq. (7);
+* :mod:`~landscape.probes.phi`: the second plan's Phi(n, L, D) and the Phi-guided search;
 * :mod:`~landscape.probes.parallel`: independent seeded tasks in forked CPU workers;
 * :mod:`~landscape.probes.run_probes`: the entry functions of the probe stages.
 """

@@ -1,4 +1,5 @@
-"""Hypothesis tests (H1-H4), curvature-generalisation regressions and scaling-law fits.
+"""Hypothesis tests (H1-H4), curvature-generalisation regressions, scaling-law fits and the
+statistics of the Phi study (:mod:`landscape.stats.phi`: Spearman intervals, search vs random).
 
 Every test is a pure function of a table of per-run metrics (a DataFrame or a list of
 dicts) and returns a frozen :class:`HypothesisResult`; :func:`holm` corrects a family of
