@@ -15,7 +15,7 @@ from landscape.probes.run_probes import validate_probe_params
 
 
 def validate_analysis_sections(params: dict) -> None:
-    """The escape, hypotheses, report and phi sections (each optional; checked when present)."""
+    """The escape, hypotheses, report, phi and optimizers sections (each optional; checked when present)."""
     from landscape.probes.escape import EscapeConfig
     from landscape.stats.family import HypothesesConfig
     from report import pages_from
@@ -36,6 +36,23 @@ def validate_analysis_sections(params: dict) -> None:
         from phi_search import load_config
 
         load_config(params)
+    if "optimizers" in params:
+        from optimizers import settings_from
+
+        settings_from(params)
+
+
+def measure_sections() -> list[str]:
+    """Experiments that dvc.yaml measures (``measure_<experiment>`` stages): each needs ``curvature.<experiment>``."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8")).get("stages", {})
+    return [name[len("measure_"):] for name in stages if name.startswith("measure_")]
+
+
+def check_measured(params: dict, required: list[str]) -> None:
+    """Every experiment with a measure stage has its ``curvature`` entry."""
+    missing = [exp for exp in required if exp not in (params.get("curvature") or {})]
+    if missing:
+        raise ConfigError(f"missing key curvature.{missing[0]}: dvc.yaml has a measure_{missing[0]} stage (required: {sorted(required)})")
 
 
 def probe_sections() -> list[str]:
@@ -49,6 +66,7 @@ def main() -> None:
     try:
         params = load_params(path)
         checked = validate_pipeline_params(params)
+        check_measured(params, measure_sections())
         validate_analysis_sections(params)
         probes = validate_probe_params(params, required=probe_sections())
     except (ConfigError, FileNotFoundError) as exc:

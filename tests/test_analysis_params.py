@@ -63,3 +63,32 @@ def test_bad_phi_values_name_key_and_value(params, edit, match):
     edit(bad)
     with pytest.raises(ConfigError, match=match):
         validate_analysis_sections(bad)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda p: p["optimizers"].update(experiment="nope"), r"optimizers.experiment='nope' is not allowed; allowed: a key of experiments"),
+        (lambda p: p["optimizers"].update(colour=1), r"unknown key optimizers.colour"),
+        (lambda p: p["optimizers"]["levels"]["large"].append("sgd_normal"), r"lists a config twice"),
+        (lambda p: p["optimizers"]["levels"]["large"].remove("hybrid_large"), r"experiments.optimizers.configs.hybrid_large is in no optimizers.levels entry"),
+        (lambda p: p["optimizers"].update(comparisons=[["lbfgs", "sgd"]]), r"needs optimizer 'lbfgs' at level 'normal'"),
+        (lambda p: p["optimizers"].update(min_pairs=1), r"optimizers.min_pairs=1 is not allowed; allowed: an int >= 2"),
+    ],
+)
+def test_bad_optimizers_section_names_key_and_value(params, edit, match):
+    bad = copy.deepcopy(params)
+    edit(bad)
+    with pytest.raises(ConfigError, match=match):
+        validate_analysis_sections(bad)
+
+
+def test_measure_stages_need_their_curvature_entry(params):
+    from validate import check_measured, measure_sections
+
+    assert "optimizers" not in measure_sections() and "h1_batch" in measure_sections()
+    check_measured(params, measure_sections())
+    bad = copy.deepcopy(params)
+    del bad["curvature"]["sanity"]
+    with pytest.raises(ConfigError, match=r"missing key curvature.sanity: dvc.yaml has a measure_sanity stage"):
+        check_measured(bad, measure_sections())

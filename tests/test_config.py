@@ -93,3 +93,13 @@ def _edit(params, path, value):
 def test_pipeline_param_errors(default_params, path, value, match):
     with pytest.raises(ConfigError, match=match):
         validate_pipeline_params(_edit(default_params, path, value))
+
+
+def test_curvature_entries_name_experiments_and_may_leave_one_unmeasured(default_params):
+    checked = validate_pipeline_params(default_params)
+    assert "optimizers" in default_params["experiments"] and "optimizers" not in checked["curvature"]
+    assert checked["curvature"]["h1_batch"].top_k == default_params["curvature"]["h1_batch"]["top_k"]
+    with pytest.raises(ConfigError, match=r"unknown key curvature\.nope: not an experiment"):
+        validate_pipeline_params(_edit(default_params, ("curvature", "nope"), default_params["curvature"]["h1_batch"]))
+    with pytest.raises(ConfigError, match=r"curvature must be a non-empty mapping"):
+        validate_pipeline_params(_edit(default_params, ("curvature",), {}))

@@ -284,8 +284,10 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a whole ``params.yaml`` mapping before any stage runs.
 
     Checks the ``seeds`` list, every ``datasets`` entry (:class:`DataConfig`, registered
-    loader name and its options) and every ``experiments.<exp>.configs.<cfg>`` entry
-    (:class:`RunConfig`, registered model name, data set key).
+    loader name and its options), every ``experiments.<exp>.configs.<cfg>`` entry
+    (:class:`RunConfig`, registered model name, data set key) and the ``curvature``
+    entries (:class:`CurvatureConfig`; keys are experiments, and an experiment without an
+    entry is not measured: the pipeline's validation checks that every measure stage has one).
 
     Returns:
         ``{"datasets": {key: DataConfig}, "runs": {(exp, cfg): RunConfig}}``.
@@ -297,7 +299,7 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
-    extra = sorted(set(params) - known_top - {"curvature", "probes", "bounds", "escape", "hypotheses", "report", "phi"})
+    extra = sorted(set(params) - known_top - {"curvature", "probes", "bounds", "escape", "hypotheses", "report", "phi", "optimizers"})
     if extra:
         raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
     seeds = params.get("seeds")
@@ -340,10 +342,12 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"{where}.model: {exc}") from None
     curvature = params.get("curvature")
-    if not isinstance(curvature, Mapping) or set(curvature) != set(experiments):
-        have = sorted(curvature) if isinstance(curvature, Mapping) else curvature
-        raise ConfigError(f"curvature must have one entry per experiment {sorted(experiments)}, got {have!r}")
-    measure = {exp: parse_config(CurvatureConfig, curvature[exp], f"curvature.{exp}") for exp in experiments}
+    if not isinstance(curvature, Mapping) or not curvature:
+        raise ConfigError(f"curvature must be a non-empty mapping of experiment -> measure settings, got {curvature!r}")
+    unknown = sorted(set(curvature) - set(experiments))
+    if unknown:  # an experiment without an entry is not measured (no measure_<experiment> stage)
+        raise ConfigError(f"unknown key curvature.{unknown[0]}: not an experiment; allowed: {sorted(experiments)}")
+    measure = {exp: parse_config(CurvatureConfig, curvature[exp], f"curvature.{exp}") for exp in experiments if exp in curvature}
     checked = {"datasets": datasets, "runs": runs, "curvature": measure}
     if "bounds" in params:
         from landscape.bounds.run_bounds import BoundsConfig
