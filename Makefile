@@ -26,7 +26,7 @@ repro: validate
 	@echo "report: reports/index.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 profile:
 	cp profiles/$(PROFILE).yaml params.yaml

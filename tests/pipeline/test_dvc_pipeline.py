@@ -22,7 +22,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ci_pipeline")]  # one worker builds the ci repo once
 
 
 def _env() -> dict[str, str]:
