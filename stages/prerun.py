@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
-DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*",), ("probe_*", "escape", "bounds"))
+DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*",), ("probe_*", "escape", "bounds", "spectra_scaling"))
 
 
 @dataclass
