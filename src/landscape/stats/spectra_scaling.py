@@ -9,7 +9,7 @@ tridiagonals and the broadened density). Nothing is recomputed from a network.
    (:func:`landscape.stats.scaling.scaling_law_fit`), at initialisation and after training,
    for lambda_max (= ||H||_2 at a minimum, where the top eigenvalue dominates), the trace,
    the bulk variance sigma^2 and the spike count. Primary fit: OLS on per-config geometric
-   means (9 configs -> t(n - 3)); the per-seed fit with seed-clustered SEs is a sensitivity
+   means (8 configs on the default grid -> t with 5 df); the per-seed fit with seed-clustered SEs is a sensitivity
    check only (5 clusters are too few for CR1 SEs to be trusted). Holm families: the
    confirmatory lambda_max claims (alpha, beta; trained and at init) and the exploratory
    rest.
