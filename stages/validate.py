@@ -15,9 +15,10 @@ from landscape.probes.run_probes import validate_probe_params
 
 
 def validate_analysis_sections(params: dict) -> None:
-    """The escape, hypotheses, report, phi and optimizers sections (each optional; checked when present)."""
+    """The escape, hypotheses, report, phi, optimizers and spectra_scaling sections (each optional; checked when present)."""
     from landscape.probes.escape import EscapeConfig
     from landscape.stats.family import HypothesesConfig
+    from landscape.stats.spectra_scaling import SpectraScalingConfig
     from report import pages_from
 
     if "escape" in params:
@@ -30,6 +31,16 @@ def validate_analysis_sections(params: dict) -> None:
         parse_config(EscapeConfig, esc["settings"], "escape.settings")
     if "hypotheses" in params:
         parse_config(HypothesesConfig, params["hypotheses"], "hypotheses")
+    if "spectra_scaling" in params:
+        ss = parse_config(SpectraScalingConfig, params["spectra_scaling"], "spectra_scaling")
+        experiments = params.get("experiments", {})
+        for key in ("scaling_experiment", "batch_experiment"):
+            if getattr(ss, key) not in experiments:
+                raise ConfigError(f"spectra_scaling.{key}={getattr(ss, key)!r} is not an experiment group; valid: {sorted(experiments)}")
+        for entry in ss.plot_configs:
+            exp, cfg = entry.split("/")
+            if cfg not in experiments.get(exp, {}).get("configs", {}):
+                raise ConfigError(f"spectra_scaling.plot_configs names {entry!r}, which is not an <experiment>/<config> of experiments")
     if "report" in params:
         pages_from(params)
     if "phi" in params:

@@ -54,3 +54,22 @@ def test_summary_matches_dense_hessian():
     assert s["noise"]["difficulty_index"] == pytest.approx(exact[0].item() ** 2 / torch.trace(H).item() * s["noise"]["kappa"], rel=1e-6)
     assert {layer["name"] for layer in s["per_layer"]} == {"0", "2"}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_rmt_block_uses_the_spike_estimator():
+    from landscape.curvature.rmt import count_spikes, fit_spiked_bulk
+    from landscape.curvature.slq import quadrature_from_tridiagonals
+
+    model, batches, x, y = _setup()
+    exact = torch.linalg.eigvalsh(_dense_hessian(model, x, y)).flip(0)
+    kw = dict(eig_tol=1e-8, trace_matvecs=30, slq_probes=4, slq_steps=20, per_layer=False, noise_examples=0, seed=0)
+    m = measure_curvature(model, F.cross_entropy, batches, top_k=12, **kw)
+    rmt = m.summary["rmt"]
+    assert rmt["status"] == "ok"
+    assert rmt["outlier_count"] == count_spikes(exact[:12]).num_spikes
+    quad = quadrature_from_tridiagonals(m.krylov["slq_alphas"], m.krylov["slq_betas"])
+    ref = fit_spiked_bulk(exact[:12], quad.nodes, quad.weights, dim=exact.numel())
+    assert rmt["bulk_sigma"] == pytest.approx(ref.sigma, rel=1e-6)
+    assert rmt["ks_semicircle"] == pytest.approx(ref.ks_semicircle, abs=1e-9)
+    few = measure_curvature(model, F.cross_entropy, batches, top_k=4, **kw).summary["rmt"]
+    assert few["status"].startswith("spiked bulk fit failed: count_spikes needs k >= ") and math.isnan(few["outlier_count"])

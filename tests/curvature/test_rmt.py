@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from landscape.curvature.rmt import (
+    count_spikes,
     fit_marchenko_pastur,
+    fit_spiked_bulk,
+    quadrature_ks,
     fit_semicircle,
     marchenko_pastur_cdf,
     marchenko_pastur_density,
@@ -165,3 +168,103 @@ def test_errors():
         spiked_outliers(torch.randn(5), 1.0, margin=-1.0)
     with pytest.raises(ValueError, match="edge must be a float or a"):
         spiked_outliers(torch.randn(5), (2.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- spike counts
+
+def top_eigenvalues(W: torch.Tensor, k: int = 20) -> torch.Tensor:
+    return torch.linalg.eigvalsh(W).flip(0)[:k]
+
+
+@pytest.mark.parametrize("spikes", [(2.0, 3.0, 4.0), (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0)], ids=["3", "9"])
+def test_count_spikes_is_exact_above_the_bbp_threshold(spikes):
+    # theta > 1 (units of sigma) leaves the bulk at (theta + 1/theta) sigma > 2 sigma
+    counts = [count_spikes(top_eigenvalues(wigner(300, seed, spikes=spikes))).num_spikes for seed in range(20)]
+    assert counts == [len(spikes)] * 20
+
+
+@pytest.mark.parametrize("spikes", [(), (0.5,)], ids=["pure", "below_threshold"])
+def test_count_spikes_finds_nothing_without_separated_spikes(spikes):
+    # the gap rule's false-positive rate is ~5% at N = 300 (measured over 60 draws); allow 3 of 30
+    counts = [count_spikes(top_eigenvalues(wigner(300, seed, spikes=spikes))).num_spikes for seed in range(30)]
+    assert sum(c != 0 for c in counts) <= 3
+    assert max(counts) <= 1
+
+
+def test_count_spikes_fields_and_cap():
+    values = torch.tensor([10.0, 9.0, 8.0] + [1.0 - 0.05 * i for i in range(12)], dtype=torch.float64)
+    c = count_spikes(values)
+    assert c.num_spikes == 3 and c.max_spikes == 10 and not c.at_max
+    assert c.gaps[2] == pytest.approx(7.0) and len(c.gaps) == 10
+    assert c.delta == pytest.approx(2 * abs(c.edge_slope))
+    many = torch.tensor([20.0 - i for i in range(10)] + [1.0 - 0.05 * i for i in range(5)], dtype=torch.float64)
+    capped = count_spikes(many)
+    assert capped.num_spikes == 10 and capped.max_spikes == 10 and capped.at_max
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spiked_bulk_recovers_sigma_and_spikes_from_slq(seed):
+    W = wigner(400, seed)
+    dens = spectral_density(W, num_probes=8, num_steps=40, seed=seed)
+    fit = fit_spiked_bulk(top_eigenvalues(W), dens, dim=400)
+    assert fit.num_spikes == 3 and 3 <= fit.beyond_edge < 20 and not fit.beyond_edge_is_lower_bound
+    expected = [(t + 1 / t) * SIGMA for t in sorted(SPIKES, reverse=True)]
+    assert fit.spikes == pytest.approx(expected, rel=0.05)
+    assert fit.sigma == pytest.approx(SIGMA, rel=0.05)  # stated tolerance: 5%
+    assert abs(fit.centre) < 0.05 * SIGMA
+    assert fit.upper_edge == pytest.approx(fit.centre + 2 * fit.sigma)
+    assert fit.bulk_top < fit.cut < fit.spikes[-1]
+    assert fit.spike_mass == pytest.approx(3 / 400, rel=0.7)
+    assert fit.ks_semicircle < 0.05 and fit.ks_spiked < 0.05
+
+
+def test_spiked_bulk_on_pure_wigner():
+    W = wigner(400, 5, spikes=())
+    fit = fit_spiked_bulk(top_eigenvalues(W), spectral_density(W, num_probes=8, num_steps=40, seed=0), dim=400)
+    assert fit.num_spikes == 0 and fit.spikes == () and math.isinf(fit.cut) and fit.spike_mass == 0.0
+    assert fit.sigma == pytest.approx(SIGMA, rel=0.05)
+    assert fit.ks_semicircle == fit.ks_spiked
+
+
+def test_spiked_bulk_with_a_bulk_narrower_than_slq_resolves():
+    # A trained-network-like spectrum: 9 isolated eigenvalues and a Gaussian bulk far
+    # narrower than the spacing of 40 SLQ nodes.
+    g = torch.Generator().manual_seed(0)
+    bulk = torch.randn(3000, generator=g, dtype=torch.float64) * 0.01
+    spikes = torch.linspace(2.0, 10.0, 9, dtype=torch.float64)
+    H = torch.diag(torch.cat([bulk, spikes]))
+    dens = spectral_density(H, num_probes=2, num_steps=40, seed=0)
+    fit = fit_spiked_bulk(top_eigenvalues(H), dens, dim=3009)
+    assert fit.num_spikes == 9
+    assert fit.spikes == pytest.approx(spikes.flip(0).tolist(), rel=1e-8)
+    assert fit.sigma == pytest.approx(0.01, rel=0.3)
+
+
+def test_quadrature_ks_separates_right_and_wrong_models():
+    W = wigner(400, 6, spikes=())
+    dens = spectral_density(W, num_probes=4, num_steps=40, seed=1)
+    right = quadrature_ks(dens.nodes, dens.weights, lambda x: semicircle_cdf(x, SIGMA))
+    wrong = quadrature_ks(dens.nodes, dens.weights, lambda x: semicircle_cdf(x, 2 * SIGMA))
+    shifted = quadrature_ks(dens.nodes, dens.weights, lambda x: semicircle_cdf(x, SIGMA, 1.0))
+    assert right < 0.03 and wrong > 0.1 and shifted > 0.1
+    # one probe, one node: the bracket at the node is [0, 1], every model fits
+    assert quadrature_ks(torch.tensor([[0.0]]), torch.tensor([[1.0]]), lambda x: np.full_like(x, 0.3)) == 0.0
+
+
+def test_spike_errors():
+    with pytest.raises(ValueError, match="needs k >= max_spikes \\+ edge_points = 20"):
+        count_spikes(torch.arange(19.0), max_spikes=15)
+    with pytest.raises(ValueError, match="edge_points must be an int >= 3"):
+        count_spikes(torch.arange(20.0), edge_points=2)
+    with pytest.raises(ValueError, match="max_spikes must be an int >= 1"):
+        count_spikes(torch.arange(20.0), max_spikes=0)
+    with pytest.raises(ValueError, match="eigenvalues must be finite"):
+        count_spikes(torch.tensor([float("nan")] * 20))
+    with pytest.raises(ValueError, match="weights are required"):
+        fit_spiked_bulk(torch.arange(20.0), torch.zeros(2, 10))
+    with pytest.raises(ValueError, match="dim must be None or an int >= 1"):
+        fit_spiked_bulk(torch.arange(20.0), torch.randn(2, 10), torch.ones(2, 10), dim=0)
+    with pytest.raises(ValueError, match="must have one shape"):
+        quadrature_ks(torch.zeros(2, 3), torch.ones(2, 2), lambda x: x)
+    with pytest.raises(ValueError, match="needs k >= edge_points \\+ 1 = 6 eigenvalues, got k = 4"):
+        count_spikes(torch.arange(4.0))

@@ -391,3 +391,32 @@ def test_optimizers_param_edits_mark_only_their_stages(ci_repo):
     finally:
         (ci_repo / "params.yaml").write_text(original)
     assert stale() == before
+
+
+def test_spectra_scaling_stage_fits_every_spectrum_and_renders_its_page(ci_repo):
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    results = json.loads((ci_repo / "spectra_scaling" / "results.json").read_text())
+    expected = {(exp, cfg, seed) for exp, spec in params["experiments"].items() for cfg in spec["configs"] for seed in params["seeds"]}
+    runs = results["spectra"]["runs"]
+    assert {(r["experiment"], r["config"], r["seed"]) for r in runs} == expected
+    top_k = params["curvature"]["h1_batch"]["top_k"]
+    for r in runs:
+        assert r["status"] == "ok", r
+        assert 0 <= r["num_spikes"] <= r["max_spikes"] == top_k - params["spectra_scaling"]["edge_points"]
+        assert r["bulk_sigma"] > 0 and 0 <= r["ks_semicircle"] <= 1 and 0 <= r["ks_spiked"] <= 1
+        # measure's rmt block runs the same estimator on the same inputs
+        curv = json.loads((ci_repo / "measure" / r["experiment"] / r["config"] / "seeds" / f"seed{r['seed']}" / "curvature.json").read_text())
+        assert curv["rmt"]["status"] == "ok" and curv["rmt"]["outlier_count"] == r["num_spikes"]
+        assert curv["rmt"]["bulk_sigma"] == pytest.approx(r["bulk_sigma"], rel=1e-9)
+    assert results["spectra"]["overall"]["n_runs"] == len(expected)
+    # the ci grid has a single scaling config: every fit says why it was not fitted
+    assert all(f["status"].startswith("not fitted: ") for f in results["scaling"]["fits"].values())
+    gs = results["gradient_subspaces"]
+    assert gs["status"] == "tested" and {e["config"] for e in gs["per_config"]} == set(params["experiments"]["h1_batch"]["configs"])
+    assert all(-1 <= row["pearson_covariance"] <= 1 and row["energy_rank_90"] >= 1 for row in gs["rows"])
+    assert [c["config"] for c in results["curves"]] == params["spectra_scaling"]["plot_configs"]
+    assert all(c["status"] == "ok" and len(c["grid"]) == len(c["measured"]) == len(c["spiked"]) for c in results["curves"])
+    shown = json.loads(_dvc("metrics", "show", "--json", cwd=ci_repo).stdout)
+    assert "spectra_scaling/metrics.json" in json.dumps(shown) and "share_c_minus_1" in json.dumps(shown)
+    html = (ci_repo / "reports" / "rmt.html").read_text()
+    assert "Spectra, RMT and scaling laws" in html and html.count('src="data:image/png;base64') >= 3

@@ -1,10 +1,12 @@
 """Scaling-law fit: exact recovery, CI coverage, TOST size, model comparison, errors."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from stats_synth import assert_rate_near, scaling_table
 
-from landscape.stats import holm, scaling_law_fit
+
+from landscape.stats import config_means, holm, scaling_law_fit
 
 
 def test_noiseless_law_is_recovered_exactly():
@@ -92,3 +94,45 @@ def test_errors(mutate, kwargs, match):
     df = scaling_table(np.random.default_rng(7), alpha=0.6, beta=0.25, noise=0.1)
     with pytest.raises(ValueError, match=match):
         scaling_law_fit(mutate(df), **kwargs)
+
+
+def seeded_grid(rng, alpha, beta, noise, seeds=5):
+    """The pipeline's design: widths {32, 128, 512} x depths {1, 2, 3}, ``seeds`` runs each."""
+    rows = [scaling_table(rng, alpha=alpha, beta=beta, noise=noise, widths=(32, 128, 512), depths=(1, 2, 3)).assign(seed=s)
+            for s in range(seeds)]
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_config_means_are_geometric_means_per_config():
+    df = seeded_grid(np.random.default_rng(8), alpha=0.4, beta=0.2, noise=0.2)
+    means = config_means(df, "lambda_max")
+    assert len(means) == 9 and (means.n_seeds == 5).all()
+    one = df[(df.width == 128) & (df.depth == 2)]
+    row = means[(means.width == 128) & (means.depth == 2)].iloc[0]
+    assert row.lambda_max == pytest.approx(np.exp(np.log(one.lambda_max).mean()))
+    assert row.sd_log == pytest.approx(np.log(one.lambda_max).std(ddof=1))
+    arith = config_means(df.assign(lambda_max=df.lambda_max.where(df.index != 0, np.nan)), "lambda_max", geometric=False)
+    assert arith.n_seeds.sum() == len(df) - 1
+
+
+def test_fit_on_config_means_recovers_planted_exponents_with_coverage():
+    # The stage's primary fit: OLS on the 9 config means (t with 6 df), 5 seeds per config.
+    rng = np.random.default_rng(9)
+    reps, cov_a, cov_b, found_b = 200, 0, 0, 0
+    for _ in range(reps):
+        f = scaling_law_fit(config_means(seeded_grid(rng, alpha=0.4, beta=0.2, noise=0.2), "lambda_max"), ci_level=0.9)
+        cov_a += f.alpha_ci[0] <= 0.4 <= f.alpha_ci[1]
+        cov_b += f.beta_ci[0] <= 0.2 <= f.beta_ci[1]
+        found_b += f.p_beta_positive < 0.05
+    assert_rate_near(cov_a, reps, 0.9)
+    assert_rate_near(cov_b, reps, 0.9)
+    assert found_b / reps > 0.9  # a planted beta of 0.2 per layer is found
+
+
+def test_labelled_hypotheses_share_one_family():
+    df = scaling_table(np.random.default_rng(10), alpha=0.6, beta=0.25, noise=0.1)
+    fits = [scaling_law_fit(df), scaling_law_fit(df.assign(trace=df.lambda_max * 3), target="trace")]
+    family = holm([h for f, lab in zip(fits, ("lambda_max", "trace")) for h in f.as_hypotheses(lab)])
+    assert [h.name for h in family] == ["scaling[lambda_max:alpha]", "scaling[lambda_max:beta]", "scaling[trace:alpha]", "scaling[trace:beta]"]
+    assert family[0].extra["holm_family_size"] == 4
+    assert fits[1].alpha == pytest.approx(fits[0].alpha) and fits[1].log_a == pytest.approx(fits[0].log_a + np.log(3))

@@ -30,7 +30,7 @@ from landscape.curvature.noise import (
 )
 from landscape.curvature.operators import HessianOperator
 from landscape.curvature.per_layer import per_layer_curvature
-from landscape.curvature.rmt import fit_semicircle, spiked_outliers
+from landscape.curvature.rmt import fit_spiked_bulk
 from landscape.curvature.slq import logdet_from_tridiagonals, spectral_density
 from landscape.curvature.trace import trace as estimate_trace
 
@@ -85,7 +85,8 @@ def measure_curvature(
         loss_fn: batch-mean loss ``loss_fn(logits, targets)``.
         batches: fixed ``(inputs, targets)`` batches (the probe subset).
         bn_mode: BatchNorm policy, ``"eval"`` or ``"batch"``.
-        top_k: number of top (largest algebraic) eigenpairs by Lanczos.
+        top_k: number of top (largest algebraic) eigenpairs by Lanczos; the RMT spike count
+            needs ``top_k >= 6`` and can find up to ``top_k - 5`` spikes (use >= 2C for C classes).
         eig_tol: relative Ritz residual tolerance.
         trace_matvecs: product budget of the trace estimate.
         trace_method: ``"hutch++"``, ``"hutchinson"`` or ``"xtrace"``.
@@ -115,7 +116,10 @@ def measure_curvature(
         timings[name] = now - lap
         lap = now
 
-    eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed)
+    # The Lanczos-relation certificates are the reported residuals; skipping the explicit
+    # verification product (k matvecs) and the repeated-eigenvalue pass keeps top_k = 2C
+    # (the spike count's need) at about the cost that top_k = C with both had.
+    eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed, verify=False, check_multiplicity=False)
     abs_bounds = eig.residuals * eig.values.abs().clamp_min(torch.finfo(eig.values.dtype).tiny)
     summary["eigenvalues"] = {
         "values": eig.values.tolist(),
@@ -151,20 +155,24 @@ def measure_curvature(
     summary["logdet_eps"] = logdet_eps
     summary["logdet_clamped_mass"] = ld.clamped_mass
 
-    try:
-        bulk = fit_semicircle(dens)
-    except ValueError as exc:  # too few quadrature nodes in the bulk: record why, keep going
-        summary["rmt"] = {"status": f"semicircle fit failed: {exc}", "outlier_count": float("nan")}
+    try:  # spikes by the eigengap rule on the top-k values, bulk semicircle from the SLQ moments
+        spiked = fit_spiked_bulk(eig.values, dens, dim=P)
+    except ValueError as exc:  # e.g. top_k too small for the gap rule: record why, keep going
+        summary["rmt"] = {"status": f"spiked bulk fit failed: {exc}", "outlier_count": float("nan")}
     else:
-        outliers = spiked_outliers(eig.values, (bulk.lower_edge, bulk.upper_edge))
         summary["rmt"] = {
             "status": "ok",
-            "bulk_sigma": float(bulk.sigma),
-            "bulk_centre": float(bulk.centre),
-            "bulk_edge": float(bulk.upper_edge),
-            "outlier_count": int(outliers.numel()),
-            "outlier_count_is_lower_bound": bool(outliers.numel() == eig.values.numel()),
-            "ks_distance": float(bulk.ks_distance),
+            "method": "eigengap rule (Onatski 2010) on the top-k Ritz values; semicircle by the SLQ moments of the rest",
+            "bulk_sigma": spiked.sigma,
+            "bulk_centre": spiked.centre,
+            "bulk_edge": spiked.upper_edge,
+            "bulk_top": spiked.bulk_top,
+            "outlier_count": spiked.num_spikes,
+            "outlier_count_is_lower_bound": spiked.count.at_max,
+            "gap_threshold": spiked.count.delta,
+            "beyond_edge": spiked.beyond_edge,
+            "ks_semicircle": spiked.ks_semicircle,
+            "ks_spiked": spiked.ks_spiked,
         }
 
     tick("density")

@@ -35,6 +35,11 @@ __all__ = [
     "fit_semicircle",
     "fit_marchenko_pastur",
     "spiked_outliers",
+    "SpikeCount",
+    "SpikedBulkFit",
+    "count_spikes",
+    "fit_spiked_bulk",
+    "quadrature_ks",
     "semicircle_density",
     "semicircle_cdf",
     "marchenko_pastur_density",
@@ -480,3 +485,272 @@ def spiked_outliers(values: Any, edge: float | tuple[float, float], *, margin: f
     idx = np.nonzero(beyond > 0)[0]
     idx = idx[np.argsort(-beyond[idx], kind="stable")]
     return torch.as_tensor(idx, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- spiked bulk
+
+
+def _np(x: Any) -> np.ndarray:
+    """A tensor, array or sequence as a float64 NumPy array (CPU copy)."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.array(x, dtype=np.float64)
+
+
+
+@dataclass(frozen=True)
+class SpikeCount:
+    """Number of spikes above the bulk by an edge-calibrated eigengap rule (Onatski 2010).
+
+    Attributes:
+        num_spikes: estimated number of eigenvalues separated from the bulk (r).
+        max_spikes: the cap ``r_max`` (the estimate never exceeds it).
+        at_max: ``num_spikes == max_spikes`` (the true count may be larger).
+        delta: the gap threshold ``2 |b|`` (eigenvalue units).
+        edge_slope: ``b``, the slope of ``lambda_j`` on ``(j - 1)^(2/3)`` over
+            ``j = r_max + 1 .. r_max + edge_points`` (eigenvalue units).
+        gaps: ``lambda_i - lambda_(i+1)`` for i = 1 .. max_spikes (descending values).
+    """
+
+    num_spikes: int
+    max_spikes: int
+    at_max: bool
+    delta: float
+    edge_slope: float
+    gaps: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_spikes": self.num_spikes,
+            "max_spikes": self.max_spikes,
+            "at_max": self.at_max,
+            "delta": self.delta,
+            "edge_slope": self.edge_slope,
+            "gaps": list(self.gaps),
+        }
+
+
+def count_spikes(values: Any, *, max_spikes: int | None = None, edge_points: int = 5) -> SpikeCount:
+    """Count the eigenvalues separated from the top of the bulk (Onatski 2010's ED rule).
+
+    Near a square-root bulk edge (semicircle, Marchenko-Pastur) the j-th largest bulk
+    eigenvalue sits at ``edge + b (j - 1)^(2/3)`` to leading order, so gaps between bulk
+    eigenvalues are of order ``|b|`` while the gap below the last spike stays of order one.
+    With ``lambda_1 >= ... >= lambda_k``: regress ``lambda_j`` on ``(j - 1)^(2/3)`` (with an
+    intercept) for ``j = r_max + 1 .. r_max + edge_points``, set ``delta = 2 |b|`` and
+    ``r = max{i <= r_max : lambda_i - lambda_(i+1) >= delta}`` (0 if none) (Onatski,
+    "Determining the number of factors from empirical distribution of eigenvalues",
+    Rev. Econ. Stat. 92(4), 2010). Onatski then re-runs the regression from ``j = r + 1``;
+    we keep the first step, whose regression holds bulk eigenvalues whenever r <= r_max:
+    on spiked Wigner matrices with spikes clustered near the threshold the iteration
+    collapsed to r = 0 (an underestimate puts spikes into the regression, which raises
+    delta), the single step did not.
+
+    Args:
+        values: the k largest eigenvalues (any order; sorted here), e.g. Lanczos Ritz values.
+        max_spikes: ``r_max``, default ``k - edge_points``; needs ``r_max + edge_points <= k``.
+        edge_points: number of eigenvalues in the edge regression (Onatski uses 5), >= 3.
+    """
+    x = np.sort(_np(values).reshape(-1))[::-1]
+    if not np.isfinite(x).all():
+        raise ValueError("eigenvalues must be finite")
+    if isinstance(edge_points, bool) or not isinstance(edge_points, int) or edge_points < 3:
+        raise ValueError(f"edge_points must be an int >= 3, got {edge_points!r}")
+    k = x.size
+    if max_spikes is None:
+        if k < edge_points + 1:
+            raise ValueError(f"count_spikes needs k >= edge_points + 1 = {edge_points + 1} eigenvalues, got k = {k}")
+        max_spikes = k - edge_points
+    if isinstance(max_spikes, bool) or not isinstance(max_spikes, int) or max_spikes < 1:
+        raise ValueError(f"max_spikes must be an int >= 1, got {max_spikes!r} (k = {k} eigenvalues, edge_points = {edge_points})")
+    if max_spikes + edge_points > k:
+        raise ValueError(f"count_spikes needs k >= max_spikes + edge_points = {max_spikes + edge_points} eigenvalues, got k = {k}")
+    gaps = x[:max_spikes] - x[1 : max_spikes + 1]
+    idx = np.arange(max_spikes + 1, max_spikes + 1 + edge_points)  # 1-based indices
+    t = (idx - 1.0) ** (2.0 / 3.0)
+    tc = t - t.mean()
+    slope = float(tc @ (x[idx - 1] - x[idx - 1].mean()) / (tc @ tc))
+    delta = 2.0 * abs(slope)
+    above = np.nonzero(gaps >= delta)[0]
+    r = int(above[-1]) + 1 if above.size else 0
+    return SpikeCount(
+        num_spikes=r,
+        max_spikes=max_spikes,
+        at_max=r == max_spikes,
+        delta=delta,
+        edge_slope=slope,
+        gaps=tuple(float(g) for g in gaps),
+    )
+
+
+@dataclass(frozen=True)
+class SpikedBulkFit:
+    """A spiked semicircle model fitted to top eigenvalues plus an SLQ density.
+
+    Attributes:
+        num_spikes: spikes found by :func:`count_spikes` on the top eigenvalues.
+        spikes: their values, descending (eigenvalue units).
+        count: the :class:`SpikeCount` behind ``num_spikes``.
+        bulk_top: largest eigenvalue that is not a spike (``lambda_(r+1)``).
+        cut: quadrature nodes above this value are assigned to the spikes
+            (midway between ``lambda_r`` and ``lambda_(r+1)``; +inf when r = 0).
+        sigma: semicircle parameter of the bulk, ``sqrt`` of the bulk variance (the
+            semicircle of radius ``2 sigma`` has variance ``sigma^2``).
+        centre: bulk mean.
+        lower_edge, upper_edge: ``centre -+ 2 sigma``.
+        beyond_edge: top eigenvalues above ``upper_edge`` (the plain edge rule's count).
+        beyond_edge_is_lower_bound: every top eigenvalue was beyond the edge.
+        spike_mass: quadrature weight above ``cut`` (estimates ``r / P``).
+        ks_semicircle: distance of the semicircle CDF from the Gauss-quadrature bracket
+            (see :func:`quadrature_ks`); 0 = consistent with the SLQ measure.
+        ks_spiked: the same for the spiked model (bulk mass ``1 - r/P`` plus r atoms).
+        dim: the matrix size P used for the spikes' mass (None: the mass is neglected).
+    """
+
+    num_spikes: int
+    spikes: tuple[float, ...]
+    count: SpikeCount
+    bulk_top: float
+    cut: float
+    sigma: float
+    centre: float
+    lower_edge: float
+    upper_edge: float
+    beyond_edge: int
+    beyond_edge_is_lower_bound: bool
+    spike_mass: float
+    ks_semicircle: float
+    ks_spiked: float
+    dim: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "count"}
+        out["spikes"] = list(self.spikes)
+        out["count"] = self.count.to_dict()
+        return out
+
+
+def quadrature_ks(nodes: Any, weights: Any, cdf: Any) -> float:
+    """Largest distance of a model CDF from the bracket that Gauss quadrature puts on the true CDF.
+
+    For a probe's m-point Gauss rule (nodes ``theta_1 < ... < theta_m``, weights w) of a
+    measure mu, the Chebyshev-Markov-Stieltjes inequalities give
+    ``sum_(i<j) w_i <= mu(-inf, theta_j)`` and ``mu(-inf, theta_j] <= sum_(i<=j) w_i``
+    (Golub & Meurant 2010, ch. 6; used for SLQ by Chen, Trogdon & Ubaru, ICML 2021), and
+    between nodes the looser bracket of the two neighbours. The probe-averaged bracket is the
+    average of the probes' brackets. Returns ``sup_x dist(F(x), [L(x), U(x)])`` over all
+    nodes: 0 when the model is consistent with every rule, at most 1. Plain KS against the
+    quadrature's step CDF would be at least half the largest weight whatever the model.
+
+    Args:
+        nodes: (probes, m) Ritz values. weights: (probes, m), rows summing to one.
+        cdf: callable mapping an array of points to the model CDF there.
+    """
+    n = np.atleast_2d(_np(nodes))
+    w = np.atleast_2d(_np(weights))
+    if n.shape != w.shape:
+        raise ValueError(f"nodes and weights must have one shape, got {n.shape} and {w.shape}")
+    xq = np.unique(n)
+    lower = np.zeros_like(xq)
+    upper = np.zeros_like(xq)
+    for theta, wt in zip(n, w):
+        o = np.argsort(theta, kind="stable")
+        theta, wt = theta[o], wt[o] / wt.sum()
+        cum = np.cumsum(wt)
+        le = np.searchsorted(theta, xq, side="right") - 1  # largest node <= x (-1: none)
+        has = le >= 0
+        safe = np.clip(le, 0, theta.size - 1)
+        is_node = has & (theta[safe] == xq)
+        lower += np.where(has, cum[safe] - wt[safe], 0.0)
+        nxt = np.clip(le + 1, 0, theta.size - 1)
+        upper += np.where(is_node, cum[safe], np.where(le + 1 < theta.size, cum[nxt], 1.0))
+    lower /= n.shape[0]
+    upper /= n.shape[0]
+    f = np.asarray(cdf(xq), dtype=np.float64)
+    return float(np.max(np.maximum(0.0, np.maximum(f - upper, lower - f))))
+
+
+def fit_spiked_bulk(
+    top_values: Any,
+    nodes: Any,
+    weights: Any = None,
+    *,
+    dim: int | None = None,
+    max_spikes: int | None = None,
+    edge_points: int = 5,
+) -> SpikedBulkFit:
+    """Spikes from the top eigenvalues, the bulk semicircle from the SLQ measure without them.
+
+    A trained network's Hessian has a bulk concentrated near zero, far narrower than SLQ
+    resolves, and a few isolated large eigenvalues that the Ritz values resolve one by one;
+    a quantile fit of the Ritz nodes (:func:`fit_semicircle`) then has no bulk to work on.
+    Here (i) :func:`count_spikes` finds r from the gaps among the top eigenvalues,
+    (ii) quadrature nodes above the cut midway between ``lambda_r`` and ``lambda_(r+1)``
+    are assigned to the spikes, (iii) the bulk semicircle takes the mean and variance of
+    the remaining quadrature measure (Gauss quadrature reproduces the first 2m - 1 moments
+    of each probe's measure exactly), and (iv) both models are scored by
+    :func:`quadrature_ks`.
+
+    Args:
+        top_values: (k,) largest eigenvalues (e.g. Lanczos Ritz values), k >= max_spikes + edge_points.
+        nodes: (probes, m) SLQ Ritz nodes, or a :class:`~.slq.SpectralDensity` / quadrature
+            with ``nodes`` and ``weights`` (then ``weights`` must be None).
+        weights: (probes, m) quadrature weights, rows summing to one.
+        dim: matrix size P (the spikes' mass in the spiked model is ``1/P`` each).
+        max_spikes, edge_points: passed to :func:`count_spikes`.
+    """
+    if hasattr(nodes, "nodes") and hasattr(nodes, "weights") and weights is None:
+        nodes, weights = nodes.nodes, nodes.weights
+    if weights is None:
+        raise ValueError("weights are required with plain quadrature nodes")
+    n = np.atleast_2d(_np(nodes))
+    w = np.atleast_2d(_np(weights))
+    if n.shape != w.shape or n.size < 3:
+        raise ValueError(f"nodes and weights must share a shape with >= 3 entries, got {n.shape} and {w.shape}")
+    if not (np.isfinite(n).all() and np.isfinite(w).all()) or (w < 0).any():
+        raise ValueError("quadrature nodes and weights must be finite, weights >= 0")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"dim must be None or an int >= 1, got {dim!r}")
+    top = np.sort(_np(top_values).reshape(-1))[::-1]
+    count = count_spikes(top, max_spikes=max_spikes, edge_points=edge_points)
+    r = count.num_spikes
+    spikes = top[:r]
+    cut = 0.5 * (top[r - 1] + top[r]) if r > 0 else math.inf
+    wn = w / w.sum(axis=1, keepdims=True) / w.shape[0]
+    bulk = n < cut
+    bulk_w = wn[bulk]
+    if bulk_w.sum() <= 0:
+        raise ValueError("no quadrature weight below the spikes; the bulk cannot be fitted")
+    pb = bulk_w / bulk_w.sum()
+    centre = float(pb @ n[bulk])
+    sigma = float(math.sqrt(max(float(pb @ (n[bulk] - centre) ** 2), 0.0)))
+    if not sigma > 0:
+        raise ValueError("the bulk has zero variance; a semicircle cannot be fitted")
+    upper_edge = centre + 2 * sigma
+    beyond = int((top > upper_edge).sum())
+    spike_frac = r / dim if dim is not None else 0.0
+
+    def sc_cdf(x: np.ndarray) -> np.ndarray:
+        return semicircle_cdf(x, sigma, centre)
+
+    def spiked_cdf(x: np.ndarray) -> np.ndarray:
+        atoms = (x[:, None] >= spikes[None, :]).sum(axis=1) if r else np.zeros_like(x)
+        return (1 - spike_frac) * sc_cdf(x) + (spike_frac / r if r else 0.0) * atoms
+
+    return SpikedBulkFit(
+        num_spikes=r,
+        spikes=tuple(float(s) for s in spikes),
+        count=count,
+        bulk_top=float(top[r]),
+        cut=float(cut),
+        sigma=sigma,
+        centre=centre,
+        lower_edge=centre - 2 * sigma,
+        upper_edge=upper_edge,
+        beyond_edge=beyond,
+        beyond_edge_is_lower_bound=beyond == top.size,
+        spike_mass=float(wn[~bulk].sum()),
+        ks_semicircle=quadrature_ks(n, w, sc_cdf),
+        ks_spiked=quadrature_ks(n, w, spiked_cdf),
+        dim=dim,
+    )

@@ -16,13 +16,14 @@ from landscape.stats.mediation import h1_batch_sharpness
 from landscape.stats.multiple import holm, holm_adjust
 from landscape.stats.paired import PairedSummary, h2_skip_flattens, h4_bounds, paired_test
 from landscape.stats.result import HypothesisResult
-from landscape.stats.scaling import ScalingLawFit, scaling_law_fit
+from landscape.stats.scaling import ScalingLawFit, config_means, scaling_law_fit
 
 __all__ = [
     "HYPOTHESES",
     "HypothesisResult",
     "PairedSummary",
     "ScalingLawFit",
+    "config_means",
     "curvature_regressions",
     "get_hypothesis",
     "h1_batch_sharpness",

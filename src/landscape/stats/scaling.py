@@ -35,7 +35,7 @@ from landscape.stats._common import (
 )
 from landscape.stats.result import HypothesisResult, plain
 
-__all__ = ["ScalingLawFit", "scaling_law_fit"]
+__all__ = ["ScalingLawFit", "config_means", "scaling_law_fit"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +97,14 @@ class ScalingLawFit:
         """Plain-Python dictionary of every field."""
         return plain(dataclasses.asdict(self))
 
-    def as_hypotheses(self) -> tuple[HypothesisResult, HypothesisResult]:
-        """The two scaling claims as results ready for :func:`landscape.stats.holm`."""
+    def as_hypotheses(self, label: str | None = None) -> tuple[HypothesisResult, HypothesisResult]:
+        """The two scaling claims as results ready for :func:`landscape.stats.holm`.
+
+        Args:
+            label: Optional response name put into the result names
+                (``scaling[<label>:alpha]``), so several fits can share one Holm family.
+        """
+        tag = f"{label}:" if label else ""
         common = dict(
             n_runs=self.n_runs,
             n_groups=self.n_groups,
@@ -107,7 +113,7 @@ class ScalingLawFit:
             extra={"inference": self.inference, "df": self.df},
         )
         width = HypothesisResult.build(
-            name="scaling[alpha]",
+            name=f"scaling[{tag}alpha]",
             null="The width exponent alpha is <= 0 or >= 1.",
             alternative="||H||_2 grows sublinearly with width: 0 < alpha < 1.",
             test="two one-sided t-tests (TOST) on the OLS slope of log||H||_2 on log n",
@@ -121,7 +127,7 @@ class ScalingLawFit:
             **common,
         )
         depth = HypothesisResult.build(
-            name="scaling[beta]",
+            name=f"scaling[{tag}beta]",
             null="||H||_2 does not grow exponentially with depth: beta <= 0.",
             alternative="||H||_2 grows exponentially with depth: beta > 0.",
             test="one-sided t-test on the OLS slope of log||H||_2 on L",
@@ -234,3 +240,44 @@ def scaling_law_fit(
         ci_level=ci_level,
         alpha_level=alpha,
     )
+
+
+def config_means(
+    data: pd.DataFrame | Sequence[Mapping[str, Any]],
+    target: str,
+    *,
+    keys: Sequence[str] = ("width", "depth"),
+    geometric: bool = True,
+) -> pd.DataFrame:
+    """One row per configuration: the mean of ``target`` over its seeds.
+
+    The geometric mean (``exp`` of the mean log) matches a fit on the log scale: the OLS
+    on config means then weighs every configuration once, whatever its seed count, and
+    its residuals hold lack of fit plus the seed noise left in each mean.
+
+    Args:
+        data: One row per seed run, with ``keys`` and ``target`` columns.
+        target: Column to average (> 0 when ``geometric``); non-finite values are dropped.
+        keys: Columns that identify a configuration.
+        geometric: Geometric (True) or arithmetic mean.
+
+    Returns:
+        Columns ``keys``, ``target`` (the mean), ``n_seeds`` and ``sd_log`` (sd of the log
+        values over seeds; NaN for one seed or an arithmetic mean), sorted by ``keys``.
+    """
+    where = "config_means"
+    df = as_frame(data)
+    require_columns(df, [*keys, target], where)
+    df = df[np.isfinite(pd.to_numeric(df[target], errors="coerce").astype(float))].copy()
+    df[target] = df[target].astype(float)
+    if geometric:
+        check_positive(df, target, where)
+        df["_v"] = np.log(df[target])
+    else:
+        df["_v"] = df[target]
+    grouped = df.groupby(list(keys), sort=True)["_v"]
+    out = grouped.agg(["mean", "count", "std"]).reset_index()
+    out[target] = np.exp(out["mean"]) if geometric else out["mean"]
+    out["n_seeds"] = out["count"].astype(int)
+    out["sd_log"] = out["std"] if geometric else float("nan")
+    return out[[*keys, target, "n_seeds", "sd_log"]]
