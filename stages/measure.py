@@ -89,7 +89,8 @@ def _measure_seed(experiment: str, config: str, cfg: CurvatureConfig, settings: 
         model.load_state_dict(state["state_dict"])
         along.append({"epoch": state["epoch"], **sharpness_summary(
             model, F.cross_entropy, batches, bn_mode=cfg.bn_mode, eig_tol=cfg.eig_tol,
-            trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method, seed=seed)})
+            trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method,
+            noise_examples=cfg.noise_examples, seed=seed)})
     if along:
         summary["along_training"] = along
     torch_save(out / "krylov.pt", result.krylov)

@@ -259,10 +259,16 @@ def run_wave(stages: list, jobs: int, record_every_s: float = 30.0, preload: tup
                 result.forked += running[stage].zygote is not None
             for stage, code in finished:
                 if code == 0:
-                    stage.save()  # hashes of deps and outs, as dvc repro records them
-                    stage.commit()  # outputs into the cache
-                    unrecorded.append(stage)
-                    result.committed.append(stage.addressing)
+                    try:
+                        stage.save()  # hashes of deps and outs, as dvc repro records them
+                        stage.commit()  # outputs into the cache
+                    except Exception as exc:  # e.g. a declared output missing: dvc repro reruns it and says so
+                        tqdm.write(f"prerun: {stage.addressing} exited 0 but cannot be committed "
+                                   f"({type(exc).__name__}: {exc}); left to dvc repro")
+                        result.failed.append(stage.addressing)
+                    else:
+                        unrecorded.append(stage)
+                        result.committed.append(stage.addressing)
                 else:
                     result.failed.append(stage.addressing)
                     log = _log_path(stage)

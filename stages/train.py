@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import warnings
+from pathlib import Path
 
 from _common import (
     ConfigError,
@@ -62,6 +63,9 @@ class LiveLog:
     def close(self, history: list[dict[str, float]]) -> None:
         self(history)
         self.live.end()
+        # A run that diverged within its first epoch logged nothing; its (empty) curve
+        # directory must still exist, since dvc.yaml declares it as an output.
+        Path(self.directory, "plots", "metrics").mkdir(parents=True, exist_ok=True)
 
 
 def main() -> None:

@@ -185,7 +185,8 @@ class CurvatureConfig:
         per_layer_matvecs: trace budget per module.
         per_layer_tol: relative Ritz residual tolerance of each module's top eigenvalue
             (looser than ``eig_tol``: one Lanczos run per module, each product a full one).
-        noise_examples: examples for per-sample gradients and the noise covariance (0 skips).
+        noise_examples: examples for per-sample gradients and the noise covariance, at the final
+            weights and at every training snapshot (0 skips).
         diag_probes: Hutchinson probes for diag(H) (the ``C ~ diag(H)`` check; 0 skips).
         along_training_matvecs: trace budget at each training snapshot (lambda_max and
             trace along training, when the run kept snapshots).

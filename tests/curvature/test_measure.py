@@ -73,3 +73,25 @@ def test_rmt_block_uses_the_spike_estimator():
     assert rmt["ks_semicircle"] == pytest.approx(ref.ks_semicircle, abs=1e-9)
     few = measure_curvature(model, F.cross_entropy, batches, top_k=4, **kw).summary["rmt"]
     assert few["status"].startswith("spiked bulk fit failed: count_spikes needs k >= ") and math.isnan(few["outlier_count"])
+
+
+def test_snapshot_summary_gradient_ranks_match_a_dense_covariance():
+    from landscape.curvature.measure import sharpness_summary
+
+    model, batches, x, y = _setup()
+    s = sharpness_summary(model, F.cross_entropy, batches, eig_tol=1e-8, trace_matvecs=10, noise_examples=30, seed=0)
+    assert s["lambda_max"] == pytest.approx(torch.linalg.eigvalsh(_dense_hessian(model, x, y))[-1].item(), rel=1e-6)
+    # per-example gradients one at a time, centred covariance, its spectrum
+    rows = []
+    for i in range(30):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    G = torch.stack(rows)
+    Gc = G - G.mean(0)
+    evals = torch.linalg.eigvalsh(Gc.T @ Gc / 30).flip(0).clamp_min(0)
+    energy = torch.cumsum(evals, 0) / evals.sum()
+    assert s["noise_examples"] == 30 and s["energy_rank_90"] == int((energy < 0.9).sum()) + 1
+    assert s["trace_sigma"] == pytest.approx(evals.sum().item(), rel=1e-8)
+    assert s["stable_rank_gradients"] == pytest.approx((evals.sum() / evals[0]).item(), rel=1e-8)
+    assert "energy_rank_90" not in sharpness_summary(model, F.cross_entropy, batches, trace_matvecs=10)

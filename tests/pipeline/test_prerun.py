@@ -115,3 +115,15 @@ def test_python_entries_run_in_forks_of_the_preloaded_interpreter(tmp_path, monk
 def test_prerun_rejects_zero_jobs(tmp_path):
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         prerun([["*"]], jobs=0, root=tmp_path)
+
+
+def test_entry_that_exits_0_without_its_outputs_is_left_to_dvc_repro(tmp_path, capsys):
+    repo = _git_dvc_repo(tmp_path / "toy")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "good": {"cmd": "echo ok > good.txt", "outs": ["good.txt"]},
+        "silent": {"cmd": "true", "outs": ["never.txt"]},
+    }}, sort_keys=False))
+    (result,) = prerun([["good", "silent"]], jobs=2, root=repo)
+    assert result.committed == ["good"] and result.failed == ["silent"]
+    assert "silent exited 0 but cannot be committed" in capsys.readouterr().out
+    assert _status(repo, skip="none") == {"silent"}

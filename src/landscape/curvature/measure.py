@@ -185,15 +185,9 @@ def measure_curvature(
 
         tick("per_layer")
     if noise_examples > 0:
-        xs, ys, have = [], [], 0
-        for x, y in batches:
-            take = min(noise_examples - have, x.shape[0])
-            xs.append(x[:take])
-            ys.append(y[:take])
-            have += take
-            if have >= noise_examples:
-                break
-        sigma = gradient_covariance(model, loss_fn, [(torch.cat(xs), torch.cat(ys))])
+        noise_batch = _first_examples(batches, noise_examples)
+        have = int(noise_batch[1].shape[0])
+        sigma = gradient_covariance(model, loss_fn, [noise_batch])
         rank = gradient_rank(sigma)
         align = noise_alignment(eig.vectors, sigma)
         diff = difficulty_index(lambda_max, tr.value, align.kappa)
@@ -231,6 +225,19 @@ def measure_curvature(
     return CurvatureMeasurement(summary=summary, krylov=krylov)
 
 
+def _first_examples(batches: Sequence[tuple[Tensor, Tensor]], n: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` examples of ``batches`` (fewer if they hold fewer) as one batch."""
+    xs, ys, have = [], [], 0
+    for x, y in batches:
+        take = min(n - have, x.shape[0])
+        xs.append(x[:take])
+        ys.append(y[:take])
+        have += take
+        if have >= n:
+            break
+    return torch.cat(xs), torch.cat(ys)
+
+
 def sharpness_summary(
     model: nn.Module,
     loss_fn: LossFn,
@@ -240,18 +247,31 @@ def sharpness_summary(
     eig_tol: float = 1e-3,
     trace_matvecs: int = 20,
     trace_method: str = "hutch++",
+    noise_examples: int = 0,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Top eigenvalue (with its residual bound) and trace only: the cheap pair measured
-    at every training snapshot for curvature along training."""
+    """The cheap figures measured at every training snapshot (curvature along training).
+
+    Top eigenvalue (with its residual bound) and trace of the Hessian; with
+    ``noise_examples > 0`` also the gradient subspace at that point: the spectrum of the
+    centred per-example gradient covariance Sigma of the first ``noise_examples`` examples
+    (exact, by an SVD of the gradient matrix), summarised as its 90 %-energy rank, its stable
+    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`).
+    """
     op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
     eig = top_eigenpairs(op, k=1, which="LA", tol=eig_tol, seed=seed)
     tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
     value = float(eig.values[0])
-    return {
+    out = {
         "lambda_max": value,
         "lambda_max_err": float(eig.residuals[0]) * abs(value),
         "trace": tr.value,
         "trace_stderr": tr.stderr,
         "num_matvecs": eig.num_matvecs + tr.num_matvecs,
     }
+    if noise_examples > 0:
+        rank = gradient_rank(gradient_covariance(model, loss_fn, [_first_examples(batches, noise_examples)]))
+        out.update(energy_rank_90=rank.energy_rank, stable_rank_gradients=rank.stable_rank_gradients,
+                   stable_rank_covariance=rank.stable_rank_covariance, trace_sigma=rank.trace,
+                   lambda_max_sigma=rank.lambda_max, noise_examples=rank.num_samples)
+    return out
