@@ -14,6 +14,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	# DVC parses params.yaml once per stage entry; this hook parses an unchanged file once per
+	# process (src/landscape/_dvc_params_cache.py): a no-op dvc repro 19 s -> 14 s
+	echo "import importlib.util as _u; _u.find_spec('landscape') and __import__('landscape._dvc_params_cache')" \
+	  > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_landscape_dvc_params_cache.pth"
 	touch $(STAMP)
 
 validate: $(STAMP)
