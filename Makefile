@@ -12,8 +12,9 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	# --no-compile: no .pyc for the ~17k installed .py files up front (imports compile what they use)
+	$(BIN)/pip install --disable-pip-version-check -q --no-compile -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-compile --no-deps --no-build-isolation -e .
 	# DVC parses params.yaml once per stage entry; this hook parses an unchanged file once per
 	# process (src/landscape/_dvc_params_cache.py): a no-op dvc repro 19 s -> 14 s
 	echo "import importlib.util as _u; _u.find_spec('landscape') and __import__('landscape._dvc_params_cache')" \
@@ -30,7 +31,7 @@ repro: validate
 	@echo "report: reports/index.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 profile:
 	cp profiles/$(PROFILE).yaml params.yaml

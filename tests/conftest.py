@@ -11,3 +11,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``slow`` first (stable order otherwise): under ``--dist loadscope`` the
+    end-to-end module, the longest unit, then starts at once on one worker while the other
+    worker takes the rest, instead of starting last and running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -297,6 +297,8 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: the first problem found, naming its key path and value.
     """
     from landscape.data import DATASETS
+    import torch
+
     from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
@@ -338,8 +340,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
             runs[(exp, name)] = run
             options = {k: v for k, v in run.model.items() if k != "name"}
             if run.model["name"] in OUR_MODEL_NAMES:  # catches misspelt or impossible options now
-                try:
-                    build_model(run.model["name"], num_classes=10, in_chans=1, img_size=32, seed=0, **options)
+                try:  # on the meta device: shapes and options checked, no weights drawn (the paper grid took 20 s)
+                    with torch.device("meta"):
+                        build_model(run.model["name"], num_classes=10, in_chans=1, img_size=32, seed=0, **options)
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"{where}.model: {exc}") from None
     curvature = params.get("curvature")

@@ -44,19 +44,32 @@ def test_top5_within_1e6_of_dense(case, which):
     assert (resid <= 1e-6 * evals.abs().max()).all()
 
 
+def _same_draws(estimate, op, H, seeds=(0, 1)) -> None:
+    """``estimate(A, seed)`` through the network's operator equals the same call on its dense
+    Hessian: the probes are the same draws, so the many-seed statistics below, taken on the
+    dense matrix for speed, are the statistics of the operator's estimates."""
+    for s in seeds:
+        via_op, via_dense = estimate(op, s), estimate(H, s)
+        torch.testing.assert_close(torch.tensor(via_op), torch.tensor(via_dense), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["hutchinson", "hutch++", "xtrace"])
 def test_trace_unbiased_over_200_seeds(case, method):
     op, H, _ = case
+    estimate = lambda A, s: trace(A, num_matvecs=12, method=method, seed=s).value
+    _same_draws(estimate, op, H)
     exact = torch.trace(H).item()
-    values = torch.tensor([trace(op, num_matvecs=12, method=method, seed=s).value for s in range(200)], dtype=torch.float64)
+    values = torch.tensor([estimate(H, s) for s in range(200)], dtype=torch.float64)
     se = values.std() / 200**0.5
     assert abs(values.mean().item() - exact) <= 3 * se.item() + 1e-12
 
 
 def test_hutchpp_variance_below_hutchinson(case):
-    op, _, _ = case
-    hutch = torch.tensor([trace(op, num_matvecs=24, method="hutchinson", seed=s).value for s in range(100)])
-    hpp = torch.tensor([trace(op, num_matvecs=24, method="hutch++", seed=s).value for s in range(100)])
+    op, H, _ = case
+    estimates = {m: (lambda A, s, m=m: trace(A, num_matvecs=24, method=m, seed=s).value) for m in ("hutchinson", "hutch++")}
+    for estimate in estimates.values():
+        _same_draws(estimate, op, H, seeds=(0,))
+    hutch, hpp = (torch.tensor([estimates[m](H, s) for s in range(100)]) for m in ("hutchinson", "hutch++"))
     assert hpp.var() < hutch.var()
 
 
@@ -75,7 +88,9 @@ def test_slq_moments_exact_and_logdet_within_error(case):
     # the 3-standard-error interval covers the exact value for most seeds.
     eps = 1e-2
     exact_logdet = torch.log(torch.clamp(evals + eps, min=eps)).sum().item()
-    estimates = [logdet(op, eps=eps, num_probes=4, num_steps=P, seed=s) for s in range(10)]
+    estimate = lambda A, s: logdet(A, eps=eps, num_probes=4, num_steps=P, seed=s)
+    _same_draws(lambda A, s: [estimate(A, s).value, estimate(A, s).stderr], op, H, seeds=(0,))
+    estimates = [estimate(H, s) for s in range(10)]
     covered = [abs(e.value - exact_logdet) <= 3 * e.stderr + 1e-8 for e in estimates]
     assert sum(covered) >= 8
 

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,10 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ci_pipeline")]  # one worker builds the ci repo once
+# `make test` runs pytest-xdist with --dist loadscope: this module is one unit on one worker, so
+# the ci repo is built once (xdist 3.8 with pytest 9 ignores xdist_group under loadgroup, which
+# split the module over both workers and built the repo twice).
+pytestmark = [pytest.mark.slow]
 
 
 def _env() -> dict[str, str]:
@@ -51,7 +56,10 @@ def _edit_params(repo: Path, edit) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
+# Session scope: pytest tears a module fixture down whenever the worker's next test comes
+# from another module, and xdist may interleave other modules' tests with this group, which
+# rebuilt the ci repo (~6 min) a second time.
+@pytest.fixture(scope="session")
 def ci_repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
@@ -84,6 +92,26 @@ def test_prerun_leaves_dvc_repro_only_the_dependent_stages(ci_repo):
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
 
 
+@contextmanager
+def _restored(repo: Path, *dirs: Path) -> Iterator[None]:
+    """Put ``dirs``, ``dvc.lock`` and ``params.yaml`` back as they were on exit: the tests
+    share one ci repo, and one that reruns entries must leave it up to date for the next."""
+    backup = repo.parent / f"backup-{time.monotonic_ns()}"
+    for path in dirs:
+        shutil.copytree(path, backup / path.relative_to(repo))
+    for name in ("dvc.lock", "params.yaml"):
+        shutil.copy2(repo / name, backup / name)
+    try:
+        yield
+    finally:
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(backup / path.relative_to(repo), path)
+        for name in ("dvc.lock", "params.yaml"):
+            shutil.copy2(backup / name, repo / name)
+        shutil.rmtree(backup)
+
+
 def test_forked_entries_match_fresh_processes_bit_for_bit(ci_repo):
     """prerun ran the train and measure entries in forks of a pre-imported interpreter; plain
     `dvc repro --force` of the same entries (fresh processes, from scratch) gives identical results."""
@@ -93,11 +121,7 @@ def test_forked_entries_match_fresh_processes_bit_for_bit(ci_repo):
     model_md5 = lambda: next(o["md5"] for o in yaml.safe_load((ci_repo / "dvc.lock").read_text())["stages"][stage]["outs"]
                              if o["path"].endswith("model.pt"))
     # The reruns rewrite wall times; the other tests share this repo, so restore it afterwards.
-    backup = ci_repo.parent / "forked-backup"
-    for path in (run, measured):
-        shutil.copytree(path, backup / path.relative_to(ci_repo))
-    shutil.copy2(ci_repo / "dvc.lock", backup / "dvc.lock")
-    try:
+    with _restored(ci_repo, run, measured):
         before = model_md5()
         shutil.rmtree(run / "checkpoints")  # else the rerun resumes from the final checkpoint
         _dvc("repro", "--force", "--single-item", stage, cwd=ci_repo)
@@ -107,11 +131,6 @@ def test_forked_entries_match_fresh_processes_bit_for_bit(ci_repo):
         before = {k: json.loads(curvature.read_text())[k] for k in keys}
         _dvc("repro", "--force", "--single-item", "measure_h1_batch@b32", cwd=ci_repo)
         assert {k: json.loads(curvature.read_text())[k] for k in keys} == before
-    finally:
-        for path in (run, measured):
-            shutil.rmtree(path)
-            shutil.copytree(backup / path.relative_to(ci_repo), path)
-        shutil.copy2(backup / "dvc.lock", ci_repo / "dvc.lock")
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
 
 
@@ -183,13 +202,6 @@ def test_bounds_stage_writes_valid_bounds_metrics_and_report(ci_repo):
     assert 'href="bounds.html"' in (ci_repo / "reports" / "index.html").read_text()
     shown = json.loads(_dvc("metrics", "show", "--json", cwd=ci_repo).stdout)
     assert "bounds/metrics.json" in json.dumps(shown)
-    # The stage lists exactly the params it reads: a bounds setting reruns the bounds stage only.
-    original = (ci_repo / "params.yaml").read_text()
-    try:
-        _edit_params(ci_repo, lambda p: p["bounds"]["settings"].update(mc_draws=200))
-        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"bounds"}
-    finally:
-        (ci_repo / "params.yaml").write_text(original)
 
 
 def test_probe_stages_write_their_outputs_and_the_probes_page(ci_repo):
@@ -226,31 +238,32 @@ def test_probe_stages_write_their_outputs_and_the_probes_page(ci_repo):
     assert 'href="probes.html"' in (ci_repo / "reports" / "index.html").read_text()
 
 
-def test_probe_param_edits_mark_only_their_stages(ci_repo):
-    original = (ci_repo / "params.yaml").read_text()
-    try:
-        _edit_params(ci_repo, lambda p: p["probes"]["h1_batch"]["sharpness"].update(steps=3))
-        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"probe_h1_batch@b32"}
-        (ci_repo / "params.yaml").write_text(original)
-        _edit_params(ci_repo, lambda p: p["probes"]["sde"].update(num_runs=120))
-        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"sde"}
-    finally:
-        (ci_repo / "params.yaml").write_text(original)
-    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
+# Each stage lists exactly the params it reads: one edited value makes exactly these entries
+# stale (`dvc status`), and nothing else.
+PARAM_EDITS = [
+    ("a train config", lambda p: p["experiments"]["sweeps"]["configs"]["lr_high"]["train"].update(lr=0.3),
+     {"train_sweeps@lr_high-0", "train_sweeps@lr_high-1"}),
+    ("a bounds setting", lambda p: p["bounds"]["settings"].update(mc_draws=200), {"bounds"}),
+    ("a probe setting", lambda p: p["probes"]["h1_batch"]["sharpness"].update(steps=3), {"probe_h1_batch@b32"}),
+    ("an SDE setting", lambda p: p["probes"]["sde"].update(num_runs=120), {"sde"}),
+    ("a Phi-search setting", lambda p: p["phi"]["search"]["training"].update(epochs=3), {"phi_search"}),
+    ("an optimizers setting", lambda p: p["optimizers"].update(alpha=0.01), {"optimizers"}),
+    ("an optimizer's train config",
+     lambda p: p["experiments"]["optimizers"]["configs"]["cadapt_normal"]["train"].update(curvature_gamma=0.1),
+     {"train_optimizers@cadapt_normal-0", "train_optimizers@cadapt_normal-1", "optimizers"}),
+]
 
 
-def test_noop_repro_reruns_nothing(ci_repo):
+def test_noop_repro_reruns_nothing_and_an_edit_marks_only_its_entries(ci_repo):
     out = _dvc("repro", cwd=ci_repo).stdout
     assert "Running stage" not in out
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
-
-
-def test_param_edit_marks_only_its_entries(ci_repo):
     original = (ci_repo / "params.yaml").read_text()
     try:
-        _edit_params(ci_repo, lambda p: p["experiments"]["sweeps"]["configs"]["lr_high"]["train"].update(lr=0.3))
-        status = json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)
-        assert set(status) == {"train_sweeps@lr_high-0", "train_sweeps@lr_high-1"}
+        for what, edit, expected in PARAM_EDITS:
+            (ci_repo / "params.yaml").write_text(original)
+            _edit_params(ci_repo, edit)
+            assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == expected, what
     finally:
         (ci_repo / "params.yaml").write_text(original)
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
@@ -266,31 +279,34 @@ def _checkpoint_epoch(path: Path) -> int:
 def test_sigkill_then_repro_resumes_bit_identical(ci_repo):
     stage = "train_h1_batch@b32-0"
     run = ci_repo / "runs" / "h1_batch" / "b32" / "seed0"
-    _edit_params(ci_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(epochs=30, batch_size=8))
-    shutil.rmtree(run / "checkpoints")  # the 2-epoch run's checkpoint must not be mistaken for progress
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=ci_repo, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while _checkpoint_epoch(run / "checkpoints" / "last.pt") < 2:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = _checkpoint_epoch(run / "checkpoints" / "last.pt")
-    assert 2 <= killed_at < 30
+    epochs = 8
+    with _restored(ci_repo, run):  # the edited, rerun entry would leave its dependants stale
+        _edit_params(ci_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(epochs=epochs, batch_size=16))
+        shutil.rmtree(run / "checkpoints")  # the 2-epoch run's checkpoint must not be mistaken for progress
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=ci_repo, env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while _checkpoint_epoch(run / "checkpoints" / "last.pt") < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = _checkpoint_epoch(run / "checkpoints" / "last.pt")
+        assert 2 <= killed_at < epochs
 
-    _dvc("repro", stage, cwd=ci_repo)
-    resumed = json.loads((run / "metrics.json").read_text())
-    assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
+        _dvc("repro", stage, cwd=ci_repo)
+        resumed = json.loads((run / "metrics.json").read_text())
+        assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
 
-    shutil.rmtree(run / "checkpoints")
-    _dvc("repro", "--force", "--single-item", stage, cwd=ci_repo)
-    uninterrupted = json.loads((run / "metrics.json").read_text())
-    assert uninterrupted["resumed_from_epoch"] == 0
-    assert resumed["state_hash"] == uninterrupted["state_hash"]
-    lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 30  # header + every epoch exactly once after the resume
+        shutil.rmtree(run / "checkpoints")
+        _dvc("repro", "--force", "--single-item", stage, cwd=ci_repo)
+        uninterrupted = json.loads((run / "metrics.json").read_text())
+        assert uninterrupted["resumed_from_epoch"] == 0
+        assert resumed["state_hash"] == uninterrupted["state_hash"]
+        lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
+        assert len(lines) == 1 + epochs  # header + every epoch exactly once after the resume
+    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
 
 
 def test_bad_params_and_missing_data_stop_with_clear_errors(ci_repo):
@@ -337,16 +353,6 @@ def test_phi_search_writes_candidates_comparison_and_page(ci_repo):
     assert "Traceback (most recent call last)" not in html and 'href="phi.html"' in (ci_repo / "reports" / "index.html").read_text()
 
 
-def test_phi_param_edit_marks_only_phi_search(ci_repo):
-    original = (ci_repo / "params.yaml").read_text()
-    try:
-        _edit_params(ci_repo, lambda p: p["phi"]["search"]["training"].update(epochs=3))
-        assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == {"phi_search"}
-    finally:
-        (ci_repo / "params.yaml").write_text(original)
-    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
-
-
 def test_optimizers_stage_writes_the_comparison_and_its_page(ci_repo):
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
     section = params["optimizers"]
@@ -372,25 +378,6 @@ def test_optimizers_stage_writes_the_comparison_and_its_page(ci_repo):
     assert "Comparison table" in html and html.count('src="data:image/png;base64') >= 2
     assert "Traceback (most recent call last)" not in html and 'data-mime-type="application/vnd.jupyter.stderr"' not in html
     assert 'href="optimizers.html"' in (ci_repo / "reports" / "index.html").read_text()
-
-
-def test_optimizers_param_edits_mark_only_their_stages(ci_repo):
-    # earlier tests may leave other entries stale (the SIGKILL test edits h1_batch): compare with that
-    def stale() -> set[str]:
-        return set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout))
-
-    original = (ci_repo / "params.yaml").read_text()
-    before = stale()
-    assert not any("optimizers" in name for name in before), before
-    try:
-        _edit_params(ci_repo, lambda p: p["optimizers"].update(alpha=0.01))
-        assert stale() - before == {"optimizers"}
-        (ci_repo / "params.yaml").write_text(original)
-        _edit_params(ci_repo, lambda p: p["experiments"]["optimizers"]["configs"]["cadapt_normal"]["train"].update(curvature_gamma=0.1))
-        assert stale() - before == {"train_optimizers@cadapt_normal-0", "train_optimizers@cadapt_normal-1", "optimizers"}
-    finally:
-        (ci_repo / "params.yaml").write_text(original)
-    assert stale() == before
 
 
 def test_spectra_scaling_stage_fits_every_spectrum_and_renders_its_page(ci_repo):
