@@ -1,80 +1,34 @@
 """End to end: the whole `dvc repro` on the tiny `ci` profile in a temporary copy of the repo.
 
-Checks the report is rendered, a no-op repro reruns nothing, an edited param reruns only
-the entries it touches, a SIGKILLed train entry resumes from its checkpoint and ends
-bit-identical to an uninterrupted run, and bad params / missing data stop with clear errors.
+Checks every stage's outputs and report page, that a no-op repro reruns nothing and that an
+edited param reruns only the entries it touches. Reruns of single entries (SIGKILL and
+resume, forked vs fresh processes) and bad-input errors are in test_dvc_reruns.py, on a
+repo of their own, so the two modules run on the two xdist workers side by side.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from repo_copy import copy_on_ci_profile
+from repo_copy import dvc as _dvc
+from repo_copy import edit_params as _edit_params
+from repo_copy import run as _run
 
-REPO = Path(__file__).resolve().parents[2]
 # `make test` runs pytest-xdist with --dist loadscope: this module is one unit on one worker, so
 # the ci repo is built once (xdist 3.8 with pytest 9 ignores xdist_group under loadgroup, which
-# split the module over both workers and built the repo twice).
+# split the module over both workers and built the repo twice). Session scope: pytest tears a
+# module fixture down whenever the worker's next test comes from another module.
 pytestmark = [pytest.mark.slow]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    env["OMP_NUM_THREADS"] = "1"
-    env.pop("DVC_ROOT", None)
-    return env
-
-
-def _run(args: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def _dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "dvc", *args], cwd, check)
-
-
-def _edit_params(repo: Path, edit) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    edit(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-# Session scope: pytest tears a module fixture down whenever the worker's next test comes
-# from another module, and xdist may interleave other modules' tests with this group, which
-# rebuilt the ci repo (~6 min) a second time.
 @pytest.fixture(scope="session")
 def ci_repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        src = REPO / rel
-        if src.is_file() and not rel.startswith(("reports/", "runs/", "data/")):
-            dst = repo / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-    shutil.copy2(repo / "profiles" / "ci.yaml", repo / "params.yaml")
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci copy", "--allow-empty"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci profile"], repo)
-    _run([sys.executable, "stages/validate.py"], repo)
+    repo = copy_on_ci_profile(tmp_path_factory.mktemp("pipeline") / "repo")
     # As `make repro`: independent entries two at a time, then dvc repro for the rest.
     LOGS["prerun"] = _run([sys.executable, "stages/prerun.py"], repo).stdout
     LOGS["repro"] = _dvc("repro", cwd=repo).stdout
@@ -89,48 +43,6 @@ def test_prerun_leaves_dvc_repro_only_the_dependent_stages(ci_repo):
     assert ran == {"hypotheses", "report"}, LOGS["repro"][-3000:]
     summaries = [line for line in LOGS["prerun"].splitlines() if " committed (" in line]
     assert len(summaries) == 4 and all("0 failed, 0 left to dvc repro" in line for line in summaries), LOGS["prerun"][-2000:]
-    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
-
-
-@contextmanager
-def _restored(repo: Path, *dirs: Path) -> Iterator[None]:
-    """Put ``dirs``, ``dvc.lock`` and ``params.yaml`` back as they were on exit: the tests
-    share one ci repo, and one that reruns entries must leave it up to date for the next."""
-    backup = repo.parent / f"backup-{time.monotonic_ns()}"
-    for path in dirs:
-        shutil.copytree(path, backup / path.relative_to(repo))
-    for name in ("dvc.lock", "params.yaml"):
-        shutil.copy2(repo / name, backup / name)
-    try:
-        yield
-    finally:
-        for path in dirs:
-            shutil.rmtree(path, ignore_errors=True)
-            shutil.copytree(backup / path.relative_to(repo), path)
-        for name in ("dvc.lock", "params.yaml"):
-            shutil.copy2(backup / name, repo / name)
-        shutil.rmtree(backup)
-
-
-def test_forked_entries_match_fresh_processes_bit_for_bit(ci_repo):
-    """prerun ran the train and measure entries in forks of a pre-imported interpreter; plain
-    `dvc repro --force` of the same entries (fresh processes, from scratch) gives identical results."""
-    assert re.search(r"train_\*.*: [1-9][0-9]* committed \([1-9][0-9]* forked\)", LOGS["prerun"]), LOGS["prerun"][-2000:]
-    stage, run = "train_h1_batch@b32-0", ci_repo / "runs" / "h1_batch" / "b32" / "seed0"
-    measured = ci_repo / "measure" / "h1_batch" / "b32"
-    model_md5 = lambda: next(o["md5"] for o in yaml.safe_load((ci_repo / "dvc.lock").read_text())["stages"][stage]["outs"]
-                             if o["path"].endswith("model.pt"))
-    # The reruns rewrite wall times; the other tests share this repo, so restore it afterwards.
-    with _restored(ci_repo, run, measured):
-        before = model_md5()
-        shutil.rmtree(run / "checkpoints")  # else the rerun resumes from the final checkpoint
-        _dvc("repro", "--force", "--single-item", stage, cwd=ci_repo)
-        assert model_md5() == before  # same bytes: torch_save writes equal objects identically
-        curvature = measured / "seeds" / "seed0" / "curvature.json"
-        keys = ("lambda_max", "trace", "logdet", "eigenvalues", "density")  # all but wall times
-        before = {k: json.loads(curvature.read_text())[k] for k in keys}
-        _dvc("repro", "--force", "--single-item", "measure_h1_batch@b32", cwd=ci_repo)
-        assert {k: json.loads(curvature.read_text())[k] for k in keys} == before
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
 
 
@@ -267,62 +179,6 @@ def test_noop_repro_reruns_nothing_and_an_edit_marks_only_its_entries(ci_repo):
     finally:
         (ci_repo / "params.yaml").write_text(original)
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
-
-
-def _checkpoint_epoch(path: Path) -> int:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except Exception:  # not written yet, or being replaced
-        return -1
-
-
-def test_sigkill_then_repro_resumes_bit_identical(ci_repo):
-    stage = "train_h1_batch@b32-0"
-    run = ci_repo / "runs" / "h1_batch" / "b32" / "seed0"
-    epochs = 8
-    with _restored(ci_repo, run):  # the edited, rerun entry would leave its dependants stale
-        _edit_params(ci_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(epochs=epochs, batch_size=16))
-        shutil.rmtree(run / "checkpoints")  # the 2-epoch run's checkpoint must not be mistaken for progress
-        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=ci_repo, env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while _checkpoint_epoch(run / "checkpoints" / "last.pt") < 2:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        killed_at = _checkpoint_epoch(run / "checkpoints" / "last.pt")
-        assert 2 <= killed_at < epochs
-
-        _dvc("repro", stage, cwd=ci_repo)
-        resumed = json.loads((run / "metrics.json").read_text())
-        assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
-
-        shutil.rmtree(run / "checkpoints")
-        _dvc("repro", "--force", "--single-item", stage, cwd=ci_repo)
-        uninterrupted = json.loads((run / "metrics.json").read_text())
-        assert uninterrupted["resumed_from_epoch"] == 0
-        assert resumed["state_hash"] == uninterrupted["state_hash"]
-        lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
-        assert len(lines) == 1 + epochs  # header + every epoch exactly once after the resume
-    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
-
-
-def test_bad_params_and_missing_data_stop_with_clear_errors(ci_repo):
-    bad = _run([sys.executable, "stages/train.py", "--experiment", "h1_batch", "--config", "nope", "--seed", "0"], ci_repo, check=False)
-    assert bad.returncode == 2 and "missing key experiments.h1_batch.configs.nope" in bad.stderr
-    original = (ci_repo / "params.yaml").read_text()
-    try:
-        _edit_params(ci_repo, lambda p: p["datasets"].update(cifar={"name": "cifar10", "root": "no/such/dir"}))
-        missing = _run([sys.executable, "stages/prepare.py", "--dataset", "cifar"], ci_repo, check=False)
-        assert missing.returncode == 2
-        assert "cifar10" in missing.stderr and "no/such/dir" in missing.stderr and "download" in missing.stderr
-        _edit_params(ci_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(batch_size=5000))
-        too_big = _run([sys.executable, "stages/train.py", "--experiment", "h1_batch", "--config", "b32", "--seed", "0"], ci_repo, check=False)
-        assert too_big.returncode == 2 and "batch_size=5000 exceeds the" in too_big.stderr
-    finally:
-        (ci_repo / "params.yaml").write_text(original)
 
 
 def test_phi_search_writes_candidates_comparison_and_page(ci_repo):

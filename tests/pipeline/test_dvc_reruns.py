@@ -1,0 +1,122 @@
+"""Reruns of single entries and bad input, on a copy of the repo (ci profile) in which only
+the h1_batch/b32 entries were run: prepare, both seeds' training and their measure entry.
+
+A SIGKILLed train entry resumes from its checkpoint on the next `dvc repro` and ends
+bit-identical to an uninterrupted run; entries that prerun forked from a pre-imported
+interpreter equal plain `dvc repro --force` reruns in fresh processes; bad params and a
+missing data set stop with clear errors. Runs beside test_dvc_pipeline.py (another xdist
+unit), which builds the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from repo_copy import copy_on_ci_profile, env, restored
+from repo_copy import dvc as _dvc
+from repo_copy import edit_params as _edit_params
+from repo_copy import run as _run
+
+pytestmark = [pytest.mark.slow]
+
+ENTRIES = ("train_h1_batch@b32-0", "train_h1_batch@b32-1", "measure_h1_batch@b32")
+LOGS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def b32_repo(tmp_path_factory) -> Path:
+    repo = copy_on_ci_profile(tmp_path_factory.mktemp("reruns") / "repo")
+    # prerun's waves as `make repro` runs them, limited to these entries (forked from its zygote)
+    LOGS["prerun"] = _run([sys.executable, "stages/prerun.py", "prepare@*", "train_h1_batch@b32-*", "measure_h1_batch@b32"], repo).stdout
+    assert "up to date" in _dvc("status", *ENTRIES, cwd=repo).stdout
+    return repo
+
+
+def test_forked_entries_match_fresh_processes_bit_for_bit(b32_repo):
+    """prerun ran the train and measure entries in forks of a pre-imported interpreter; plain
+    `dvc repro --force` of the same entries (fresh processes, from scratch) gives identical results."""
+    assert re.search(r"train_h1_batch@b32-\*: 2 committed \(2 forked\)", LOGS["prerun"]), LOGS["prerun"][-2000:]
+    assert re.search(r"measure_h1_batch@b32: 1 committed \(1 forked\)", LOGS["prerun"]), LOGS["prerun"][-2000:]
+    stage, run = "train_h1_batch@b32-0", b32_repo / "runs" / "h1_batch" / "b32" / "seed0"
+    measured = b32_repo / "measure" / "h1_batch" / "b32"
+    model_md5 = lambda: next(o["md5"] for o in yaml.safe_load((b32_repo / "dvc.lock").read_text())["stages"][stage]["outs"]
+                             if o["path"].endswith("model.pt"))
+    # The reruns rewrite wall times; the other tests share this repo, so restore it afterwards.
+    with restored(b32_repo, run, measured):
+        before = model_md5()
+        shutil.rmtree(run / "checkpoints")  # else the rerun resumes from the final checkpoint
+        _dvc("repro", "--force", "--single-item", stage, cwd=b32_repo)
+        assert model_md5() == before  # same bytes: torch_save writes equal objects identically
+        curvature = measured / "seeds" / "seed0" / "curvature.json"
+        keys = ("lambda_max", "trace", "logdet", "eigenvalues", "density")  # all but wall times
+        before = {k: json.loads(curvature.read_text())[k] for k in keys}
+        _dvc("repro", "--force", "--single-item", "measure_h1_batch@b32", cwd=b32_repo)
+        assert {k: json.loads(curvature.read_text())[k] for k in keys} == before
+    assert "up to date" in _dvc("status", *ENTRIES, cwd=b32_repo).stdout
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:  # not written yet, or being replaced
+        return -1
+
+
+def test_sigkill_then_repro_resumes_bit_identical(b32_repo):
+    stage = "train_h1_batch@b32-0"
+    run = b32_repo / "runs" / "h1_batch" / "b32" / "seed0"
+    epochs = 8
+    with restored(b32_repo, run):  # the edited, rerun entry would leave its dependants stale
+        _edit_params(b32_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(epochs=epochs, batch_size=16))
+        shutil.rmtree(run / "checkpoints")  # the 2-epoch run's checkpoint must not be mistaken for progress
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=b32_repo, env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while _checkpoint_epoch(run / "checkpoints" / "last.pt") < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = _checkpoint_epoch(run / "checkpoints" / "last.pt")
+        assert 2 <= killed_at < epochs
+
+        _dvc("repro", stage, cwd=b32_repo)
+        resumed = json.loads((run / "metrics.json").read_text())
+        assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
+
+        shutil.rmtree(run / "checkpoints")
+        _dvc("repro", "--force", "--single-item", stage, cwd=b32_repo)
+        uninterrupted = json.loads((run / "metrics.json").read_text())
+        assert uninterrupted["resumed_from_epoch"] == 0
+        assert resumed["state_hash"] == uninterrupted["state_hash"]
+        lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
+        assert len(lines) == 1 + epochs  # header + every epoch exactly once after the resume
+    assert "up to date" in _dvc("status", *ENTRIES, cwd=b32_repo).stdout
+
+
+def test_bad_params_and_missing_data_stop_with_clear_errors(b32_repo):
+    bad = _run([sys.executable, "stages/train.py", "--experiment", "h1_batch", "--config", "nope", "--seed", "0"], b32_repo, check=False)
+    assert bad.returncode == 2 and "missing key experiments.h1_batch.configs.nope" in bad.stderr
+    original = (b32_repo / "params.yaml").read_text()
+    try:
+        _edit_params(b32_repo, lambda p: p["datasets"].update(cifar={"name": "cifar10", "root": "no/such/dir"}))
+        missing = _run([sys.executable, "stages/prepare.py", "--dataset", "cifar"], b32_repo, check=False)
+        assert missing.returncode == 2
+        assert "cifar10" in missing.stderr and "no/such/dir" in missing.stderr and "download" in missing.stderr
+        _edit_params(b32_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(batch_size=5000))
+        too_big = _run([sys.executable, "stages/train.py", "--experiment", "h1_batch", "--config", "b32", "--seed", "0"], b32_repo, check=False)
+        assert too_big.returncode == 2 and "batch_size=5000 exceeds the" in too_big.stderr
+    finally:
+        (b32_repo / "params.yaml").write_text(original)
