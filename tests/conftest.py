@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``slow`` first (stable order otherwise): under ``--dist loadscope`` the
-    end-to-end module, the longest unit, then starts at once on one worker while the other
-    worker takes the rest, instead of starting last and running alone at the end."""
+    """Tests marked ``slow`` first (stable order otherwise): under ``--dist loadscope`` the two
+    end-to-end modules, the longest units, then start at once, one per worker, and the other
+    modules fill in behind them instead of leaving a long unit to run alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -296,9 +296,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: the first problem found, naming its key path and value.
     """
-    from landscape.data import DATASETS
     import torch
 
+    from landscape.data import DATASETS
     from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
