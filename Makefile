@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= paper
+# pip installs with --no-compile and each import writes the .pyc of what it loads, once; an
+# inherited PYTHONDONTWRITEBYTECODE=1 would instead make every stage and test process compile
+# torch, dvc and timm from source again (import 11.5 s instead of 4.8 s, measured on a fresh clone)
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: repro test setup profile validate bench clean-venv
 
