@@ -95,6 +95,22 @@ def test_pipeline_param_errors(default_params, path, value, match):
         validate_pipeline_params(_edit(default_params, path, value))
 
 
+@pytest.mark.parametrize("where", ["config", "experiment"])
+def test_dotted_names_stop_before_dvc_drops_their_params(default_params, where):
+    """DVC splits `experiments.<exp>.configs.<cfg>` at dots: a config named `lr_0.02` would
+    make its params invisible to `dvc status` (an edit would rerun nothing)."""
+    params = copy.deepcopy(default_params)
+    if where == "config":
+        configs = params["experiments"]["h1_batch"]["configs"]
+        configs["lr_0.02"] = configs.pop("b16")
+        match = r"experiments\.h1_batch\.configs\.<name>='lr_0\.02' is not a valid name: .*'lr_0p02'"
+    else:
+        params["experiments"]["h1.batch"] = params["experiments"].pop("h1_batch")
+        match = r"experiments\.<name>='h1\.batch' is not a valid name"
+    with pytest.raises(ConfigError, match=match):
+        validate_pipeline_params(params)
+
+
 def test_curvature_entries_name_experiments_and_may_leave_one_unmeasured(default_params):
     checked = validate_pipeline_params(default_params)
     assert "optimizers" in default_params["experiments"] and "optimizers" not in checked["curvature"]

@@ -13,6 +13,13 @@ imports ``dvc.dependency.param``, the hook replaces that module's ``load_path`` 
 caller that mutates its result cannot change another's; and it caches only files on the
 local filesystem (params of another git revision go through DVC's reader unchanged). Set
 ``LANDSCAPE_DVC_PARAMS_CACHE=0`` to turn it off.
+
+The hook also gives that module a faster ``dpath.get``. DVC looks each listed param key up
+with ``dpath.get(config, "a.b.c", separator=".")``, which walks every node of the whole
+params tree to match the key as a glob: ~7 ms per key on this ``params.yaml``, 3.6 s of a
+no-op ``dvc repro`` (483 lookups). :func:`get_param` descends the key's segments directly
+when the key has no glob characters and every segment names a dict key or a list index, and
+hands everything else to ``dpath.get`` itself, so its answers are dpath's.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["memoize_load_path", "install"]
+__all__ = ["memoize_load_path", "get_param", "install"]
 
 _TARGET = "dvc.dependency.param"
+_GLOB_CHARS = frozenset("*?[]!")
 
 
 def memoize_load_path(load_path: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,6 +59,41 @@ def memoize_load_path(load_path: Callable[..., Any]) -> Callable[..., Any]:
     return cached_load_path
 
 
+def get_param(obj: Any, glob: str, separator: str = "/", **kwargs: Any) -> Any:
+    """``dpath.get(obj, glob, separator, ...)``: a direct descent for a plain key path, else dpath."""
+    import dpath
+
+    segments = glob.split(separator) if isinstance(glob, str) else []
+    if kwargs or not isinstance(glob, str) or not all(segments) or _GLOB_CHARS.intersection(glob):  # also "", ".a", "a..b"
+        return dpath.get(obj, glob, separator=separator, **kwargs)
+    node = obj
+    for segment in segments:
+        if isinstance(node, dict) and segment in node:
+            node = node[segment]
+        elif isinstance(node, list) and segment.isdigit() and str(int(segment)) == segment and int(segment) < len(node):
+            node = node[int(segment)]
+        else:  # missing, a non-string key, a scalar: dpath decides (and raises KeyError if absent)
+            return dpath.get(obj, glob, separator=separator)
+    return node
+
+
+class _DpathWithFastGet:
+    """The ``dpath`` module as seen by ``dvc.dependency.param``, with :func:`get_param` as ``get``."""
+
+    def __init__(self, module: Any):
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    get = staticmethod(get_param)
+
+
+def _patch(module: Any) -> None:
+    module.load_path = memoize_load_path(module.load_path)
+    module.dpath = _DpathWithFastGet(module.dpath)
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Finds nothing itself; wraps the loader of ``dvc.dependency.param`` to patch it after execution."""
 
@@ -68,7 +111,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module: Any) -> None:
             exec_module(module)
-            module.load_path = memoize_load_path(module.load_path)
+            _patch(module)
 
         spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]
         return spec
@@ -81,7 +124,7 @@ def install() -> None:
     if _TARGET in sys.modules:  # DVC already imported: patch in place
         module = sys.modules[_TARGET]
         if not hasattr(module.load_path, "__wrapped__"):
-            module.load_path = memoize_load_path(module.load_path)
+            _patch(module)
         return
     if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())

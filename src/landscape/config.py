@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -281,6 +282,17 @@ def parse_config(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
         raise ConfigError(f"{where}: {exc}") from None
 
 
+_KEY_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _check_key_name(name: Any, where: str) -> None:
+    """Experiment and config names become DVC param paths (``experiments.<exp>.configs.<cfg>``,
+    split at dots) and stage names: a dot would make DVC silently stop tracking the entry's params."""
+    if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+        raise ConfigError(f"{where}={name!r} is not a valid name: use letters, digits, '_' and '-' only "
+                          "(DVC splits param paths at dots), e.g. 'lr_0p02' for a learning rate of 0.02")
+
+
 def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a whole ``params.yaml`` mapping before any stage runs.
 
@@ -325,6 +337,7 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("params.yaml needs a non-empty `experiments` mapping")
     runs: dict[tuple[str, str], RunConfig] = {}
     for exp, spec in experiments.items():
+        _check_key_name(exp, "experiments.<name>")
         if not isinstance(spec, Mapping) or set(spec) - {"dataset", "configs"}:
             raise ConfigError(f"experiments.{exp} must have exactly the keys ['configs', 'dataset'], got {spec!r}")
         if spec.get("dataset") not in datasets:
@@ -333,6 +346,7 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(configs, Mapping):  # empty: the experiment is off in this profile
             raise ConfigError(f"experiments.{exp}.configs must be a mapping of config names (empty: no runs), got {configs!r}")
         for name, values in configs.items():
+            _check_key_name(name, f"experiments.{exp}.configs.<name>")
             where = f"experiments.{exp}.configs.{name}"
             run = parse_config(RunConfig, values, where)
             if run.model["name"] not in MODEL_NAMES:
