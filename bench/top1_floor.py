@@ -60,8 +60,9 @@ def product_times(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn: torch.n
     out: dict[str, float] = {}
     op = HessianOperator(model, loss_fn, [(x, y)], bn_mode="eval", hvp_mode="rev_rev_kept")
     out["product_intra_op_threads"] = median_time(lambda: op @ v)
-    out["gradient"] = median_time(lambda: HessianOperator(model, loss_fn, [(x, y)], bn_mode="eval", hvp_mode="rev_rev").gradient())
     del op
+    plain = HessianOperator(model, loss_fn, [(x, y)], bn_mode="eval", hvp_mode="rev_rev")  # keeps no graph
+    out["gradient"] = median_time(plain.gradient)
     torch.set_num_threads(1)
     try:
         op = HessianOperator(model, loss_fn, [(x, y)], bn_mode="eval", hvp_mode="rev_rev_kept")
@@ -94,25 +95,24 @@ def error_history(op: HessianOperator, lam1: float, steps: int) -> list[dict[str
     return rows
 
 
-def classifier_block_start(model: torch.nn.Module, x: Tensor, names: list[str], sizes: list[int]) -> Tensor:
+def classifier_block_start(model: torch.nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """Top eigenvector of the cross-entropy Hessian block of the final linear layer,
     mean_i (diag p_i - p_i p_i^T) kron f_i f_i^T with features f_i (bias as a constant feature),
-    placed in the full parameter vector."""
+    placed in the full parameter vector; and the 0/1 mask of that layer's entries."""
+    head = model.get_classifier()
     with torch.no_grad():
         feats = model.forward_head(model.forward_features(x), pre_logits=True)
-        p = model.get_classifier()(feats).softmax(1)
+        p = head(feats).softmax(1)
     f = torch.cat([feats, torch.ones(len(x), 1)], 1).double()
     c, d = p.shape[1], f.shape[1]
     block = torch.zeros(c * d, c * d, dtype=torch.float64)
     for pi, fi in zip(p.double(), f):
         block += torch.kron(torch.diag(pi) - torch.outer(pi, pi), torch.outer(fi, fi))
     u = torch.linalg.eigh(block / len(x)).eigenvectors[:, -1].reshape(c, d).float()
-    start = torch.zeros(sum(sizes))
-    offsets = dict(zip(names, torch.tensor([0, *sizes]).cumsum(0).tolist()))
-    w_at, b_at = offsets["fc.weight"], offsets["fc.bias"]
-    start[w_at : w_at + c * (d - 1)] = u[:, :-1].reshape(-1)
-    start[b_at : b_at + c] = u[:, -1]
-    return start
+    placed = {id(head.weight): u[:, :-1], id(head.bias): u[:, -1]}
+    parts = [placed.get(id(q), torch.zeros_like(q)).reshape(-1) for q in model.parameters()]
+    mask = [torch.full((q.numel(),), float(id(q) in placed)) for q in model.parameters()]
+    return torch.cat(parts), torch.cat(mask)
 
 
 def main() -> None:
@@ -145,12 +145,8 @@ def main() -> None:
     result["lanczos_gradient_start"] = history
     needed = next((r["products"] for r in history if r["relative_error"] <= TARGET_ERROR), None)
     vec = top_eigenpairs(op, k=1, which="LA", tol=1e-7, seed=cfg.seed, v0=op.gradient(), stop="value", check_multiplicity=False).vectors[:, 0]
-    names = [n for n, _ in model.named_parameters()]
-    sizes = [p.numel() for p in model.parameters()]
     grad = op.gradient()
-    start = classifier_block_start(model, x, names, sizes)
-    head = torch.zeros_like(vec)
-    head[start != 0] = 1.0
+    start, head = classifier_block_start(model, x)
     result["start_vectors"] = {
         "gradient_overlap": float((grad @ vec).abs() / grad.norm()),
         "classifier_block_overlap": float((start @ vec).abs() / start.norm()),

@@ -63,15 +63,15 @@ def get_param(obj: Any, glob: str, separator: str = "/", **kwargs: Any) -> Any:
     """``dpath.get(obj, glob, separator, ...)``: a direct descent for a plain key path, else dpath."""
     import dpath
 
-    segments = glob.split(separator) if isinstance(glob, str) else []
-    if kwargs or not isinstance(glob, str) or not all(segments) or _GLOB_CHARS.intersection(glob):  # also "", ".a", "a..b"
+    segments = glob.split(separator) if isinstance(glob, str) and not _GLOB_CHARS.intersection(glob) else [""]
+    if kwargs or not all(segments):  # a glob, a non-string path, or an empty segment ("", ".a", "a..b")
         return dpath.get(obj, glob, separator=separator, **kwargs)
     node = obj
     for segment in segments:
         if isinstance(node, dict) and segment in node:
             node = node[segment]
         elif isinstance(node, list) and segment.isdigit() and str(int(segment)) == segment and int(segment) < len(node):
-            node = node[int(segment)]
+            node = node[int(segment)]  # a canonical index ("1", not "01"), as dpath matches str(index)
         else:  # missing, a non-string key, a scalar: dpath decides (and raises KeyError if absent)
             return dpath.get(obj, glob, separator=separator)
     return node
