@@ -4,11 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROFILE ?= paper
 # pip installs with --no-compile and each import writes the .pyc of what it loads, once; an
 # inherited PYTHONDONTWRITEBYTECODE=1 would instead make every stage and test process compile
 # torch, dvc and timm from source again (import 11.5 s instead of 4.8 s, measured on a fresh clone)
 export PYTHONDONTWRITEBYTECODE :=
+# PyTorch's CPU kernels pinned to AVX2 for every process (import landscape sets them too):
+# an AVX-512 machine then reproduces an AVX2 machine's dvc.lock bit for bit (landscape.reproducibility)
+export ATEN_CPU_CAPABILITY := avx2
+export ONEDNN_MAX_CPU_ISA := AVX2
 
 .PHONY: repro test setup profile validate bench clean-venv
 
@@ -39,6 +42,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 profile:
+	@test -n "$(PROFILE)" || { echo "error: make profile needs PROFILE=<name>; profiles: $$(ls profiles | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }
+	@test -f profiles/$(PROFILE).yaml || { echo "error: no profile '$(PROFILE)' (profiles/$(PROFILE).yaml); profiles: $$(ls profiles | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }
 	cp profiles/$(PROFILE).yaml params.yaml
 	@echo "params.yaml is now the '$(PROFILE)' profile (git checkout params.yaml restores the default)"
 

@@ -44,8 +44,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
 DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*", "optimizers"), ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling"))
-# Imported once per wave by the zygote (stages/_zygote.py) instead of once per entry.
-DEFAULT_PRELOAD = ("torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
+# Imported once per wave by the zygote (stages/_zygote.py) instead of once per entry; landscape
+# first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
+DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Shared test set-up: the library is importable from the checkout, CPU-only and single-threaded."""
+"""Shared test set-up: the library is importable from the checkout, CPU-only, single-threaded,
+with the pinned CPU kernels (landscape.reproducibility)."""
 
 import os
 import sys
@@ -8,6 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import landscape  # noqa: E402,F401  (pins the CPU kernel dispatch before torch runs anything)
 import torch  # noqa: E402
 
 torch.set_num_threads(1)

@@ -136,3 +136,26 @@ def test_labelled_hypotheses_share_one_family():
     assert [h.name for h in family] == ["scaling[lambda_max:alpha]", "scaling[lambda_max:beta]", "scaling[trace:alpha]", "scaling[trace:beta]"]
     assert family[0].extra["holm_family_size"] == 4
     assert fits[1].alpha == pytest.approx(fits[0].alpha) and fits[1].log_a == pytest.approx(fits[0].log_a + np.log(3))
+
+
+@pytest.mark.parametrize(
+    "estimate, side, null, expected",
+    [(0.5, "greater", 0.0, 0.0), (-0.5, "greater", 0.0, 1.0), (0.5, "less", 1.0, 0.0),
+     (1.5, "less", 1.0, 1.0), (0.0, "greater", 0.0, 1.0)],
+)
+def test_t_tail_with_zero_standard_error_is_the_limit_of_the_t_test(estimate, side, null, expected):
+    """An exact fit (SE exactly 0 on some CPUs, 1e-17 on others) gives the limiting p-value."""
+    from landscape.stats._common import t_tail
+
+    assert t_tail(estimate, 0.0, 7.0, side, null) == expected
+    tiny = t_tail(estimate, 1e-17, 7.0, side, null)
+    assert tiny == pytest.approx(expected, abs=1e-12) or (estimate == null and tiny == 0.5)
+
+
+def test_t_tail_rejects_a_negative_or_nan_standard_error():
+    from landscape.stats._common import t_tail
+
+    with pytest.raises(ValueError, match="standard error must be finite"):
+        t_tail(1.0, float("nan"), 3.0, "greater")
+    with pytest.raises(ValueError, match="standard error must be finite"):
+        t_tail(1.0, -1.0, 3.0, "greater")

@@ -23,6 +23,7 @@ a 60-run design) at a nominal 0.05, the known mild over-rejection with few clust
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -124,6 +125,24 @@ def fixed_effects(codes: np.ndarray, n_groups: int) -> np.ndarray:
     return (codes[:, None] == np.arange(1, n_groups)[None, :]).astype(float)
 
 
+def t_tail(estimate: float, se: float, df: float, side: Literal["greater", "less"], null: float = 0.0) -> float:
+    """One-sided t-test p-value of ``H0: theta <= null`` (greater) or ``>= null`` (less).
+
+    A standard error of exactly 0 (an exact fit: some CPUs' kernels give 0 where others give
+    1e-17) is the limit of the t statistic: p = 0 when the estimate lies on the alternative's
+    side, 1 when it lies on the other side or equals the null.
+    """
+    diff = float(estimate) - null
+    if not math.isfinite(se) or se < 0:
+        raise ValueError(f"standard error must be finite and >= 0, got {se}")
+    if se == 0:
+        if diff == 0:
+            return 1.0
+        return 0.0 if (diff > 0) == (side == "greater") else 1.0
+    t = diff / se
+    return float(sps.t.sf(t, df) if side == "greater" else sps.t.cdf(t, df))
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearFit:
     """An OLS fit under the clustered-inference policy.
@@ -161,8 +180,7 @@ class LinearFit:
 
     def one_sided_p(self, name: str, side: Literal["greater", "less"], null: float = 0.0) -> float:
         """One-sided t-test p-value of ``H0: coef <= null`` (greater) or ``>= null`` (less)."""
-        t = (self.estimate(name) - null) / self.se(name)
-        return float(sps.t.sf(t, self.df) if side == "greater" else sps.t.cdf(t, self.df))
+        return t_tail(self.estimate(name), self.se(name), self.df, side, null)
 
     def table(self, ci_level: float) -> dict[str, dict[str, float]]:
         """Estimate, SE, two-sided CI and two-sided p for every reported coefficient."""

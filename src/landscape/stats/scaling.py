@@ -32,6 +32,7 @@ from landscape.stats._common import (
     finite_rows,
     group_codes,
     require_columns,
+    t_tail,
 )
 from landscape.stats.result import HypothesisResult, plain
 
@@ -208,8 +209,8 @@ def scaling_law_fit(
     ci_pow = np.asarray(res_pow.conf_int(alpha=1.0 - ci_level))
     a_hat, a_se = float(res.params[1]), float(res.bse[1])
     b_hat, b_se = float(res.params[2]), float(res.bse[2])
-    p_pos = float(sps.t.sf(a_hat / a_se, dof))
-    p_below = float(sps.t.cdf((a_hat - 1.0) / a_se, dof))
+    p_pos = t_tail(a_hat, a_se, dof, "greater")
+    p_below = t_tail(a_hat, a_se, dof, "less", null=1.0)
     return ScalingLawFit(
         alpha=a_hat,
         alpha_ci=(float(ci[1, 0]), float(ci[1, 1])),
@@ -220,7 +221,7 @@ def scaling_law_fit(
         p_alpha_positive=p_pos,
         p_alpha_below_one=p_below,
         p_alpha_in_unit_interval=max(p_pos, p_below),
-        p_beta_positive=float(sps.t.sf(b_hat / b_se, dof)),
+        p_beta_positive=t_tail(b_hat, b_se, dof, "greater"),
         r2=float(res.rsquared),
         residual_sd=float(np.sqrt(res.scale)),
         residuals=tuple(float(r) for r in res.resid),
