@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from landscape.config import TrainConfig
+from landscape.training.config import TrainConfig
 from landscape.models import build_model
 from landscape.training import train_model
 

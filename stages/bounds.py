@@ -41,7 +41,9 @@ from _common import (
 import torch
 
 from landscape.bounds.run_bounds import BoundsConfig, InvalidBoundError, bounds_for_run
-from landscape.config import TrainConfig, parse_bounds_section, parse_config
+from landscape.pipeline.validate import parse_bounds_section
+from landscape.schema import parse_config
+from landscape.training.config import TrainConfig
 from landscape.io import read_json, write_json
 from landscape.models import build_model
 from landscape.training import randomize_labels

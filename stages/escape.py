@@ -25,7 +25,7 @@ from _common import ROOT, ConfigError, configure_torch, experiment_dataset, fail
 
 import torch
 
-from landscape.config import parse_config
+from landscape.schema import parse_config
 from landscape.io import read_json, write_json
 from landscape.models import build_model
 from landscape.probes.escape import EscapeConfig, ModelLandscape, escape_study, trial_rows

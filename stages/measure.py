@@ -36,7 +36,8 @@ from _common import (
 import torch
 import torch.nn.functional as F
 
-from landscape.config import CurvatureConfig, parse_config
+from landscape.pipeline.measure import CurvatureConfig
+from landscape.schema import parse_config
 from landscape.curvature.measure import measure_curvature, sharpness_summary
 from landscape.training.checkpoint import list_snapshots
 from landscape.io import read_json, torch_save, write_json

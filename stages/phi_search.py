@@ -27,7 +27,7 @@ from _common import ROOT, ConfigError, configure_torch, cpu_workers, fail, load_
 
 import torch
 
-from landscape.config import parse_config
+from landscape.schema import parse_config
 from landscape.io import write_json
 from landscape.probes.phi import PhiConfig, SearchData, run_phi_search
 from landscape.stats.phi import headline, run_phi_table, summarise_search

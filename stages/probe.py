@@ -34,7 +34,7 @@ from _common import (
 import numpy as np
 import torch
 
-from landscape.config import parse_config
+from landscape.schema import parse_config
 from landscape.io import atomic_path, read_json, write_json
 from landscape.models import build_model
 from landscape.probes.run_probes import ProbeConfig, TrainedRun, run_landscape_probes

@@ -17,7 +17,7 @@ import time
 
 from _common import ROOT, ConfigError, fail, load_params, section
 
-from landscape.config import parse_config
+from landscape.schema import parse_config
 from landscape.io import write_json
 from landscape.stats.spectra_scaling import SpectraScalingConfig, headline, run_spectra_scaling
 

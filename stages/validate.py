@@ -10,7 +10,8 @@ import sys
 import yaml
 from _common import ROOT, ConfigError, fail, load_params
 
-from landscape.config import parse_config, validate_pipeline_params
+from landscape.pipeline.validate import validate_pipeline_params
+from landscape.schema import parse_config
 from landscape.probes.run_probes import validate_probe_params
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "stages"))
 
 from validate import validate_analysis_sections  # noqa: E402
 
-from landscape.config import ConfigError  # noqa: E402
+from landscape.schema import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landscape.config import ConfigError, DataConfig, RunConfig, TrainConfig, parse_config, validate_pipeline_params
+from landscape.data.config import DataConfig
+from landscape.pipeline.validate import validate_pipeline_params
+from landscape.schema import ConfigError, parse_config
+from landscape.training.config import RunConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

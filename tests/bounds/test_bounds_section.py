@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from landscape.bounds.run_bounds import BoundsConfig
-from landscape.config import ConfigError, parse_bounds_section, validate_pipeline_params
+from landscape.pipeline.validate import parse_bounds_section, validate_pipeline_params
+from landscape.schema import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 MLP = {"name": "mlp", "width": 8, "depth": 1}

@@ -15,7 +15,8 @@ from landscape.bounds.gaussians import complement_curvature, hessian_posterior, 
 from landscape.bounds.kl import kl_inv_upper
 from landscape.bounds.pacbayes import PriorVarianceGrid
 from landscape.bounds.run_bounds import BoundsConfig, InvalidBoundError, bounds_for_run, split_indices
-from landscape.config import ConfigError, TrainConfig, parse_config
+from landscape.schema import ConfigError, parse_config
+from landscape.training.config import TrainConfig
 from landscape.io import to_jsonable
 from landscape.training import train_model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.config import TrainConfig
+from landscape.training.config import TrainConfig
 from landscape.optim import CurvatureAdaptiveSGD, HybridAdam, gradients_with_graph, power_iteration
 from landscape.training import train_model
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.probes.escape import (
     EscapeConfig,
     ModelLandscape,

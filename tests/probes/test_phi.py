@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.config import ConfigError, parse_config
+from landscape.schema import ConfigError, parse_config
 from landscape.probes.phi import PhiSearchConfig, SearchData, measure_phi, phi, rank_value, run_phi_search
 
 

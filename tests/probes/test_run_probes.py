@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from probe_helpers import classification_batches
 
-from landscape.config import ConfigError, parse_config
+from landscape.schema import ConfigError, parse_config
 from landscape.io import to_jsonable
 from landscape.models import build_model
 from landscape.probes.functional import parameter_dict

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.stats.family import HypothesesConfig, collect_tables, evaluate_family, headline, run_family
 
 SEEDS = list(range(6))

@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as sps
 from stats_synth import assert_rate_at_most, assert_rate_near
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.stats.optimizers import (
     OptimizersConfig,
     compare_divergence,

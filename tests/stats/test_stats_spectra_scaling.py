@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.config import ConfigError, parse_config
+from landscape.schema import ConfigError, parse_config
 from landscape.curvature.slq import spectral_density
 from landscape.stats.spectra_scaling import SpectraScalingConfig, headline, run_spectra_scaling
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.config import TrainConfig
+from landscape.training.config import TrainConfig
 from landscape.io import sha256_tensors
 from landscape.training import build_optimizer, build_scheduler, evaluate, randomize_labels, train_model
 from landscape.training.augment import random_crop_flip

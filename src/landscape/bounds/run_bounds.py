@@ -98,7 +98,8 @@ from landscape.bounds.kl import kl_inv_upper
 from landscape.bounds.mc import SampleConvergenceResult, paired_draws_bound
 from landscape.bounds.naive import occam_bound
 from landscape.bounds.pacbayes import BoundResult, PriorVarianceGrid, grid_pac_bayes_bound, pac_bayes_kl_bound
-from landscape.config import ConfigError, TrainConfig
+from landscape.schema import ConfigError
+from landscape.training.config import TrainConfig
 
 __all__ = ["BoundsConfig", "InvalidBoundError", "PosteriorBound", "PriorSummary", "RunBounds", "bounds_for_run", "split_indices"]
 
@@ -132,7 +133,7 @@ _GRIDS = ("sigmas", "posterior_c", "eps", "mean_grid")
 
 @dataclass(frozen=True)
 class BoundsConfig:
-    """Settings of the ``bounds`` stage (build with ``landscape.config.parse_config``).
+    """Settings of the ``bounds`` stage (build with ``landscape.schema.parse_config``).
 
     Attributes:
         delta: Failure probability of the PAC-Bayes side, in (0, 1).

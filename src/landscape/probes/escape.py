@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.linop import SymmetricOperator
 

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.config import ConfigError, TrainConfig
+from landscape.schema import ConfigError
+from landscape.training.config import TrainConfig
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.noise import GradientRank, gradient_covariance, gradient_rank
 from landscape.curvature.operators import HessianOperator

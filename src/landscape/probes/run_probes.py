@@ -1,7 +1,7 @@
 """Entry functions of the three probe stages and their validated, frozen settings.
 
 One function per stage, each called by a thin script in ``stages/`` with a config built by
-:func:`landscape.config.parse_config` from ``params.yaml`` (section ``probes``):
+:func:`landscape.schema.parse_config` from ``params.yaml`` (section ``probes``):
 
 * :func:`run_landscape_probes` (stage ``probe``, one call per experiment config, all
   seeds): straight-line barriers between every pair of seeds on train and test data,
@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.curvature import HessianOperator, logdet, top_eigenpairs
 from landscape.curvature import trace as estimate_trace
 
@@ -1619,7 +1619,7 @@ def validate_probe_params(params: Mapping[str, Any], required: Collection[str] =
     Raises:
         ConfigError: The first problem found, naming its key path and value.
     """
-    from landscape.config import parse_config
+    from landscape.schema import parse_config
 
     section = params.get("probes")
     experiments = params.get("experiments") or {}

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.stats.correlation import curvature_regressions
 from landscape.stats.escape import h3_alignment_escape
 from landscape.stats.mediation import h1_batch_sharpness

@@ -45,7 +45,7 @@ from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.stats.multiple import holm
 from landscape.stats.result import HypothesisResult, plain
 

@@ -36,7 +36,7 @@ import torch
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
-from landscape.config import ConfigError
+from landscape.schema import ConfigError
 from landscape.curvature.rmt import fit_spiked_bulk, semicircle_cdf
 from landscape.curvature.slq import quadrature_from_tridiagonals
 from landscape.stats.multiple import holm

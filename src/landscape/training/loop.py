@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.config import TrainConfig
+from landscape.training.config import TrainConfig
 from landscape.io import sha256_tensors
 from landscape.optim import CurvatureProbeMixin
 from landscape.training.augment import random_crop_flip

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from landscape.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from landscape.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from landscape.optim import CurvatureAdaptiveSGD, HybridAdam
 
 __all__ = ["OPTIMIZER_BUILDERS", "SCHEDULE_FACTORS", "build_optimizer", "build_scheduler", "effective_lr"]
@@ -67,7 +67,7 @@ SCHEDULE_FACTORS: dict[str, Callable[[float, int, TrainConfig], float]] = {
 }
 
 if set(OPTIMIZER_BUILDERS) != set(OPTIMIZERS) or set(SCHEDULE_FACTORS) != set(SCHEDULES):  # pragma: no cover
-    raise ImportError("optimizer/schedule registries disagree with landscape.config")
+    raise ImportError("optimizer/schedule registries disagree with landscape.training.config")
 
 
 def effective_lr(cfg: TrainConfig) -> float:

@@ -1,0 +1,155 @@
+"""The artifact tree: every path a stage writes or reads, in one place.
+
+Stages, table readers, notebooks and ``dvc.yaml`` generation take their paths from a
+:class:`Layout`; nothing else spells a path of the tree.
+
+```
+data/prepared/<dataset>/{splits.pt, meta.json}
+runs/<experiment>/<config>/seed<k>/{model.pt, metrics.json, checkpoints/, dvclive/}
+measure/<experiment>/<config>/{metrics.json, seeds/seed<k>/{curvature.json, krylov.pt}}
+probes/<experiment>/<config>/{results.json, arrays.npz, config.json, figures/, metrics.json}
+probes/{intrinsic_dim, sde}/...
+bounds/{runs/<experiment>/<config>/seed<k>/bounds.json, metrics.json, ...}
+escape/ phi_search/ optimizers/ spectra_scaling/ hypotheses/ reports/
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Layout", "RunPaths", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+"""The checkout this package lives in (``src/landscape/pipeline`` -> the repository)."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one trained run (experiment, config, seed)."""
+
+    dir: Path
+
+    @property
+    def model(self) -> Path:
+        return self.dir / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def dvclive(self) -> Path:
+        return self.dir / "dvclive"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of the artifact tree under ``root`` (the repository by default)."""
+
+    root: Path = REPO_ROOT
+
+    # ------------------------------------------------------------------ data
+    def prepared_dir(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    def prepared(self, dataset: str) -> Path:
+        """The splits file of a prepared data set."""
+        return self.prepared_dir(dataset) / "splits.pt"
+
+    def prepared_meta(self, dataset: str) -> Path:
+        return self.prepared_dir(dataset) / "meta.json"
+
+    # ------------------------------------------------------------------ training
+    def experiment_runs(self, experiment: str) -> Path:
+        return self.root / "runs" / experiment
+
+    def config_runs(self, experiment: str, config: str) -> Path:
+        return self.experiment_runs(experiment) / config
+
+    def run(self, experiment: str, config: str, seed: int) -> RunPaths:
+        return RunPaths(self.config_runs(experiment, config) / f"seed{seed}")
+
+    # ------------------------------------------------------------------ curvature
+    def measure_dir(self, experiment: str, config: str) -> Path:
+        return self.root / "measure" / experiment / config
+
+    def measure_seeds(self, experiment: str, config: str) -> Path:
+        return self.measure_dir(experiment, config) / "seeds"
+
+    def measure_seed(self, experiment: str, config: str, seed: int) -> Path:
+        return self.measure_seeds(experiment, config) / f"seed{seed}"
+
+    def curvature(self, experiment: str, config: str, seed: int) -> Path:
+        return self.measure_seed(experiment, config, seed) / "curvature.json"
+
+    def krylov(self, experiment: str, config: str, seed: int) -> Path:
+        return self.measure_seed(experiment, config, seed) / "krylov.pt"
+
+    # ------------------------------------------------------------------ probes and studies
+    def probes_dir(self, experiment: str, config: str) -> Path:
+        return self.root / "probes" / experiment / config
+
+    @property
+    def intrinsic_dim_dir(self) -> Path:
+        return self.root / "probes" / "intrinsic_dim"
+
+    @property
+    def sde_dir(self) -> Path:
+        return self.root / "probes" / "sde"
+
+    @property
+    def bounds_dir(self) -> Path:
+        return self.root / "bounds"
+
+    def bounds_run(self, experiment: str, config: str, seed: int) -> Path:
+        """One seed's bounds of a run listed in ``bounds.runs``."""
+        return self.bounds_dir / "runs" / experiment / config / f"seed{seed}" / "bounds.json"
+
+    @property
+    def escape_dir(self) -> Path:
+        return self.root / "escape"
+
+    @property
+    def phi_dir(self) -> Path:
+        return self.root / "phi_search"
+
+    @property
+    def optimizers_dir(self) -> Path:
+        return self.root / "optimizers"
+
+    @property
+    def spectra_scaling_dir(self) -> Path:
+        return self.root / "spectra_scaling"
+
+    @property
+    def hypotheses_dir(self) -> Path:
+        return self.root / "hypotheses"
+
+    # ------------------------------------------------------------------ code and report
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def dvc_file(self) -> Path:
+        return self.root / "dvc.yaml"
+
+    def notebook(self, page: str) -> Path:
+        return self.root / "notebooks" / f"{page}.ipynb"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def report(self, page: str) -> Path:
+        return self.reports_dir / f"{page}.html"
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the root, with forward slashes (as ``dvc.yaml`` writes it)."""
+        return Path(path).relative_to(self.root).as_posix()

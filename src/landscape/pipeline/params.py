@@ -1,0 +1,64 @@
+"""Reading ``params.yaml``: sections with errors that name the missing key path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from landscape.data.config import DataConfig
+from landscape.pipeline.layout import Layout
+from landscape.schema import ConfigError, parse_config
+from landscape.training.config import RunConfig
+
+__all__ = ["load_params", "section", "data_config", "experiment_dataset", "run_config", "fingerprint"]
+
+
+def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Read ``params.yaml`` (YAML merge keys resolved); ``path`` defaults to the layout's."""
+    p = Path(path) if path is not None else Layout().params_file
+    if not p.is_file():
+        raise FileNotFoundError(f"params file {p} does not exist")
+    with open(p, encoding="utf-8") as fh:
+        loaded = yaml.safe_load(fh)
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def section(params: Mapping[str, Any], *keys: str) -> Any:
+    """``params[k0][k1]...`` with an error naming the missing key path."""
+    node: Any = params
+    for i, key in enumerate(keys):
+        if not isinstance(node, Mapping) or key not in node:
+            have = sorted(node) if isinstance(node, Mapping) else []
+            raise ConfigError(f"missing key {'.'.join(keys[: i + 1])} in params.yaml; available here: {have}")
+        node = node[key]
+    return node
+
+
+def data_config(params: Mapping[str, Any], key: str) -> DataConfig:
+    return parse_config(DataConfig, section(params, "datasets", key), f"datasets.{key}")
+
+
+def experiment_dataset(params: Mapping[str, Any], experiment: str) -> str:
+    """The data set key of an experiment group (checked to exist under ``datasets``)."""
+    key = section(params, "experiments", experiment, "dataset")
+    section(params, "datasets", key)
+    return str(key)
+
+
+def run_config(params: Mapping[str, Any], experiment: str, config: str) -> RunConfig:
+    where = f"experiments.{experiment}.configs.{config}"
+    return parse_config(RunConfig, section(params, "experiments", experiment, "configs", config), where)
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable SHA-256 of JSON-serialisable parts (config, seed, data hash)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()

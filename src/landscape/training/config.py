@@ -1,0 +1,100 @@
+"""How one network is trained: the optimizer and schedule names and the run settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from landscape.schema import ConfigError, nonneg, positive, rule
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "RunConfig"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "curvature_adaptive", "hybrid")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one network is trained (optimizer, schedule, budget, checkpoints).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: examples per SGD step.
+        optimizer: one of ``OPTIMIZERS``.
+        lr: base learning rate.
+        momentum: heavy-ball momentum (SGD) in [0, 1).
+        nesterov: Nesterov momentum (SGD; needs momentum > 0).
+        weight_decay: L2 coefficient (decoupled for AdamW).
+        schedule: one of ``SCHEDULES``; ``step`` multiplies the rate by ``step_gamma``
+            every ``step_epochs`` epochs.
+        augment: random crop (pad 2 / 4 px) and horizontal flip for image inputs.
+        amp: mixed precision on CUDA (bf16, or fp16 with loss scaling); ignored with a
+            warning on CPU.
+        amp_dtype: ``bf16`` or ``fp16``.
+        checkpoint_every: epochs between atomic checkpoints.
+        divergence_loss: a training loss above this (or NaN/Inf) marks the run diverged.
+        eval_batch_size: batch size of evaluation passes.
+        random_labels: replace the training labels by uniformly random classes, fixed
+            per seed (the memorisation control of the bounds study).
+        lr_reference_batch: if set, the linear scaling rule
+            ``lr * batch_size / lr_reference_batch``; ``null`` keeps ``lr`` fixed.
+        snapshot_every: keep the weights every this many epochs (and at epoch 0) beside
+            the checkpoint, for curvature along training; 0 keeps none.
+        curvature_gamma: ``curvature_adaptive`` (SGD with momentum) uses
+            ``lr / (1 + curvature_gamma * ||H_t||_2)``; 0 is plain SGD.
+        hybrid_mu: ``hybrid`` (Adam) adds ``lr * hybrid_mu`` times the unit top Hessian
+            eigenvector; 0 is plain Adam.
+        curvature_every: steps between the power-iteration estimates of those two.
+        power_steps: warm-started power iterations (Hessian-vector products) per estimate.
+    """
+
+    epochs: int = field(default=10, metadata=rule("an int >= 1", lambda x: x >= 1))
+    batch_size: int = field(default=128, metadata=rule("an int >= 1", lambda x: x >= 1))
+    optimizer: str = field(default="sgd", metadata=rule(f"one of {list(OPTIMIZERS)}", lambda x: x in OPTIMIZERS))
+    lr: float = field(default=0.05, metadata=rule("a float > 0", positive))
+    momentum: float = field(default=0.9, metadata=rule("a float in [0, 1)", lambda x: 0 <= x < 1))
+    nesterov: bool = False
+    weight_decay: float = field(default=0.0, metadata=rule("a float >= 0", nonneg))
+    schedule: str = field(default="cosine", metadata=rule(f"one of {list(SCHEDULES)}", lambda x: x in SCHEDULES))
+    step_epochs: int = field(default=10, metadata=rule("an int >= 1", lambda x: x >= 1))
+    step_gamma: float = field(default=0.1, metadata=rule("a float in (0, 1]", lambda x: 0 < x <= 1))
+    augment: bool = False
+    amp: bool = False
+    amp_dtype: str = field(default="bf16", metadata=rule("one of ['bf16', 'fp16']", lambda x: x in ("bf16", "fp16")))
+    checkpoint_every: int = field(default=1, metadata=rule("an int >= 1", lambda x: x >= 1))
+    divergence_loss: float = field(default=1e4, metadata=rule("a float > 0", positive))
+    eval_batch_size: int = field(default=1000, metadata=rule("an int >= 1", lambda x: x >= 1))
+    random_labels: bool = False
+    lr_reference_batch: int | None = field(
+        default=None, metadata=rule("null or an int >= 1", lambda x: x is None or x >= 1)
+    )
+    snapshot_every: int = field(default=0, metadata=rule("an int >= 0", nonneg))
+    curvature_gamma: float = field(default=0.0, metadata=rule("a float >= 0", nonneg))
+    hybrid_mu: float = field(default=0.0, metadata=rule("a float >= 0", nonneg))
+    curvature_every: int = field(default=10, metadata=rule("an int >= 1", lambda x: x >= 1))
+    power_steps: int = field(default=3, metadata=rule("an int >= 1", lambda x: x >= 1))
+
+    def __post_init__(self) -> None:
+        if self.nesterov and (self.optimizer not in ("sgd", "curvature_adaptive") or self.momentum == 0):
+            raise ConfigError(
+                f"train.nesterov=true needs optimizer 'sgd' or 'curvature_adaptive' with momentum > 0, "
+                f"got optimizer={self.optimizer!r}, momentum={self.momentum}"
+            )
+        if self.amp and self.optimizer in ("curvature_adaptive", "hybrid"):
+            raise ConfigError(
+                f"train.amp=true is not supported with optimizer {self.optimizer!r} (its Hessian-vector "
+                "products need an unscaled float32 graph); allowed: amp=false"
+            )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: the model (name + keyword arguments for ``build_model``) and how to train it."""
+
+    model: Mapping[str, Any]
+    train: TrainConfig
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model.get("name"), str):
+            raise ConfigError(f"model.name must be a model name string, got {self.model.get('name')!r}")
