@@ -47,7 +47,6 @@ from .intrinsic_dim import (
     train_subspace,
 )
 from .invariance import InvarianceReport, MeasureChange, invariance_audit, output_change, rescale_layers
-from .parallel import map_forked
 from .permutation import MatchingResult, PermutationSpec, align, apply_permutation, permutation_spec, random_permutation, weight_matching
 from .scans import (
     LineScan,
@@ -116,7 +115,6 @@ __all__ = [
     "hessian_plane_scan",
     "bootstrap_ci",
     "intrinsic_dim_ci",
-    "map_forked",
     "invariance_audit",
     "line_scan",
     "linear_path",

@@ -49,7 +49,7 @@ from landscape.curvature.noise import GradientRank, gradient_covariance, gradien
 from landscape.curvature.operators import HessianOperator
 from landscape.curvature.trace import trace as estimate_trace
 from landscape.models import build_model
-from landscape.probes.parallel import map_forked
+from landscape.pipeline.parallel import map_forked
 from landscape.training.loop import train_model
 
 __all__ = [
@@ -400,7 +400,7 @@ def run_phi_search(cfg: PhiSearchConfig, datasets: Sequence[SearchData], workers
                    device: torch.device | str = "cpu") -> list[dict[str, Any]]:
     """Measure Phi and train every (data set, seed, width, depth) candidate.
 
-    Tasks run in up to ``workers`` forked processes (:func:`landscape.probes.parallel.map_forked`),
+    Tasks run in up to ``workers`` forked processes (:func:`landscape.pipeline.parallel.map_forked`),
     the most expensive first; each carries its own seed, so results do not depend on ``workers``.
     Models and data go to ``device`` (use ``workers=1`` off the CPU: forked workers cannot
     share a CUDA context).

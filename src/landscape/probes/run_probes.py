@@ -63,7 +63,7 @@ from .connectivity import OBJECTIVES, SURROGATES, PathEvaluation, fit_bezier, li
 from .functional import BIAS_POLICIES, Batch, Evaluation, LossFn, Objective, has_batchnorm, parameter_dict
 from .intrinsic_dim import PROJECTIONS, IntrinsicDimCI, IntrinsicDimResult, bootstrap_ci, search_intrinsic_dim, train_subspace
 from .invariance import invariance_audit, rescale_layers
-from .parallel import map_forked
+from landscape.pipeline.parallel import map_forked
 from .permutation import align
 from .scans import LineScan, PlaneScan, hessian_plane_scan, line_scan, plot_contour, plot_line, plot_surface, random_plane_scan
 from .sde import GaussianWells, OccupancyStudy, Surface2D, TiltedDoubleWell, occupancy_study

@@ -1,6 +1,6 @@
-"""Independent, seeded probe tasks run in forked CPU worker processes.
+"""The one worker pool of the pipeline: independent, seeded tasks in forked CPU processes.
 
-Every task of a probe stage (one seed pair's barrier, one Bezier curve, one seed's
+Every task of a stage (one seed pair's barrier, one Bezier curve, one seed's
 sharpness, one ``d_int`` search, one ``(eta, B)`` setting of the SDE study) carries its own
 seed, so results do not depend on the number of workers or on the order tasks finish in.
 Workers are forked (POSIX only): they inherit the caller's models and tensors without
@@ -13,7 +13,9 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["map_forked"]
+from landscape.pipeline.runtime import cpu_workers
+
+__all__ = ["map_forked", "cpu_workers"]
 
 T = TypeVar("T")
 

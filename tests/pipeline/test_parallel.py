@@ -1,4 +1,4 @@
-"""Tests of landscape.probes.parallel: forked task maps give the serial results, in order."""
+"""Tests of landscape.pipeline.parallel: forked task maps give the serial results, in order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from landscape.probes.parallel import map_forked
+from landscape.pipeline.parallel import map_forked
 
 
 def test_forked_map_returns_serial_results_in_task_order_from_other_processes():
