@@ -15,11 +15,9 @@ if str(ROOT / "src") not in sys.path:  # stages run from a checkout, installed o
 
 from landscape.pipeline.layout import Layout  # noqa: E402
 from landscape.pipeline.params import (  # noqa: E402,F401
-    data_config,
     experiment_dataset,
     fingerprint,
     load_params,
-    run_config,
     section,
 )
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device  # noqa: E402,F401

@@ -1,12 +1,39 @@
-"""measure stage: curvature of every trained run of one (experiment, config), all seeds."""
+"""measure stage: curvature of every trained run of one (experiment, config), all seeds.
+
+For each seed: the run's final weights, measured on the fixed probe subset (top-k eigenpairs
+with residual bounds, trace, SLQ density, log-det, RMT bulk fit, per-layer figures,
+gradient-noise covariance and its alignment), written to
+``measure/<exp>/<cfg>/seeds/seed<k>/{curvature.json, krylov.pt}``; a diverged run is recorded
+as skipped, never measured; ``measure/<exp>/<cfg>/metrics.json`` summarises the seeds.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
+import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from landscape.schema import nonneg, positive, rule
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-__all__ = ["CurvatureConfig"]
+from landscape.curvature.measure import measure_curvature, sharpness_summary
+from landscape.io import torch_save, write_json
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.parallel import map_forked
+from landscape.pipeline.params import experiment_dataset, section
+from landscape.pipeline.runs import initial_model, load_run
+from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
+from landscape.schema import nonneg, parse_config, positive, rule
+from landscape.training.checkpoint import list_snapshots
+
+__all__ = ["CurvatureConfig", "measure_settings", "measure_seed", "run"]
+
+Batch = tuple[Tensor, Tensor]
 
 
 @dataclass(frozen=True)
@@ -54,3 +81,81 @@ class CurvatureConfig:
     noise_examples: int = field(default=256, metadata=rule("an int >= 0", nonneg))
     diag_probes: int = field(default=20, metadata=rule("an int >= 0", nonneg))
     along_training_matvecs: int = field(default=20, metadata=rule("an int >= 4", lambda x: x >= 4))
+
+
+def _mean_sd(values: list[float]) -> dict[str, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return {
+        "mean": statistics.fmean(finite) if finite else float("nan"),
+        "sd": statistics.stdev(finite) if len(finite) > 1 else float("nan"),
+        "n": len(finite),
+    }
+
+
+_AT_INIT_KEYS = ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")
+
+
+def measure_seed(layout: Layout, experiment: str, config: str, cfg: CurvatureConfig, batches: list[Batch],
+                 device: torch.device, seed: int) -> dict[str, Any]:
+    """Measure one seed's run; write its ``curvature.json`` and ``krylov.pt``; return the summary."""
+    settings = measure_settings(cfg)
+    out = layout.measure_seed(experiment, config, seed)
+    stored = load_run(layout, experiment, config, seed, device)
+    if stored.status != "completed" or stored.model is None:
+        summary: dict[str, Any] = {"status": f"skipped: run {stored.status}"}
+        write_json(out / "curvature.json", summary)
+        return summary
+    model = stored.model
+    result = measure_curvature(model, F.cross_entropy, batches, seed=seed, **settings)
+    summary = {"status": "measured", "num_examples": sum(int(b[0].shape[0]) for b in batches), "settings": settings, **result.summary}
+    if cfg.at_init:
+        init = measure_curvature(initial_model(stored, device), F.cross_entropy, batches, seed=seed,
+                                 **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
+        summary["at_init"] = {k: init.summary[k] for k in _AT_INIT_KEYS}
+    along = []
+    for snapshot in list_snapshots(layout.run(experiment, config, seed).checkpoints):
+        state = torch.load(snapshot, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["state_dict"])
+        along.append({"epoch": state["epoch"], **sharpness_summary(
+            model, F.cross_entropy, batches, bn_mode=cfg.bn_mode, eig_tol=cfg.eig_tol,
+            trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method,
+            noise_examples=cfg.noise_examples, seed=seed)})
+    if along:
+        summary["along_training"] = along
+    torch_save(out / "krylov.pt", result.krylov)
+    write_json(out / "curvature.json", summary)
+    print(f"{experiment}/{config}/seed{seed}: lambda_max={summary['lambda_max']:.4g} "
+          f"trace={summary['trace']:.4g} logdet={summary['logdet']:.4g} ({summary['wall_time_s']:.1f}s)", flush=True)
+    return summary
+
+
+def measure_settings(cfg: CurvatureConfig) -> dict[str, Any]:
+    """Keyword arguments of ``measure_curvature`` (the settings recorded in ``curvature.json``)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_examples", "batch_size", "at_init", "along_training_matvecs")}
+
+
+def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str) -> None:
+    """Measure every seed of ``experiments.<experiment>.configs.<config>`` on the probe subset."""
+    cfg = parse_config(CurvatureConfig, section(params, "curvature", experiment), f"curvature.{experiment}")
+    dataset_key = experiment_dataset(params, experiment)
+    seeds = list(section(params, "seeds"))
+    configure_torch()
+    device = pick_device()
+    data = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)
+    x, y = data["probe"]
+    x, y = x[: cfg.num_examples].to(device), y[: cfg.num_examples].to(device)
+    batches = [(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]) for i in range(0, x.shape[0], cfg.batch_size)]
+    job = functools.partial(measure_seed, layout, experiment, config, cfg, batches, device)
+    # seeds are independent and each is seeded: same results in any order and worker count
+    per_seed = dict(zip(seeds, map_forked(job, seeds, cpu_workers(device, len(seeds)))))
+    measured = [s for s in per_seed.values() if s.get("status") == "measured"]
+    metrics = {
+        "seeds_measured": len(measured),
+        "seeds_skipped": len(per_seed) - len(measured),
+        "lambda_max": _mean_sd([s["lambda_max"] for s in measured]),
+        "trace": _mean_sd([s["trace"] for s in measured]),
+        "logdet": _mean_sd([s["logdet"] for s in measured]),
+        "outlier_count": _mean_sd([s["rmt"]["outlier_count"] for s in measured]),
+        "kappa": _mean_sd([s["noise"]["kappa"] for s in measured if "noise" in s]),
+    }
+    write_json(layout.measure_dir(experiment, config) / "metrics.json", metrics)

@@ -11,12 +11,10 @@ from typing import Any
 
 import yaml
 
-from landscape.data.config import DataConfig
 from landscape.pipeline.layout import Layout
-from landscape.schema import ConfigError, parse_config
-from landscape.training.config import RunConfig
+from landscape.schema import ConfigError
 
-__all__ = ["load_params", "section", "data_config", "experiment_dataset", "run_config", "fingerprint"]
+__all__ = ["load_params", "section", "experiment_dataset", "fingerprint"]
 
 
 def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -42,20 +40,11 @@ def section(params: Mapping[str, Any], *keys: str) -> Any:
     return node
 
 
-def data_config(params: Mapping[str, Any], key: str) -> DataConfig:
-    return parse_config(DataConfig, section(params, "datasets", key), f"datasets.{key}")
-
-
 def experiment_dataset(params: Mapping[str, Any], experiment: str) -> str:
     """The data set key of an experiment group (checked to exist under ``datasets``)."""
     key = section(params, "experiments", experiment, "dataset")
     section(params, "datasets", key)
     return str(key)
-
-
-def run_config(params: Mapping[str, Any], experiment: str, config: str) -> RunConfig:
-    where = f"experiments.{experiment}.configs.{config}"
-    return parse_config(RunConfig, section(params, "experiments", experiment, "configs", config), where)
 
 
 def fingerprint(*parts: Any) -> str:

@@ -1,0 +1,137 @@
+"""train stage: train one (experiment, config, seed) entry of the sweep.
+
+Writes ``runs/<experiment>/<config>/seed<k>/``: ``model.pt`` (final weights + config),
+``metrics.json`` (status, final metrics, state hash), ``dvclive/`` (per-epoch curves) and
+``checkpoints/last.pt`` (kept by DVC between runs, so a killed run resumes). A diverged run
+is recorded with ``status: diverged`` and the stage still succeeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landscape.io import sha256_file, torch_save, write_json
+from landscape.models import build_model
+from landscape.pipeline.cli import StageError
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.params import experiment_dataset, fingerprint, section
+from landscape.pipeline.runtime import configure_torch, pick_device
+from landscape.schema import parse_config
+from landscape.training import randomize_labels, train_model
+from landscape.training.config import RunConfig
+
+__all__ = ["run_config", "LiveLog", "run"]
+
+
+def run_config(params: Mapping[str, Any], experiment: str, config: str) -> RunConfig:
+    """The ``experiments.<experiment>.configs.<config>`` section as a :class:`RunConfig`."""
+    where = f"experiments.{experiment}.configs.{config}"
+    return parse_config(RunConfig, section(params, "experiments", experiment, "configs", config), where)
+
+
+class LiveLog:
+    """DVCLive log of the per-epoch history, rebuilt from scratch in each process.
+
+    The first call starts a fresh log and replays the whole history (including epochs
+    restored from a checkpoint), later calls append the new epochs, so a resumed run's
+    curves have every epoch exactly once.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.live: Any = None
+        self.logged = 0
+
+    def __call__(self, history: list[dict[str, float]]) -> None:
+        if self.live is None:
+            from dvclive import Live
+
+            self.live = Live(self.directory, resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
+        for row in history[self.logged :]:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.live.log_metric(key, value)
+            self.live.next_step()
+        self.logged = len(history)
+
+    def close(self, history: list[dict[str, float]]) -> None:
+        self(history)
+        self.live.end()
+        # A run that diverged within its first epoch logged nothing; its (empty) curve
+        # directory must still exist, since dvc.yaml declares it as an output.
+        Path(self.directory, "plots", "metrics").mkdir(parents=True, exist_ok=True)
+
+
+def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str, seed: int) -> None:
+    """Train ``experiments.<experiment>.configs.<config>`` under ``seed`` and write its run directory."""
+    cfg = run_config(params, experiment, config)
+    dataset_key = experiment_dataset(params, experiment)
+    data_file = layout.prepared(dataset_key)
+    if not data_file.is_file():
+        raise StageError(f"prepared data {data_file} is missing; run `dvc repro prepare@{dataset_key}` first")
+    data = torch.load(data_file, map_location="cpu", weights_only=False)
+    x_train, y_train = data["train"]
+    n_train = int(y_train.shape[0])
+    where = f"experiments.{experiment}.configs.{config}"
+    if cfg.train.batch_size > n_train:
+        raise StageError(f"{where}.train.batch_size={cfg.train.batch_size} exceeds the {n_train} training examples of {dataset_key}")
+    if cfg.train.random_labels:
+        y_train = randomize_labels(y_train, data["num_classes"], seed)
+
+    configure_torch()
+    device = pick_device()
+    model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    shape = tuple(x_train.shape[1:])
+    if len(shape) == 3:  # images (C, H, W)
+        model_kwargs.update(in_chans=shape[0], img_size=shape[1])
+    else:  # feature vectors (D,): only the MLP takes them
+        model_kwargs["in_features"] = shape[0]
+    torch.manual_seed(seed)
+    try:
+        model = build_model(cfg.model["name"], num_classes=data["num_classes"], **model_kwargs).to(device)
+    except (ValueError, TypeError) as exc:
+        raise StageError(f"{where}.model: {exc}") from None
+
+    out = layout.run(experiment, config, seed)
+    data_hash = sha256_file(data_file)
+    run_id = fingerprint(dataclasses.asdict(cfg.train), dict(cfg.model), seed, data_hash)
+    live_log = LiveLog(str(out.dvclive))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = train_model(model, (x_train, y_train), data["test"], cfg.train, seed=seed,
+                             checkpoint_dir=out.checkpoints, fingerprint=run_id, on_epoch=live_log, progress=True)
+    torch_save(out.model, {
+        "state_dict": model.state_dict(),
+        "model": dict(cfg.model),
+        "model_kwargs": {**model_kwargs, "num_classes": data["num_classes"]},
+        "train": dataclasses.asdict(cfg.train),
+        "experiment": experiment,
+        "config": config,
+        "seed": seed,
+        "dataset": dataset_key,
+        "status": result.status,
+    })
+    metrics = {
+        "status": result.status,
+        "diverged_step": result.diverged_step,
+        "diverged_reason": result.diverged_reason,
+        "epochs_completed": result.epochs_completed,
+        "steps": result.steps,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "state_hash": result.state_hash,
+        "data_hash": data_hash,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "device": result.device,
+        "amp": result.amp,
+        **result.final,
+    }
+    write_json(out.metrics, metrics)
+    live_log.close(list(result.history))
+    print(f"{experiment}/{config}/seed{seed}: {result.status}, "
+          f"test_error={result.final.get('test_error', float('nan')):.4f}, {result.wall_time_s:.1f}s")
