@@ -84,6 +84,25 @@ def _notebook_source(path: Path) -> str:
     return "\n".join(lines)
 
 
+_PARSED: dict[tuple[Path, int], tuple[ast.AST, str, Path | None]] = {}
+
+
+def _parse(path: Path, src: Path) -> tuple[ast.AST, str, Path | None]:
+    """(AST, package, directory for sibling-script imports) of a script, module or notebook;
+    memoised per file version (generation parses each file once, not once per stage)."""
+    key = (path, path.stat().st_mtime_ns)
+    if key not in _PARSED:
+        if path.suffix == ".ipynb":
+            _PARSED[key] = (ast.parse(_notebook_source(path)), "", None)
+        elif src in path.parents:
+            parts = [p for p in path.relative_to(src).with_suffix("").parts if p != "__init__"]
+            package = ".".join(parts if path.name == "__init__.py" else parts[:-1])
+            _PARSED[key] = (ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), package, None)
+        else:
+            _PARSED[key] = (ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), "", path.parent)
+    return _PARSED[key]
+
+
 def import_closure(entry_points: Iterable[Path], root: Path) -> set[Path]:
     """Repo files executed by importing ``entry_points`` (scripts or notebooks), transitively.
 
@@ -100,19 +119,7 @@ def import_closure(entry_points: Iterable[Path], root: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        if path.suffix == ".ipynb":
-            tree, package, script_dir = ast.parse(_notebook_source(path)), "", None
-        else:
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            inside_src = src in path.parents
-            if inside_src:
-                rel = path.relative_to(src).with_suffix("")
-                parts = list(rel.parts)
-                package = ".".join(parts if parts[-1] == "__init__" else parts[:-1]).removesuffix(".__init__")
-                package = ".".join(p for p in package.split(".") if p != "__init__")
-                script_dir = None
-            else:
-                package, script_dir = "", path.parent
+        tree, package, script_dir = _parse(path, src)
         for name in _imported_names(tree, package):
             if script_dir is not None and "." not in name and (script_dir / f"{name}.py").is_file():
                 todo.append((script_dir / f"{name}.py").resolve())

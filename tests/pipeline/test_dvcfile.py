@@ -1,0 +1,107 @@
+"""dvc.yaml is generated: per-group stages from params, code deps from import closures."""
+
+from __future__ import annotations
+
+import copy
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from landscape.pipeline.dvcfile import check, code_deps, generate, import_closure, render
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.params import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILES = [REPO / "params.yaml", REPO / "profiles" / "ci.yaml", REPO / "profiles" / "paper.yaml"]
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def toy_repo(tmp_path: Path) -> Path:
+    _tree(tmp_path, {
+        "stages/_common.py": "import landscape\n",
+        "stages/run.py": "import _common\nfrom landscape.pkg import front\n",
+        "src/landscape/__init__.py": "",
+        "src/landscape/pkg/__init__.py": "",
+        "src/landscape/pkg/front.py": "from . import helper\n\ndef go():\n    from landscape.lazy import deep  # lazy: runs on some path\n",
+        "src/landscape/pkg/helper.py": "import numpy\n",
+        "src/landscape/lazy/__init__.py": "",
+        "src/landscape/lazy/deep.py": "",
+        "src/landscape/lazy/unused.py": "",
+        "src/landscape/other.py": "",
+        "notebooks/page.ipynb": json.dumps({"cells": [{"cell_type": "code", "source": ["%matplotlib inline\n", "import landscape.other\n"]}]}),
+    })
+    return tmp_path
+
+
+def test_closure_follows_relative_lazy_and_sibling_script_imports(toy_repo: Path) -> None:
+    files = {p.relative_to(toy_repo).as_posix() for p in import_closure([toy_repo / "stages/run.py"], toy_repo)}
+    assert files == {"stages/run.py", "stages/_common.py", "src/landscape/__init__.py", "src/landscape/pkg/__init__.py",
+                     "src/landscape/pkg/front.py", "src/landscape/pkg/helper.py", "src/landscape/lazy/__init__.py",
+                     "src/landscape/lazy/deep.py"}
+
+
+def test_code_deps_list_a_fully_imported_package_as_its_directory(toy_repo: Path) -> None:
+    deps = code_deps([toy_repo / "stages/run.py"], toy_repo)
+    assert deps == ["stages/_common.py", "stages/run.py", "src/landscape/__init__.py", "src/landscape/lazy/__init__.py",
+                    "src/landscape/lazy/deep.py", "src/landscape/pkg"]
+
+
+def test_notebook_imports_count_and_magics_are_skipped(toy_repo: Path) -> None:
+    deps = code_deps([toy_repo / "notebooks/page.ipynb"], toy_repo)
+    assert "src/landscape/other.py" in deps
+
+
+@pytest.mark.parametrize("params_file", PROFILES, ids=lambda p: p.name)
+def test_every_stage_script_import_is_a_dep_of_its_entries(params_file: Path) -> None:
+    """The generated deps cover the closure of each stage's script (the property hand-kept deps lost)."""
+    stages = generate(load_params(params_file))["stages"]
+    for name, entry in stages.items():
+        entry = entry.get("do", entry)
+        script = REPO / entry["cmd"].split()[1]
+        closure = import_closure([script], REPO)
+        deps = [REPO / d for d in entry["deps"]]
+        uncovered = [p for p in closure if not any(p == d or d in p.parents for d in deps)]
+        assert not uncovered, f"{name}: {sorted(map(str, uncovered))}"
+
+
+def test_measuring_curvature_does_not_import_bounds_probes_or_stats() -> None:
+    deps = generate(load_params(REPO / "params.yaml"))["stages"]["measure_h1_batch"]["deps"]
+    assert not [d for d in deps if d.startswith(("src/landscape/bounds", "src/landscape/probes", "src/landscape/stats"))], deps
+
+
+def test_committed_dvc_yaml_is_the_generated_one() -> None:
+    problems = check(load_params(REPO / "params.yaml"), Layout(REPO))
+    assert not problems, "dvc.yaml is stale; run `make dvc.yaml`: " + "; ".join(problems)
+    assert (REPO / "dvc.yaml").read_text() == render(load_params(REPO / "params.yaml"), Layout(REPO))
+
+
+def test_a_new_experiment_group_gets_its_entries_and_a_stale_file_is_named() -> None:
+    params = load_params(REPO / "params.yaml")
+    changed = copy.deepcopy(params)
+    changed["experiments"]["wd_ablation"] = copy.deepcopy(params["experiments"]["sweeps"])
+    changed["curvature"]["wd_ablation"] = copy.deepcopy(params["curvature"]["sweeps"])
+    stages = generate(changed)["stages"]
+    assert stages["train_wd_ablation"]["matrix"] == {"config": "${experiments.wd_ablation.configs}", "seed": "${seeds}"}
+    assert "experiments.wd_ablation.configs.${item.config}" in stages["train_wd_ablation"]["params"]
+    assert stages["measure_wd_ablation"]["cmd"].endswith("--experiment wd_ablation --config ${item.config}")
+    assert check(changed, Layout(REPO)) == ["stage 'train_wd_ablation' is missing from dvc.yaml",
+                                            "stage 'measure_wd_ablation' is missing from dvc.yaml"]
+
+
+def test_every_entry_depends_on_validation_first() -> None:
+    stages = generate(load_params(REPO / "params.yaml"))["stages"]
+    for name, entry in stages.items():
+        if name != "validate":
+            assert "data/params_validated.json" in entry.get("do", entry)["deps"], name
+    assert yaml.safe_load(render(load_params(REPO / "params.yaml")))["stages"]["validate"]["outs"] == [
+        {"data/params_validated.json": {"cache": False}}]
