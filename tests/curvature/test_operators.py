@@ -29,11 +29,9 @@ from models import (
 from torch import nn
 
 from landscape.curvature.linop import SymmetricOperator
-from landscape.curvature.operators import (
-    BN_MODES,
-    HVP_MODES,
-    GGNOperator,
-    HessianOperator,
+from landscape.curvature.operators import HVP_MODES, GGNOperator, HessianOperator
+from landscape.functional import (
+    POINT_BN_MODES,
     curvature_mode,
     flatten_tensors,
     parameter_vector,
@@ -103,7 +101,7 @@ def test_multi_batch_is_size_weighted_mean():
 
 
 @pytest.mark.parametrize("hvp_mode", HVP_MODES)
-@pytest.mark.parametrize("bn_mode", BN_MODES)
+@pytest.mark.parametrize("bn_mode", POINT_BN_MODES)
 def test_model_state_flags_and_grads_untouched(bn_mode, hvp_mode):
     model = bn_mlp(2, dropout=0.3)
     model.train()

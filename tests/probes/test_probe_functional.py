@@ -148,7 +148,7 @@ def test_mean_loss_gradient_matches_autograd():
 def test_objective_argument_errors():
     model = make_mlp()
     batches = classification_batches()
-    with pytest.raises(ValueError, match="bn_mode must be one of"):
+    with pytest.raises(ValueError, match="unknown bn_mode"):
         Objective(model, batches, bn_mode="train")
     with pytest.raises(ValueError, match="needs a non-empty list of recal_batches"):
         Objective(model, batches, bn_mode="recalibrate")

@@ -12,15 +12,8 @@ any symmetric operator or dense symmetric tensor::
 """
 
 from landscape.curvature.linop import DenseOperator, SymmetricOperator, as_operator
-from landscape.curvature.operators import (
-    BN_MODES,
-    HVP_MODES,
-    GGNOperator,
-    HessianOperator,
-    OperatorReport,
-    parameter_vector,
-    trainable_parameter_names,
-)
+from landscape.curvature.operators import HVP_MODES, GGNOperator, HessianOperator, OperatorReport
+from landscape.functional import POINT_BN_MODES, parameter_vector, trainable_parameter_names
 from landscape.curvature.distributed import DistributedGGNOperator, DistributedHessianOperator
 from landscape.curvature.lanczos import Eigenpairs, LanczosTridiagonal, lanczos_tridiagonal, top_eigenpairs
 from landscape.curvature.trace import TRACE_METHODS, TraceEstimate, exact_trace, hutchinson, hutchpp, xtrace
@@ -56,7 +49,7 @@ from landscape.curvature.noise import (
 
 __all__ = [
     "SymmetricOperator", "DenseOperator", "as_operator",
-    "HessianOperator", "GGNOperator", "OperatorReport", "BN_MODES", "HVP_MODES",
+    "HessianOperator", "GGNOperator", "OperatorReport", "POINT_BN_MODES", "HVP_MODES",
     "parameter_vector", "trainable_parameter_names",
     "DistributedHessianOperator", "DistributedGGNOperator",
     "top_eigenpairs", "lanczos_tridiagonal", "Eigenpairs", "LanczosTridiagonal",

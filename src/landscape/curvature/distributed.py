@@ -25,12 +25,13 @@ from torch import Tensor, nn
 from landscape.curvature.operators import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_GRAPH_BUDGET_BYTES,
-    LossFn,
     _CurvatureOperator,
     _Engine,
     _GGNEngine,
     _HessianEngine,
 )
+
+from landscape.functional import LossFn
 
 __all__ = ["DistributedHessianOperator", "DistributedGGNOperator"]
 

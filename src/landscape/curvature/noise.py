@@ -31,7 +31,8 @@ from torch.func import grad, vmap
 from torch.utils._pytree import tree_map
 
 from landscape.curvature.linop import SymmetricOperator, as_operator
-from landscape.curvature.operators import LossFn, _Engine, curvature_mode, flatten_tensors
+from landscape.curvature.operators import _Engine
+from landscape.functional import LossFn, curvature_mode, flatten_tensors
 from landscape.io import to_jsonable
 
 __all__ = [

@@ -22,40 +22,39 @@ double-backward Hessians on such models in ``tests/curvature/test_operators.py``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
-from torch.utils._pytree import tree_map
 
 from landscape.curvature.linop import SymmetricOperator
+from landscape.functional import (
+    POINT_BN_MODES,
+    Batch,
+    LossFn,
+    check_bn_mode,
+    curvature_mode,
+    flatten_tensors,
+    has_batchnorm,
+    has_dropout,
+    iter_batches,
+    select_parameter_names,
+    unflatten_vector,
+)
 from landscape.io import to_jsonable
 
 __all__ = [
-    "BN_MODES",
     "HVP_MODES",
     "OUTPUT_HESSIAN_MODES",
     "DEFAULT_GRAPH_BUDGET_BYTES",
     "OperatorReport",
     "HessianOperator",
     "GGNOperator",
-    "trainable_parameter_names",
-    "select_parameter_names",
-    "parameter_vector",
-    "flatten_tensors",
-    "unflatten_vector",
-    "curvature_mode",
-    "has_batchnorm",
-    "has_dropout",
 ]
 
-BN_MODES: tuple[str, ...] = ("eval", "batch")
-"""``eval``: BatchNorm uses running statistics; ``batch``: batch statistics, running stats untouched."""
 
 HVP_MODES: tuple[str, ...] = ("auto", "rev_rev_kept", "rev_rev", "fwd_rev")
 """Hessian-vector product variants; see :class:`HessianOperator`."""
@@ -69,190 +68,12 @@ DEFAULT_GRAPH_BUDGET_BYTES: int = 2 * 1024**3
 DEFAULT_BLOCK_SIZE: int = 16
 """Default number of vectors multiplied in one vectorised pass."""
 
-_DROPOUT_TYPES: tuple[type, ...] = (nn.modules.dropout._DropoutNd,)
-_DROPOUT_CLASS_NAMES = frozenset({"DropPath", "DropBlock2d", "DropBlock", "StochasticDepth"})
 
-Batch = tuple[Any, Any]
-LossFn = Callable[[Any, Any], Tensor]
 
 
 # --------------------------------------------------------------------------------------
 # Parameter selection and flattening
 # --------------------------------------------------------------------------------------
-
-
-def trainable_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters with ``requires_grad`` in ``model.named_parameters()`` order.
-
-    Tied (shared) parameters appear once, under their first name.
-    """
-    return [name for name, p in model.named_parameters() if p.requires_grad]
-
-
-def select_parameter_names(model: nn.Module, params: Sequence[str] | None) -> list[str]:
-    """Validate a subset of parameter names; returned in ``named_parameters()`` order.
-
-    Args:
-        model: the network.
-        params: parameter names, or None for all trainable parameters.
-
-    Raises:
-        ValueError: an unknown, repeated or non-trainable name, or an empty selection.
-    """
-    trainable = trainable_parameter_names(model)
-    if params is None:
-        if not trainable:
-            raise ValueError("model has no trainable parameters (requires_grad=True)")
-        return trainable
-    if isinstance(params, str):
-        raise ValueError(f"params must be a list of parameter names, got the string {params!r}")
-    requested = list(params)
-    if not requested:
-        raise ValueError("params must name at least one parameter, got an empty list")
-    all_names = {name for name, _ in model.named_parameters()}
-    seen: set[str] = set()
-    for name in requested:
-        if name in seen:
-            raise ValueError(f"parameter {name!r} is listed twice in params")
-        seen.add(name)
-        if name not in all_names:
-            raise ValueError(f"unknown parameter name {name!r}; the model's parameters are {sorted(all_names)}")
-        if name not in trainable:
-            raise ValueError(f"parameter {name!r} does not require grad; trainable parameters are {trainable}")
-    return [name for name in trainable if name in seen]
-
-
-def parameter_vector(model: nn.Module, params: Sequence[str] | None = None) -> Tensor:
-    """A detached copy of the selected parameters as one flat vector (P,)."""
-    names = select_parameter_names(model, params)
-    named = dict(model.named_parameters())
-    return flatten_tensors([named[n].detach() for n in names]).clone()
-
-
-def flatten_tensors(tensors: Sequence[Tensor], batch_dims: int = 0) -> Tensor:
-    """Concatenate tensors into a flat vector, keeping ``batch_dims`` leading dims.
-
-    Args:
-        tensors: tensors of shapes (*B, *shape_i).
-        batch_dims: number of leading dimensions B shared by all tensors.
-
-    Returns:
-        Tensor of shape (*B, sum_i prod(shape_i)).
-    """
-    if not tensors:
-        raise ValueError("flatten_tensors needs at least one tensor")
-    lead = tuple(tensors[0].shape[:batch_dims])
-    return torch.cat([t.reshape(*lead, -1) for t in tensors], dim=-1)
-
-
-def unflatten_vector(vector: Tensor, shapes: Sequence[torch.Size | tuple[int, ...]]) -> list[Tensor]:
-    """Split a flat (P,) vector or a (P, k) block into tensors of the given shapes.
-
-    Returns:
-        For (P,): tensors of ``shapes``. For (P, k): tensors of shape (k, *shape_i)
-        (the block dimension first, as ``torch.func.vmap`` and ``is_grads_batched`` want).
-    """
-    sizes = [math.prod(s) for s in shapes]
-    if vector.shape[0] != sum(sizes):
-        raise ValueError(f"vector has {vector.shape[0]} entries but the shapes hold {sum(sizes)}")
-    if vector.ndim == 1:
-        return [c.reshape(s) for c, s in zip(vector.split(sizes), shapes)]
-    if vector.ndim == 2:
-        k = vector.shape[1]
-        return [c.T.reshape(k, *s) for c, s in zip(vector.split(sizes, dim=0), shapes)]
-    raise ValueError(f"expected a (P,) vector or a (P, k) block, got shape {tuple(vector.shape)}")
-
-
-# --------------------------------------------------------------------------------------
-# Module modes
-# --------------------------------------------------------------------------------------
-
-
-def _is_batchnorm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether the model contains a BatchNorm layer (any ``_BatchNorm`` subclass)."""
-    return any(_is_batchnorm(m) for m in model.modules())
-
-
-def has_dropout(model: nn.Module) -> bool:
-    """Whether the model contains dropout-like layers (Dropout*, AlphaDropout, DropPath)."""
-    return any(isinstance(m, _DROPOUT_TYPES) or type(m).__name__ in _DROPOUT_CLASS_NAMES for m in model.modules())
-
-
-def _check_bn_mode(bn_mode: str) -> None:
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"unknown bn_mode {bn_mode!r}; allowed values are {list(BN_MODES)}")
-
-
-@contextlib.contextmanager
-def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
-    """Temporarily put ``model`` in the mode curvature is measured in; restore it after.
-
-    All modules go to eval mode (dropout off). With ``bn_mode="batch"``, BatchNorm layers
-    use batch statistics: they are switched to training mode with
-    ``track_running_stats=False``, so their running statistics and ``num_batches_tracked``
-    are neither read nor written. Every module's ``training`` flag and every BatchNorm's
-    ``track_running_stats`` are restored on exit, also on error.
-    """
-    _check_bn_mode(bn_mode)
-    flags = [(m, m.training) for m in model.modules()]
-    tracked: list[tuple[nn.Module, bool]] = []
-    try:
-        model.eval()
-        if bn_mode == "batch":
-            for m in model.modules():
-                if _is_batchnorm(m):
-                    tracked.append((m, m.track_running_stats))
-                    m.training = True
-                    m.track_running_stats = False
-        yield model
-    finally:
-        for m, value in tracked:
-            m.track_running_stats = value
-        for m, flag in flags:
-            m.training = flag
-
-
-# --------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------
-
-
-def _move(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Move tensors in a pytree to ``device``; floating tensors are cast to ``dtype``."""
-
-    def move(t: Any) -> Any:
-        if not isinstance(t, Tensor):
-            return t
-        if t.is_floating_point():
-            return t.to(device=device, dtype=dtype, non_blocking=True)
-        return t.to(device=device, non_blocking=True)
-
-    return tree_map(move, obj)
-
-
-def _batch_size(inputs: Any, targets: Any) -> int:
-    for obj in (targets, inputs):
-        if isinstance(obj, Tensor) and obj.ndim > 0:
-            return int(obj.shape[0])
-    leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor) and t.ndim > 0]
-    if not leaves:
-        raise ValueError("cannot infer the batch size: neither targets nor inputs hold a batched tensor")
-    return int(leaves[0].shape[0])
-
-
-def _iter_batches(data: Iterable[Batch], device: torch.device, dtype: torch.dtype) -> Iterator[tuple[Any, Any, int]]:
-    for i, batch in enumerate(data):
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ValueError(f"each batch must be an (inputs, targets) pair; batch {i} is a {type(batch).__name__}")
-        inputs, targets = _move(batch[0], device, dtype), _move(batch[1], device, dtype)
-        n = _batch_size(inputs, targets)
-        if n == 0:
-            continue
-        yield inputs, targets, n
 
 
 # --------------------------------------------------------------------------------------
@@ -334,7 +155,7 @@ class _Engine:
         params: Sequence[str] | None,
         block_size: int,
     ):
-        _check_bn_mode(bn_mode)
+        check_bn_mode(bn_mode, allowed=POINT_BN_MODES)
         if not callable(loss_fn):
             raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         if isinstance(data, (Tensor, str, bytes)) or not isinstance(data, Iterable):
@@ -371,7 +192,7 @@ class _Engine:
 
     # helpers ------------------------------------------------------------------------
     def batches(self) -> Iterator[tuple[Any, Any, int]]:
-        return _iter_batches(self.data, self.device, self.dtype)
+        return iter_batches(self.data, self.device, self.dtype)
 
     def forward(self, theta: Mapping[str, Tensor], inputs: Any) -> Any:
         return functional_call(self.model, {**self.constants, **theta}, (inputs,))

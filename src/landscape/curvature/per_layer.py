@@ -23,12 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.linop import SymmetricOperator
-from landscape.curvature.operators import (
-    DEFAULT_GRAPH_BUDGET_BYTES,
-    HessianOperator,
-    LossFn,
-    trainable_parameter_names,
-)
+from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator
+from landscape.functional import LossFn, trainable_parameter_names
 from landscape.io import to_jsonable
 
 __all__ = ["LayerCurvature", "PerLayerCurvature", "default_parameter_groups", "per_layer_curvature", "power_top_eigenvalue"]

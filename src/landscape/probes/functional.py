@@ -28,17 +28,36 @@ Filter normalisation of random directions follows Li, Xu, Taylor, Studer & Golds
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from landscape.functional import (
+    BN_MODES,
+    Batch,
+    BNMode,
+    LossFn,
+    Params,
+    as_flat,
+    buffers_for,
+    check_batches,
+    check_bn_mode,
+    flatten_params,
+    has_running_stats,
+    model_buffers,
+    parameter_dict,
+    probe_modes,
+    recalibrated_buffers,
+    unflatten_params,
+)
+
+has_batchnorm = has_running_stats  # the probes' sense: BN layers whose running statistics a policy reads
 
 __all__ = [
     "BN_MODES",
@@ -62,187 +81,7 @@ __all__ = [
     "random_direction",
 ]
 
-BNMode = Literal["eval", "batch", "recalibrate"]
-BN_MODES: tuple[str, ...] = ("eval", "batch", "recalibrate")
 BIAS_POLICIES: tuple[str, ...] = ("zero", "keep", "normalize")
-
-#: One batch: inputs and targets.
-Batch = tuple[Tensor, Tensor]
-#: ``loss_fn(outputs, targets)`` -> scalar mean loss over the batch.
-LossFn = Callable[[Tensor, Tensor], Tensor]
-#: A point of parameter space: a flat vector (P,) or a ``{name: tensor}`` dict.
-Params = Mapping[str, Tensor] | Tensor
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def check_bn_mode(bn_mode: Any, recal_batches: Sequence[Batch] | None = None) -> str:
-    """Validate ``bn_mode``; ``"recalibrate"`` needs a non-empty ``recal_batches``.
-
-    Raises:
-        ValueError: Unknown mode, or ``"recalibrate"`` without recalibration batches.
-    """
-    if not isinstance(bn_mode, str) or bn_mode not in BN_MODES:
-        raise ValueError(f"bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
-    if bn_mode == "recalibrate" and not recal_batches:
-        raise ValueError("bn_mode='recalibrate' needs a non-empty list of recal_batches")
-    return bn_mode
-
-
-def _check_batches(batches: Sequence[Batch], name: str = "batches") -> None:
-    if isinstance(batches, Tensor) or (
-        isinstance(batches, (tuple, list)) and len(batches) > 0 and isinstance(batches[0], Tensor)
-    ):
-        raise ValueError(f"{name} must be a sequence of (inputs, targets) pairs, e.g. [(x, y)]; got a single tensor or pair")
-    if len(batches) == 0:
-        raise ValueError(f"{name} must contain at least one (inputs, targets) batch, got none")
-    for b in batches:
-        if not (isinstance(b, (tuple, list)) and len(b) == 2):
-            raise ValueError(f"{name} must be a sequence of (inputs, targets) pairs, got an item of type {type(b).__name__}")
-
-
-# ------------------------------------------------------------------ parameter dicts
-
-
-def parameter_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Detached copies of the model's trainable parameters, in ``named_parameters`` order.
-
-    This dict (its names, order and shapes) is the layout of every flat vector the probes
-    use; parameters with ``requires_grad=False`` are not part of it and keep the model's
-    values.
-    """
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def flatten_params(params: Mapping[str, Tensor]) -> Tensor:
-    """Concatenate a parameter dict into one flat vector (P,), in the dict's order."""
-    if len(params) == 0:
-        raise ValueError("cannot flatten an empty parameter dict")
-    return torch.cat([t.reshape(-1) for t in params.values()])
-
-
-def unflatten_params(vector: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Split a flat vector (P,) into a dict shaped as ``like`` (views; autograd flows).
-
-    Raises:
-        ValueError: ``vector`` is not 1-D of length ``sum(numel)`` of ``like``.
-    """
-    sizes = [t.numel() for t in like.values()]
-    if vector.ndim != 1 or vector.numel() != sum(sizes):
-        raise ValueError(f"expected a flat vector of length {sum(sizes)}, got shape {tuple(vector.shape)}")
-    parts = torch.split(vector, sizes)
-    return {n: p.view(t.shape) for (n, t), p in zip(like.items(), parts)}
-
-
-def as_flat(params: Params, like: Mapping[str, Tensor]) -> Tensor:
-    """A point given as flat vector or dict -> flat vector in ``like``'s dtype and device.
-
-    Raises:
-        ValueError: Wrong length, or a dict whose names differ from ``like``'s.
-    """
-    ref = next(iter(like.values()))
-    if isinstance(params, Tensor):
-        total = sum(t.numel() for t in like.values())
-        if params.ndim != 1 or params.numel() != total:
-            raise ValueError(f"expected a flat vector of length {total}, got shape {tuple(params.shape)}")
-        return params.detach().to(device=ref.device, dtype=ref.dtype)
-    missing = [n for n in like if n not in params]
-    extra = [n for n in params if n not in like]
-    if missing or extra:
-        raise ValueError(f"parameter names differ from the model's: missing {missing[:5]}, unexpected {extra[:5]}")
-    for n, t in like.items():
-        if tuple(params[n].shape) != tuple(t.shape):
-            raise ValueError(f"parameter {n!r} has shape {tuple(params[n].shape)}, expected {tuple(t.shape)}")
-    return torch.cat([params[n].detach().reshape(-1).to(device=ref.device, dtype=ref.dtype) for n in like])
-
-
-# ------------------------------------------------------------------- BN machinery
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether the model contains a BatchNorm layer that tracks running statistics."""
-    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
-
-
-@contextlib.contextmanager
-def _probe_modes(model: nn.Module, bn_train: bool, cumulative: bool = False) -> Iterator[None]:
-    """Everything in eval mode, BatchNorm in train mode if ``bn_train``; restore on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    momenta = [(m, m.momentum) for m in model.modules() if isinstance(m, _BatchNorm)]
-    try:
-        model.eval()
-        if bn_train:
-            for m, _ in momenta:
-                m.train()
-                if cumulative:
-                    m.momentum = None
-        yield
-    finally:
-        for m, mom in momenta:
-            m.momentum = mom
-        for m, flag in flags:
-            m.training = flag
-
-
-def _fresh_buffers(model: nn.Module, buffers: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Copies of ``buffers`` with BatchNorm statistics reset to (mean 0, var 1, count 0)."""
-    out = {n: b.clone() for n, b in buffers.items()}
-    for mname, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and m.track_running_stats:
-            prefix = f"{mname}." if mname else ""
-            for bname, fill in (("running_mean", 0.0), ("running_var", 1.0), ("num_batches_tracked", 0)):
-                key = prefix + bname
-                if key in out:
-                    out[key] = torch.full_like(out[key], fill)
-    return out
-
-
-def _model_buffers(model: nn.Module) -> dict[str, Tensor]:
-    return dict(model.named_buffers())
-
-
-def recalibrated_buffers(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    recal_batches: Sequence[Batch],
-    buffers: Mapping[str, Tensor] | None = None,
-) -> dict[str, Tensor]:
-    """BatchNorm running statistics recomputed at ``params`` on ``recal_batches``.
-
-    Fresh statistics are accumulated with ``momentum=None`` (cumulative average over the
-    batches), without gradient. Non-BN buffers are copied from ``buffers`` (default: the
-    model's). The model and its buffers are left unchanged.
-
-    Returns:
-        A new buffer dict (same keys as ``model.named_buffers()``).
-    """
-    _check_batches(recal_batches, "recal_batches")
-    base = _model_buffers(model) if buffers is None else dict(buffers)
-    fresh = _fresh_buffers(model, base)
-    if not has_batchnorm(model):
-        return fresh
-    detached = {n: t.detach() for n, t in params.items()}
-    with torch.no_grad(), _probe_modes(model, bn_train=True, cumulative=True):
-        for x, _ in recal_batches:
-            functional_call(model, {**detached, **fresh}, (x,))
-    return fresh
-
-
-def _buffers_for(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    bn_mode: str,
-    recal_batches: Sequence[Batch] | None,
-    buffers: Mapping[str, Tensor] | None,
-) -> tuple[dict[str, Tensor], bool]:
-    """Buffers to use and whether BN runs in train (batch-statistics) mode."""
-    base = _model_buffers(model) if buffers is None else dict(buffers)
-    if bn_mode == "eval" or not has_batchnorm(model):
-        return base, False
-    if bn_mode == "batch":
-        return {n: b.clone() for n, b in base.items()}, True
-    return recalibrated_buffers(model, params, recal_batches or (), base), False
 
 
 # ----------------------------------------------------------------------- evaluation
@@ -287,7 +126,7 @@ def _forward_sums(
     wrong: Tensor | None = None
     classify = True
     n_total = 0
-    with _probe_modes(model, bn_train=bn_train):
+    with probe_modes(model, bn_train=bn_train):
         for x, y in batches:
             out = functional_call(model, {**params, **buffers}, (x,))
             n = int(y.shape[0]) if y.ndim > 0 else 1
@@ -377,9 +216,9 @@ class Objective:
         buffers: Mapping[str, Tensor] | None = None,
     ) -> None:
         self.bn_mode = check_bn_mode(bn_mode, recal_batches)
-        _check_batches(batches)
+        check_batches(batches)
         if recal_batches is not None and len(recal_batches) > 0:
-            _check_batches(recal_batches, "recal_batches")
+            check_batches(recal_batches, "recal_batches")
         self.model = model
         self.batches = batches
         self.loss_fn = loss_fn
@@ -412,7 +251,7 @@ class Objective:
         data = self.batches if batches is None else batches
         with torch.no_grad():
             p = {n: t.detach() for n, t in self._as_dict(params).items()}
-            bufs, bn_train = _buffers_for(self.model, p, self.bn_mode, self.recal_batches, self.buffers)
+            bufs, bn_train = buffers_for(self.model, p, self.bn_mode, self.recal_batches, self.buffers)
             loss_sum, wrong, n = _forward_sums(self.model, p, bufs, bn_train, data, self.loss_fn)
             w = wrong.to(torch.float64) if wrong is not None else torch.full((), math.nan, dtype=torch.float64)
             vals = torch.stack([(loss_sum.detach() / n).to(torch.float64).cpu(), w.cpu()])
@@ -424,7 +263,7 @@ class Objective:
         """Differentiable mean loss at ``params`` (a flat vector or dict with autograd)."""
         data = self.batches if batches is None else batches
         p = self._as_dict(params)
-        bufs, bn_train = _buffers_for(self.model, p, self.bn_mode, self.recal_batches, self.buffers)
+        bufs, bn_train = buffers_for(self.model, p, self.bn_mode, self.recal_batches, self.buffers)
         loss_sum, _, n = _forward_sums(self.model, p, bufs, bn_train, data, self.loss_fn)
         return loss_sum / n
 
@@ -436,7 +275,7 @@ class Objective:
         final evaluation recalibrates anyway.
         """
         p = self._as_dict(params)
-        base = _model_buffers(self.model) if self.buffers is None else self.buffers
+        base = model_buffers(self.model) if self.buffers is None else self.buffers
         bn_train = self.bn_mode != "eval" and has_batchnorm(self.model)
         bufs = {n: b.clone() for n, b in base.items()} if bn_train else base
         loss_sum, _, n = _forward_sums(self.model, p, bufs, bn_train, [batch], self.loss_fn)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .functional import _probe_modes
+from landscape.functional import probe_modes
 
 __all__ = ["MeasureChange", "InvarianceReport", "rescale_layers", "output_change", "invariance_audit"]
 
@@ -108,7 +108,7 @@ def output_change(
         raise ValueError("inputs must contain at least one tensor")
     bufs = dict(model.named_buffers())
     worst = None
-    with torch.no_grad(), _probe_modes(model, bn_train=False):
+    with torch.no_grad(), probe_modes(model, bn_train=False):
         for x in xs:
             ya = functional_call(model, {**params_a, **bufs}, (x,))
             yb = functional_call(model, {**params_b, **bufs}, (x,))

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .functional import _probe_modes
+from landscape.functional import probe_modes
 
 __all__ = [
     "PermutationSpec",
@@ -328,7 +328,7 @@ def permutation_spec(model: nn.Module, example_input: Tensor) -> PermutationSpec
     x = example_input.detach()
     inp = tracer.new_space(int(x.shape[1]) if x.ndim > 1 else 1)
     tracer.fixed.add(inp)
-    with torch.no_grad(), _probe_modes(model, bn_train=False):
+    with torch.no_grad(), probe_modes(model, bn_train=False):
         with tracer:
             tracer.tag(x, inp, 1 if x.ndim > 1 else 0, 1)
             out = model(x)
