@@ -17,7 +17,7 @@ from landscape.probes.run_probes import validate_probe_params
 
 def validate_analysis_sections(params: dict) -> None:
     """The escape, hypotheses, report, phi, optimizers and spectra_scaling sections (each optional; checked when present)."""
-    from landscape.probes.escape import EscapeConfig
+    from landscape.pipeline.escape import EscapeConfig
     from landscape.stats.family import HypothesesConfig
     from landscape.stats.spectra_scaling import SpectraScalingConfig
     from report import pages_from

@@ -6,7 +6,10 @@ Modules, one job each: :mod:`~landscape.bounds.kl` (binary kl and its inverses),
 :mod:`~landscape.bounds.naive` (Occam and VC parameter-count bounds),
 :mod:`~landscape.bounds.mc` (Monte-Carlo posterior risk and its sample bound),
 :mod:`~landscape.bounds.effective` (effective-rank / log-det / trace complexity),
-:mod:`~landscape.bounds.optimize` (Dziugaite & Roy posterior optimisation).
+:mod:`~landscape.bounds.optimize` (Dziugaite & Roy posterior optimisation),
+:mod:`~landscape.bounds.bn_fold` (BatchNorm statistics folded into data-free coordinates),
+:mod:`~landscape.bounds.posterior` (Gaussian posterior families over a network's flat
+parameters, the prior-variance choice, 0-1 errors of paired (example, network) draws).
 """
 
 from landscape.bounds.effective import (
@@ -40,6 +43,17 @@ from landscape.bounds.mc import (
 )
 from landscape.bounds.naive import occam_bound, vc_bound
 from landscape.bounds.optimize import OptimizedPosterior, optimize_diagonal_posterior
+from landscape.bounds.posterior import (
+    FlatClassifier,
+    GaussianFamily,
+    PosteriorBound,
+    PriorSummary,
+    best_prior,
+    hessian_family,
+    isotropic_family,
+    paired_wrong,
+    split_indices,
+)
 from landscape.bounds.pacbayes import (
     BoundResult,
     GridBoundResult,
@@ -54,14 +68,19 @@ from landscape.bounds.pacbayes import (
 __all__ = [
     "BoundResult",
     "ComplexitySummary",
+    "FlatClassifier",
+    "GaussianFamily",
     "GaussianKL",
     "GridBoundResult",
     "GridMCBoundResult",
     "LowRankGaussian",
     "MCBoundResult",
     "OptimizedPosterior",
+    "PosteriorBound",
+    "PriorSummary",
     "PriorVarianceGrid",
     "SampleConvergenceResult",
+    "best_prior",
     "binary_kl",
     "complement_curvature",
     "complexity_summary",
@@ -70,7 +89,9 @@ __all__ = [
     "finite_grid_cost",
     "grid_mc_pac_bayes_bound",
     "grid_pac_bayes_bound",
+    "hessian_family",
     "hessian_posterior",
+    "isotropic_family",
     "kl_diagonal",
     "kl_inv_lower",
     "kl_inv_upper",
@@ -85,9 +106,11 @@ __all__ = [
     "occam_bound",
     "optimize_diagonal_posterior",
     "pac_bayes_kl_bound",
+    "paired_wrong",
     "sample_convergence_bound",
     "sample_diagonal",
     "sample_lowrank",
+    "split_indices",
     "trace_form",
     "vc_bound",
 ]

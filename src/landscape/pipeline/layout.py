@@ -112,8 +112,28 @@ class Layout:
         return self.bounds_dir / "runs" / experiment / config / f"seed{seed}" / "bounds.json"
 
     @property
+    def bounds_metrics(self) -> Path:
+        """Per-run summaries of the bounds and the random-label sanity pair."""
+        return self.bounds_dir / "metrics.json"
+
+    @property
     def escape_dir(self) -> Path:
         return self.root / "escape"
+
+    @property
+    def escape_results(self) -> Path:
+        """Every escape trial with its checks, per seed."""
+        return self.escape_dir / "results.json"
+
+    @property
+    def escape_trials(self) -> Path:
+        """One row per escape trial (read by the hypotheses stage)."""
+        return self.escape_dir / "trials.json"
+
+    @property
+    def escape_metrics(self) -> Path:
+        """Escape rate, alignment and lambda_max ratio per noise type."""
+        return self.escape_dir / "metrics.json"
 
     @property
     def phi_dir(self) -> Path:

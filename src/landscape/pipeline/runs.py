@@ -33,6 +33,7 @@ class StoredRun:
         metrics: the run's ``metrics.json``.
         spec: the model spec ``{name, **options}`` of the config.
         model_kwargs: the keyword arguments the train stage added (classes, input shape).
+        train: the training settings the run was trained with (``model.pt``'s ``train``).
         model: the network with its final weights on ``device`` (None unless completed).
     """
 
@@ -42,6 +43,7 @@ class StoredRun:
     spec: Mapping[str, Any] = field(default_factory=dict)
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
+    train: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def build_kwargs(self) -> dict[str, Any]:
@@ -75,7 +77,8 @@ def load_run(layout: Layout, experiment: str, config: str, seed: int, device: to
     run = StoredRun(seed=seed, status=status, metrics=metrics, spec=spec, model_kwargs=model_kwargs)
     model = build_model(spec["name"], **run.build_kwargs)
     model.load_state_dict(saved["state_dict"])
-    return StoredRun(seed=seed, status=status, metrics=metrics, spec=spec, model_kwargs=model_kwargs, model=model.to(device))
+    return StoredRun(seed=seed, status=status, metrics=metrics, spec=spec, model_kwargs=model_kwargs, model=model.to(device),
+                     train=dict(saved.get("train") or {}))
 
 
 def initial_model(run: StoredRun, device: torch.device | str = "cpu") -> nn.Module:

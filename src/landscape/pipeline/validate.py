@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +10,7 @@ from landscape.pipeline.measure import CurvatureConfig
 from landscape.schema import ConfigError, check_key_name, parse_config
 from landscape.training.config import RunConfig
 
-__all__ = ["validate_pipeline_params", "parse_bounds_section"]
+__all__ = ["validate_pipeline_params"]
 
 
 def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,68 +88,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     measure = {exp: parse_config(CurvatureConfig, curvature[exp], f"curvature.{exp}") for exp in experiments if exp in curvature}
     checked = {"datasets": datasets, "runs": runs, "curvature": measure}
     if "bounds" in params:
-        from landscape.bounds.run_bounds import BoundsConfig  # moves to landscape.pipeline.bounds
+        from landscape.pipeline.bounds import BoundsConfig, parse_bounds_section  # the bounds stage's own section
 
         bounds = parse_bounds_section(params["bounds"], experiments)
         checked["bounds"] = {**bounds, "settings": parse_config(BoundsConfig, bounds["settings"], "bounds.settings")}
     return checked
 
-
-def parse_bounds_section(values: Any, experiments: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the ``bounds`` section's run list and sanity pair against ``experiments``.
-
-    ``bounds.runs`` is a non-empty list of distinct ``"<experiment>/<config>"`` names;
-    ``bounds.sanity`` is null or ``{real: <run>, random: <run>}``, both in ``runs``, the
-    same model and training except ``random_labels`` (true for ``random`` only) and
-    ``snapshot_every``; ``bounds.settings`` is left to ``BoundsConfig``.
-
-    Returns:
-        ``{"runs": [(experiment, config), ...], "sanity": {"real", "random"} | None,
-        "settings": mapping}``.
-
-    Raises:
-        ConfigError: naming the key and value at fault.
-    """
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"bounds must be a mapping with keys ['runs', 'sanity', 'settings'], got {values!r}")
-    unknown = sorted(set(values) - {"runs", "sanity", "settings"})
-    if unknown:
-        raise ConfigError(f"unknown key bounds.{unknown[0]}; allowed keys: ['runs', 'sanity', 'settings']")
-    names = values.get("runs")
-    if not isinstance(names, list) or not names or not all(isinstance(r, str) for r in names):
-        raise ConfigError(f"bounds.runs={names!r} is not allowed; allowed: a non-empty list of '<experiment>/<config>' strings")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"bounds.runs={names!r} repeats a run")
-    runs = []
-    for name in names:
-        exp, _, cfg = name.partition("/")
-        configs = (experiments.get(exp) or {}).get("configs") if isinstance(experiments.get(exp), Mapping) else None
-        if not configs or cfg not in configs:
-            valid = [f"{e}/{c}" for e, spec in experiments.items() if isinstance(spec, Mapping) for c in (spec.get("configs") or {})]
-            raise ConfigError(f"bounds.runs entry {name!r} is not an experiment config; valid: {valid}")
-        runs.append((exp, cfg))
-    sanity = values.get("sanity")
-    if sanity is not None:
-        if not isinstance(sanity, Mapping) or set(sanity) != {"real", "random"}:
-            raise ConfigError(f"bounds.sanity={sanity!r} is not allowed; allowed: null or {{real: <run>, random: <run>}}")
-        specs = {}
-        for role in ("real", "random"):
-            if sanity[role] not in names:
-                raise ConfigError(f"bounds.sanity.{role}={sanity[role]!r} must be one of bounds.runs {names}")
-            exp, _, cfg = sanity[role].partition("/")
-            specs[role] = parse_config(RunConfig, experiments[exp]["configs"][cfg], f"experiments.{exp}.configs.{cfg}")
-        if specs["real"].train.random_labels or not specs["random"].train.random_labels:
-            raise ConfigError(
-                f"bounds.sanity needs random_labels false for real={sanity['real']!r} and true for random={sanity['random']!r}"
-            )
-        same = lambda t: {**dataclasses.asdict(t), "random_labels": None, "snapshot_every": None}  # noqa: E731
-        if dict(specs["real"].model) != dict(specs["random"].model) or same(specs["real"].train) != same(specs["random"].train):
-            raise ConfigError(
-                f"bounds.sanity: {sanity['real']!r} and {sanity['random']!r} must be the same network and training "
-                "except random_labels (and snapshot_every)"
-            )
-        sanity = {"real": sanity["real"], "random": sanity["random"]}
-    settings = values.get("settings") or {}
-    if not isinstance(settings, Mapping):
-        raise ConfigError(f"bounds.settings must be a mapping, got {settings!r}")
-    return {"runs": runs, "sanity": sanity, "settings": dict(settings)}

@@ -1,12 +1,16 @@
-"""bounds_for_run: validity on fresh data, the eq (8) KL against dense references, errors."""
+"""The bounds stage: bounds_for_run (validity on fresh data, the eq (8) KL against dense references,
+errors), BoundsConfig and the params.yaml `bounds` section (run list, random-label sanity pair)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 from torch.func import functional_call
@@ -14,7 +18,9 @@ from torch.func import functional_call
 from landscape.bounds.gaussians import complement_curvature, hessian_posterior, kl_lowrank
 from landscape.bounds.kl import kl_inv_upper
 from landscape.bounds.pacbayes import PriorVarianceGrid
-from landscape.bounds.run_bounds import BoundsConfig, InvalidBoundError, bounds_for_run, split_indices
+from landscape.bounds.posterior import split_indices
+from landscape.pipeline.bounds import BoundsConfig, InvalidBoundError, bounds_for_run, parse_bounds_section
+from landscape.pipeline.validate import validate_pipeline_params
 from landscape.schema import ConfigError, parse_config
 from landscape.training.config import TrainConfig
 from landscape.io import to_jsonable
@@ -168,19 +174,6 @@ def test_data_dependent_prior_is_trained_on_its_split_only(problem):
     moved = _run(problem, prior_fraction=0.4, train=(x, y2))
     assert moved.prior.dist_sq_prior == r.prior.dist_sq_prior
     assert moved.prior.bound_error > 0.5 > r.prior.bound_error
-
-
-def test_split_is_seeded_disjoint_and_data_free():
-    a, b = split_indices(101, 0.5, 3)
-    assert a.numel() == 50 and b.numel() == 51
-    assert torch.equal(torch.sort(torch.cat([a, b])).values, torch.arange(101))
-    a2, _ = split_indices(101, 0.5, 3)
-    a3, _ = split_indices(101, 0.5, 4)
-    assert torch.equal(a, a2) and not torch.equal(a, a3)
-    none, every = split_indices(10, 0.0, 0)
-    assert none.numel() == 0 and torch.equal(every, torch.arange(10))
-    with pytest.raises(ValueError, match="fraction must lie in"):
-        split_indices(10, 1.0, 0)
 
 
 def test_hessian_kl_equals_dense_reference(problem):
@@ -348,28 +341,6 @@ def test_unfoldable_buffer_is_charged(problem):
     assert r.hessian.pac_bayes.kl == pytest.approx(r.hessian.kl.kl + r.fixed_nats, rel=1e-12)
 
 
-def test_paired_draws_estimate_the_gibbs_error_of_a_known_posterior():
-    """Ground truth: a 2-class linear classifier in 1-D under N(mu, s^2 I) errs with a normal CDF."""
-    from landscape.bounds.run_bounds import _FlatNet, _isotropic, _paired_wrong
-
-    model = nn.Linear(1, 2)
-    names = ("weight", "bias")
-    net = _FlatNet(model, names, (torch.Size([2, 1]), torch.Size([2])), torch.float32, 256, {})
-    mu = torch.tensor([-1.0, 1.0, 0.2, -0.2])  # (w0, w1, b0, b1): logit gap 2x - 0.4
-    s = 0.8
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 1, generator=g)
-    y = (torch.rand(300, generator=g) < 0.7).long()
-    # gap = (w1 - w0) x + (b1 - b0) ~ N(2x - 0.4, 2 s^2 (x^2 + 1)); wrong if its sign disagrees with y.
-    m = 2 * x[:, 0].double() - 0.4
-    sd = (2 * s**2 * (x[:, 0].double() ** 2 + 1)).sqrt()
-    p1 = torch.distributions.Normal(0.0, 1.0).cdf(-m / sd)  # P(gap < 0): class 0 predicted
-    truth = float(torch.where(y == 1, p1, 1 - p1).mean())
-    (w,) = _paired_wrong(net, mu, _isotropic(4, [s]), x, y, 40000, torch.Generator().manual_seed(1))
-    se = math.sqrt(truth * (1 - truth) / 40000)
-    assert abs(float(w.mean()) - truth) < 4 * se
-
-
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
@@ -430,3 +401,75 @@ def test_bad_inputs_raise(problem):
         bounds_for_run(problem["model"], problem["init"], (x, y[:-1]), *args[3:], problem["trace"], seed=0, **kw)
     with pytest.raises(ValueError, match="config must be a BoundsConfig"):
         bounds_for_run(*args, problem["trace"], train_config=RECIPE, config={"sigmas": (0.1,)}, seed=0)
+
+
+# ------------------------------------------------------------------ the params.yaml section
+
+REPO = Path(__file__).resolve().parents[2]
+MLP = {"name": "mlp", "width": 8, "depth": 1}
+TRAIN = {"epochs": 2, "batch_size": 16}
+EXPERIMENTS = {
+    "h1": {"dataset": "d", "configs": {"b16": {"model": MLP, "train": {**TRAIN, "snapshot_every": 1}},
+                                        "b32": {"model": MLP, "train": {**TRAIN, "batch_size": 32}}}},
+    "sanity": {"dataset": "d", "configs": {"random": {"model": MLP, "train": {**TRAIN, "random_labels": True}}}},
+}
+GOOD = {"runs": ["h1/b16", "sanity/random"], "sanity": {"real": "h1/b16", "random": "sanity/random"}, "settings": {"mc_draws": 10}}
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/ci.yaml", "profiles/paper.yaml"])
+def test_every_profile_has_a_valid_bounds_section(profile):
+    params = yaml.safe_load((REPO / profile).read_text())
+    checked = validate_pipeline_params(params)
+    bounds = checked["bounds"]
+    assert isinstance(bounds["settings"], BoundsConfig)
+    assert bounds["sanity"]["random"] in params["bounds"]["runs"]
+    assert all(cfg in params["experiments"][exp]["configs"] for exp, cfg in bounds["runs"])
+
+
+def test_good_section_parses():
+    out = parse_bounds_section(GOOD, EXPERIMENTS)
+    assert out == {"runs": [("h1", "b16"), ("sanity", "random")], "sanity": GOOD["sanity"], "settings": {"mc_draws": 10}}
+    assert parse_bounds_section({"runs": ["h1/b32"]}, EXPERIMENTS)["sanity"] is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda b: b.update(extra=1), "unknown key bounds.extra"),
+        (lambda b: b.update(runs=[]), "bounds.runs=\\[\\] is not allowed"),
+        (lambda b: b.update(runs=["h1/b16", "h1/b16"]), "repeats a run"),
+        (lambda b: b.update(runs=["h1/b64", "sanity/random"]), "'h1/b64' is not an experiment config; valid: \\['h1/b16'"),
+        (lambda b: b.update(runs=["nope/b16"]), "'nope/b16' is not an experiment config"),
+        (lambda b: b.update(sanity={"real": "h1/b16"}), "bounds.sanity=.* is not allowed"),
+        (lambda b: b.update(sanity={"real": "h1/b32", "random": "sanity/random"}), "bounds.sanity.real='h1/b32' must be one of bounds.runs"),
+        (lambda b: b.update(sanity={"real": "sanity/random", "random": "h1/b16"}), "random_labels false for real"),
+        (lambda b: b.update(settings=[1]), "bounds.settings must be a mapping"),
+    ],
+)
+def test_bad_sections_name_the_key(edit, match):
+    section = copy.deepcopy(GOOD)
+    edit(section)
+    with pytest.raises(ConfigError, match=match):
+        parse_bounds_section(section, EXPERIMENTS)
+
+
+def test_sanity_pair_must_be_the_same_network_and_training():
+    experiments = copy.deepcopy(EXPERIMENTS)
+    experiments["sanity"]["configs"]["random"]["train"]["batch_size"] = 32
+    with pytest.raises(ConfigError, match="must be the same network and training except random_labels"):
+        parse_bounds_section(GOOD, experiments)
+    experiments = copy.deepcopy(EXPERIMENTS)
+    experiments["sanity"]["configs"]["random"]["model"] = {**MLP, "width": 16}
+    with pytest.raises(ConfigError, match="same network"):
+        parse_bounds_section(GOOD, experiments)
+
+
+def test_pipeline_validation_checks_bounds_settings():
+    params = yaml.safe_load((REPO / "profiles/ci.yaml").read_text())
+    params["bounds"]["settings"]["prior_fraction"] = 1.5
+    with pytest.raises(ConfigError, match="bounds.settings.prior_fraction=1.5 is not allowed"):
+        validate_pipeline_params(params)
+    params["bounds"]["settings"]["prior_fraction"] = 0.5
+    params["bounds"]["runs"].append("h2_arch/missing")
+    with pytest.raises(ConfigError, match="'h2_arch/missing' is not an experiment config"):
+        validate_pipeline_params(params)

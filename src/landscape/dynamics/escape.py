@@ -1,4 +1,4 @@
-"""Escape from a sharp minimum under three noise models: the experiment behind H3.
+"""Escape from a sharp minimum under three noise models: the trials behind H3.
 
 Zhu, Wu, Yu, Wu & Ma (2019), "The anisotropic noise in stochastic gradient descent: its
 behavior of escaping from sharp minima and regularization effects" (ICML), argue that
@@ -21,37 +21,34 @@ The three noise types of one restart share their minibatch draws (common random 
 A trial *escapes* when, at a check (every ``check_every`` steps and at the end),
 ``lambda_max`` has dropped to ``(1 - lambda_drop) lambda_max(theta_0)`` or lower, or a loss
 barrier of more than ``barrier_tol`` separates ``theta_t`` from ``theta_0`` on the straight
-segment between them (``rule`` chooses which of the two count). Its *alignment* is the
-fraction of the trial's noise energy in that top-k subspace,
+segment between them (``rule``, one of :data:`RULES`, chooses which of the two count). Its
+*alignment* is the fraction of the trial's noise energy in that top-k subspace,
 ``sum_t ||V^T xi_t||^2 / sum_t ||xi_t||^2`` (an estimate of ``tr(V V^T Sigma) / tr(Sigma)``).
 
 The landscape is any object with ``loss``, ``gradient`` and ``hvp`` (:class:`Landscape`);
 :class:`ModelLandscape` wraps a network and a fixed data set, tests use closed-form ones.
+Settings are keyword arguments; randomness comes from the seeds given.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.schema import ConfigError
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.linop import SymmetricOperator
-
-from .functional import Objective, flatten_params, parameter_dict
+from landscape.probes.functional import Objective, flatten_params, parameter_dict
 
 __all__ = [
     "NOISE_TYPES",
     "RULES",
-    "EscapeConfig",
     "EscapeStudy",
     "EscapeTrial",
     "Landscape",
@@ -81,73 +78,6 @@ class Landscape(Protocol):
 
     def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
         """Hessian of the full loss at ``theta`` times ``v`` (P,)."""
-
-
-# ---------------------------------------------------------------- settings
-
-
-def _rule(allowed: str, check: Callable[[Any], bool]) -> dict[str, Any]:
-    return {"allowed": allowed, "check": check}
-
-
-def _int_min(k: int) -> dict[str, Any]:
-    return _rule(f"an int >= {k}", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= k)
-
-
-def _pos(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
-@dataclass(frozen=True)
-class EscapeConfig:
-    """Settings of one escape study (``escape.settings`` in params.yaml).
-
-    Attributes:
-        num_examples: Examples of the fixed probe subset that define the landscape.
-        chunk_size: Examples per forward pass of full-batch quantities.
-        steps: Steps T of each trial.
-        step_size: ``eta * lambda_max(theta_0)``; below 2 the noise-free iteration is
-            stable at the minimum, so escapes are due to the noise.
-        batch_size: Minibatch size B of the SGD noise (which sets the noise scale).
-        noise_types: Subset of :data:`NOISE_TYPES`.
-        restarts: Independent trials per noise type and start point.
-        top_k: Dimension of the top Hessian subspace (alignment and projection).
-        check_every: Steps between escape checks (the end is always checked).
-        lambda_drop: Relative drop of lambda_max that counts as escape, in (0, 1).
-        barrier_tol: Loss barrier (nats) on the segment from theta_0 that counts as escape.
-        barrier_points: Points of that segment, including both ends.
-        eig_tol: Relative Ritz residual tolerance of the lambda_max estimates.
-        eig_matvecs: Hessian-vector product budget per lambda_max estimate.
-        rule: Which criterion is escape: ``any``, ``all``, ``lambda`` or ``barrier``.
-    """
-
-    num_examples: int = field(default=1000, metadata=_int_min(2))
-    chunk_size: int = field(default=1000, metadata=_int_min(1))
-    steps: int = field(default=100, metadata=_int_min(1))
-    step_size: float = field(default=1.0, metadata=_rule("a number > 0", _pos))
-    batch_size: int = field(default=16, metadata=_int_min(1))
-    noise_types: tuple[str, ...] = field(
-        default=NOISE_TYPES,
-        metadata=_rule(f"a non-empty list of distinct names from {list(NOISE_TYPES)}",
-                       lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and len(set(x)) == len(x) and all(v in NOISE_TYPES for v in x)),
-    )
-    restarts: int = field(default=2, metadata=_int_min(1))
-    top_k: int = field(default=5, metadata=_int_min(1))
-    check_every: int = field(default=50, metadata=_int_min(1))
-    lambda_drop: float = field(default=0.3, metadata=_rule("a number in (0, 1)", lambda x: _pos(x) and x < 1))
-    barrier_tol: float = field(default=0.01, metadata=_rule("a number > 0", _pos))
-    barrier_points: int = field(default=9, metadata=_int_min(3))
-    eig_tol: float = field(default=1e-2, metadata=_rule("a number in (0, 1)", lambda x: _pos(x) and x < 1))
-    eig_matvecs: int = field(default=40, metadata=_int_min(4))
-    rule: str = field(default="any", metadata=_rule(f"one of {list(RULES)}", lambda x: x in RULES))
-
-    def __post_init__(self) -> None:
-        if isinstance(self.noise_types, list):
-            object.__setattr__(self, "noise_types", tuple(self.noise_types))
-        for f in dataclasses.fields(self):
-            check = f.metadata.get("check")
-            if check is not None and not check(getattr(self, f.name)):
-                raise ConfigError(f"EscapeConfig.{f.name}={getattr(self, f.name)!r} is not allowed; allowed: {f.metadata['allowed']}")
 
 
 # ---------------------------------------------------------------- landscapes
@@ -292,13 +222,32 @@ def _escaped(rule: str, by_lambda: bool, by_barrier: bool) -> bool:
 
 
 def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_type: str, lr: float,
-                 lambda_start: float, config: EscapeConfig, batch_seed: int, noise_seed: int,
-                 restart: int = 0) -> EscapeTrial:
-    """Run one trial (module docstring); minibatches from ``batch_seed``, Gaussians from ``noise_seed``."""
+                 lambda_start: float, batch_seed: int, noise_seed: int, steps: int, batch_size: int,
+                 check_every: int, lambda_drop: float, barrier_tol: float, barrier_points: int, eig_tol: float,
+                 eig_matvecs: int, rule: str, restart: int = 0) -> EscapeTrial:
+    """Run one trial (module docstring); minibatches from ``batch_seed``, Gaussians from ``noise_seed``.
+
+    Args:
+        landscape: The loss; ``theta0``: the start (P,); ``basis``: (P, k) orthonormal top
+            Hessian eigenvectors at ``theta0``.
+        noise_type: One of :data:`NOISE_TYPES`.
+        lr: Step size eta; ``lambda_start``: lambda_max at ``theta0``.
+        batch_seed, noise_seed: Seeds of the minibatch draws and of the Gaussian draws.
+        steps: Steps T; ``batch_size``: minibatch size B of the SGD noise.
+        check_every: Steps between escape checks (the last step is always checked).
+        lambda_drop: Relative drop of lambda_max that counts as escape, in (0, 1).
+        barrier_tol: Loss barrier (nats) on the segment from ``theta0`` that counts as escape;
+            ``barrier_points``: points of that segment, both ends included.
+        eig_tol, eig_matvecs: Lanczos tolerance and product budget per lambda_max estimate.
+        rule: Which criterion is escape, one of :data:`RULES`.
+        restart: Index recorded in the result.
+    """
     if noise_type not in NOISE_TYPES:
         raise ValueError(f"unknown noise type {noise_type!r}; valid: {list(NOISE_TYPES)}")
-    if config.batch_size > landscape.num_examples:
-        raise ValueError(f"batch_size={config.batch_size} exceeds the landscape's {landscape.num_examples} examples")
+    if rule not in RULES:
+        raise ValueError(f"unknown escape rule {rule!r}; valid: {list(RULES)}")
+    if batch_size > landscape.num_examples:
+        raise ValueError(f"batch_size={batch_size} exceeds the landscape's {landscape.num_examples} examples")
     batches = torch.Generator().manual_seed(batch_seed)
     gauss = torch.Generator(device=theta0.device).manual_seed(noise_seed)
     theta = theta0.detach().clone()
@@ -306,28 +255,28 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
     v_top = basis[:, 0]
     align_sum = energy_sum = 0.0
     checks: list[dict[str, float]] = []
-    escape_step, esc_l, esc_b = config.steps, False, False
-    for step in range(1, config.steps + 1):
-        index = torch.randperm(landscape.num_examples, generator=batches)[: config.batch_size]
+    escape_step, esc_l, esc_b = steps, False, False
+    for step in range(1, steps + 1):
+        index = torch.randperm(landscape.num_examples, generator=batches)[: batch_size]
         g = landscape.gradient(theta)
         xi = noise_step(noise_type, landscape.gradient(theta, index) - g, basis, gauss)
         align_sum = align_sum + (basis.T @ xi).square().sum()  # tensors: no sync per step
         energy_sum = energy_sum + xi.square().sum()
         theta = theta - lr * (g + xi)
-        if step % config.check_every == 0 or step == config.steps:
-            lam, v_top = lambda_max_at(landscape, theta, v0=v_top, tol=config.eig_tol, max_matvecs=config.eig_matvecs, seed=step)
-            barrier = segment_barrier(landscape, theta0, theta, config.barrier_points)
+        if step % check_every == 0 or step == steps:
+            lam, v_top = lambda_max_at(landscape, theta, v0=v_top, tol=eig_tol, max_matvecs=eig_matvecs, seed=step)
+            barrier = segment_barrier(landscape, theta0, theta, barrier_points)
             checks.append({"step": step, "lambda_max": lam, "loss": landscape.loss(theta), "barrier": barrier})
-            before = _escaped(config.rule, esc_l, esc_b)
-            esc_l = esc_l or lam <= (1.0 - config.lambda_drop) * lambda_start
-            esc_b = esc_b or barrier > config.barrier_tol
-            if not before and _escaped(config.rule, esc_l, esc_b):
+            before = _escaped(rule, esc_l, esc_b)
+            esc_l = esc_l or lam <= (1.0 - lambda_drop) * lambda_start
+            esc_b = esc_b or barrier > barrier_tol
+            if not before and _escaped(rule, esc_l, esc_b):
                 escape_step = step
     last = checks[-1]
     return EscapeTrial(
         noise_type=noise_type, restart=restart, alignment=float(align_sum / energy_sum) if float(energy_sum) > 0 else 0.0,
-        noise_energy=float(energy_sum) / config.steps,
-        escaped=_escaped(config.rule, esc_l, esc_b), escaped_lambda=esc_l, escaped_barrier=esc_b, escape_step=escape_step,
+        noise_energy=float(energy_sum) / steps,
+        escaped=_escaped(rule, esc_l, esc_b), escaped_lambda=esc_l, escaped_barrier=esc_b, escape_step=escape_step,
         lambda_start=lambda_start, lambda_end=last["lambda_max"], loss_start=loss0, loss_end=last["loss"],
         barrier_end=last["barrier"], checks=tuple(checks),
     )
@@ -350,42 +299,55 @@ class EscapeStudy:
                 "trials": [t.to_dict() for t in self.trials]}
 
 
-def escape_study(landscape: Landscape, theta0: Tensor, config: EscapeConfig, *, basis: Tensor | None = None,
-                 seed: int = 0) -> EscapeStudy:
+def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None = None, seed: int = 0,
+                 step_size: float, noise_types: Sequence[str], restarts: int, top_k: int, steps: int,
+                 batch_size: int, check_every: int, lambda_drop: float, barrier_tol: float, barrier_points: int,
+                 eig_tol: float, eig_matvecs: int, rule: str) -> EscapeStudy:
     """Every (noise type, restart) trial from ``theta0``.
 
     Args:
         landscape: The loss (see :class:`Landscape`).
         theta0: The start (a sharp minimum), shape (P,).
-        config: Settings.
         basis: Top Hessian eigenvectors at ``theta0``, shape (P, >= top_k) (e.g. the
             measure stage's cached Ritz vectors); computed by Lanczos when None. The first
             ``top_k`` columns are orthonormalised.
         seed: Seeds every trial: restart r uses minibatch seed ``(seed, r)`` for all noise
             types and its own Gaussian seed.
+        step_size: ``eta * lambda_max(theta0)``; below 2 the noise-free iteration is stable
+            at the minimum, so escapes are due to the noise.
+        noise_types: Subset of :data:`NOISE_TYPES`, in trial order.
+        restarts: Independent trials per noise type.
+        top_k: Dimension of the top Hessian subspace (alignment and projection).
+        steps, batch_size, check_every, lambda_drop, barrier_tol, barrier_points, eig_tol,
+            eig_matvecs, rule: As in :func:`escape_trial` (``eig_tol`` and ``eig_matvecs``
+            also set the start's lambda_max estimate).
     """
     started = time.perf_counter()
+    if rule not in RULES:
+        raise ValueError(f"unknown escape rule {rule!r}; valid: {list(RULES)}")
     P = theta0.numel()
-    if config.top_k >= P:
-        raise ValueError(f"top_k={config.top_k} must be below the {P} parameters")
+    if top_k >= P:
+        raise ValueError(f"top_k={top_k} must be below the {P} parameters")
     source = "given"
     if basis is None:
         op = _HessianAt(landscape, theta0)
-        basis = top_eigenpairs(op, k=config.top_k, which="LA", tol=config.eig_tol, seed=seed).vectors
+        basis = top_eigenpairs(op, k=top_k, which="LA", tol=eig_tol, seed=seed).vectors
         source = "lanczos"
-    if basis.ndim != 2 or basis.shape[0] != P or basis.shape[1] < config.top_k:
-        raise ValueError(f"basis must have shape ({P}, >= {config.top_k}), got {tuple(basis.shape)}")
-    basis = torch.linalg.qr(basis[:, : config.top_k].to(theta0))[0]
-    lam0, _ = lambda_max_at(landscape, theta0, v0=basis[:, 0], tol=config.eig_tol, max_matvecs=config.eig_matvecs, seed=seed)
+    if basis.ndim != 2 or basis.shape[0] != P or basis.shape[1] < top_k:
+        raise ValueError(f"basis must have shape ({P}, >= {top_k}), got {tuple(basis.shape)}")
+    basis = torch.linalg.qr(basis[:, : top_k].to(theta0))[0]
+    lam0, _ = lambda_max_at(landscape, theta0, v0=basis[:, 0], tol=eig_tol, max_matvecs=eig_matvecs, seed=seed)
     if not lam0 > 0:
         raise ValueError(f"lambda_max at the start point is {lam0:.4g}; a minimum needs a positive top eigenvalue")
-    lr = config.step_size / lam0
+    lr = step_size / lam0
+    schedule = dict(steps=steps, batch_size=batch_size, check_every=check_every, lambda_drop=lambda_drop,
+                    barrier_tol=barrier_tol, barrier_points=barrier_points, eig_tol=eig_tol, eig_matvecs=eig_matvecs, rule=rule)
     trials = []
-    for r in range(config.restarts):
-        for i, kind in enumerate(config.noise_types):
-            trials.append(escape_trial(landscape, theta0, basis, noise_type=kind, lr=lr, lambda_start=lam0, config=config,
-                                       batch_seed=_mix(seed, r), noise_seed=_mix(seed, r, 1 + i), restart=r))
-    return EscapeStudy(trials=tuple(trials), lambda_start=lam0, lr=lr, top_k=config.top_k, num_params=P,
+    for r in range(restarts):
+        for i, kind in enumerate(noise_types):
+            trials.append(escape_trial(landscape, theta0, basis, noise_type=kind, lr=lr, lambda_start=lam0,
+                                       batch_seed=_mix(seed, r), noise_seed=_mix(seed, r, 1 + i), restart=r, **schedule))
+    return EscapeStudy(trials=tuple(trials), lambda_start=lam0, lr=lr, top_k=top_k, num_params=P,
                        basis_source=source, wall_time_s=time.perf_counter() - started)
 
 
