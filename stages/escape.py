@@ -29,7 +29,7 @@ from landscape.schema import parse_config
 from landscape.io import read_json, write_json
 from landscape.models import build_model
 from landscape.probes.escape import EscapeConfig, ModelLandscape, escape_study, trial_rows
-from landscape.probes.sde import wilson_interval
+from landscape.dynamics.sde import wilson_interval
 
 
 SOURCE_EXPERIMENT = "h1_batch"  # the batch-size sweep: its largest batch gives the sharp minima

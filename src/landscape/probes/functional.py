@@ -50,6 +50,7 @@ __all__ = [
     "Evaluation",
     "Objective",
     "check_bn_mode",
+    "first_batches",
     "parameter_dict",
     "flatten_params",
     "unflatten_params",
@@ -100,6 +101,13 @@ def _check_batches(batches: Sequence[Batch], name: str = "batches") -> None:
     for b in batches:
         if not (isinstance(b, (tuple, list)) and len(b) == 2):
             raise ValueError(f"{name} must be a sequence of (inputs, targets) pairs, got an item of type {type(b).__name__}")
+
+
+def first_batches(x: Tensor, y: Tensor, n: int, batch_size: int, device: torch.device | str) -> list[Batch]:
+    """The first ``n`` examples of ``(x, y)`` on ``device``, in consecutive batches of
+    ``batch_size`` (the last one shorter when ``batch_size`` does not divide ``n``)."""
+    x, y = x[:n].to(device), y[:n].to(device)
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
 
 
 # ------------------------------------------------------------------ parameter dicts
