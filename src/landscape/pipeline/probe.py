@@ -41,19 +41,15 @@ from landscape.pipeline.intrinsic_dim import IntrinsicDimConfig
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import experiment_dataset, fingerprint, section
-from landscape.pipeline.probe_kinds import (
-    PROBE_KINDS,
+from landscape.pipeline.probe_kinds import PROBE_KINDS, ProbeContext, TrainedRun, plan_tasks, run_task
+from landscape.pipeline.probe_settings import (
     SELECTION,
     BarrierSettings,
     BezierSettings,
     InvarianceSettings,
-    ProbeContext,
     ScanSettings,
-    SharpnessSettings,
-    TrainedRun,
     Selecting,
-    plan_tasks,
-    run_task,
+    SharpnessSettings,
 )
 from landscape.pipeline.runs import load_run
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
