@@ -10,41 +10,10 @@ where eq. (7) breaks), results.json (full studies), table.json and table.md (one
 surface x method x setting), figures/*.png, config.json.
 """
 
-from __future__ import annotations
+import _common  # noqa: F401
 
-import argparse
-import dataclasses
-
-from _common import ROOT, ConfigError, configure_torch, cpu_workers, fail, load_params, pick_device, section
-
-from landscape.schema import parse_config
-from landscape.io import atomic_path, write_json, write_text
-from landscape.probes.run_probes import SdeConfig, run_sde_study
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.parse_args()
-    params = load_params()
-    try:
-        cfg = parse_config(SdeConfig, section(params, "probes", "sde"), "probes.sde")
-    except ConfigError as exc:
-        fail(str(exc))
-    configure_torch()
-    device = pick_device()
-    report = run_sde_study(cfg, device=device, workers=cpu_workers(device))
-    out = ROOT / "probes" / "sde"
-    for name, fig in report.figures().items():
-        with atomic_path(out / "figures" / f"{name}.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    write_json(out / "results.json", report.to_dict())
-    write_json(out / "table.json", list(report.table))
-    write_text(out / "table.md", report.markdown())
-    write_json(out / "config.json", dataclasses.asdict(cfg))
-    write_json(out / "metrics.json", report.summary)
-    for key, s in report.summary.items():
-        print(f"sde {key}: {s['agrees']} agree, {s['disagrees']} disagree, {s['not_mixed']} not mixed ({s['task_time_s']:.1f}s simulated)")
-
+from landscape.pipeline import sde
+from landscape.pipeline.cli import stage_main
 
 if __name__ == "__main__":
-    main()
+    stage_main(sde.run, __doc__)

@@ -12,7 +12,7 @@ from _common import ROOT, ConfigError, fail, load_params
 
 from landscape.pipeline.validate import validate_pipeline_params
 from landscape.schema import parse_config
-from landscape.probes.run_probes import validate_probe_params
+from landscape.pipeline.probe import validate_probe_params
 
 
 def validate_analysis_sections(params: dict) -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "move_to",
     "batch_size_of",
     "iter_batches",
+    "first_batches",
 ]
 
 BNMode = Literal["eval", "batch", "recalibrate"]
@@ -413,3 +414,10 @@ def iter_batches(data: Iterable[Batch], device: torch.device, dtype: torch.dtype
         if n == 0:
             continue
         yield inputs, targets, n
+
+
+def first_batches(x: Tensor, y: Tensor, n: int, batch_size: int, device: torch.device | str) -> list[Batch]:
+    """The first ``n`` examples of ``(x, y)`` on ``device``, in consecutive batches of
+    ``batch_size`` (the last one shorter when ``batch_size`` does not divide ``n``)."""
+    x, y = x[:n].to(device), y[:n].to(device)
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]

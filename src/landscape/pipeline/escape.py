@@ -28,7 +28,7 @@ from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import experiment_dataset, section
 from landscape.pipeline.runs import load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
-from landscape.probes.sde import wilson_interval
+from landscape.dynamics.sde import wilson_interval
 from landscape.schema import Checked, int_at_least, number_above_zero, one_of, parse_config
 from landscape.schema import rule as _rule  # the field named ``rule`` below would shadow it
 

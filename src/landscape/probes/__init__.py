@@ -1,5 +1,5 @@
 """Landscape probes: scans, mode connectivity, permutation alignment, sharpness,
-reparametrisation audits, intrinsic dimension and the SGD-as-SDE basin study.
+reparametrisation audits and intrinsic dimension.
 
 Every probe evaluates parameter points of any ``nn.Module`` through
 ``torch.func.functional_call`` (the caller's model is never edited) under one explicit
@@ -15,10 +15,10 @@ records (see :mod:`landscape.probes.functional`). Modules, one method each:
 * :mod:`~landscape.probes.sharpness`: worst-case, average-case and adaptive sharpness;
 * :mod:`~landscape.probes.invariance`: ReLU rescalings (Dinh et al. 2017) and audits;
 * :mod:`~landscape.probes.intrinsic_dim`: random-subspace training (Li et al. 2018);
-* :mod:`~landscape.probes.sde`: basin occupancy of SGD / its SDE vs eq. (7);
-* :mod:`~landscape.probes.phi`: the second plan's Phi(n, L, D) and the Phi-guided search;
-* :mod:`~landscape.probes.parallel`: independent seeded tasks in forked CPU workers;
-* :mod:`~landscape.probes.run_probes`: the entry functions of the probe stages.
+* :mod:`~landscape.probes.phi`: the second plan's Phi(n, L, D) and the Phi-guided search.
+
+The SGD-as-SDE basin study is :mod:`landscape.dynamics`; the stages that run probes on
+trained runs are in :mod:`landscape.pipeline`.
 """
 
 from .connectivity import BezierCurve, BezierResult, PathEvaluation, barrier_heights, evaluate_path, fit_bezier, linear_path
@@ -62,19 +62,6 @@ from .scans import (
     three_point_plane,
     three_point_plane_scan,
 )
-from .sde import (
-    GaussianWells,
-    OccupancyRow,
-    OccupancyStudy,
-    TiltedDoubleWell,
-    effective_temperature,
-    gibbs_occupancy,
-    occupancy_study,
-    predicted_occupancy,
-    simulate_sde,
-    simulate_sgd,
-    wilson_interval,
-)
 from .sharpness import AverageSharpnessResult, SharpnessResult, adaptive_sharpness, average_sharpness, worst_case_sharpness
 
 __all__ = [
@@ -83,7 +70,6 @@ __all__ = [
     "BezierCurve",
     "BezierResult",
     "Evaluation",
-    "GaussianWells",
     "IntrinsicDimCI",
     "IntrinsicDimResult",
     "InvarianceReport",
@@ -91,27 +77,22 @@ __all__ = [
     "MatchingResult",
     "MeasureChange",
     "Objective",
-    "OccupancyRow",
-    "OccupancyStudy",
     "PathEvaluation",
     "PermutationSpec",
     "PlaneScan",
     "SharpnessResult",
     "SubspaceResult",
-    "TiltedDoubleWell",
     "adaptive_sharpness",
     "align",
     "apply_permutation",
     "average_sharpness",
     "barrier_heights",
     "direction_scan",
-    "effective_temperature",
     "evaluate",
     "evaluate_path",
     "filter_normalize",
     "fit_bezier",
     "flatten_params",
-    "gibbs_occupancy",
     "hessian_plane_scan",
     "bootstrap_ci",
     "intrinsic_dim_ci",
@@ -120,7 +101,6 @@ __all__ = [
     "linear_path",
     "make_projection",
     "mean_loss",
-    "occupancy_study",
     "output_change",
     "parameter_dict",
     "permutation_spec",
@@ -128,21 +108,17 @@ __all__ = [
     "plot_contour",
     "plot_line",
     "plot_surface",
-    "predicted_occupancy",
     "random_direction",
     "random_permutation",
     "random_plane_scan",
     "recalibrated_buffers",
     "rescale_layers",
     "search_intrinsic_dim",
-    "simulate_sde",
-    "simulate_sgd",
     "subspace_performance",
     "three_point_plane",
     "three_point_plane_scan",
     "train_subspace",
     "unflatten_params",
     "weight_matching",
-    "wilson_interval",
     "worst_case_sharpness",
 ]

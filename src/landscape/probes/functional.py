@@ -57,7 +57,6 @@ from landscape.functional import (
     unflatten_params,
 )
 
-has_batchnorm = has_running_stats  # the probes' sense: BN layers whose running statistics a policy reads
 
 __all__ = [
     "BN_MODES",
@@ -73,7 +72,6 @@ __all__ = [
     "flatten_params",
     "unflatten_params",
     "as_flat",
-    "has_batchnorm",
     "recalibrated_buffers",
     "evaluate",
     "mean_loss",
@@ -276,7 +274,7 @@ class Objective:
         """
         p = self._as_dict(params)
         base = model_buffers(self.model) if self.buffers is None else self.buffers
-        bn_train = self.bn_mode != "eval" and has_batchnorm(self.model)
+        bn_train = self.bn_mode != "eval" and has_running_stats(self.model)
         bufs = {n: b.clone() for n, b in base.items()} if bn_train else base
         loss_sum, _, n = _forward_sums(self.model, p, bufs, bn_train, [batch], self.loss_fn)
         return loss_sum / n

@@ -1,4 +1,4 @@
-"""Tests of landscape.probes.sde: surfaces, eq. (7), SGD noise, and simulated occupancy."""
+"""Tests of landscape.dynamics.sde: surfaces, eq. (7), SGD noise, and simulated occupancy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from landscape.io import to_jsonable
-from landscape.probes.sde import (
+from landscape.dynamics.sde import (
     GaussianWells,
     TiltedDoubleWell,
     assign_basins,

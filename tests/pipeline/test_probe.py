@@ -1,41 +1,50 @@
-"""Tests of landscape.probes.run_probes: stage settings, and the three stage entry functions
-on tiny float64 models against dense references and closed forms."""
+"""Tests of landscape.pipeline.probe and landscape.pipeline.probe_kinds: the probe stage's
+settings, the probes section of params.yaml and the profiles against dvc.yaml's probe
+stages, the probe registry, loading the runs of a config, and run_landscape_probes on tiny
+float64 models against dense references and closed forms."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from probe_helpers import classification_batches
 
-from landscape.schema import ConfigError, parse_config
-from landscape.io import to_jsonable
+from landscape.io import to_jsonable, torch_save, write_json
 from landscape.models import build_model
-from landscape.probes.functional import parameter_dict
-from landscape.probes.intrinsic_dim import make_projection, search_intrinsic_dim
-from landscape.probes.permutation import apply_permutation, permutation_spec, random_permutation
-from landscape.probes.run_probes import (
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.probe import (
+    PROBES,
     BarrierSettings,
-    ChunkSumToy,
-    IntrinsicDimConfig,
     ProbeConfig,
     ScanSettings,
-    SdeConfig,
-    ToyTaskSettings,
     TrainedRun,
-    build_surface,
-    run_intrinsic_dim,
+    load_trained_runs,
+    run,
     run_landscape_probes,
-    run_sde_study,
     validate_probe_params,
 )
+from landscape.pipeline.probe_kinds import PLAN_ORDER, PROBE_KINDS
+from landscape.probes.functional import parameter_dict
+from landscape.probes.permutation import apply_permutation, permutation_spec, random_permutation
 from landscape.probes.sharpness import worst_case_sharpness
+from landscape.schema import ConfigError, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PROBE_GROUPS = [name[len("probe_"):] for name in STAGES if name.startswith("probe_")]
+PARAM_FILES = [REPO / "params.yaml", *sorted((REPO / "profiles").glob("*.yaml"))]
 
 MLP_SPEC = {"name": "mlp", "width": 6, "depth": 2, "activation": "relu", "norm": "none"}
 
@@ -154,25 +163,6 @@ def test_settings_built_in_code_are_validated_too():
         BarrierSettings(num_points=1)
     with pytest.raises(ConfigError, match=r"line_min < 0 and line_max > 1"):
         ScanSettings(line_max=0.9)
-    with pytest.raises(ConfigError, match=r"num_params=100 must be a multiple of num_constraints=3"):
-        ToyTaskSettings(num_params=100, num_constraints=3)
-    with pytest.raises(ConfigError, match=r"probes.intrinsic_dim.seeds=\[0\] is not allowed; allowed: a list of >= 2 distinct ints"):
-        parse_config(IntrinsicDimConfig, {"seeds": [0]}, "probes.intrinsic_dim")
-    with pytest.raises(ConfigError, match=r"projections=.*allowed: a non-empty list of \['dense', 'sparse'\]"):
-        parse_config(IntrinsicDimConfig, {"projections": ["identity"]}, "probes.intrinsic_dim")
-
-
-def test_sde_config_validates_settings_and_surfaces():
-    cfg = parse_config(SdeConfig, {"settings": [[0.1, 2], [0.05, 8]]}, "probes.sde")
-    assert cfg.settings == ((0.1, 2), (0.05, 8))
-    with pytest.raises(ConfigError, match=r"probes.sde.settings=.*allowed: a non-empty list of \[eta > 0, batch_size >= 1\] pairs"):
-        parse_config(SdeConfig, {"settings": [[0.1, 0]]}, "probes.sde")
-    with pytest.raises(ConfigError, match=r"surfaces.w: surface kind must be one of \['gaussian_wells', 'tilted_double_well'\], got 'bowl'"):
-        parse_config(SdeConfig, {"surfaces": {"w": {"kind": "bowl"}}}, "probes.sde")
-    with pytest.raises(ConfigError, match=r"surfaces.w: bad options for surface kind 'tilted_double_well'"):
-        parse_config(SdeConfig, {"surfaces": {"w": {"kind": "tilted_double_well", "depth": 2.0}}}, "probes.sde")
-    with pytest.raises(ValueError, match=r"\|tilt\| must be <"):
-        build_surface({"kind": "tilted_double_well", "tilt": 5.0})
 
 
 # ------------------------------------------------------------------ landscape probes
@@ -299,116 +289,6 @@ def test_run_landscape_probes_rejects_bad_arguments():
     assert res["barriers"] == {"status": "skipped: no completed run"}
 
 
-# ------------------------------------------------------------------ intrinsic dimension
-
-
-def test_chunk_sum_toy_loss_and_errors():
-    toy = ChunkSumToy(12, 3, seed=0)
-    theta = torch.arange(12, dtype=torch.float64)
-    sums = torch.tensor([0 + 1 + 2 + 3, 4 + 5 + 6 + 7, 8 + 9 + 10 + 11], dtype=torch.float64)
-    assert float(toy.loss_at(theta)) == pytest.approx(float(((sums - torch.tensor([1.0, 2.0, 3.0])) ** 2).sum()))
-    assert toy(torch.zeros(2, 1)).shape == (2, 3)
-    with pytest.raises(ValueError, match="num_params=10 must be a multiple of num_constraints=3"):
-        ChunkSumToy(10, 3, seed=0)
-
-
-def _toy_reference_d_int(num_params: int, m: int, seed: int, kind: str, d_max: int, threshold: float = 0.9) -> float:
-    """d_int of the toy with the subspace problem solved exactly (least squares on A P z = r):
-    what the search must find when training converges."""
-    A = torch.zeros(m, num_params, dtype=torch.float64)
-    for k in range(m):
-        A[k, k * (num_params // m) : (k + 1) * (num_params // m)] = 1.0
-    toy = ChunkSumToy(num_params, m, seed)
-    r = toy.targets()[0] - A @ toy.theta.detach()
-
-    def perf(d: int) -> float:
-        P = make_projection(num_params, d, kind=kind, seed=seed, dtype=torch.float64).matrix
-        AP = A @ (P.to_dense() if P.is_sparse else P)
-        z = torch.linalg.lstsq(AP, r[:, None]).solution[:, 0]
-        return math.exp(-float(((AP @ z - r) ** 2).sum()))
-
-    return search_intrinsic_dim(perf, 1.0, threshold=threshold, d_min=1, d_max=d_max).d_int
-
-
-def test_toy_intrinsic_dimension_matches_the_exact_least_squares_reference():
-    cfg = parse_config(
-        IntrinsicDimConfig,
-        {"seeds": [0, 1, 2], "num_bootstrap": 200,
-         "toy": {"num_params": 120, "num_constraints": 3, "steps": 250, "d_max": 6},
-         "model": {"enabled": False}},
-        "probes.intrinsic_dim",
-    )
-    report = run_intrinsic_dim(cfg)
-    for proj in ("dense", "sparse"):
-        ci = report.results["toy"][proj]
-        reference = [_toy_reference_d_int(120, 3, seed, proj, 6) for seed in (0, 1, 2)]
-        assert ci["values"] == reference
-        assert all(v >= 2 for v in reference) and reference.count(3.0) >= 2  # d < 3 passes only by a small residual
-        assert ci["ci_low"] <= ci["mean"] <= ci["ci_high"] and ci["mean"] == pytest.approx(np.mean(reference))
-        assert report.summary[f"toy.{proj}"]["known"] == 3
-    assert sorted(report.figures()) == ["intrinsic_dim_toy"]
-
-
-def test_model_task_uses_identity_baseline_and_reports_ordered_interval():
-    batches = classification_batches(n=128, d_in=3, classes=3, batch=128, seed=0)
-    x, y = batches[0]
-    cfg = parse_config(
-        IntrinsicDimConfig,
-        {"seeds": [0, 1], "projections": ["dense"], "num_bootstrap": 100, "toy": {"enabled": False},
-         "model": {"dataset": "toy", "model": MLP_SPEC, "train_examples": 96, "eval_examples": 32, "batch_size": 32,
-                   "epochs": 8, "lr": 0.05, "d_min": 2, "d_max": 400}},
-        "probes.intrinsic_dim",
-    )
-
-    def factory(seed: int) -> torch.nn.Module:
-        return build_model("mlp", num_classes=3, in_features=3, seed=seed, width=6, depth=2).double()
-
-    report = run_intrinsic_dim(cfg, model_factory=factory, train_data=(x[:96], y[:96]), eval_data=(x[96:], y[96:]))
-    task = report.results["model"]
-    assert task["num_params"] == 87 and task["d_max_used"] == 87  # capped at D
-    assert task["baseline"] == pytest.approx(np.mean(list(task["baselines"].values())))
-    ci = task["dense"]
-    reached = [v for v in ci["values"] if v is not None]
-    assert all(2 <= v <= 87 for v in reached)
-    for s in ci["searches"]:  # the reported d_int is the smallest evaluated d that passes
-        passing = [d for d, p in zip(s["dims"], s["performances"]) if p >= s["target"]]
-        assert (s["d_int"] is None and not passing) or s["d_int"] == min(passing)
-    if reached:
-        assert ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
-    with pytest.raises(ValueError, match="the model task is enabled: pass model_factory, train_data and eval_data"):
-        run_intrinsic_dim(cfg)
-
-
-# -------------------------------------------------------------------------- SDE study
-
-
-def test_sde_study_table_matches_closed_forms_and_summary_counts():
-    cfg = parse_config(
-        SdeConfig,
-        {"surfaces": {"sym": {"kind": "tilted_double_well", "tilt": 0.0}, "tilted": {"kind": "tilted_double_well", "tilt": 0.3, "kappa_right": 4.0}},
-         "settings": [[0.05, 1], [0.02, 2]], "methods": ["sde", "sgd"], "noise_scale": 2.0, "horizon": 2.0, "num_runs": 60,
-         "dataset_size": 50, "quadrature_grid": 41},
-        "probes.sde",
-    )
-    report = run_sde_study(cfg)
-    assert len(report.table) == 2 * 2 * 2
-    for row in report.table:
-        assert row["temperature"] == pytest.approx(row["eta"] * 4.0 / (2 * row["batch_size"]), rel=1e-12)
-        if row["surface"] == "sym":
-            assert row["predicted"] == pytest.approx([0.5, 0.5], abs=1e-12)
-            assert row["gibbs"] == pytest.approx([0.5, 0.5], abs=1e-4)  # 41 x 41 quadrature: cells on the ridge
-        assert row["ci_low"][0] <= row["simulated"][0] <= row["ci_high"][0]
-    for key, s in report.summary.items():
-        surface, method = key.split(".")
-        rows = [r for r in report.table if r["surface"] == surface and r["method"] == method]
-        assert s["agrees"] + s["disagrees"] + s["not_mixed"] == len(rows) == 2
-        assert len(s["breaks_not_mixed"]) == s["not_mixed"]
-    md = report.markdown()
-    assert md.count("\n") == 2 + 2 * len(report.table)  # header + one line per basin and row
-    assert sorted(report.figures()) == ["sde_sym", "sde_tilted"]
-    json.dumps(to_jsonable(report.to_dict()))
-
-
 # ------------------------------------------------------------------------- validation
 
 
@@ -483,3 +363,94 @@ def test_forked_workers_give_the_serial_results_and_end_points_are_shared():
         assert pair["train"]["aligned"]["end_losses"][0] == pair["train"]["raw"]["end_losses"][0]
     with pytest.raises(ValueError, match=r"workers must be an int >= 1, got 0"):
         run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC, workers=0)
+
+
+# ------------------------------------------------- params.yaml and dvc.yaml
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.stem)
+def test_every_profile_has_valid_settings_for_every_probe_stage(path):
+    params = yaml.safe_load(path.read_text())
+    out = validate_probe_params(params, required=[*PROBE_GROUPS, "intrinsic_dim", "sde"])
+    for group in PROBE_GROUPS:
+        section = params["probes"][group]
+        # dvc.yaml tracks each setting by name: every one must be written out
+        assert set(section) == {f.name for f in dataclasses.fields(ProbeConfig)}, f"{path.name}: probes.{group}"
+        assert all(out["probe"][group].probes_for(c) for c in section["configs"]), "every listed config gets a probe"
+
+
+@pytest.mark.parametrize("group", PROBE_GROUPS)
+def test_probe_stage_reads_every_setting_but_not_the_configs_list(group):
+    stage = STAGES[f"probe_{group}"]
+    tracked = {p[len(f"probes.{group}."):] for p in stage["params"] if p.startswith(f"probes.{group}.")}
+    assert tracked == {f.name for f in dataclasses.fields(ProbeConfig)} - {"configs"}
+    assert stage["matrix"] == {"config": f"${{probes.{group}.configs}}"}
+    assert f"runs/{group}/${{item.config}}" in stage["deps"] and f"measure/{group}/${{item.config}}/seeds" in stage["deps"]
+
+
+def test_validate_stage_names_the_bad_probe_key(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["probes"]["h2_arch"]["bezier"]["steps"] = 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "validate.py"), str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "error: probes.h2_arch.bezier.steps=0 is not allowed; allowed: an int >= 1" in proc.stderr
+
+
+# ------------------------------------------------------------------- the registry
+
+
+def test_every_probe_kind_is_a_probe_config_block_and_is_planned():
+    assert PROBES == ("barriers", "bezier", "scans", "sharpness", "invariance")
+    assert sorted(PLAN_ORDER) == sorted(PROBE_KINDS)
+    fields = {f.name: f for f in dataclasses.fields(ProbeConfig)}
+    for name, kind in PROBE_KINDS.items():
+        assert fields[name].default_factory is kind.settings  # probes.<exp>.<name> is this kind's settings
+
+
+# ------------------------------------------------------------------- the stage
+
+
+def _stored_run(layout: Layout, seed: int, status: str = "completed", krylov: bool = False) -> torch.nn.Module:
+    """Write run ``seed`` of h1/a as the train (and measure) stages do; return its model."""
+    paths = layout.run("h1", "a", seed)
+    write_json(paths.metrics, {"status": status, "test_error": 0.25, "state_hash": f"hash{seed}"})
+    model = build_model("mlp", num_classes=3, in_features=3, seed=seed, width=6, depth=2)
+    if status == "completed":
+        torch_save(paths.model, {"model": dict(MLP_SPEC), "model_kwargs": {"num_classes": 3, "in_features": 3},
+                                 "state_dict": model.state_dict()})
+    if krylov:
+        torch_save(layout.krylov("h1", "a", seed), {"ritz_values": torch.tensor([2.0, 1.0]), "ritz_vectors": torch.eye(87)[:, :2]})
+        write_json(layout.curvature("h1", "a", seed), {"status": "measured", "settings": {"bn_mode": "batch"}})
+    return model
+
+
+def test_load_trained_runs_reads_models_ritz_pairs_and_skips_diverged_runs(tmp_path):
+    layout = Layout(tmp_path)
+    first = _stored_run(layout, 0, krylov=True)
+    _stored_run(layout, 1, status="diverged")
+    second = _stored_run(layout, 2)
+    runs, spec = load_trained_runs(layout, "h1", "a", [0, 1, 2])
+    assert spec == MLP_SPEC and [r.seed for r in runs] == [0, 1, 2]
+    assert runs[1] == TrainedRun(1, "diverged", None)  # no test error, state hash or Ritz pairs
+    assert runs[0].test_error == 0.25 and runs[0].state_hash == "hash0" and runs[0].ritz_bn_mode == "batch"
+    assert torch.equal(runs[0].ritz_values, torch.tensor([2.0, 1.0])) and runs[0].ritz_vectors.shape == (87, 2)
+    assert runs[2].ritz_values is None and runs[2].ritz_vectors is None and runs[2].ritz_bn_mode is None
+    for run_, model in ((runs[0], first), (runs[2], second)):
+        assert all(torch.equal(a, b) for a, b in zip(run_.model.state_dict().values(), model.state_dict().values()))
+
+
+def test_stage_run_rejects_unknown_and_unprobed_configs_before_reading_files(tmp_path):
+    params = {
+        "seeds": [0],
+        "datasets": {"digits8": {"name": "digits"}},
+        "experiments": {"h1": {"dataset": "digits8", "configs": {"a": {}, "b": {}}}},
+        "probes": {"h1": {"configs": ["a"]}},
+    }
+    with pytest.raises(ConfigError, match=r"unknown config 'z' of experiment 'h1'; configs: \['a', 'b'\]"):
+        run(params, Layout(tmp_path), experiment="h1", config="z")
+    with pytest.raises(ConfigError, match=r"config 'b' is not in probes.h1.configs=\['a'\]: it has no probe entry"):
+        run(params, Layout(tmp_path), experiment="h1", config="b")
+    with pytest.raises(ConfigError, match=r"missing key probes.h2 in params.yaml"):
+        run(params, Layout(tmp_path), experiment="h2", config="a")

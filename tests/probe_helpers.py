@@ -1,6 +1,7 @@
 """Tiny models and data shared by the probe tests (float64, CPU, tens of parameters).
 
-Imported as ``from probe_helpers import ...`` (pytest puts this directory on sys.path).
+Imported as ``from probe_helpers import ...`` from any test directory (tests/conftest.py's
+directory is on sys.path under pytest's default import mode).
 """
 
 from __future__ import annotations
