@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import copy
 import importlib.abc
-import importlib.util
 import importlib.machinery
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence

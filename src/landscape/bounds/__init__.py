@@ -31,7 +31,12 @@ from landscape.bounds.gaussians import (
     sample_diagonal,
     sample_lowrank,
 )
-from landscape.bounds.kl import binary_kl, kl_inv_lower, kl_inv_upper, kl_inv_upper_bisection
+from landscape.bounds.kl import (
+    binary_kl,
+    kl_inv_lower,
+    kl_inv_upper,
+    kl_inv_upper_bisection,
+)
 from landscape.bounds.mc import (
     GridMCBoundResult,
     MCBoundResult,
@@ -43,6 +48,16 @@ from landscape.bounds.mc import (
 )
 from landscape.bounds.naive import occam_bound, vc_bound
 from landscape.bounds.optimize import OptimizedPosterior, optimize_diagonal_posterior
+from landscape.bounds.pacbayes import (
+    BoundResult,
+    GridBoundResult,
+    PriorVarianceGrid,
+    confidence_term,
+    finite_grid_cost,
+    grid_pac_bayes_bound,
+    mcallester_bound,
+    pac_bayes_kl_bound,
+)
 from landscape.bounds.posterior import (
     FlatClassifier,
     GaussianFamily,
@@ -53,16 +68,6 @@ from landscape.bounds.posterior import (
     isotropic_family,
     paired_wrong,
     split_indices,
-)
-from landscape.bounds.pacbayes import (
-    BoundResult,
-    GridBoundResult,
-    PriorVarianceGrid,
-    confidence_term,
-    finite_grid_cost,
-    grid_pac_bayes_bound,
-    mcallester_bound,
-    pac_bayes_kl_bound,
 )
 
 __all__ = [

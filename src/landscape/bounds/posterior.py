@@ -50,7 +50,12 @@ from landscape.bounds.bn_fold import BatchNormFold
 from landscape.bounds.effective import ComplexitySummary
 from landscape.bounds.gaussians import GaussianKL, hessian_posterior
 from landscape.bounds.mc import SampleConvergenceResult
-from landscape.bounds.pacbayes import BoundResult, PriorVarianceGrid, grid_pac_bayes_bound
+from landscape.bounds.pacbayes import (
+    BoundResult,
+    PriorVarianceGrid,
+    grid_pac_bayes_bound,
+)
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "PRIOR_WINDOW",
@@ -69,7 +74,6 @@ __all__ = [
     "isotropic_family",
     "paired_wrong",
     "pilot_error",
-    "seeded_generator",
     "split_indices",
 ]
 
@@ -146,12 +150,6 @@ class FlatClassifier:
         return logits.argmax(-1) != y
 
 
-def seeded_generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
-    """An independent generator for (seed, stream) (derived by NumPy's SeedSequence)."""
-    state = int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator(device=device).manual_seed(state)
-
-
 def split_indices(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Seeded split of ``range(n)`` into (prior, bound) index sets, independent of the data.
 
@@ -171,7 +169,7 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     k = int(math.floor(fraction * n))
     if k >= n:
         raise ValueError(f"prior_fraction={fraction} leaves no bound example out of n={n}")
-    perm = torch.randperm(n, generator=seeded_generator(torch.device("cpu"), seed, 0))
+    perm = torch.randperm(n, generator=seeded_generator(seed, 0))
     return perm[:k].sort().values, perm[k:].sort().values
 
 

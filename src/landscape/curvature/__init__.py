@@ -11,26 +11,17 @@ any symmetric operator or dense symmetric tensor::
     ld = logdet(op, eps=1e-3, seed=0)
 """
 
-from landscape.curvature.linop import DenseOperator, SymmetricOperator, as_operator
-from landscape.curvature.operators import HVP_MODES, GGNOperator, HessianOperator, OperatorReport
-from landscape.functional import POINT_BN_MODES, parameter_vector, trainable_parameter_names
-from landscape.curvature.distributed import DistributedGGNOperator, DistributedHessianOperator
-from landscape.curvature.lanczos import Eigenpairs, LanczosTridiagonal, lanczos_tridiagonal, top_eigenpairs
-from landscape.curvature.trace import TRACE_METHODS, TraceEstimate, exact_trace, hutchinson, hutchpp, xtrace
-from landscape.curvature.trace import trace  # the function; import submodule names with `from ...trace import`
-from landscape.curvature.slq import (
-    GaussQuadrature,
-    LogDetEstimate,
-    SpectralDensity,
-    density_from_tridiagonals,
-    logdet,
-    logdet_from_tridiagonals,
-    quadrature_from_tridiagonals,
-    slq_tridiagonals,
-    spectral_density,
+from landscape.curvature.distributed import (
+    DistributedGGNOperator,
+    DistributedHessianOperator,
 )
-from landscape.curvature.rmt import MarchenkoPasturFit, SemicircleFit, fit_marchenko_pastur, fit_semicircle, spiked_outliers
-from landscape.curvature.per_layer import LayerCurvature, PerLayerCurvature, per_layer_curvature
+from landscape.curvature.lanczos import (
+    Eigenpairs,
+    LanczosTridiagonal,
+    lanczos_tridiagonal,
+    top_eigenpairs,
+)
+from landscape.curvature.linop import DenseOperator, SymmetricOperator, as_operator
 from landscape.curvature.noise import (
     DifficultyIndex,
     GradientCovariance,
@@ -45,6 +36,49 @@ from landscape.curvature.noise import (
     operator_diagonal,
     per_sample_gradients,
     subspace_alignment,
+)
+from landscape.curvature.operators import (
+    HVP_MODES,
+    GGNOperator,
+    HessianOperator,
+    OperatorReport,
+)
+from landscape.curvature.per_layer import (
+    LayerCurvature,
+    PerLayerCurvature,
+    per_layer_curvature,
+)
+from landscape.curvature.rmt import (
+    MarchenkoPasturFit,
+    SemicircleFit,
+    fit_marchenko_pastur,
+    fit_semicircle,
+    spiked_outliers,
+)
+from landscape.curvature.slq import (
+    GaussQuadrature,
+    LogDetEstimate,
+    SpectralDensity,
+    density_from_tridiagonals,
+    logdet,
+    logdet_from_tridiagonals,
+    quadrature_from_tridiagonals,
+    slq_tridiagonals,
+    spectral_density,
+)
+from landscape.curvature.trace import (
+    TRACE_METHODS,
+    TraceEstimate,
+    exact_trace,
+    hutchinson,
+    hutchpp,
+    trace,  # the function; import submodule names with `from ...trace import`
+    xtrace,
+)
+from landscape.functional import (
+    POINT_BN_MODES,
+    parameter_vector,
+    trainable_parameter_names,
 )
 
 __all__ = [

@@ -30,7 +30,6 @@ from landscape.curvature.operators import (
     _GGNEngine,
     _HessianEngine,
 )
-
 from landscape.functional import LossFn
 
 __all__ = ["DistributedHessianOperator", "DistributedGGNOperator"]

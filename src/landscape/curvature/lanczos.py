@@ -36,6 +36,7 @@ from torch import Tensor
 
 from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.trace import random_probes
+from landscape.seeding import seeded_generator
 
 __all__ = ["Eigenpairs", "LanczosTridiagonal", "top_eigenpairs", "lanczos_tridiagonal", "WHICH", "STOP_RULES"]
 
@@ -542,7 +543,7 @@ def top_eigenpairs(
     lanczos_budget = budget - n_verify
 
     device = op.device
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     eps = _noise_eps(op, wdtype)
     tiny = torch.finfo(wdtype).tiny
     anorm = torch.zeros((), dtype=wdtype, device=device)
@@ -711,7 +712,7 @@ def lanczos_tridiagonal(
     if b == 0 or not bool(torch.isfinite(norms).all()) or bool((norms == 0).any()):
         raise ValueError("v0 must hold at least one finite non-zero start vector")
     m = min(num_steps, P)
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     eps = _noise_eps(op, wdtype)
     Q = torch.zeros(b, m, P, dtype=wdtype, device=op.device)
     alpha = torch.zeros(b, m, dtype=wdtype, device=op.device)

@@ -34,6 +34,7 @@ from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.operators import _Engine
 from landscape.functional import LossFn, curvature_mode, flatten_tensors
 from landscape.io import to_jsonable
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "per_sample_gradients",
@@ -538,7 +539,7 @@ def operator_diagonal(
         return DiagonalEstimate(diag, torch.zeros_like(diag), P, "exact", 0)
     if not isinstance(num_probes, int) or num_probes < 2:
         raise ValueError(f"num_probes must be an int >= 2, got {num_probes!r}")
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed)
     s1 = torch.zeros(P, dtype=op.dtype, device=op.device)
     s2 = torch.zeros(P, dtype=op.dtype, device=op.device)
     for start in range(0, num_probes, block_size):

@@ -26,6 +26,7 @@ from landscape.curvature.linop import SymmetricOperator
 from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator
 from landscape.functional import LossFn, trainable_parameter_names
 from landscape.io import to_jsonable
+from landscape.seeding import seeded_generator
 
 __all__ = ["LayerCurvature", "PerLayerCurvature", "default_parameter_groups", "per_layer_curvature", "power_top_eigenvalue"]
 
@@ -113,7 +114,7 @@ def default_parameter_groups(model: nn.Module) -> dict[str, list[str]]:
 
 
 def _random_unit(P: int, seed: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed)
     v = torch.randn(P, generator=g, dtype=torch.float64)
     return (v / v.norm()).to(device=device, dtype=dtype)
 
@@ -177,7 +178,7 @@ def power_top_eigenvalue(
 
 
 def _hutchinson(op: SymmetricOperator, num_matvecs: int, seed: int) -> tuple[float, float]:
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed)
     Z = (torch.randint(0, 2, (op.shape[0], num_matvecs), generator=g) * 2 - 1).to(op.dtype).to(op.device)
     samples = (Z * (op @ Z)).sum(0)
     mean = float(samples.mean())

@@ -29,6 +29,7 @@ from torch import Tensor
 from landscape.curvature.lanczos import lanczos_tridiagonal
 from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.trace import PROBE_KINDS, random_probes
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "GaussQuadrature",
@@ -202,7 +203,7 @@ def _probe_block(P: int, num_probes: int, seed: int, probe: str, probes: Tensor 
         raise ValueError(f"num_probes must be an int >= 1, got {num_probes!r}")
     if probe not in PROBE_KINDS:
         raise ValueError(f"probe must be one of {PROBE_KINDS}, got {probe!r}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     return random_probes(P, num_probes, generator=gen, kind=probe, dtype=dtype, device=device)
 
 

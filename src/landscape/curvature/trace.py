@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from landscape.curvature.linop import SymmetricOperator, as_operator
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "TraceEstimate",
@@ -167,7 +168,7 @@ def hutchinson(
     P = op.shape[0]
     if P == 0:
         return TraceEstimate(0.0, 0.0, 0, "hutchinson")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     Z = random_probes(P, num_matvecs, generator=gen, dtype=wdtype, device=op.device)
     samples = (Z * _apply(op, Z, block_size)).sum(dim=0)
     value, stderr = _mean_stderr(samples)
@@ -211,7 +212,7 @@ def hutchpp(
     if s >= P:
         return TraceEstimate(exact_trace(op, dtype=wdtype, block_size=block_size).value, 0.0, P, "hutch++")
     n_h = num_matvecs - 2 * s
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     S = random_probes(P, s, generator=gen, dtype=wdtype, device=op.device)
     G = random_probes(P, n_h, generator=gen, dtype=wdtype, device=op.device)
     Q, _ = torch.linalg.qr(_apply(op, S, block_size))
@@ -259,7 +260,7 @@ def xtrace(
     s = num_matvecs // 2
     if s >= P:
         return TraceEstimate(exact_trace(op, dtype=wdtype, block_size=block_size).value, 0.0, P, "xtrace")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     Om = random_probes(P, s, generator=gen, dtype=wdtype, device=op.device)
     Y = _apply(op, Om, block_size)
     Q, R = torch.linalg.qr(Y)

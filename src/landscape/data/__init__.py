@@ -10,8 +10,18 @@ and ``teacher_student`` (synthetic).
 """
 
 from landscape.data.base import Dataset, content_hash
-from landscape.data.registry import DATASETS, DatasetSpec, load_dataset, register_dataset
-from landscape.data.splits import Splits, apply_normalization, channel_stats, make_splits
+from landscape.data.registry import (
+    DATASETS,
+    DatasetSpec,
+    load_dataset,
+    register_dataset,
+)
+from landscape.data.splits import (
+    Splits,
+    apply_normalization,
+    channel_stats,
+    make_splits,
+)
 
 # importing the loader modules registers them
 from landscape.data import bundled as _bundled  # noqa: E402,F401  isort: skip

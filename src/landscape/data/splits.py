@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from landscape.data.base import Dataset, content_hash
+from landscape.seeding import seeded_generator
 
 __all__ = ["Splits", "make_splits", "channel_stats", "apply_normalization", "stratified_choice"]
 
@@ -163,7 +164,7 @@ def make_splits(ds: Dataset, test_fraction: float = 0.2, probe_size: int = 1000,
     if max_train is not None and (isinstance(max_train, bool) or not isinstance(max_train, int) or max_train < 1):
         raise ValueError(f"max_train must be None or an int >= 1, got {max_train!r}")
     n = len(ds)
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
 
     if official_split:
         sizes = ds.meta.get("official_split")

@@ -25,6 +25,7 @@ import torch
 
 from landscape.data.base import Dataset
 from landscape.data.registry import register_dataset
+from landscape.seeding import seeded_generator
 
 __all__ = ["gaussian_mixture", "teacher_student", "simplex_means"]
 
@@ -90,7 +91,7 @@ def gaussian_mixture(num_classes: int = 10, dim: int = 32, separation: float = 4
     if isinstance(separation, bool) or not isinstance(separation, (int, float)) or not (
             math.isfinite(separation) and separation >= 0):
         raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     if num_classes <= dim + 1:
         layout = "simplex"
         means = simplex_means(num_classes, dim, float(separation), gen)
@@ -130,7 +131,7 @@ def teacher_student(dim: int = 32, n: int = 2000, num_classes: int = 10, teacher
     _positive_int("num_classes", num_classes, 2)
     _positive_int("teacher_width", teacher_width)
     _seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     w1 = torch.randn(teacher_width, dim, generator=gen, dtype=torch.float64) / math.sqrt(dim)
     w2 = torch.randn(num_classes, teacher_width, generator=gen, dtype=torch.float64) / math.sqrt(teacher_width)
     x = torch.randn(n, dim, generator=gen, dtype=torch.float64).to(torch.float32)

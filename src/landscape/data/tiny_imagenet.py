@@ -25,7 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.data.base import Dataset, check_image_size, missing_data_message, resize_area, uint8_to_unit
+from landscape.data.base import (
+    Dataset,
+    check_image_size,
+    missing_data_message,
+    resize_area,
+    uint8_to_unit,
+)
 from landscape.data.registry import register_dataset
 from landscape.data.torchvision_sets import check_split, download_failed
 

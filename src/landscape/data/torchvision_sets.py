@@ -40,7 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.data.base import Dataset, missing_data_message, resize_area, uint8_to_unit
+from landscape.data.base import (
+    Dataset,
+    missing_data_message,
+    resize_area,
+    uint8_to_unit,
+)
 from landscape.data.registry import register_dataset
 
 __all__ = ["mnist", "fashion_mnist", "cifar10", "cifar100", "SPLITS"]

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.linop import SymmetricOperator
 from landscape.probes.functional import Objective, flatten_params, parameter_dict
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "NOISE_TYPES",
@@ -248,8 +249,8 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
         raise ValueError(f"unknown escape rule {rule!r}; valid: {list(RULES)}")
     if batch_size > landscape.num_examples:
         raise ValueError(f"batch_size={batch_size} exceeds the landscape's {landscape.num_examples} examples")
-    batches = torch.Generator().manual_seed(batch_seed)
-    gauss = torch.Generator(device=theta0.device).manual_seed(noise_seed)
+    batches = seeded_generator(batch_seed)
+    gauss = seeded_generator(noise_seed, device=theta0.device)
     theta = theta0.detach().clone()
     loss0 = landscape.loss(theta0)
     v_top = basis[:, 0]

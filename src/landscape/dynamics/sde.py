@@ -66,6 +66,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscape.seeding import seeded_generator
+
 __all__ = [
     "Basin",
     "Surface2D",
@@ -494,8 +496,8 @@ def simulate_sde(
         if M.shape != (2, 2):
             raise ValueError(f"noise_sqrt must be a (2, 2) matrix, got shape {tuple(M.shape)}")
     dev = torch.device(device)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    x = _init_points(surface, init, num_runs, torch.Generator().manual_seed(int(seed))).to(dev)
+    gen = seeded_generator(seed, device=dev)
+    x = _init_points(surface, init, num_runs, seeded_generator(seed)).to(dev)
     amp = (math.sqrt(eta / batch_size * dt) * M).T.to(dev)
     for _ in range(max(1, round(horizon / dt))):
         xi = torch.randn(num_runs, 2, generator=gen, dtype=torch.float64, device=dev)
@@ -510,7 +512,7 @@ def whitened_noise_data(n: int, *, seed: int) -> Tensor:
         ValueError: ``n < 3``.
     """
     _check_int("n", n, minimum=3)
-    g = torch.Generator().manual_seed(int(seed))
+    g = seeded_generator(seed)
     z = torch.randn(n, 2, generator=g, dtype=torch.float64)
     z = z - z.mean(0)
     cov = z.T @ z / n
@@ -547,8 +549,8 @@ def simulate_sgd(
     _check_int("num_runs", num_runs)
     dev = torch.device(device)
     z = whitened_noise_data(dataset_size, seed=int(seed) + 1).to(dev)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    x = _init_points(surface, init, num_runs, torch.Generator().manual_seed(int(seed))).to(dev)
+    gen = seeded_generator(seed, device=dev)
+    x = _init_points(surface, init, num_runs, seeded_generator(seed)).to(dev)
     for _ in range(max(1, round(horizon / eta))):
         idx = torch.randint(dataset_size, (num_runs, batch_size), generator=gen, device=dev)
         noise = z[idx].mean(dim=1)

@@ -21,7 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._layers import NORMS, ConvNormAct, Norm, activation_gain, check_choice, check_int, he_normal_
+from ._layers import (
+    NORMS,
+    ConvNormAct,
+    Norm,
+    activation_gain,
+    check_choice,
+    check_int,
+    he_normal_,
+)
 from ._registry import check_entrypoint_extras, register
 from .init_scale import check_init_scale, scale_init_
 

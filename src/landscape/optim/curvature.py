@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape.seeding import seeded_generator
+
 from .power import gradients_with_graph, power_iteration
 
 __all__ = ["CurvatureAdaptiveSGD", "HybridAdam", "CurvatureProbeMixin"]
@@ -87,7 +89,7 @@ class CurvatureProbeMixin:
         grads = gradients_with_graph(loss, params)
         group = self.param_groups[0]
         start = self.state.get("power_vector")
-        generator = torch.Generator().manual_seed(int(group["probe_seed"]))
+        generator = seeded_generator(group["probe_seed"])
         est = power_iteration(grads, params, start, int(group["probe_power_steps"]), generator)
         self.state["power_vector"] = est.vector
         group["probe_value"] = est.value

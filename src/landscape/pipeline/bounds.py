@@ -101,7 +101,6 @@ from landscape.bounds.posterior import (
     isotropic_family,
     paired_wrong,
     pilot_error,
-    seeded_generator,
     split_indices,
 )
 from landscape.io import read_json, write_json
@@ -112,6 +111,7 @@ from landscape.pipeline.params import experiment_dataset, section
 from landscape.pipeline.runs import initial_model, load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.schema import Checked, ConfigError, parse_config, rule
+from landscape.seeding import seeded_generator
 from landscape.training import randomize_labels, train_model
 from landscape.training.config import RunConfig, TrainConfig
 
@@ -449,7 +449,7 @@ def bounds_for_run(
         dists = {t: float(((m.to(_F64) - prior_mean) ** 2).sum()) for t, m in means.items()}
         np_ = min(config.pilot_examples, n_bound)
         px, py = bound[0][:np_], bound[1][:np_]
-        zp = torch.randn((config.pilot_draws, P), generator=seeded_generator(device, seed, 1), dtype=dtype, device=device)
+        zp = torch.randn((config.pilot_draws, P), generator=seeded_generator(seed, 1, device=device), dtype=dtype, device=device)
 
         # Pilot 1: isotropic family over (t, sigma).
         iso_rows, iso_best = [], None
@@ -491,8 +491,8 @@ def bounds_for_run(
         # Fresh draws: the estimates behind the reported numbers.
         mu = means[t_star]
         covs = (iso_cov, hes_cov)
-        wrong = paired_wrong(net, mu, covs, *bound, config.mc_draws, seeded_generator(device, seed, 2))
-        tests = draw_errors(net, mu, covs, *test, config.test_draws, seeded_generator(device, seed, 3))
+        wrong = paired_wrong(net, mu, covs, *bound, config.mc_draws, seeded_generator(seed, 2, device=device))
+        tests = draw_errors(net, mu, covs, *test, config.test_draws, seeded_generator(seed, 3, device=device))
         det_train = float(net.wrong(None, *train).float().mean())
         det_test = float(net.wrong(None, *test).float().mean())
 

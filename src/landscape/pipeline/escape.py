@@ -21,16 +21,31 @@ from typing import Any
 
 import torch
 
-from landscape.dynamics.escape import NOISE_TYPES, RULES, EscapeStudy, ModelLandscape, escape_study, trial_rows
+from landscape.dynamics.escape import (
+    NOISE_TYPES,
+    RULES,
+    EscapeStudy,
+    ModelLandscape,
+    escape_study,
+    trial_rows,
+)
+from landscape.dynamics.sde import wilson_interval
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import experiment_dataset, section
 from landscape.pipeline.runs import load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
-from landscape.dynamics.sde import wilson_interval
-from landscape.schema import Checked, int_at_least, number_above_zero, one_of, parse_config
-from landscape.schema import rule as _rule  # the field named ``rule`` below would shadow it
+from landscape.schema import (
+    Checked,
+    int_at_least,
+    number_above_zero,
+    one_of,
+    parse_config,
+)
+from landscape.schema import (
+    rule as _rule,  # the field named ``rule`` below would shadow it
+)
 
 __all__ = ["SOURCE_EXPERIMENT", "EscapeConfig", "run"]
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape.functional import first_batches, has_running_stats
 from landscape.io import write_json
 from landscape.models import build_model
 from landscape.pipeline.cli import StageError
@@ -33,8 +34,14 @@ from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import section
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.probes.functional import LossFn, parameter_dict
-from landscape.functional import first_batches, has_running_stats
-from landscape.probes.intrinsic_dim import PROJECTIONS, IntrinsicDimCI, IntrinsicDimResult, bootstrap_ci, search_intrinsic_dim, train_subspace
+from landscape.probes.intrinsic_dim import (
+    PROJECTIONS,
+    IntrinsicDimCI,
+    IntrinsicDimResult,
+    bootstrap_ci,
+    search_intrinsic_dim,
+    train_subspace,
+)
 from landscape.schema import (
     Checked,
     ConfigError,
@@ -47,6 +54,7 @@ from landscape.schema import (
     rule,
     subset_of,
 )
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "SUBSPACE_PROJECTIONS",
@@ -200,7 +208,7 @@ class ChunkSumToy(nn.Module):
         super().__init__()
         if num_params % num_constraints:
             raise ValueError(f"num_params={num_params} must be a multiple of num_constraints={num_constraints}")
-        g = torch.Generator().manual_seed(int(seed))
+        g = seeded_generator(seed)
         self.m = num_constraints
         self.theta = nn.Parameter(torch.randn(num_params, generator=g, dtype=torch.float64) / math.sqrt(num_params))
 

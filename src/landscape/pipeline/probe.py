@@ -35,13 +35,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from landscape.functional import first_batches, has_running_stats
 from landscape.io import atomic_path, read_json, write_json
 from landscape.pipeline.figures import new_figure, write_figures
 from landscape.pipeline.intrinsic_dim import IntrinsicDimConfig
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import experiment_dataset, fingerprint, section
-from landscape.pipeline.probe_kinds import PROBE_KINDS, ProbeContext, TrainedRun, plan_tasks, run_task
+from landscape.pipeline.probe_kinds import (
+    PROBE_KINDS,
+    ProbeContext,
+    TrainedRun,
+    plan_tasks,
+    run_task,
+)
 from landscape.pipeline.probe_settings import (
     SELECTION,
     BarrierSettings,
@@ -56,8 +63,13 @@ from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.pipeline.sde import SdeConfig
 from landscape.probes.connectivity import PathEvaluation
 from landscape.probes.functional import Batch, LossFn, Objective, parameter_dict
-from landscape.functional import first_batches, has_running_stats
-from landscape.probes.scans import LineScan, PlaneScan, plot_contour, plot_line, plot_surface
+from landscape.probes.scans import (
+    LineScan,
+    PlaneScan,
+    plot_contour,
+    plot_line,
+    plot_surface,
+)
 from landscape.schema import ConfigError, int_at_least, one_of, parse_config
 
 __all__ = [

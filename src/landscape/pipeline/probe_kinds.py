@@ -36,14 +36,30 @@ from torch import Tensor, nn
 
 from landscape.curvature import HessianOperator, logdet, top_eigenpairs
 from landscape.curvature import trace as estimate_trace
-from landscape.pipeline.probe_settings import BarrierSettings, BezierSettings, InvarianceSettings, ScanSettings, SharpnessSettings
+from landscape.functional import first_batches
+from landscape.pipeline.probe_settings import (
+    BarrierSettings,
+    BezierSettings,
+    InvarianceSettings,
+    ScanSettings,
+    SharpnessSettings,
+)
 from landscape.probes.connectivity import PathEvaluation, fit_bezier, linear_path
 from landscape.probes.functional import Batch, Evaluation, LossFn, Objective
-from landscape.functional import first_batches
 from landscape.probes.invariance import invariance_audit, rescale_layers
 from landscape.probes.permutation import align
-from landscape.probes.scans import LineScan, PlaneScan, hessian_plane_scan, line_scan, random_plane_scan
-from landscape.probes.sharpness import adaptive_sharpness, average_sharpness, worst_case_sharpness
+from landscape.probes.scans import (
+    LineScan,
+    PlaneScan,
+    hessian_plane_scan,
+    line_scan,
+    random_plane_scan,
+)
+from landscape.probes.sharpness import (
+    adaptive_sharpness,
+    average_sharpness,
+    worst_case_sharpness,
+)
 
 __all__ = [
     "TrainedRun",

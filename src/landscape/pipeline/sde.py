@@ -21,14 +21,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.dynamics.sde import GaussianWells, OccupancyStudy, Surface2D, TiltedDoubleWell, occupancy_study
+from landscape.dynamics.sde import (
+    GaussianWells,
+    OccupancyStudy,
+    Surface2D,
+    TiltedDoubleWell,
+    occupancy_study,
+)
 from landscape.io import write_json, write_text
 from landscape.pipeline.figures import new_figure, write_figures
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import section
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
-from landscape.schema import Checked, ConfigError, int_at_least, number_above_zero, one_of, parse_config, rule, subset_of
+from landscape.schema import (
+    Checked,
+    ConfigError,
+    int_at_least,
+    number_above_zero,
+    one_of,
+    parse_config,
+    rule,
+    subset_of,
+)
 
 __all__ = ["SURFACES", "SdeConfig", "SdeReport", "build_surface", "run_sde_study", "run"]
 

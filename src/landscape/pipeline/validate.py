@@ -88,7 +88,10 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     measure = {exp: parse_config(CurvatureConfig, curvature[exp], f"curvature.{exp}") for exp in experiments if exp in curvature}
     checked = {"datasets": datasets, "runs": runs, "curvature": measure}
     if "bounds" in params:
-        from landscape.pipeline.bounds import BoundsConfig, parse_bounds_section  # the bounds stage's own section
+        from landscape.pipeline.bounds import (  # the bounds stage's own section
+            BoundsConfig,
+            parse_bounds_section,
+        )
 
         bounds = parse_bounds_section(params["bounds"], experiments)
         checked["bounds"] = {**bounds, "settings": parse_config(BoundsConfig, bounds["settings"], "bounds.settings")}

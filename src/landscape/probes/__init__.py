@@ -21,7 +21,15 @@ The SGD-as-SDE basin study is :mod:`landscape.dynamics`; the stages that run pro
 trained runs are in :mod:`landscape.pipeline`.
 """
 
-from .connectivity import BezierCurve, BezierResult, PathEvaluation, barrier_heights, evaluate_path, fit_bezier, linear_path
+from .connectivity import (
+    BezierCurve,
+    BezierResult,
+    PathEvaluation,
+    barrier_heights,
+    evaluate_path,
+    fit_bezier,
+    linear_path,
+)
 from .functional import (
     BN_MODES,
     Evaluation,
@@ -46,8 +54,22 @@ from .intrinsic_dim import (
     subspace_performance,
     train_subspace,
 )
-from .invariance import InvarianceReport, MeasureChange, invariance_audit, output_change, rescale_layers
-from .permutation import MatchingResult, PermutationSpec, align, apply_permutation, permutation_spec, random_permutation, weight_matching
+from .invariance import (
+    InvarianceReport,
+    MeasureChange,
+    invariance_audit,
+    output_change,
+    rescale_layers,
+)
+from .permutation import (
+    MatchingResult,
+    PermutationSpec,
+    align,
+    apply_permutation,
+    permutation_spec,
+    random_permutation,
+    weight_matching,
+)
 from .scans import (
     LineScan,
     PlaneScan,
@@ -62,7 +84,13 @@ from .scans import (
     three_point_plane,
     three_point_plane_scan,
 )
-from .sharpness import AverageSharpnessResult, SharpnessResult, adaptive_sharpness, average_sharpness, worst_case_sharpness
+from .sharpness import (
+    AverageSharpnessResult,
+    SharpnessResult,
+    adaptive_sharpness,
+    average_sharpness,
+    worst_case_sharpness,
+)
 
 __all__ = [
     "BN_MODES",

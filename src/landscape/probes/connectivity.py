@@ -48,7 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import BNMode, Batch, Evaluation, LossFn, Objective, Params
+from landscape.seeding import seeded_generator
+
+from .functional import Batch, BNMode, Evaluation, LossFn, Objective, Params
 
 __all__ = [
     "OBJECTIVES",
@@ -386,7 +388,7 @@ def fit_bezier(
     fractions = torch.arange(1, n, dtype=a.dtype, device=a.device) / n
     bends = (a[None, :] + fractions[:, None] * (b - a)[None, :]).clone().requires_grad_(True)
     opt = torch.optim.Adam([bends], lr=float(lr))
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeded_generator(seed)
     history = []
     for step in range(steps):
         batch = train_batches[step % len(train_batches)]

@@ -57,7 +57,6 @@ from landscape.functional import (
     unflatten_params,
 )
 
-
 __all__ = [
     "BN_MODES",
     "BIAS_POLICIES",

@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import BNMode, Batch, LossFn, Objective, Params
+from landscape.seeding import seeded_generator
+
+from .functional import Batch, BNMode, LossFn, Objective, Params
 
 __all__ = [
     "PROJECTIONS",
@@ -132,7 +134,7 @@ def make_projection(
         if dim != num_params:
             raise ValueError(f"the identity projection needs dim == num_params = {num_params}, got {dim}")
         return RandomProjection(kind, num_params, dim, None, int(seed))
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeded_generator(seed)
     if kind == "dense":
         P = torch.randn(num_params, dim, generator=gen, dtype=torch.float64)
         P = P / P.norm(dim=0, keepdim=True)
@@ -240,7 +242,7 @@ def train_subspace(
     proj = make_projection(obj.num_params, dim, kind=projection, seed=seed, density=density, dtype=obj.dtype, device=obj.device)
     z = torch.zeros(dim, dtype=obj.dtype, device=obj.device, requires_grad=True)
     opt = torch.optim.Adam([z], lr=float(lr)) if optimizer == "adam" else torch.optim.SGD([z], lr=float(lr), momentum=float(momentum))
-    gen = torch.Generator().manual_seed(int(seed) + 1)
+    gen = seeded_generator(int(seed) + 1)
     for _ in range(epochs):
         for i in torch.randperm(len(train_batches), generator=gen).tolist():
             loss = obj.training_loss(theta + proj(z), train_batches[i])

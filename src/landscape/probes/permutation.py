@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from landscape.functional import probe_modes
+from landscape.seeding import seeded_generator
 
 __all__ = [
     "PermutationSpec",
@@ -387,7 +388,7 @@ def apply_permutation(spec: PermutationSpec, perms: Mapping[str, Tensor], state:
 
 def random_permutation(spec: PermutationSpec, *, seed: int) -> dict[str, Tensor]:
     """A uniformly random permutation for every perm of ``spec`` (CPU generator)."""
-    g = torch.Generator().manual_seed(int(seed))
+    g = seeded_generator(seed)
     return {p: torch.randperm(n, generator=g) for p, n in spec.sizes.items()}
 
 

@@ -42,14 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.schema import ConfigError
-from landscape.training.config import TrainConfig
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.noise import GradientRank, gradient_covariance, gradient_rank
 from landscape.curvature.operators import HessianOperator
 from landscape.curvature.trace import trace as estimate_trace
 from landscape.models import build_model
 from landscape.pipeline.parallel import map_forked
+from landscape.schema import ConfigError
+from landscape.training.config import TrainConfig
 from landscape.training.loop import train_model
 
 __all__ = [

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import BNMode, Batch, LossFn, Objective, Params, random_direction
+from landscape.seeding import seeded_generator
+
+from .functional import Batch, BNMode, LossFn, Objective, Params, random_direction
 
 __all__ = [
     "LineScan",
@@ -289,7 +290,7 @@ def random_plane_scan(
 ) -> PlaneScan:
     """Plane scan along two filter-normalised Gaussian directions (Li et al. 2018).
 
-    ``d_1`` then ``d_2`` are drawn with ``torch.Generator().manual_seed(seed)`` by
+    ``d_1`` then ``d_2`` are drawn with ``seeded_generator(seed)`` by
     :func:`~landscape.probes.functional.random_direction` (same seed, same directions, on
     any device). They are not orthogonalised (in high dimension they nearly are).
 
@@ -304,7 +305,7 @@ def random_plane_scan(
     gy = _grid(ys, gx, "ys")
     t = obj.flat(theta)
     as_dict = obj.unflatten(t)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeded_generator(seed)
     d1 = obj.flat(random_direction(as_dict, generator=gen, bias_policy=bias_policy))
     d2 = obj.flat(random_direction(as_dict, generator=gen, bias_policy=bias_policy))
     settings = {"seed": int(seed), "bias_policy": bias_policy, "cosine_d1_d2": float(d1 @ d2 / (d1.norm() * d2.norm()))}

@@ -47,7 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import BNMode, Batch, LossFn, Objective, Params
+from landscape.seeding import seeded_generator
+
+from .functional import Batch, BNMode, LossFn, Objective, Params
 
 __all__ = [
     "BALL_NORMS",
@@ -231,7 +233,7 @@ def worst_case_sharpness(
     theta = obj.flat(params)
     s = _scale(theta, adaptive, float(xi))
     base = obj.evaluate(theta).loss
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeded_generator(seed)
     best_vals, best_us = [], []
     for _ in range(restarts):
         u = _random_in_ball(theta.numel(), eps, norm, gen, theta)
@@ -331,7 +333,7 @@ def average_sharpness(
     theta = obj.flat(params)
     s = _scale(theta, adaptive, float(xi))
     base = obj.evaluate(theta).loss
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeded_generator(seed)
     diffs = np.empty(num_samples)
     for i in range(num_samples):
         z = torch.randn(theta.numel(), generator=gen, dtype=torch.float64).to(device=theta.device, dtype=theta.dtype)

@@ -14,7 +14,12 @@ from landscape.stats.correlation import curvature_regressions, kendall_tau_b_wei
 from landscape.stats.escape import h3_alignment_escape
 from landscape.stats.mediation import h1_batch_sharpness
 from landscape.stats.multiple import holm, holm_adjust
-from landscape.stats.paired import PairedSummary, h2_skip_flattens, h4_bounds, paired_test
+from landscape.stats.paired import (
+    PairedSummary,
+    h2_skip_flattens,
+    h4_bounds,
+    paired_test,
+)
 from landscape.stats.result import HypothesisResult
 from landscape.stats.scaling import ScalingLawFit, config_means, scaling_law_fit
 

@@ -26,9 +26,9 @@ from scipy import stats as sps
 from landscape.stats._common import (
     as_frame,
     bootstrap_p_two_sided,
+    check_groups,
     check_level,
     check_n_boot,
-    check_groups,
     check_positive,
     cluster_bootstrap_weights,
     finite_rows,

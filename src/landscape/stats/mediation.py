@@ -46,8 +46,8 @@ from landscape.stats._common import (
     group_codes,
     inference_kind,
     percentile_ci,
-    rescale_cluster_draws,
     require_columns,
+    rescale_cluster_draws,
     t_draws,
     weighted_lstsq,
 )

@@ -24,12 +24,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.training.config import TrainConfig
 from landscape.io import sha256_tensors
 from landscape.optim import CurvatureProbeMixin
+from landscape.seeding import epoch_seed, seeded_generator
 from landscape.training.augment import random_crop_flip
-from landscape.training.checkpoint import clear_snapshots, load_checkpoint, save_checkpoint, save_snapshot
-from landscape.training.optim import build_optimizer, build_scheduler, effective_lr
+from landscape.training.checkpoint import (
+    clear_snapshots,
+    load_checkpoint,
+    save_checkpoint,
+    save_snapshot,
+)
+from landscape.training.config import TrainConfig
+from landscape.training.optim import build_optimizer, build_scheduler
 
 __all__ = ["TrainResult", "train_model", "evaluate", "randomize_labels", "epoch_seed"]
 
@@ -74,14 +80,9 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of the generator that drives epoch ``epoch`` of run ``seed``."""
-    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
-
-
 def randomize_labels(y: Tensor, num_classes: int, seed: int) -> Tensor:
     """Uniformly random labels in ``[0, num_classes)``, fixed by ``seed`` (memorisation control)."""
-    g = torch.Generator().manual_seed(seed + 424242)
+    g = seeded_generator(seed + 424242)
     return torch.randint(0, num_classes, y.shape, generator=g).to(y.device)
 
 
@@ -219,7 +220,7 @@ def train_model(
         if status != "running":
             break
         epoch_started = time.perf_counter()
-        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        gen = seeded_generator(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=gen).to(device)
         losses = torch.zeros(steps_per_epoch, device=device)
         wrong = torch.zeros((), dtype=torch.int64, device=device)

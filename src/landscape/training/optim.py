@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from landscape.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from landscape.optim import CurvatureAdaptiveSGD, HybridAdam
+from landscape.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 __all__ = ["OPTIMIZER_BUILDERS", "SCHEDULE_FACTORS", "build_optimizer", "build_scheduler", "effective_lr"]
 
