@@ -1,4 +1,4 @@
-"""stages/prerun.py on a small DVC repo of shell stages: what it commits, defers and refuses."""
+"""tools.scheduler (prerun) on a small DVC repo of shell stages: what it commits, defers and refuses."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "stages"))
-
-from prerun import prerun  # noqa: E402
+from tools.scheduler import prerun
 
 DVC_YAML = {
     "stages": {

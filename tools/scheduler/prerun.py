@@ -1,6 +1,6 @@
 """Run stale, mutually independent DVC stage entries N at a time and commit each one.
 
-Usage: python stages/prerun.py [--jobs 2] [--no-preload] [WAVE ...]
+Usage: python -m tools.scheduler [--jobs 2] [--no-preload] [WAVE ...]   (from the repo root)
        (a WAVE is a comma-separated list of stage-name patterns, e.g. 'train_*,sde';
        default: the waves of this repo's dvc.yaml, DEFAULT_WAVES; `make repro` runs this
        and then `dvc repro`)
@@ -14,7 +14,7 @@ records each success with ``dvc commit`` (hashes into dvc.lock, outputs into the
 The ``dvc repro`` that follows finds those entries up to date and runs the rest.
 
 A plain ``python stages/<x>.py ARGS`` command runs in a fork of one interpreter that has
-imported torch, timm and dvclive once per wave (stages/_zygote.py; about 5 s of CPU saved
+imported torch, timm and dvclive once per wave (tools/scheduler/zygote.py; about 5 s of CPU saved
 per entry); anything else, or ``--no-preload``, runs in a fresh shell process. The
 pipeline test checks that an entry rerun by plain ``dvc repro`` reproduces the forked
 entry's outputs bit for bit.
@@ -41,10 +41,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
 DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*", "optimizers"), ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling"))
-# Imported once per wave by the zygote (stages/_zygote.py) instead of once per entry; landscape
+# Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
 # first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
 DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
 
@@ -134,7 +134,7 @@ class _Job:
 
 
 class _Zygote:
-    """Client of stages/_zygote.py: entries run in forks of one pre-imported interpreter."""
+    """Client of tools/scheduler/zygote.py: entries run in forks of one pre-imported interpreter."""
 
     def __init__(self, root: Path, preload: tuple[str, ...]):
         self.root, self.preload = root, preload
@@ -155,7 +155,7 @@ class _Zygote:
     def start(self, script: list[str], cwd: str, env: dict, log: Path) -> int | None:
         """Fork ``python script...`` in the zygote; the job id, or None if the zygote is gone."""
         if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_zygote.py")), *self.preload],
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py")), *self.preload],
                                          cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         job_id, self.next_id = self.next_id, self.next_id + 1
         request = {"id": job_id, "script": script[0], "args": script[1:], "cwd": cwd, "env": env, "log": str(log)}
@@ -235,7 +235,7 @@ def run_wave(stages: list, jobs: int, record_every_s: float = 30.0, preload: tup
     dvc.lock rewrite costs about as much as an entry's start-up. An entry finished but not
     yet recorded when the wave is interrupted is recorded; one still running is stopped.
     With ``preload`` (module names), plain ``python stages/<x>.py`` commands run in forks
-    of one interpreter that imported those modules once (stages/_zygote.py).
+    of one interpreter that imported those modules once (tools/scheduler/zygote.py).
     """
     from tqdm import tqdm
 
