@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import functools
 import math
 import multiprocessing
 import os
 import statistics
 import time
+from typing import Any
 
 from _common import (
     ROOT,
@@ -41,12 +41,12 @@ from _common import (
 import torch
 
 from landscape.bounds.run_bounds import BoundsConfig, InvalidBoundError, bounds_for_run
-from landscape.pipeline.validate import parse_bounds_section
-from landscape.schema import parse_config
-from landscape.training.config import TrainConfig
 from landscape.io import read_json, write_json
 from landscape.models import build_model
+from landscape.pipeline.validate import parse_bounds_section
+from landscape.schema import parse_config
 from landscape.training import randomize_labels
+from landscape.training.config import TrainConfig
 
 FAMILIES = ("occam", "isotropic", "hessian")
 OUT = ROOT / "bounds"
@@ -72,7 +72,7 @@ def _bound_seed(cfg: BoundsConfig, data: dict, device: torch.device, job: tuple[
     curvature = read_json(measured / "curvature.json")
     if status != "completed" or curvature.get("status") != "measured":
         why = f"run {status}" if status != "completed" else f"curvature {curvature.get('status')}"
-        summary = {"status": f"skipped: {why}"}
+        summary: dict[str, Any] = {"status": f"skipped: {why}"}
         write_json(out, summary)
         return summary
     saved = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
@@ -100,7 +100,8 @@ def _bound_seed(cfg: BoundsConfig, data: dict, device: torch.device, job: tuple[
         config=cfg,
         seed=seed,
     )
-    summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started, **result.to_dict()}
+    summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started,
+               **result.to_dict()}
     write_json(out, summary)
     b = summary["bounds"]
     print(
@@ -165,7 +166,7 @@ def main() -> None:
         fail(f"invalid bound: {exc}")
 
     per_run: dict[str, dict[int, dict]] = {}
-    for (e, c, s), r in zip(jobs, results):
+    for (e, c, s), r in zip(jobs, results, strict=True):
         per_run.setdefault(f"{e}/{c}", {})[s] = r
     metrics: dict = {"runs": {key: _summarise(v) for key, v in per_run.items()}}
     pair = section_cfg["sanity"]

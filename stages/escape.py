@@ -2,7 +2,8 @@
 
 Usage: python stages/escape.py
 
-For each seed of ``h1_batch``/``escape.config`` (a large-batch run: a sharp minimum), loads runs/<exp>/<cfg>/seed<k>/model.pt and the measure stage's top Ritz vectors
+For each seed of ``h1_batch``/``escape.config`` (a large-batch run: a sharp minimum), loads
+runs/<exp>/<cfg>/seed<k>/model.pt and the measure stage's top Ritz vectors
 (measure/<exp>/<cfg>/seeds/seed<k>/krylov.pt), and runs
 ``landscape.probes.escape.escape_study`` on the fixed probe subset. Writes escape/results.json
 (every trial with its checks), escape/trials.json (one row per trial, read by the
@@ -25,17 +26,17 @@ from _common import ROOT, ConfigError, configure_torch, experiment_dataset, fail
 
 import torch
 
-from landscape.schema import parse_config
 from landscape.io import read_json, write_json
 from landscape.models import build_model
-from landscape.probes.escape import EscapeConfig, ModelLandscape, escape_study, trial_rows
+from landscape.probes.escape import EscapeConfig, EscapeStudy, ModelLandscape, escape_study, trial_rows
 from landscape.probes.sde import wilson_interval
-
+from landscape.schema import parse_config
 
 SOURCE_EXPERIMENT = "h1_batch"  # the batch-size sweep: its largest batch gives the sharp minima
 
 
-def _seed_study(experiment: str, config: str, cfg: EscapeConfig, data: tuple, device: torch.device, seed: int):
+def _seed_study(experiment: str, config: str, cfg: EscapeConfig, data: tuple, device: torch.device,
+                seed: int) -> tuple[int, str, EscapeStudy | None]:
     """One seed's study (or the reason it was skipped)."""
     run = run_dir(experiment, config, seed)
     status = read_json(run / "metrics.json")["status"]
@@ -92,7 +93,8 @@ def main() -> None:
     rows = trial_rows(studies)
     meta = {"experiment": experiment, "config": config, "settings": cfg.__dict__ | {"noise_types": list(cfg.noise_types)}}
     out = ROOT / "escape"
-    write_json(out / "results.json", {**meta, "seeds": {f"seed{s}": {"status": st, **(study.to_dict() if study else {})} for s, st, study in done}})
+    per_seed = {f"seed{s}": {"status": st, **(study.to_dict() if study else {})} for s, st, study in done}
+    write_json(out / "results.json", {**meta, "seeds": per_seed})
     write_json(out / "trials.json", {**meta, "trials": rows})
     per_type = {}
     for kind in cfg.noise_types:

@@ -18,10 +18,10 @@ from _common import ROOT, ConfigError, configure_torch, cpu_workers, fail, load_
 
 import torch
 
-from landscape.schema import parse_config
 from landscape.io import atomic_path, write_json
 from landscape.models import build_model
 from landscape.probes.run_probes import IntrinsicDimConfig, run_intrinsic_dim
+from landscape.schema import parse_config
 
 
 def main() -> None:

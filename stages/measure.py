@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import functools
+import math
 import multiprocessing
 import os
-import dataclasses
-import math
 import statistics
+from pathlib import Path
+from typing import Any
 
 from _common import (
     ROOT,
@@ -36,12 +38,12 @@ from _common import (
 import torch
 import torch.nn.functional as F
 
-from landscape.pipeline.measure import CurvatureConfig
-from landscape.schema import parse_config
 from landscape.curvature.measure import measure_curvature, sharpness_summary
-from landscape.training.checkpoint import list_snapshots
 from landscape.io import read_json, torch_save, write_json
 from landscape.models import build_model
+from landscape.pipeline.measure import CurvatureConfig
+from landscape.schema import parse_config
+from landscape.training.checkpoint import list_snapshots
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -63,13 +65,13 @@ def _num_workers(num_seeds: int, device: torch.device) -> int:
 
 
 def _measure_seed(experiment: str, config: str, cfg: CurvatureConfig, settings: dict, batches: list,
-                  device: torch.device, out_root, seed: int) -> dict:
+                  device: torch.device, out_root: Path, seed: int) -> dict:
     """Measure one seed's run; write its curvature.json and krylov.pt; return the summary."""
     run = run_dir(experiment, config, seed)
     status = read_json(run / "metrics.json")["status"]
     out = out_root / "seeds" / f"seed{seed}"
     if status != "completed":
-        summary = {"status": f"skipped: run {status}"}
+        summary: dict[str, Any] = {"status": f"skipped: run {status}"}
         write_json(out / "curvature.json", summary)
         return summary
     saved = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
@@ -82,8 +84,10 @@ def _measure_seed(experiment: str, config: str, cfg: CurvatureConfig, settings: 
     if cfg.at_init:
         torch.manual_seed(seed)  # the train stage builds the model under this seed
         init_model = build_model(saved["model"]["name"], **kwargs).to(device)
-        init = measure_curvature(init_model, F.cross_entropy, batches, seed=seed, **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
-        summary["at_init"] = {k: init.summary[k] for k in ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")}
+        init = measure_curvature(init_model, F.cross_entropy, batches, seed=seed,
+                                 **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
+        keys = ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")
+        summary["at_init"] = {k: init.summary[k] for k in keys}
     along = []
     for snapshot in list_snapshots(run / "checkpoints"):
         state = torch.load(snapshot, map_location="cpu", weights_only=False)
@@ -119,14 +123,15 @@ def main() -> None:
     x, y = data["probe"]
     x, y = x[: cfg.num_examples].to(device), y[: cfg.num_examples].to(device)
     batches = [(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]) for i in range(0, x.shape[0], cfg.batch_size)]
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_examples", "batch_size", "at_init", "along_training_matvecs")}
+    loop_only = ("num_examples", "batch_size", "at_init", "along_training_matvecs")
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in loop_only}
 
     out_root = ROOT / "measure" / args.experiment / args.config
     job = functools.partial(_measure_seed, args.experiment, args.config, cfg, settings, batches, device, out_root)
     workers = _num_workers(len(seeds), device)
     if workers > 1:  # seeds are independent and each is seeded: same results in any order
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            per_seed = dict(zip(seeds, pool.map(job, seeds)))
+            per_seed = dict(zip(seeds, pool.map(job, seeds), strict=True))
     else:
         per_seed = {seed: job(seed) for seed in seeds}
 

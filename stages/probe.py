@@ -34,10 +34,10 @@ from _common import (
 import numpy as np
 import torch
 
-from landscape.schema import parse_config
 from landscape.io import atomic_path, read_json, write_json
 from landscape.models import build_model
 from landscape.probes.run_probes import ProbeConfig, TrainedRun, run_landscape_probes
+from landscape.schema import parse_config
 
 
 def load_run(experiment: str, config: str, seed: int, device: torch.device) -> tuple[TrainedRun, dict]:
@@ -87,7 +87,8 @@ def main() -> None:
     configure_torch()
     device = pick_device()
     data = torch.load(prepared_path(dataset_key), map_location="cpu", weights_only=False)
-    runs, spec = [], {}
+    runs: list[TrainedRun] = []
+    spec: dict = {}
     for seed in seeds:
         run, s = load_run(args.experiment, args.config, seed, device)
         runs.append(run)
@@ -107,9 +108,8 @@ def main() -> None:
     for name, fig in report.figures().items():
         with atomic_path(figures_dir / f"{name}.png") as tmp:
             fig.savefig(tmp, format="png", dpi=110)
-    with atomic_path(out / "arrays.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **report.arrays)
+    with atomic_path(out / "arrays.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **report.arrays)  # type: ignore[arg-type]  # numpy's stub: a key could be allow_pickle
     write_json(out / "results.json", {**meta, **report.results})
     write_json(out / "config.json", {**meta, "probes": resolved, "seeds": seeds})
     write_json(out / "metrics.json", {**meta, **report.summary})

@@ -17,9 +17,9 @@ import dataclasses
 
 from _common import ROOT, ConfigError, configure_torch, cpu_workers, fail, load_params, pick_device, section
 
-from landscape.schema import parse_config
 from landscape.io import atomic_path, write_json, write_text
 from landscape.probes.run_probes import SdeConfig, run_sde_study
+from landscape.schema import parse_config
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import (
     ConfigError,
@@ -34,6 +35,9 @@ from landscape.io import sha256_file, torch_save, write_json
 from landscape.models import build_model
 from landscape.training import randomize_labels, train_model
 
+if TYPE_CHECKING:
+    from dvclive import Live
+
 
 class LiveLog:
     """DVCLive log of the per-epoch history, rebuilt from scratch in each process.
@@ -45,7 +49,7 @@ class LiveLog:
 
     def __init__(self, directory: str):
         self.directory = directory
-        self.live = None
+        self.live: Live | None = None
         self.logged = 0
 
     def __call__(self, history: list[dict[str, float]]) -> None:
@@ -62,7 +66,8 @@ class LiveLog:
 
     def close(self, history: list[dict[str, float]]) -> None:
         self(history)
-        self.live.end()
+        if self.live is not None:  # always: the call above opened it
+            self.live.end()
         # A run that diverged within its first epoch logged nothing; its (empty) curve
         # directory must still exist, since dvc.yaml declares it as an output.
         Path(self.directory, "plots", "metrics").mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import sys
 
-import yaml
 from _common import ROOT, ConfigError, fail, load_params
 
+import yaml
+
 from landscape.pipeline.validate import validate_pipeline_params
-from landscape.schema import parse_config
 from landscape.probes.run_probes import validate_probe_params
+from landscape.schema import parse_config
 
 
 def validate_analysis_sections(params: dict) -> None:

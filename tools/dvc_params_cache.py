@@ -140,7 +140,8 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
     landscape_dvc_params_cache = True  # marks the hook whichever copy of this file registered it
 
-    def find_spec(self, name: str, path: Sequence[str] | None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, name: str, path: Sequence[str] | None,  # noqa: ARG002  (MetaPathFinder's signature)
+                  target: Any = None) -> importlib.machinery.ModuleSpec | None:  # noqa: ARG002
         if name != _TARGET:
             return None
         sys.meta_path.remove(self)

@@ -55,7 +55,7 @@ def _run_child(request: dict) -> None:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:
+        except BaseException:  # noqa: BLE001  (as the interpreter: print the traceback, exit 1)
             traceback.print_exc()
             code = 1
     finally:
