@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from _common import ROOT, ConfigError, fail, load_params, section
 
-from landscape.schema import parse_config
 from landscape.io import write_json
+from landscape.schema import parse_config
 from landscape.stats.optimizers import OptimizersConfig, headline, run_optimizer_comparison
 
 

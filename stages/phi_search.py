@@ -27,9 +27,9 @@ from _common import ROOT, ConfigError, configure_torch, cpu_workers, fail, load_
 
 import torch
 
-from landscape.schema import parse_config
 from landscape.io import write_json
 from landscape.probes.phi import PhiConfig, SearchData, run_phi_search
+from landscape.schema import parse_config
 from landscape.stats.phi import headline, run_phi_table, summarise_search
 
 
@@ -57,8 +57,10 @@ def search_data(cfg: PhiConfig) -> list[SearchData]:
     n_train = s.training.train_examples
     out = []
     for D in s.mixture_dims:
-        ds = gaussian_mixture(num_classes=s.mixture_classes, dim=D, separation=s.mixture_separation, n=n_train + s.mixture_test, seed=s.mixture_seed)
-        out.append(SearchData(f"mixture_d{D}", (ds.x[:n_train], ds.y[:n_train]), (ds.x[n_train:], ds.y[n_train:]), s.mixture_classes, "gaussian_mixture"))
+        ds = gaussian_mixture(num_classes=s.mixture_classes, dim=D, separation=s.mixture_separation, n=n_train + s.mixture_test,
+                              seed=s.mixture_seed)
+        out.append(SearchData(f"mixture_d{D}", (ds.x[:n_train], ds.y[:n_train]), (ds.x[n_train:], ds.y[n_train:]), s.mixture_classes,
+                              "gaussian_mixture"))
     path = prepared_path(cfg.dataset)
     if not path.is_file():
         fail(f"prepared data {path} is missing; run `dvc repro prepare@{cfg.dataset}` first")
@@ -93,21 +95,25 @@ def main() -> None:
     write_json(out / "results.json", {"profile": params.get("profile"), "config": dataclasses.asdict(cfg), "definition": {
         "phi": "(tr(H)/d) / ||H||_2 * grad_rank / D",
         "H": "Hessian of the mean cross-entropy over the probe subset; tr(H) by Hutch++, ||H||_2 = largest |eigenvalue| by Lanczos",
-        "grad_rank": f"{cfg.search.probe.rank} rank of the per-example gradient covariance (stable: tr(Sigma)/lambda_max(Sigma); energy90: directions carrying 90% of tr(Sigma))",
+        "grad_rank": f"{cfg.search.probe.rank} rank of the per-example gradient covariance "
+                     "(stable: tr(Sigma)/lambda_max(Sigma); energy90: directions carrying 90% of tr(Sigma))",
         "search_phi_at": cfg.search.probe.select_at,
         "runs_phi_at": "final weights (measure outputs; ||H||_2 read as measure's lambda_max, the top eigenvalue)",
-        "same_budget": f"every candidate trained with {cfg.search.training.optimizer}, lr {cfg.search.training.lr}, batch {cfg.search.training.batch_size}, "
-                       f"{cfg.search.training.epochs} epochs over {cfg.search.training.train_examples} examples = {cfg.search.training.steps()} steps; "
+        "same_budget": f"every candidate trained with {cfg.search.training.optimizer}, lr {cfg.search.training.lr}, "
+                       f"batch {cfg.search.training.batch_size}, {cfg.search.training.epochs} epochs over "
+                       f"{cfg.search.training.train_examples} examples = {cfg.search.training.steps()} steps; "
                        "the random choice is a uniformly random grid member, its error averaged exactly over the grid",
     }, "candidates": rows, "runs": run_rows, "summary": summary, "timing": timing})
     write_json(out / "metrics.json", {**headline(summary), "wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"]})
     pooled = summary["pooled"]
     if "mean_diff" in pooled:
-        print(f"phi search: chosen - random test error = {pooled['mean_diff']:.4f} [{pooled['diff_ci_low']:.4f}, {pooled['diff_ci_high']:.4f}], "
+        print(f"phi search: chosen - random test error = {pooled['mean_diff']:.4f} "
+              f"[{pooled['diff_ci_low']:.4f}, {pooled['diff_ci_high']:.4f}], "
               f"P(beat random) = {pooled['p_beat']:.3f} (n={pooled['n_units']}): {pooled['verdict']}")
     for name, entry in summary["per_dataset"].items():
         sp = entry["spearman_init"]
-        print(f"  {name} (D={entry['data_dim']}): rho(Phi, test error) = {sp['rho']:.3f} [{sp['ci_low']:.3f}, {sp['ci_high']:.3f}] n={sp['n']}")
+        print(f"  {name} (D={entry['data_dim']}): rho(Phi, test error) = {sp['rho']:.3f} "
+              f"[{sp['ci_low']:.3f}, {sp['ci_high']:.3f}] n={sp['n']}")
     for exp, sp in summary["runs"]["per_experiment"].items():
         print(f"  runs {exp}: rho(Phi, test error) = {sp['rho']} [{sp['ci_low']}, {sp['ci_high']}] n={sp['n']}")
     print(f"wall {timing['wall_s']:.1f} s, cpu {timing['cpu_s']:.1f} s, {len(rows)} candidates")

@@ -17,8 +17,8 @@ import time
 
 from _common import ROOT, ConfigError, fail, load_params, section
 
-from landscape.schema import parse_config
 from landscape.io import write_json
+from landscape.schema import parse_config
 from landscape.stats.spectra_scaling import SpectraScalingConfig, headline, run_spectra_scaling
 
 

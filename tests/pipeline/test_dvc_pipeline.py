@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow]
 def ci_repo(tmp_path_factory) -> Path:
     repo = copy_on_ci_profile(tmp_path_factory.mktemp("pipeline") / "repo")
     # As `make repro`: independent entries two at a time, then dvc repro for the rest.
-    LOGS["prerun"] = _run([sys.executable, "stages/prerun.py"], repo).stdout
+    LOGS["prerun"] = _run([sys.executable, "-m", "tools.scheduler"], repo).stdout
     LOGS["repro"] = _dvc("repro", cwd=repo).stdout
     return repo
 

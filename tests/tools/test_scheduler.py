@@ -1,4 +1,4 @@
-"""stages/prerun.py on a small DVC repo of shell stages: what it commits, defers and refuses."""
+"""tools.scheduler (prerun) on a small DVC repo of shell stages: what it commits, defers and refuses."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "stages"))
-
-from prerun import prerun  # noqa: E402
+from tools.scheduler import prerun
 
 DVC_YAML = {
     "stages": {
@@ -127,3 +124,21 @@ def test_entry_that_exits_0_without_its_outputs_is_left_to_dvc_repro(tmp_path, c
     assert result.committed == ["good"] and result.failed == ["silent"]
     assert "silent exited 0 but cannot be committed" in capsys.readouterr().out
     assert _status(repo, skip="none") == {"silent"}
+
+
+def test_zygote_imports_landscape_first_even_when_not_listed(tmp_path):
+    """The forked child finds landscape (the CPU kernel pin) imported before the listed modules."""
+    from tools.scheduler import zygote
+
+    script = tmp_path / "probe.py"
+    script.write_text("import json, sys\n"
+                      "mods = list(sys.modules)\n"
+                      "json.dump({'landscape': 'landscape' in mods, 'first': mods.index('landscape') < mods.index('email.mime.text')},"
+                      " open('probe.json', 'w'))\n")
+    request = {"id": 7, "script": str(script), "args": [], "cwd": str(tmp_path), "env": dict(os.environ), "log": str(tmp_path / "log")}
+    proc = subprocess.run([sys.executable, zygote.__file__, "email.mime.text"], input=json.dumps(request) + "\n",
+                          capture_output=True, text=True, check=True, timeout=120)
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert replies[0]["id"] == 7 and "pid" in replies[0] and replies[1] == {"id": 7, "exit": 0}, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"landscape": True, "first": True}
+

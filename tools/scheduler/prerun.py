@@ -1,6 +1,6 @@
 """Run stale, mutually independent DVC stage entries N at a time and commit each one.
 
-Usage: python stages/prerun.py [--jobs 2] [--no-preload] [WAVE ...]
+Usage: python -m tools.scheduler [--jobs 2] [--no-preload] [WAVE ...]   (from the repo root)
        (a WAVE is a comma-separated list of stage-name patterns, e.g. 'train_*,sde';
        default: the waves of this repo's dvc.yaml, DEFAULT_WAVES; `make repro` runs this
        and then `dvc repro`)
@@ -14,7 +14,7 @@ records each success with ``dvc commit`` (hashes into dvc.lock, outputs into the
 The ``dvc repro`` that follows finds those entries up to date and runs the rest.
 
 A plain ``python stages/<x>.py ARGS`` command runs in a fork of one interpreter that has
-imported torch, timm and dvclive once per wave (stages/_zygote.py; about 5 s of CPU saved
+imported torch, timm and dvclive once per wave (tools/scheduler/zygote.py; about 5 s of CPU saved
 per entry); anything else, or ``--no-preload``, runs in a fresh shell process. The
 pipeline test checks that an entry rerun by plain ``dvc repro`` reproduces the forked
 entry's outputs bit for bit.
@@ -28,6 +28,7 @@ Interrupting stops the running entries; their checkpoints resume on the next run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import logging
@@ -40,11 +41,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
-ROOT = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:  # dvc ships no type information: these are Any to mypy, names to the reader
+    from dvc.repo import Repo
+    from dvc.stage import Stage
+
+ROOT = Path(__file__).resolve().parents[2]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
-DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*", "optimizers"), ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling"))
-# Imported once per wave by the zygote (stages/_zygote.py) instead of once per entry; landscape
+DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*", "optimizers"),
+                 ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling"))
+# Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
 # first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
 DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
 
@@ -60,11 +67,11 @@ class WaveResult:
     seconds: float = 0.0
 
 
-def _log_path(stage) -> Path:
+def _log_path(stage: Stage) -> Path:
     return Path(stage.repo.root_dir) / ".dvc" / "tmp" / "prerun" / f"{stage.addressing}.log"
 
 
-def select_entries(repo, patterns: list[str]) -> tuple[list, list]:
+def select_entries(repo: Repo, patterns: list[str]) -> tuple[list[Stage], list[Stage]]:
     """Stale entries matching ``patterns`` whose upstream is up to date, and those deferred.
 
     Returns ``(ready, deferred)``, each a list of dvc ``Stage`` objects in pipeline order.
@@ -73,14 +80,15 @@ def select_entries(repo, patterns: list[str]) -> tuple[list, list]:
 
     graph = repo.index.graph
     order = list(reversed(list(nx.topological_sort(graph))))  # dependencies first
-    changed: dict = {}
+    changed: dict[Stage, bool] = {}
 
-    def is_changed(stage) -> bool:
+    def is_changed(stage: Stage) -> bool:
         if stage not in changed:
             changed[stage] = bool(stage.changed())
         return changed[stage]
 
-    ready, deferred = [], []
+    ready: list[Stage] = []
+    deferred: list[Stage] = []
     for stage in order:
         name = getattr(stage, "addressing", str(stage))
         if not any(fnmatch.fnmatchcase(name, p) for p in patterns) or not getattr(stage, "cmd", None):
@@ -112,33 +120,63 @@ def _python_script(cmd: str) -> list[str] | None:
 
 
 class _Job:
-    """One running entry: a forked child of the zygote or a shell subprocess."""
+    """One running entry: its stage and log; :class:`_ShellJob` and :class:`_ForkJob` say how it runs."""
 
-    def __init__(self, stage, log: Path, proc: subprocess.Popen | None = None, zygote: "_Zygote | None" = None, job_id: int = -1):
-        self.stage, self.log, self.proc, self.zygote, self.id = stage, log, proc, zygote, job_id
+    forked = False
+
+    def __init__(self, stage: Stage, log: Path):
+        self.stage, self.log = stage, log
 
     def poll(self) -> int | None:
-        if self.proc is not None:
-            return self.proc.poll()
+        """The exit code once the entry has ended, else None."""
+        raise NotImplementedError
+
+    def terminate(self) -> None:
+        """Stop the entry and its process group."""
+        raise NotImplementedError
+
+
+class _ShellJob(_Job):
+    """One running entry in a shell subprocess."""
+
+    def __init__(self, stage: Stage, log: Path, proc: subprocess.Popen[bytes]):
+        super().__init__(stage, log)
+        self.proc = proc
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 15)
+        self.proc.wait()
+
+
+class _ForkJob(_Job):
+    """One running entry, a forked child of the zygote."""
+
+    forked = True
+
+    def __init__(self, stage: Stage, log: Path, zygote: _Zygote, job_id: int):
+        super().__init__(stage, log)
+        self.zygote, self.id = zygote, job_id
+
+    def poll(self) -> int | None:
         return self.zygote.exit_code(self.id)
 
     def terminate(self) -> None:
-        pid = self.proc.pid if self.proc is not None else self.zygote.pids.get(self.id)
-        try:
-            if pid is not None:
+        pid = self.zygote.pids.get(self.id)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, 15)
-        except ProcessLookupError:
-            pass
-        if self.proc is not None:
-            self.proc.wait()
 
 
 class _Zygote:
-    """Client of stages/_zygote.py: entries run in forks of one pre-imported interpreter."""
+    """Client of tools/scheduler/zygote.py: entries run in forks of one pre-imported interpreter."""
 
     def __init__(self, root: Path, preload: tuple[str, ...]):
         self.root, self.preload = root, preload
-        self.proc: subprocess.Popen | None = None  # started by the first python entry
+        self.proc: subprocess.Popen[bytes] | None = None  # started by the first python entry
         self.pids: dict[int, int] = {}
         self.exits: dict[int, int] = {}
         self.next_id = 0
@@ -152,18 +190,25 @@ class _Zygote:
         else:
             self.exits[msg["id"]] = msg["exit"]
 
-    def start(self, script: list[str], cwd: str, env: dict, log: Path) -> int | None:
-        """Fork ``python script...`` in the zygote; the job id, or None if the zygote is gone."""
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        """The zygote's stdin and stdout (it is started on the first call)."""
         if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_zygote.py")), *self.preload],
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py")), *self.preload],
                                          cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        if self.proc.stdin is None or self.proc.stdout is None:  # unreachable: both are pipes
+            raise RuntimeError("zygote started without pipes")
+        return self.proc.stdin, self.proc.stdout
+
+    def start(self, script: list[str], cwd: str, env: dict[str, str], log: Path) -> int | None:
+        """Fork ``python script...`` in the zygote; the job id, or None if the zygote is gone."""
+        stdin, _ = self._pipes()
         job_id, self.next_id = self.next_id, self.next_id + 1
         request = {"id": job_id, "script": script[0], "args": script[1:], "cwd": cwd, "env": env, "log": str(log)}
         try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
+            stdin.write((json.dumps(request) + "\n").encode())
+            stdin.flush()
             while job_id not in self.pids:
-                if not self._read(block=True):
+                if not self._read():
                     raise BrokenPipeError
         except (BrokenPipeError, OSError):
             self.alive = False
@@ -171,14 +216,14 @@ class _Zygote:
         return job_id
 
     def exit_code(self, job_id: int) -> int | None:
-        if job_id not in self.exits and select.select([self.proc.stdout], [], [], 0)[0] and not self._read(block=True):
+        if job_id not in self.exits and select.select([self._pipes()[1]], [], [], 0)[0] and not self._read():
             self.alive = False  # the zygote died: its children's fate is unknown, count them failed
             return self.exits.get(job_id, 1)
         return self.exits.get(job_id)
 
-    def _read(self, block: bool) -> bool:
-        """Read what the zygote wrote (waiting for it if ``block``); False at end of file."""
-        chunk = os.read(self.proc.stdout.fileno(), 65536)
+    def _read(self) -> bool:
+        """Read what the zygote wrote (waiting for it); False at end of file."""
+        chunk = os.read(self._pipes()[1].fileno(), 65536)
         if not chunk:
             return False
         self._buffer += chunk
@@ -191,14 +236,12 @@ class _Zygote:
     def close(self) -> None:
         if self.proc is None:
             return
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            self._pipes()[0].close()
         self.proc.wait()
 
 
-def _launch(stage, zygote: _Zygote | None) -> _Job:
+def _launch(stage: Stage, zygote: _Zygote | None) -> _Job:
     """Start ``stage``'s command as ``dvc repro`` would (outputs removed, env set)."""
     stage.remove_outs(ignore_remove=False, force=False)
     env = dict(os.environ, DVC_ROOT=stage.repo.root_dir, DVC_STAGE=stage.addressing)
@@ -209,11 +252,11 @@ def _launch(stage, zygote: _Zygote | None) -> _Job:
     if script is not None and zygote is not None and zygote.alive:
         job_id = zygote.start(script, stage.wdir, env, log)
         if job_id is not None:
-            return _Job(stage, log, zygote=zygote, job_id=job_id)
+            return _ForkJob(stage, log, zygote, job_id)
     with open(log, "wb") as fh:
         proc = subprocess.Popen(["/bin/sh", "-c", " && ".join(f"({c})" for c in cmds)], cwd=stage.wdir, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    return _Job(stage, log, proc=proc)
+    return _ShellJob(stage, log, proc)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -221,13 +264,13 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text[-lines:])
 
 
-def _record(stages: list) -> None:
+def _record(stages: list[Stage]) -> None:
     """Write the lock entries of saved and committed ``stages`` (one dvc.lock rewrite for all)."""
     if stages:
         stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
 
 
-def run_wave(stages: list, jobs: int, record_every_s: float = 30.0, preload: tuple[str, ...] = ()) -> WaveResult:
+def run_wave(stages: list[Stage], jobs: int, record_every_s: float = 30.0, preload: tuple[str, ...] = ()) -> WaveResult:
     """Run ``stages`` ``jobs`` at a time; commit each one that exits 0.
 
     A finished entry's slot is refilled before its outputs are hashed and cached; lock
@@ -235,15 +278,15 @@ def run_wave(stages: list, jobs: int, record_every_s: float = 30.0, preload: tup
     dvc.lock rewrite costs about as much as an entry's start-up. An entry finished but not
     yet recorded when the wave is interrupted is recorded; one still running is stopped.
     With ``preload`` (module names), plain ``python stages/<x>.py`` commands run in forks
-    of one interpreter that imported those modules once (stages/_zygote.py).
+    of one interpreter that imported those modules once (tools/scheduler/zygote.py).
     """
     from tqdm import tqdm
 
     result = WaveResult()
     start = last_record = time.monotonic()
     pending = list(stages)
-    running: dict = {}
-    unrecorded: list = []
+    running: dict[Stage, _Job] = {}
+    unrecorded: list[Stage] = []
     bar = tqdm(total=len(stages), desc="prerun", unit="entry", file=sys.stdout, disable=not stages)
     zygote = _Zygote(Path.cwd(), preload) if preload and stages else None
     try:
@@ -257,13 +300,13 @@ def run_wave(stages: list, jobs: int, record_every_s: float = 30.0, preload: tup
             while pending and len(running) < jobs:
                 stage = pending.pop(0)
                 running[stage] = _launch(stage, zygote)
-                result.forked += running[stage].zygote is not None
+                result.forked += running[stage].forked
             for stage, code in finished:
                 if code == 0:
                     try:
                         stage.save()  # hashes of deps and outs, as dvc repro records them
                         stage.commit()  # outputs into the cache
-                    except Exception as exc:  # e.g. a declared output missing: dvc repro reruns it and says so
+                    except Exception as exc:  # noqa: BLE001  (reported; e.g. a declared output missing: dvc repro reruns it and says so)
                         tqdm.write(f"prerun: {stage.addressing} exited 0 but cannot be committed "
                                    f"({type(exc).__name__}: {exc}); left to dvc repro")
                         result.failed.append(stage.addressing)
@@ -308,7 +351,7 @@ def prerun_wave(patterns: list[str], jobs: int, preload: tuple[str, ...] = DEFAU
     return result
 
 
-def prerun(waves: list[list[str]], jobs: int = 2, root: str | os.PathLike = ROOT,
+def prerun(waves: list[list[str]], jobs: int = 2, root: str | os.PathLike[str] = ROOT,
            preload: tuple[str, ...] = DEFAULT_PRELOAD) -> list[WaveResult]:
     """Run each wave of stage patterns in turn in the DVC repo at ``root``; see the module docstring."""
     if jobs < 1:
@@ -322,7 +365,8 @@ def prerun(waves: list[list[str]], jobs: int = 2, root: str | os.PathLike = ROOT
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m tools.scheduler", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("waves", nargs="*", help="comma-separated stage-name patterns, one argument per wave (default: DEFAULT_WAVES)")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("LANDSCAPE_JOBS", "2")))
     parser.add_argument("--no-preload", action="store_true", help="run every entry in a fresh process (no zygote)")

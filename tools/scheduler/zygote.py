@@ -1,13 +1,16 @@
 """A pre-imported interpreter that runs stage scripts in forked children (used by prerun.py).
 
-Usage: python stages/_zygote.py MODULE [MODULE ...]   (talks JSON lines on stdin/stdout)
+Usage: python tools/scheduler/zygote.py MODULE [MODULE ...]   (talks JSON lines on stdin/stdout)
 
 Importing torch, timm (which imports torchvision and torch._dynamo) and dvclive costs about
 5 s of CPU per process, more than training an MLP entry. This process imports them once,
 stays single-threaded, and for each request forks a child that runs one stage script
 exactly as ``python stages/<script>.py ARGS`` would: ``__main__`` semantics, the script's
 directory first on sys.path, the entry's working directory and environment, stdout and
-stderr to the entry's log, stdin from /dev/null, its own process group.
+stderr to the entry's log, stdin from /dev/null, its own process group. ``landscape`` is
+always imported first (whether listed or not): it pins PyTorch's CPU kernel dispatch
+(``landscape.reproducibility``) before any listed module can load torch, so a forked
+entry computes the same bits as a fresh process.
 
 Requests (one JSON object per line): ``{"id", "script", "args", "cwd", "env", "log"}``.
 Replies: ``{"id", "pid"}`` when forked, ``{"id", "exit"}`` when the child ends (its exit
@@ -52,7 +55,7 @@ def _run_child(request: dict) -> None:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:
+        except BaseException:  # noqa: BLE001  (as the interpreter: print the traceback, exit 1)
             traceback.print_exc()
             code = 1
     finally:
@@ -63,15 +66,19 @@ def _run_child(request: dict) -> None:
             os._exit(code)
 
 
+PIN_FIRST = "landscape"
+"""Imported before every other preload module: it pins the CPU kernels before torch loads."""
+
+
 def serve(preload: list[str]) -> None:
-    """Import ``preload``, then fork one child per request until stdin closes."""
+    """Import ``landscape``, then ``preload``, then fork one child per request until stdin closes."""
     import threading
 
-    for name in preload:
+    for name in [PIN_FIRST, *(m for m in preload if m != PIN_FIRST)]:
         importlib.import_module(name)
     if threading.active_count() > 1:  # forking a threaded process can deadlock the child
         sys.exit(f"zygote: importing {preload} started {threading.active_count() - 1} thread(s); not forking")
-    ids: dict[int, object] = {}
+    ids: dict[int, int] = {}
     pending = b""
     stdin_open = True
 
@@ -112,5 +119,5 @@ def serve(preload: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+    sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src"))
     serve(sys.argv[1:])
