@@ -1,6 +1,7 @@
 # make repro    : create .venv, install pinned dependencies, run the DVC pipeline, render the report
 # make test     : same set-up, then make lint, then the test suite
 # make lint     : ruff check and mypy on src/, stages/ and tools/ (configured in pyproject.toml)
+# make dvc.yaml : regenerate dvc.yaml from params.yaml and the stage scripts' imports (make repro does it)
 # make fast-dvc : opt in to the DVC params cache for this .venv (tools/dvc_params_cache.py: patches
 #                 DVC internals, only on the dvc version of constraints.txt; no-op dvc repro 15 s -> 8 s);
 #                 make slow-dvc turns it off, LANDSCAPE_DVC_PARAMS_CACHE=0 for one command
@@ -17,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE :=
 export ATEN_CPU_CAPABILITY := avx2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: help repro test lint setup fast-dvc slow-dvc profile validate bench clean-venv
+.PHONY: help repro test lint setup dvc.yaml fast-dvc slow-dvc profile validate bench clean-venv
 
 setup: $(STAMP)
 
@@ -38,7 +39,12 @@ fast-dvc: $(STAMP)
 slow-dvc: $(STAMP)
 	$(BIN)/python -m tools.dvc_params_cache disable
 
-validate: $(STAMP)
+# dvc.yaml is generated (landscape.pipeline.dvcfile): one stage per experiment group of params.yaml,
+# each entry's code deps from its script's import closure; validation stops when it is stale
+dvc.yaml: $(STAMP)
+	$(BIN)/python -m landscape.pipeline.dvcfile
+
+validate: dvc.yaml
 	$(BIN)/python stages/validate.py
 
 # prerun: independent entries two at a time, each committed to dvc.lock; dvc repro runs the rest
@@ -58,7 +64,8 @@ profile:
 	@test -n "$(PROFILE)" || { echo "error: make profile needs PROFILE=<name>; profiles: $$(ls profiles | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }
 	@test -f profiles/$(PROFILE).yaml || { echo "error: no profile '$(PROFILE)' (profiles/$(PROFILE).yaml); profiles: $$(ls profiles | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }
 	cp profiles/$(PROFILE).yaml params.yaml
-	@echo "params.yaml is now the '$(PROFILE)' profile (git checkout params.yaml restores the default)"
+	$(MAKE) --no-print-directory dvc.yaml
+	@echo "params.yaml is now the '$(PROFILE)' profile (git checkout params.yaml dvc.yaml restores the default)"
 
 bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]' -c constraints.txt

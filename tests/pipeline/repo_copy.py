@@ -45,7 +45,8 @@ def edit_params(repo: Path, edit: Callable[[dict], object]) -> None:
 
 def copy_on_ci_profile(dest: Path) -> Path:
     """Tracked and untracked (not ignored) files of this checkout, without results, committed
-    to a fresh git repo at ``dest`` with ``profiles/ci.yaml`` as params.yaml; validated."""
+    to a fresh git repo at ``dest`` with ``profiles/ci.yaml`` as params.yaml and its generated
+    dvc.yaml; validated."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         src = REPO / rel
@@ -54,6 +55,7 @@ def copy_on_ci_profile(dest: Path) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     shutil.copy2(dest / "profiles" / "ci.yaml", dest / "params.yaml")
+    run([sys.executable, "-m", "landscape.pipeline.dvcfile"], dest)  # as `make profile PROFILE=ci`
     run(["git", "init", "-q"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci copy", "--allow-empty"], dest)
     run(["git", "add", "-A"], dest)

@@ -384,10 +384,11 @@ def check(params: Mapping[str, Any], layout: Layout | None = None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from the generated one")
-    parser.add_argument("--params", default=None, help="params file (default: the repository's params.yaml)")
+    parser.add_argument("--root", default=".", help="the repository (default: the working directory)")
+    parser.add_argument("--params", default=None, help="params file (default: <root>/params.yaml)")
     args = parser.parse_args(argv)
-    layout = Layout()
-    params = load_params(args.params)
+    layout = Layout(Path(args.root).resolve())
+    params = load_params(args.params or layout.params_file)
     if args.check:
         problems = check(params, layout)
         for p in problems:
