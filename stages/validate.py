@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 import yaml
-from _common import ROOT, ConfigError, fail, load_params
+from _common import LAYOUT, ROOT, ConfigError, fail, load_params
 
 from landscape.pipeline.validate import validate_pipeline_params
 from landscape.schema import parse_config
@@ -18,9 +18,9 @@ from landscape.probes.run_probes import validate_probe_params
 def validate_analysis_sections(params: dict) -> None:
     """The escape, hypotheses, report, phi, optimizers and spectra_scaling sections (each optional; checked when present)."""
     from landscape.probes.escape import EscapeConfig
-    from landscape.stats.family import HypothesesConfig
-    from landscape.stats.spectra_scaling import SpectraScalingConfig
-    from report import pages_from
+    from landscape.pipeline.hypotheses import HypothesesConfig
+    from landscape.pipeline.spectra_scaling import SpectraScalingConfig
+    from landscape.pipeline.report import pages_from
 
     if "escape" in params:
         esc = params["escape"]
@@ -43,15 +43,15 @@ def validate_analysis_sections(params: dict) -> None:
             if cfg not in experiments.get(exp, {}).get("configs", {}):
                 raise ConfigError(f"spectra_scaling.plot_configs names {entry!r}, which is not an <experiment>/<config> of experiments")
     if "report" in params:
-        pages_from(params)
+        pages_from(params, LAYOUT)
     if "phi" in params:
-        from phi_search import load_config
+        from landscape.pipeline.phi_search import load_config
 
         load_config(params)
     if "optimizers" in params:
-        from optimizers import settings_from
+        from landscape.pipeline.optimizers import load_config as optimizers_config
 
-        settings_from(params)
+        optimizers_config(params)
 
 
 def measure_sections() -> list[str]:
