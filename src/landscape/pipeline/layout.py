@@ -106,6 +106,9 @@ class Layout:
     def probe_results(self, experiment: str, config: str) -> Path:
         return self.probes_dir(experiment, config) / "results.json"
 
+    def probe_arrays(self, experiment: str, config: str) -> Path:
+        return self.probes_dir(experiment, config) / "arrays.npz"
+
     def probe_metrics(self, experiment: str, config: str) -> Path:
         """The probe stage's metrics (including the invariance audit's verdicts)."""
         return self.probes_dir(experiment, config) / "metrics.json"

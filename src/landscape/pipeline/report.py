@@ -4,7 +4,7 @@ Renders every page of ``report.pages`` in params.yaml (default: index only):
 ``notebooks/<page>.ipynb`` -> ``reports/<page>.html`` (:class:`~landscape.pipeline.layout.Layout`).
 Each notebook receives the parameters ``root`` (the artifact tree it builds its
 :class:`~landscape.pipeline.layout.Layout` on; the notebooks read every input through it and
-:mod:`landscape.pipeline.tables`), ``params_file``, ``profile`` and ``pages`` (so the index
+:mod:`landscape.pipeline.tables`), ``profile`` and ``pages`` (so the index
 can link to every page). A notebook that raises fails the stage (papermill re-raises the
 cell error; a missing input names its path and the stage that writes it), so a report
 with an error cell is never written.
@@ -51,8 +51,7 @@ def pages_from(params: Mapping[str, Any], layout: Layout) -> list[str]:
 
 def notebook_parameters(params: Mapping[str, Any], layout: Layout, pages: Sequence[str]) -> dict[str, Any]:
     """The papermill parameters every page receives."""
-    return {"root": str(layout.root), "params_file": layout.relative(layout.params_file), "profile": params.get("profile", "default"),
-            "pages": list(pages)}
+    return {"root": str(layout.root), "profile": params.get("profile", "default"), "pages": list(pages)}
 
 
 def render(name: str, parameters: Mapping[str, Any], layout: Layout) -> Path:

@@ -44,6 +44,7 @@ __all__ = [
     "curvature_files",
     "run_metrics",
     "logged_curves",
+    "bounds_files",
 ]
 
 
@@ -406,11 +407,24 @@ def run_metrics(layout: Layout, experiments: Mapping[str, Any], seeds: Iterable[
     return pd.DataFrame(rows)
 
 
-def logged_curves(layout: Layout, experiment: str, config: str, seed: int) -> pd.DataFrame:
-    """Every DVCLive log of one run, long format: step, value, metric, experiment, config, seed."""
+def logged_curves(layout: Layout, runs: Iterable[tuple[str, str, int]]) -> pd.DataFrame:
+    """Every DVCLive log of ``runs`` (``(experiment, config, seed)``), long format: step, value,
+    metric, experiment, config, seed."""
     frames = []
-    for tsv in sorted(layout.run(experiment, config, seed).logged_metrics.glob("*.tsv")):
-        df = pd.read_csv(tsv, sep="\t").rename(columns={tsv.stem: "value"})
-        df["metric"], df["experiment"], df["config"], df["seed"] = tsv.stem, experiment, config, seed
-        frames.append(df[["step", "value", "metric", "experiment", "config", "seed"]])
+    for experiment, config, seed in runs:
+        for tsv in sorted(layout.run(experiment, config, seed).logged_metrics.glob("*.tsv")):
+            df = pd.read_csv(tsv, sep="\t").rename(columns={tsv.stem: "value"})
+            if len(df):
+                df["metric"], df["experiment"], df["config"], df["seed"] = tsv.stem, experiment, config, seed
+                frames.append(df[["step", "value", "metric", "experiment", "config", "seed"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "value", "metric", "experiment", "config", "seed"])
+
+
+def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> list[tuple[str, int, Path]]:
+    """``(run, seed, bounds.json)`` of every seed of the ``bounds.runs`` entries (``<experiment>/<config>``).
+
+    Raises:
+        FileNotFoundError: A seed's ``bounds.json`` is missing (names the path and the ``bounds`` stage).
+    """
+    cells = sorted(((run, int(s)) for run in runs for s in seeds), key=lambda c: (*c[0].split("/"), f"seed{c[1]}"))
+    return [(run, s, require(layout.bounds_run(*run.split("/"), s), "bounds")) for run, s in cells]
