@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from scipy import stats as sps
 
 from landscape.stats._common import (
     as_frame,
