@@ -1,5 +1,5 @@
-"""Phi: the formula, the measurement against a closed-form Hessian and gradient covariance
-(linear softmax regression), the search configuration, and a tiny real search."""
+"""Phi: the formula and the measurement against a closed-form Hessian and gradient covariance
+(linear softmax regression)."""
 
 import math
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.schema import ConfigError, parse_config
-from landscape.probes.phi import PhiSearchConfig, SearchData, measure_phi, phi, rank_value, run_phi_search
+from landscape.probes.phi import measure_phi, phi, rank_value
 
 
 def test_phi_formula_and_argument_checks():
@@ -87,48 +86,3 @@ def test_measure_phi_of_an_isotropic_quadratic_direction():
     M = (Xa.T @ Xa / 12).numpy()
     assert m.trace == pytest.approx((K - 1) / K * np.trace(M), rel=1e-8)
     assert m.spectral_norm == pytest.approx(np.linalg.eigvalsh(M).max() / K, rel=1e-8)
-
-
-def small_cfg(**over):
-    values = {"seeds": [0], "mixture_dims": [4], "mixture_classes": 3, "mixture_separation": 4.0, "mixture_test": 100,
-              "grid": {"widths": [4, 16], "depths": [1]},
-              "probe": {"num_examples": 64, "noise_examples": 32, "trace_matvecs": 8},
-              "training": {"train_examples": 128, "epochs": 2, "batch_size": 32}}
-    values.update(over)
-    return parse_config(PhiSearchConfig, values, "phi.search")
-
-
-def test_search_config_rejects_bad_values_with_the_key():
-    with pytest.raises(ConfigError, match="unknown key phi.search.grid.heights"):
-        parse_config(PhiSearchConfig, {"grid": {"heights": [1]}}, "phi.search")
-    with pytest.raises(ConfigError, match="widths=.* is not allowed"):
-        parse_config(PhiSearchConfig, {"grid": {"widths": [0, 4]}}, "phi.search")
-    with pytest.raises(ConfigError, match="rank='numerical' is not allowed"):
-        parse_config(PhiSearchConfig, {"probe": {"rank": "numerical"}}, "phi.search")
-    with pytest.raises(ConfigError, match="noise_examples=600 exceeds num_examples=500"):
-        parse_config(PhiSearchConfig, {"probe": {"noise_examples": 600}}, "phi.search")
-    with pytest.raises(ConfigError, match="select_at='trained' needs also_trained=true"):
-        parse_config(PhiSearchConfig, {"probe": {"select_at": "trained"}}, "phi.search")
-    with pytest.raises(ConfigError, match="probe.num_examples=500 exceeds training.train_examples=100"):
-        parse_config(PhiSearchConfig, {"training": {"train_examples": 100, "batch_size": 10}}, "phi.search")
-
-
-def mixture_data():
-    from landscape.data.synthetic import gaussian_mixture
-
-    ds = gaussian_mixture(num_classes=3, dim=4, separation=4.0, n=228, seed=0)
-    return SearchData("gm4", (ds.x[:128], ds.y[:128]), (ds.x[128:], ds.y[128:]), 3, "gaussian_mixture")
-
-
-def test_tiny_search_rows_are_complete_and_independent_of_workers():
-    cfg = small_cfg(probe={"num_examples": 64, "noise_examples": 32, "trace_matvecs": 8, "also_trained": True})
-    data = mixture_data()
-    rows = run_phi_search(cfg, [data], workers=1)
-    assert [(r["width"], r["depth"]) for r in rows] == [(4, 1), (16, 1)]
-    for r in rows:
-        assert r["status"] == "completed" and r["steps"] == 2 * (128 // 32) and 0 <= r["test_error"] <= 1
-        assert r["phi"] == r["init"]["phi"] and math.isfinite(r["phi"]) and r["init"]["noise_examples"] == 32
-        assert r["num_params"] == r["width"] * 4 + r["width"] + r["width"] * 3 + 3 and "trained" in r
-    forked = run_phi_search(cfg, [data], workers=2)
-    assert [r["phi"] for r in forked] == [r["phi"] for r in rows]
-    assert [r["test_error"] for r in forked] == [r["test_error"] for r in rows]

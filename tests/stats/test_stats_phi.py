@@ -1,14 +1,13 @@
 """Phi statistics: Spearman interval coverage and size, search-vs-random on planted and null
-choices, Phi of pipeline runs from measure outputs, the stage summary on a planted grid."""
+choices, the stage summary on a planted grid."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 from stats_synth import assert_rate_at_most, assert_rate_near
 
-from landscape.stats.phi import choose_argmax, headline, run_phi_table, search_vs_random, spearman_ci, summarise_search
+from landscape.stats.phi import choose_argmax, headline, search_vs_random, spearman_ci, summarise_search
 
 
 def bivariate(rng, n, rho):
@@ -90,29 +89,6 @@ def test_search_vs_random_rejects_bad_input():
         search_vs_random([[0.1, np.nan]], [0])
     with pytest.raises(ValueError, match="units, grid"):
         search_vs_random([0.1, 0.2], [0])
-
-
-def _write(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
-
-
-def test_run_phi_table_computes_phi_from_measure_outputs(tmp_path):
-    experiments = {"scaling": {"dataset": "m", "configs": {"w8_d1": {"model": {"name": "mlp", "width": 8, "depth": 1}, "train": {}},
-                                                           "rl": {"model": {"name": "mlp"}, "train": {"random_labels": True}}}}}
-    run = tmp_path / "runs" / "scaling" / "w8_d1"
-    _write(run / "seed0" / "metrics.json", {"status": "completed", "test_error": 0.2, "gen_gap": 0.1, "num_params": 100})
-    _write(run / "seed1" / "metrics.json", {"status": "completed", "test_error": 0.3, "gen_gap": 0.1, "num_params": 100})
-    _write(tmp_path / "runs" / "scaling" / "rl" / "seed0" / "metrics.json", {"status": "completed", "test_error": 0.9})
-    _write(tmp_path / "measure" / "scaling" / "w8_d1" / "seeds" / "seed0" / "curvature.json",
-           {"status": "measured", "trace": 50.0, "lambda_max": 5.0, "operator": {"num_params": 100},
-            "noise": {"stable_rank_gradients": 4.0, "energy_rank_90": 7}})
-    rows = run_phi_table(tmp_path, experiments, [0, 1], {"m": 20})
-    assert [(r["config"], r["seed"]) for r in rows] == [("w8_d1", 0), ("w8_d1", 1)]  # random labels left out
-    assert rows[0]["phi"] == pytest.approx(50 / 100 / 5 * 4 / 20) and rows[0]["phi_status"] == "ok"
-    assert math.isnan(rows[1]["phi"]) and rows[1]["phi_status"] == "input missing"
-    energy = run_phi_table(tmp_path, experiments, [0], {"m": 20}, rank_kind="energy90")
-    assert energy[0]["phi"] == pytest.approx(50 / 100 / 5 * 7 / 20)
 
 
 def planted_rows(rng, informative: bool):

@@ -42,7 +42,8 @@ def stage_main(
     Args:
         run: ``run(params, layout, **parsed_arguments)`` of a ``landscape.pipeline`` stage.
         doc: the stage script's docstring (``--help``).
-        arguments: ``(flag, argparse keyword arguments)`` pairs.
+        arguments: ``(flag, argparse keyword arguments)`` pairs; an argument named
+            ``params_file`` replaces ``params.yaml`` and is not passed to ``run``.
         argv: the arguments (``sys.argv[1:]`` when None).
         layout: the artifact tree (the repository's when None).
     """
@@ -51,8 +52,9 @@ def stage_main(
         parser.add_argument(flag, **dict(options))
     parsed = vars(parser.parse_args(argv))
     layout = layout or Layout()
+    params_file = parsed.pop("params_file", None) or layout.params_file  # a stage may take another file
     try:
-        params = load_params(layout.params_file)
+        params = load_params(params_file)
         run(params, layout, **parsed)
     except (ConfigError, StageError, FileNotFoundError) as exc:
         fail(str(exc))

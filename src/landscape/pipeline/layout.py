@@ -47,6 +47,14 @@ class RunPaths:
     def dvclive(self) -> Path:
         return self.dir / "dvclive"
 
+    @property
+    def logged_metrics(self) -> Path:
+        """DVCLive's per-epoch logs, one ``<metric>.tsv`` (columns ``step``, ``<metric>``) each."""
+        return self.dvclive / "plots" / "metrics"
+
+    def logged(self, metric: str) -> Path:
+        return self.logged_metrics / f"{metric}.tsv"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -95,13 +103,35 @@ class Layout:
     def probes_dir(self, experiment: str, config: str) -> Path:
         return self.root / "probes" / experiment / config
 
+    def probe_results(self, experiment: str, config: str) -> Path:
+        return self.probes_dir(experiment, config) / "results.json"
+
+    def probe_arrays(self, experiment: str, config: str) -> Path:
+        return self.probes_dir(experiment, config) / "arrays.npz"
+
+    def probe_metrics(self, experiment: str, config: str) -> Path:
+        """The probe stage's metrics (including the invariance audit's verdicts)."""
+        return self.probes_dir(experiment, config) / "metrics.json"
+
     @property
     def intrinsic_dim_dir(self) -> Path:
         return self.root / "probes" / "intrinsic_dim"
 
     @property
+    def intrinsic_dim_results(self) -> Path:
+        return self.intrinsic_dim_dir / "results.json"
+
+    @property
     def sde_dir(self) -> Path:
         return self.root / "probes" / "sde"
+
+    @property
+    def sde_table(self) -> Path:
+        return self.sde_dir / "table.json"
+
+    @property
+    def sde_metrics(self) -> Path:
+        return self.sde_dir / "metrics.json"
 
     @property
     def bounds_dir(self) -> Path:
@@ -151,6 +181,22 @@ class Layout:
     def hypotheses_dir(self) -> Path:
         return self.root / "hypotheses"
 
+    def results(self, study: str) -> Path:
+        """``<study>/results.json`` of a study stage (escape, phi_search, optimizers,
+        spectra_scaling, hypotheses)."""
+        return self._study_dir(study) / "results.json"
+
+    def metrics(self, study: str) -> Path:
+        """``<study>/metrics.json`` of a study stage (its headline numbers, for ``dvc metrics``)."""
+        return self._study_dir(study) / "metrics.json"
+
+    def _study_dir(self, study: str) -> Path:
+        dirs = {"escape": self.escape_dir, "phi_search": self.phi_dir, "optimizers": self.optimizers_dir,
+                "spectra_scaling": self.spectra_scaling_dir, "hypotheses": self.hypotheses_dir}
+        if study not in dirs:
+            raise ValueError(f"unknown study {study!r}; studies with results.json: {sorted(dirs)}")
+        return dirs[study]
+
     # ------------------------------------------------------------------ code and report
     @property
     def params_file(self) -> Path:
@@ -160,8 +206,12 @@ class Layout:
     def dvc_file(self) -> Path:
         return self.root / "dvc.yaml"
 
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
     def notebook(self, page: str) -> Path:
-        return self.root / "notebooks" / f"{page}.ipynb"
+        return self.notebooks_dir / f"{page}.ipynb"
 
     @property
     def reports_dir(self) -> Path:

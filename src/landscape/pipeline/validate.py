@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from landscape.data.config import DataConfig
+from landscape.pipeline.layout import Layout
 from landscape.pipeline.measure import CurvatureConfig
 from landscape.schema import ConfigError, check_key_name, parse_config
 from landscape.training.config import RunConfig
 
-__all__ = ["validate_pipeline_params"]
+__all__ = ["validate_all", "validate_analysis_sections", "run", "validate_pipeline_params"]
 
 
 def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,3 +98,79 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
         checked["bounds"] = {**bounds, "settings": parse_config(BoundsConfig, bounds["settings"], "bounds.settings")}
     return checked
 
+
+
+def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> None:
+    """The escape, hypotheses, report, phi, optimizers and spectra_scaling sections (each
+    optional; checked when present)."""
+    from landscape.pipeline.escape import SOURCE_EXPERIMENT, EscapeConfig
+    from landscape.pipeline.hypotheses import HypothesesConfig
+    from landscape.pipeline.optimizers import load_config as optimizers_config
+    from landscape.pipeline.phi_search import load_config as phi_config
+    from landscape.pipeline.report import pages_from
+    from landscape.pipeline.spectra_scaling import SpectraScalingConfig
+
+    experiments = params.get("experiments") or {}
+    if "escape" in params:
+        esc = params["escape"]
+        if not isinstance(esc, Mapping) or set(esc) != {"config", "settings"}:
+            raise ConfigError(f"escape must have exactly the keys ['config', 'settings'], got {esc!r}")
+        configs = (experiments.get(SOURCE_EXPERIMENT) or {}).get("configs") or {}
+        if esc["config"] not in configs:
+            raise ConfigError(f"escape.config={esc['config']!r} is not a config of experiments.{SOURCE_EXPERIMENT}; "
+                              f"valid: {sorted(configs)}")
+        parse_config(EscapeConfig, esc["settings"], "escape.settings")
+    if "hypotheses" in params:
+        parse_config(HypothesesConfig, params["hypotheses"], "hypotheses")
+    if "spectra_scaling" in params:
+        ss = parse_config(SpectraScalingConfig, params["spectra_scaling"], "spectra_scaling")
+        for key in ("scaling_experiment", "batch_experiment"):
+            if getattr(ss, key) not in experiments:
+                raise ConfigError(f"spectra_scaling.{key}={getattr(ss, key)!r} is not an experiment group; valid: {sorted(experiments)}")
+        for entry in ss.plot_configs:
+            exp, cfg = entry.split("/")
+            if cfg not in ((experiments.get(exp) or {}).get("configs") or {}):
+                raise ConfigError(f"spectra_scaling.plot_configs names {entry!r}, which is not an <experiment>/<config> of experiments")
+    if "report" in params:
+        pages_from(params, layout)
+    if "phi" in params:
+        phi_config(params)
+    if "optimizers" in params:
+        optimizers_config(params)
+
+
+def validate_all(params: Mapping[str, Any], layout: Layout) -> str:
+    """Every section of ``params`` and the currency of ``dvc.yaml``, before any stage runs.
+
+    Returns:
+        A one-line summary.
+
+    Raises:
+        ConfigError: the first problem found, naming its key path and value; or ``dvc.yaml``
+            does not match ``params.yaml`` (a new experiment group, a changed import), naming
+            the stages and the command that regenerates it.
+    """
+    from landscape.pipeline.dvcfile import check
+    from landscape.pipeline.probe import validate_probe_params
+
+    checked = validate_pipeline_params(params)
+    validate_analysis_sections(params, layout)
+    probes = validate_probe_params(params)
+    stale = check(params, layout)
+    if stale:
+        raise ConfigError("dvc.yaml does not match params.yaml and the stage scripts' imports: " + "; ".join(stale)
+                          + ". Regenerate it with `make dvc.yaml` (python -m landscape.pipeline.dvcfile); "
+                          "`make repro` does this itself")
+    return (f"params ok: {len(checked['datasets'])} data sets, {len(checked['runs'])} run configs, "
+            f"probes for {sum(len(c.configs) for c in probes['probe'].values())} configs; dvc.yaml current")
+
+
+def run(params: Mapping[str, Any], layout: Layout, stamp: bool = False) -> None:
+    """The ``validate`` stage: check everything; with ``stamp``, write the constant file every
+    entry depends on (so plain ``dvc repro`` validates before any work)."""
+    from landscape.io import write_json
+    from landscape.pipeline.dvcfile import VALIDATED
+
+    print(validate_all(params, layout))
+    if stamp:
+        write_json(layout.root / VALIDATED, {"params": "validated"})

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from landscape.stats.result import HypothesisResult
 
-__all__ = ["holm", "holm_adjust"]
+__all__ = ["holm", "holm_adjust", "holm_records"]
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
@@ -85,3 +86,11 @@ def holm(
         updated = r.with_p_holm(float(p_adj), alpha)
         out.append(dataclasses.replace(updated, extra=extra))
     return tuple(out)
+
+
+def holm_records(members: list[Any], alpha: float) -> list[dict[str, Any]]:
+    """Holm-correct the tested members of one family, as result dicts with ``status: "tested"``;
+    the other members (``not tested`` records, plain dicts) pass through in place."""
+    tested = [m for m in members if isinstance(m, HypothesisResult)]
+    corrected = iter(holm(tested, alpha=alpha) if tested else ())
+    return [{**next(corrected).to_dict(), "status": "tested"} if isinstance(m, HypothesisResult) else m for m in members]

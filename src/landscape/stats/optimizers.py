@@ -1,10 +1,9 @@
 """The optimizer comparison: curvature-adaptive SGD and the hybrid Adam step against SGD
 with momentum and Adam, each at a normal and a large learning rate, over seeds.
 
-Inputs are the train stage's outputs of one experiment group,
-``runs/<experiment>/<config>/seed<k>/metrics.json`` (status, final test error) and the
-DVCLive logs beside them (``dvclive/plots/metrics/<metric>.tsv``: per-epoch test error,
-train loss, ``epoch_time_s`` and, for the curvature-aware optimizers, ``hvps_total``).
+Input: the table of :func:`landscape.pipeline.tables.optimizer_runs`, one row per run of
+one experiment group (config, level, optimizer, lr, seed, status, final test error, steps,
+seconds, Hessian-vector products) and the per-epoch curves from the DVCLive logs.
 
 What is computed, per config (one optimizer at one learning-rate level):
 
@@ -32,11 +31,9 @@ two-sided: the comparison has no pre-registered direction; the sign is reported.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,118 +42,18 @@ from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from landscape.schema import ConfigError
-from landscape.stats.multiple import holm
 from landscape.stats.result import HypothesisResult, plain
 
 __all__ = [
-    "OptimizersConfig",
     "ConfigSummary",
-    "load_runs",
     "summarize_configs",
     "compare_test_error",
     "compare_divergence",
     "newcombe_paired_interval",
     "curve_bands",
-    "run_optimizer_comparison",
+    "wilson",
     "headline",
 ]
-
-CURVE_METRICS = ("test_error", "train_loss")
-_STATUSES = ("completed", "diverged")
-
-
-def _rule(allowed: str, check: Callable[[Any], bool]) -> dict[str, Any]:
-    return {"allowed": allowed, "check": check}
-
-
-def _level(x: Any) -> bool:
-    return isinstance(x, float) and 0 < x < 1
-
-
-@dataclass(frozen=True)
-class OptimizersConfig:
-    """Settings of the ``optimizers`` stage (``optimizers`` in params.yaml).
-
-    Attributes:
-        levels: Learning-rate level name -> the configs of the experiment group trained at
-            that level (one per optimizer). Every config of the group is in exactly one level.
-        comparisons: ``[treated, reference]`` optimizer names, each compared at every level.
-        alpha: Family-wise level of the verdicts (Holm within each family).
-        ci_level: Coverage of every interval.
-        min_pairs: Fewest seeds with both runs completed for the paired test-error test
-            (fewer: ``not tested``, with the reason).
-    """
-
-    levels: Mapping[str, tuple[str, ...]]
-    comparisons: tuple[tuple[str, str], ...]
-    alpha: float = field(default=0.05, metadata=_rule("a float in (0, 1)", _level))
-    ci_level: float = field(default=0.95, metadata=_rule("a float in (0, 1)", _level))
-    min_pairs: int = field(default=3, metadata=_rule("an int >= 2", lambda x: x >= 2))
-
-    def __post_init__(self) -> None:
-        levels = self.levels
-        ok = isinstance(levels, Mapping) and levels and all(
-            isinstance(k, str) and isinstance(v, (list, tuple)) and v and all(isinstance(c, str) for c in v) for k, v in levels.items())
-        if not ok:
-            raise ConfigError(f"optimizers.levels={levels!r} is not allowed; allowed: a non-empty mapping of level name -> "
-                              "non-empty list of config names")
-        names = [c for v in levels.values() for c in v]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"optimizers.levels={dict(levels)!r} lists a config twice; allowed: each config in one level")
-        object.__setattr__(self, "levels", {k: tuple(v) for k, v in levels.items()})
-        pairs = self.comparisons
-        ok = isinstance(pairs, (list, tuple)) and pairs and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(o, str) for o in p) and p[0] != p[1] for p in pairs)
-        if not ok:
-            raise ConfigError(f"optimizers.comparisons={pairs!r} is not allowed; allowed: a non-empty list of "
-                              "[treated, reference] pairs of two different optimizer names")
-        pairs = tuple((str(a), str(b)) for a, b in pairs)
-        if len(set(pairs)) != len(pairs):
-            raise ConfigError(f"optimizers.comparisons={list(map(list, pairs))!r} repeats a pair")
-        object.__setattr__(self, "comparisons", pairs)
-        for f in dataclasses.fields(self):
-            check = f.metadata.get("check")
-            if check is not None and not check(getattr(self, f.name)):
-                raise ConfigError(f"optimizers.{f.name}={getattr(self, f.name)!r} is not allowed; allowed: {f.metadata['allowed']}")
-
-    def assign(self, configs: Mapping[str, Mapping[str, Any]], where: str = "experiments.optimizers.configs") -> dict[str, dict[str, Any]]:
-        """Map every config of the group to its level, optimizer and learning rate.
-
-        Args:
-            configs: ``experiments.<group>.configs`` of params.yaml (``train.optimizer``
-                defaults to ``sgd`` and ``train.lr`` to 0.05, as in ``TrainConfig``).
-            where: Key path of ``configs`` for error messages.
-
-        Raises:
-            ConfigError: A level names an unknown config, a config is in no level, two
-                configs of one level share an optimizer, or a compared optimizer is missing
-                from a level.
-        """
-        listed = {c: lvl for lvl, cs in self.levels.items() for c in cs}
-        unknown = sorted(set(listed) - set(configs))
-        if unknown:
-            raise ConfigError(f"optimizers.levels names {unknown[0]!r}, not a key of {where}; valid: {sorted(configs)}")
-        unplaced = sorted(set(configs) - set(listed))
-        if unplaced:
-            raise ConfigError(f"{where}.{unplaced[0]} is in no optimizers.levels entry; allowed: every config in exactly one level")
-        out: dict[str, dict[str, Any]] = {}
-        for level, names in self.levels.items():
-            seen: dict[str, str] = {}
-            for name in names:
-                train = (configs[name] or {}).get("train") or {}
-                opt = train.get("optimizer", "sgd")
-                if opt in seen:
-                    raise ConfigError(f"optimizers.levels.{level} has two configs with optimizer {opt!r}: {seen[opt]!r} and {name!r}")
-                seen[opt] = name
-                out[name] = {"level": level, "optimizer": opt, "lr": float(train.get("lr", 0.05))}
-            for treated, reference in self.comparisons:
-                missing = [o for o in (treated, reference) if o not in seen]
-                if missing:
-                    raise ConfigError(f"optimizers.comparisons needs optimizer {missing[0]!r} at level {level!r}; "
-                                      f"optimizers.levels.{level} has {sorted(seen)}")
-        return out
-
 
 @dataclass(frozen=True)
 class ConfigSummary:
@@ -206,77 +103,6 @@ class ConfigSummary:
         return plain(dataclasses.asdict(self))
 
 
-# ------------------------------------------------------------------ reading runs
-
-
-def _read_tsv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    df = pd.read_csv(path, sep="\t")
-    return df if len(df) else None
-
-
-def load_runs(
-    root: str | Path,
-    experiment: str,
-    assignment: Mapping[str, Mapping[str, Any]],
-    seeds: Sequence[int],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every (config, seed) run of ``experiment`` under ``root``.
-
-    Args:
-        root: Repository root holding ``runs/``.
-        experiment: Experiment group name.
-        assignment: Config -> ``{"level", "optimizer", "lr"}`` (:meth:`OptimizersConfig.assign`).
-        seeds: Seeds of the sweep.
-
-    Returns:
-        ``(runs, curves)``: ``runs`` one row per run (config, level, optimizer, lr, seed,
-        status, test_error, steps, diverged_step, epochs_completed, seconds, hvps);
-        ``curves`` one row per (config, seed, metric, epoch) with ``value``.
-
-    Raises:
-        FileNotFoundError: A run's ``metrics.json`` is missing (the stage depends on every
-            run, so a missing one is an error, not a run to leave out).
-        ValueError: A run's status is neither ``completed`` nor ``diverged``.
-    """
-    root = Path(root)
-    rows, curves = [], []
-    for config, info in assignment.items():
-        for seed in seeds:
-            run = root / "runs" / experiment / config / f"seed{seed}"
-            path = run / "metrics.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"run {experiment}/{config}/seed{seed} has no {path}; run `dvc repro train_{experiment}` first")
-            m = json.loads(path.read_text(encoding="utf-8"))
-            status = m.get("status")
-            if status not in _STATUSES:
-                raise ValueError(f"{path}: status {status!r} is not one of {list(_STATUSES)}")
-            logs = run / "dvclive" / "plots" / "metrics"
-            times = _read_tsv(logs / "epoch_time_s.tsv")
-            hvps = _read_tsv(logs / "hvps_total.tsv")
-            if hvps is not None:
-                n_hvps = float(hvps["hvps_total"].iloc[-1])
-            else:  # plain optimizers log none; a curvature-aware run with no epoch logged has no count
-                n_hvps = 0.0 if info["optimizer"] not in ("curvature_adaptive", "hybrid") else math.nan
-            rows.append({
-                "config": config, **dict(info), "seed": int(seed), "status": status,
-                "test_error": float(m["test_error"]) if status == "completed" else math.nan,
-                "steps": int(m.get("steps") or 0),
-                "diverged_step": m.get("diverged_step"),
-                "epochs_completed": int(m.get("epochs_completed") or 0),
-                "seconds": float(times["epoch_time_s"].sum()) if times is not None else math.nan,
-                "hvps": n_hvps,
-            })
-            for metric in CURVE_METRICS:
-                df = _read_tsv(logs / f"{metric}.tsv")
-                if df is None:
-                    continue
-                for step, value in zip(df["step"], df[metric]):
-                    curves.append({"config": config, "seed": int(seed), "metric": metric, "epoch": int(step) + 1, "value": float(value)})
-    return pd.DataFrame(rows), pd.DataFrame(curves, columns=["config", "seed", "metric", "epoch", "value"])
-
-
 # ------------------------------------------------------------------ summaries
 
 
@@ -303,7 +129,7 @@ def wilson(count: int, n: int, ci_level: float) -> tuple[float, float, float]:
 
 
 def summarize_configs(runs: pd.DataFrame, ci_level: float = 0.95) -> list[ConfigSummary]:
-    """One :class:`ConfigSummary` per config of ``runs`` (the table of :func:`load_runs`)."""
+    """One :class:`ConfigSummary` per config of ``runs`` (the runs table of :func:`landscape.pipeline.tables.optimizer_runs`)."""
     out = []
     for config, g in runs.groupby("config", sort=False):
         done = g[g["status"] == "completed"]
@@ -367,7 +193,7 @@ def compare_test_error(
     listed in ``extra["excluded_seeds"]`` with the optimizer(s) that diverged.
 
     Args:
-        runs: The table of :func:`load_runs` (columns level, optimizer, seed, status, test_error).
+        runs: The runs table (:func:`landscape.pipeline.tables.optimizer_runs`) (columns level, optimizer, seed, status, test_error).
         level: Learning-rate level.
         treated, reference: Optimizer names at that level.
         alpha, ci_level: Level of the verdict and coverage of the interval.
@@ -472,12 +298,6 @@ def compare_divergence(
     )
 
 
-def _holm_records(members: list[Any], alpha: float) -> list[dict[str, Any]]:
-    tested = [m for m in members if isinstance(m, HypothesisResult)]
-    corrected = iter(holm(tested, alpha=alpha) if tested else ())
-    return [{**next(corrected).to_dict(), "status": "tested"} if isinstance(m, HypothesisResult) else m for m in members]
-
-
 # ------------------------------------------------------------------ curves
 
 
@@ -494,51 +314,6 @@ def curve_bands(curves: pd.DataFrame, ci_level: float = 0.95) -> list[dict[str, 
         out.append({"config": config, "metric": metric, "epoch": int(epoch), "n": n, "mean": mean, "ci_low": lo, "ci_high": hi,
                     "min": float(g["value"].min()), "max": float(g["value"].max())})
     return out
-
-
-# ------------------------------------------------------------------ the stage's entry point
-
-
-def run_optimizer_comparison(
-    root: str | Path,
-    experiment: str,
-    configs: Mapping[str, Mapping[str, Any]],
-    seeds: Sequence[int],
-    config: OptimizersConfig,
-) -> dict[str, Any]:
-    """Read the group's runs, summarise every config, run both test families.
-
-    Args:
-        root: Repository root holding ``runs/``.
-        experiment: The experiment group (``experiments.<experiment>`` in params.yaml).
-        configs: ``experiments.<experiment>.configs``.
-        seeds: Seeds of the sweep.
-        config: The stage's settings.
-
-    Returns:
-        ``{"table": [ConfigSummary dicts], "test_error": [...], "divergence": [...],
-        "curves": [...], "runs": [per-run rows], "families": ...}``.
-    """
-    assignment = config.assign(configs, f"experiments.{experiment}.configs")
-    runs, curves = load_runs(root, experiment, assignment, seeds)
-    common = {"alpha": config.alpha, "ci_level": config.ci_level}
-    errors, divergence = [], []
-    for level in config.levels:
-        for treated, reference in config.comparisons:
-            errors.append(compare_test_error(runs, level, treated, reference, min_pairs=config.min_pairs, **common))
-            divergence.append(compare_divergence(runs, level, treated, reference, **common))
-    return {
-        "experiment": experiment,
-        "table": [s.to_dict() for s in summarize_configs(runs, config.ci_level)],
-        "test_error": _holm_records(errors, config.alpha),
-        "divergence": _holm_records(divergence, config.alpha),
-        "curves": curve_bands(curves, config.ci_level),
-        "runs": plain(runs.to_dict(orient="records")),
-        "families": {"test_error": "Holm over the tested paired test-error comparisons (all levels)",
-                     "divergence": "Holm over the tested paired divergence comparisons (all levels)"},
-        "settings": {"levels": {k: list(v) for k, v in config.levels.items()}, "comparisons": [list(p) for p in config.comparisons],
-                     "alpha": config.alpha, "ci_level": config.ci_level, "min_pairs": config.min_pairs},
-    }
 
 
 def headline(results: Mapping[str, Any]) -> dict[str, Any]:

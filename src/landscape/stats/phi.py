@@ -1,4 +1,4 @@
-"""Statistics of the Phi study: does Phi (``landscape.probes.phi``) predict test error, and
+"""Statistics of the Phi study: does Phi (:mod:`landscape.probes.phi`) predict test error, and
 does choosing the architecture by its argmax beat a random choice?
 
 * :func:`spearman_ci`: Spearman's rho with a Fisher-z interval using the variance
@@ -11,23 +11,20 @@ does choosing the architecture by its argmax beat a random choice?
   If the choice carried no information (a uniformly random pick), ``E[diff] = 0`` and
   ``E[p_beat] = 1/2`` exactly, which are the null values. Across units: the mean with a
   t interval, a one-sample t-test and a Wilcoxon signed-rank test.
-* :func:`run_phi_table`: Phi of the pipeline's trained runs from measure's outputs.
-* :func:`summarise_search`: all of the above for the ``phi_search`` stage.
+* :func:`summarise_search`: all of the above for the ``phi_search`` stage, on its candidates
+  and on the table of the pipeline's trained runs (:func:`landscape.pipeline.phi_search.phi_of_runs`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
-from landscape.probes.phi import phi, rank_value
 from landscape.stats._common import check_level
 from landscape.stats.result import plain
 
@@ -37,7 +34,6 @@ __all__ = [
     "choose_argmax",
     "SearchComparison",
     "search_vs_random",
-    "run_phi_table",
     "summarise_search",
     "headline",
 ]
@@ -211,69 +207,6 @@ def search_vs_random(errors: np.ndarray | Sequence[Sequence[float]], chosen: Seq
     )
 
 
-# ------------------------------------------------------------------ pipeline runs
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _num(x: Any) -> float:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
-
-
-def run_phi_table(root: str | Path, experiments: Mapping[str, Any], seeds: Sequence[int], data_dims: Mapping[str, int],
-                  rank_kind: str = "stable") -> list[dict[str, Any]]:
-    """Phi of every trained run whose measure output has trace, lambda_max and the noise ranks.
-
-    ``||H||_2`` is measure's ``lambda_max`` (the top algebraic eigenvalue; equal to the norm at
-    a minimum, where negative eigenvalues are small); Phi is taken at the final weights.
-    Runs with random labels are left out.
-
-    Args:
-        root: repository root with ``runs/`` and ``measure/``.
-        experiments: ``params["experiments"]``.
-        seeds: the seeds of the sweep.
-        data_dims: input dimension D per data set key.
-        rank_kind: ``stable`` or ``energy90``.
-
-    Returns:
-        One row per run found: experiment, config, seed, model, width, depth, test_error,
-        gen_gap, num_params, data_dim, trace, lambda_max, stable_rank, energy_rank_90,
-        phi (NaN with ``phi_status`` when an input is missing or lambda_max <= 0).
-    """
-    root = Path(root)
-    rows = []
-    for exp, spec in experiments.items():
-        for cfg, values in spec["configs"].items():
-            model, train = values.get("model", {}), values.get("train", {})
-            if train.get("random_labels"):
-                continue
-            for seed in seeds:
-                metrics = _read(root / "runs" / exp / cfg / f"seed{seed}" / "metrics.json")
-                if metrics is None:
-                    continue
-                curv = _read(root / "measure" / exp / cfg / "seeds" / f"seed{seed}" / "curvature.json") or {}
-                noise = curv.get("noise") or {}
-                D = data_dims.get(spec["dataset"])
-                d = curv.get("operator", {}).get("num_params", metrics.get("num_params"))
-                row = {"experiment": exp, "config": cfg, "seed": seed, "model": model.get("name"), "norm": model.get("norm", "none"),
-                       "width": model.get("width"), "depth": model.get("depth"), "status": metrics.get("status"),
-                       "test_error": _num(metrics.get("test_error")), "gen_gap": _num(metrics.get("gen_gap")),
-                       "num_params": d, "data_dim": D, "trace": _num(curv.get("trace")), "lambda_max": _num(curv.get("lambda_max")),
-                       "stable_rank": rank_value(noise, "stable"), "energy_rank_90": rank_value(noise, "energy90")}
-                rank = row["stable_rank"] if rank_kind == "stable" else row["energy_rank_90"]
-                inputs = (row["trace"], row["lambda_max"], rank)
-                if curv.get("status") != "measured" or not all(math.isfinite(v) for v in inputs) or not isinstance(d, int) or not D:
-                    row.update(phi=math.nan, phi_status="input missing")
-                elif row["lambda_max"] <= 0:
-                    row.update(phi=math.nan, phi_status="lambda_max <= 0")
-                else:
-                    row.update(phi=phi(row["trace"], d, row["lambda_max"], rank, int(D)), phi_status="ok")
-                rows.append(row)
-    return rows
-
-
 # ------------------------------------------------------------------ the stage's summary
 
 
@@ -286,8 +219,8 @@ def summarise_search(rows: Sequence[Mapping[str, Any]], run_rows: Sequence[Mappi
     """Everything the ``phi_search`` stage reports.
 
     Args:
-        rows: candidates from :func:`landscape.probes.phi.run_phi_search`.
-        run_rows: pipeline runs from :func:`run_phi_table`.
+        rows: candidates from :func:`landscape.pipeline.phi_search.run_phi_search`.
+        run_rows: pipeline runs from :func:`landscape.pipeline.phi_search.phi_of_runs`.
         ci_level: coverage.
         primary_experiment: the run group whose Spearman rho is the headline.
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.schema import ConfigError, parse_config
 from landscape.curvature.slq import spectral_density
-from landscape.stats.spectra_scaling import SpectraScalingConfig, headline, run_spectra_scaling
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.spectra_scaling import SpectraScalingConfig, spectra_scaling
+from landscape.schema import ConfigError, parse_config
+from landscape.stats.spectra_scaling import headline
 
 ALPHA, BETA, LOG_A, NOISE = 0.5, 0.3, 0.2, 0.05
 SIGMA, SPIKES, N = 0.2, (3.0, 5.0, 8.0), 200
@@ -64,7 +66,7 @@ def tree(tmp_path_factory):
                                           "pvalues": {"pearson_covariance": 1e-5, "spearman_covariance": 0.2}}}
             _write_run(root, "h1_batch", f"b{b}", seed, 1.0, 10.0, noise=noise)
     cfg = parse_config(SpectraScalingConfig, {"plot_configs": ["h1_batch/b16"], "model_samples": 200}, "spectra_scaling")
-    return run_spectra_scaling(root, experiments, SEEDS, cfg)
+    return spectra_scaling(Layout(root), experiments, SEEDS, cfg)
 
 
 def test_planted_law_is_recovered_with_covering_intervals(tree):

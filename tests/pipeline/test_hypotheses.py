@@ -1,5 +1,5 @@
-"""The hypotheses stage's library on a synthetic output tree: planted effects are found,
-missing inputs are reported as not tested, Holm runs within each family."""
+"""The hypotheses stage on a synthetic output tree: planted effects are found, missing
+inputs are reported as not tested (naming the path looked for), Holm runs within each family."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape.schema import ConfigError
-from landscape.stats.family import HypothesesConfig, collect_tables, evaluate_family, headline, run_family
+from landscape.pipeline.hypotheses import HYPOTHESES, HypothesesConfig, evaluate_family
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.tables import hypothesis_tables
+from landscape.schema import ConfigError, parse_config
+from landscape.stats.family import headline
 
 SEEDS = list(range(6))
 EXPERIMENTS = {
@@ -20,6 +23,11 @@ EXPERIMENTS = {
         f"resnet_{'skip' if s else 'noskip'}_{n}": {"model": {"name": "resnet_small", "skip": s, "norm": n}, "train": {}}
         for s in (True, False) for n in ("bn", "none")} | {"mlp_none": {"model": {"name": "mlp", "norm": "none"}, "train": {}}}},
 }
+
+
+def run_family(root: Path, experiments, seeds, config: HypothesesConfig):
+    layout = Layout(root)
+    return evaluate_family(hypothesis_tables(layout, experiments, seeds), config, layout)
 
 
 def _write(path: Path, obj) -> None:
@@ -108,13 +116,15 @@ def test_missing_inputs_are_not_tested_never_raised(tmp_path):
         assert r[name]["status"].startswith("not tested: input missing"), name
         assert r[name]["null"] and r[name]["alternative"] and r[name]["supported"] is False
     assert res["inputs"] == {"runs": 54, "curvature": 54, "bounds": 0, "probes": 0, "escape_trials": 0}
+    assert "bounds/runs/*/*/seed*/bounds.json" in r["H4"]["status"]  # the path the bounds stage writes (Layout.bounds_run)
+    assert "probes/h2_arch/*/results.json" in r["H2[barrier]"]["status"] and "escape/trials.json" in r["H3"]["status"]
     assert headline(res)["H3"] == {"tested": False}
     assert r["H1"]["extra"]["holm_family_size"] == 4  # H1 + three H2 measures
 
 
 def test_too_few_runs_is_a_reason_not_a_crash(tmp_path):
     _tree(tmp_path, np.random.default_rng(2), missing_curvature=("b16", "b64", "b256"))
-    tables = collect_tables(tmp_path, EXPERIMENTS, SEEDS[:1])
+    tables = hypothesis_tables(Layout(tmp_path), EXPERIMENTS, SEEDS[:1])
     res = evaluate_family(tables, HypothesesConfig(n_boot=200))
     r = _by_name(res)
     assert r["H1"]["status"].startswith("not tested: h1_batch_sharpness")  # one seed, one batch size left
@@ -134,4 +144,18 @@ def test_nothing_at_all(tmp_path):
 ])
 def test_config_errors(over, match):
     with pytest.raises(ConfigError, match=match):
+        parse_config(HypothesesConfig, over, "hypotheses")
+    with pytest.raises(ConfigError, match=match.replace("hypotheses.", "HypothesesConfig.") if match.startswith("hypotheses.") else match):
         HypothesesConfig(**over)
+
+
+def test_family_registry_lists_the_preregistered_hypotheses():
+    assert list(HYPOTHESES) == ["H1", "H2", "H3", "H4"]
+
+
+@pytest.mark.parametrize("name", list(HYPOTHESES))
+def test_every_hypothesis_without_input_is_not_tested_with_its_statements(name, tmp_path):
+    layout = Layout(tmp_path)
+    members = HYPOTHESES[name](hypothesis_tables(layout, EXPERIMENTS, SEEDS), HypothesesConfig(), layout)
+    assert members and all(m["name"].split("[")[0] == name and m["status"].startswith("not tested: input missing") for m in members)
+    assert all(m["null"] and m["alternative"] for m in members)

@@ -1,0 +1,219 @@
+"""hypotheses stage: H1-H4 and the curvature-generalisation regressions on every output.
+
+Reads (whatever exists; a missing input makes its tests ``not tested: input missing``) the
+tables of :func:`landscape.pipeline.tables.hypothesis_tables`, builds every member of the
+family with its entry of :data:`HYPOTHESES`, Holm-corrects each family
+(:mod:`landscape.stats.family`) and writes ``hypotheses/results.json`` (every test:
+statement, test, effect, CI, p, Holm p, verdict, n, extras) and ``hypotheses/metrics.json``
+(the headline numbers, for ``dvc metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from landscape.io import write_json
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.params import section
+from landscape.pipeline.tables import hypothesis_tables
+from landscape.schema import (
+    Checked,
+    ConfigError,
+    int_at_least,
+    one_of,
+    parse_config,
+    rule,
+    subset_of,
+)
+from landscape.stats.correlation import curvature_regressions
+from landscape.stats.escape import h3_alignment_escape
+from landscape.stats.family import (
+    H2_MEASURES,
+    Tables,
+    attempt,
+    completed,
+    headline,
+    holm_records,
+    not_tested,
+)
+from landscape.stats.mediation import h1_batch_sharpness
+from landscape.stats.paired import h2_skip_flattens, h4_bounds
+from landscape.stats.result import HypothesisResult
+
+__all__ = ["HypothesesConfig", "HYPOTHESES", "evaluate_family", "load_config", "run"]
+
+_LEVEL = rule("a float in (0, 1)", lambda x: isinstance(x, float) and 0 < x < 1)
+_NAMES = rule("a non-empty list of names", lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, str) for v in x))
+_LOG_SCALE = {"lambda_max": True, "trace": True}
+
+
+@dataclass(frozen=True)
+class HypothesesConfig(Checked):
+    """Settings of the hypotheses stage (``hypotheses`` in params.yaml).
+
+    Attributes:
+        alpha: Family-wise level of the verdicts (Holm).
+        ci_level: Coverage of every interval.
+        n_boot: Bootstrap resamples (H1's indirect effect, tau intervals).
+        seed: Seed of every bootstrap.
+        min_clusters: Seeds needed for cluster-robust inference (fewer: seed fixed effects).
+        paired_test: Test that supplies H2's and H4's p-values, ``t`` or ``wilcoxon``.
+        h1_experiment: Experiment group of the batch-size sweep.
+        h2_experiment: Group whose configs with a ``skip`` model key are paired.
+        h2_measures: Measures compared by H2 (subset of lambda_max, trace, outlier_count, barrier).
+        barrier_split: Data split of the H2 barriers, ``train`` or ``test``.
+        h4_bound, h4_baselines: Bound families compared by H4 (names in bounds.json).
+        regression_measures: Curvature columns scored against the targets.
+        regression_targets: ``test_error`` and/or ``gen_gap``.
+    """
+
+    alpha: float = field(default=0.05, metadata=_LEVEL)
+    ci_level: float = field(default=0.95, metadata=_LEVEL)
+    n_boot: int = field(default=2000, metadata=int_at_least(100))
+    seed: int = field(default=0, metadata=int_at_least(0))
+    min_clusters: int = field(default=10, metadata=int_at_least(2))
+    paired_test: str = field(default="t", metadata=one_of(("t", "wilcoxon")))
+    h1_experiment: str = "h1_batch"
+    h2_experiment: str = "h2_arch"
+    h2_measures: tuple[str, ...] = field(default=H2_MEASURES, metadata=subset_of(H2_MEASURES))
+    barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
+    h4_bound: str = "hessian"
+    h4_baselines: tuple[str, ...] = field(default=("occam", "isotropic"), metadata=_NAMES)
+    regression_measures: tuple[str, ...] = field(default=("lambda_max", "trace", "logdet", "kappa", "difficulty_index"), metadata=_NAMES)
+    regression_targets: tuple[str, ...] = field(default=("test_error", "gen_gap"), metadata=subset_of(("test_error", "gen_gap")))
+
+    def _extra_checks(self) -> None:
+        if self.h4_bound in self.h4_baselines:
+            raise ConfigError(f"hypotheses.h4_bound={self.h4_bound!r} cannot also be one of h4_baselines {list(self.h4_baselines)}")
+
+
+# ------------------------------------------------------------------ the family, one builder per hypothesis
+
+Member = Any  # a HypothesisResult or a ``not tested`` record
+Builder = Callable[[Tables, HypothesesConfig, Layout], list[Member]]
+
+
+def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    runs = tables.runs
+    h1 = completed(runs, "lambda_max", "batch_size") if not runs.empty else runs
+    h1 = h1[h1["experiment"] == c.h1_experiment] if not h1.empty else h1
+    if h1.empty:
+        return [not_tested("H1", f"input missing: no measured runs of {c.h1_experiment!r}")]
+    return [attempt("H1", len(h1), lambda: h1_batch_sharpness(h1, n_boot=c.n_boot, seed=c.seed, min_clusters=c.min_clusters,
+                                                              alpha=c.alpha, ci_level=c.ci_level))]
+
+
+def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    runs, common = tables.runs, {"alpha": c.alpha, "ci_level": c.ci_level}
+    h2 = runs[(runs["experiment"] == c.h2_experiment) & runs["skip"].notna()] if not runs.empty else runs
+    out: list[Member] = []
+    for measure in c.h2_measures:
+        name = f"H2[{measure}]"
+        if measure == "barrier":
+            col = f"barrier_{c.barrier_split}"
+            table = tables.barriers
+            table = table[(table["experiment"] == c.h2_experiment) & table["skip"].notna()] if not table.empty else table
+            if table.empty:
+                where = layout.relative(layout.probe_results(c.h2_experiment, "*"))
+                out.append(not_tested(name, f"input missing: no barriers in {where}"))
+                continue
+            table = table.rename(columns={col: "barrier"})
+            out.append(attempt(name, len(table), lambda t=table: h2_skip_flattens(
+                t, "barrier", pair_on=("norm", "pair"), group="pair", test=c.paired_test, **common)))
+            continue
+        table = completed(h2, measure)
+        if table.empty:
+            out.append(not_tested(name, f"input missing: no measured skip/no-skip runs of {c.h2_experiment!r}"))
+            continue
+        out.append(attempt(name, len(table), lambda t=table, m=measure: h2_skip_flattens(
+            t, m, pair_on=("norm", "seed"), log_scale=_LOG_SCALE.get(m, False), test=c.paired_test, **common)))
+    return out
+
+
+def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    esc = tables.escape
+    if esc.empty:
+        return [not_tested("H3", f"input missing: {layout.relative(layout.escape_trials)}")]
+    return [attempt("H3", len(esc), lambda: h3_alignment_escape(esc, outcome="escape", predictor="alignment_pct", factor=None, group="seed",
+                                                                time="escape_step", min_clusters=c.min_clusters, alpha=c.alpha, ci_level=c.ci_level))]
+
+
+def _h4(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    bound_cols = [f"bound_{b}" for b in (c.h4_bound, *c.h4_baselines)]
+    h4 = completed(tables.runs, *bound_cols)
+    if h4.empty:
+        where = layout.relative(layout.bounds_run("*", "*", "*"))  # bounds/runs/<experiment>/<config>/seed<k>/bounds.json
+        return [not_tested("H4", f"input missing: no {where} with {bound_cols}")]
+    return [attempt("H4", len(h4), lambda: h4_bounds(h4, bound=bound_cols[0], baselines=bound_cols[1:], test=c.paired_test,
+                                                      alpha=c.alpha, ci_level=c.ci_level))]
+
+
+#: The pre-registered family, in report order: name -> builder of its member(s) from the tables.
+HYPOTHESES: dict[str, Builder] = {"H1": _h1, "H2": _h2, "H3": _h3, "H4": _h4}
+
+
+def _regressions(tables: Tables, c: HypothesesConfig) -> list[Member]:
+    out: list[Member] = []
+    for target in c.regression_targets:
+        for measure in c.regression_measures:
+            name = f"tau[{measure},{target}]"
+            table = completed(tables.runs, measure, target)
+            if table.empty:
+                out.append(not_tested(name, f"input missing: no runs with {measure!r} and {target!r}"))
+                continue
+            result = attempt(name, len(table), lambda t=table, m=measure, g=target: curvature_regressions(
+                t, [m], g, n_boot=c.n_boot, seed=c.seed, alpha=c.alpha, ci_level=c.ci_level)[0])
+            if isinstance(result, HypothesisResult):
+                verdict = tables.invariance.get(measure)
+                extra = {**result.extra, "invariance_verdict": verdict if verdict is not None else "not audited"}
+                result = HypothesisResult(**{**{f: getattr(result, f) for f in result.__dataclass_fields__}, "extra": extra})
+            out.append(result)
+    return out
+
+
+def evaluate_family(tables: Tables, config: HypothesesConfig, layout: Layout | None = None) -> dict[str, Any]:
+    """Run H1-H4 (:data:`HYPOTHESES`) and the regressions on ``tables``; Holm within each family.
+
+    Args:
+        tables: The inputs (:func:`landscape.pipeline.tables.hypothesis_tables`).
+        config: The stage's settings.
+        layout: The artifact tree (named in ``input missing`` reasons).
+
+    Returns:
+        ``{"hypotheses": [...], "regressions": [...], "inputs": ..., "invariance": ..., "families": ...}``;
+        each entry is a :class:`HypothesisResult` dict with ``status: "tested"`` or a
+        ``not tested`` record with the reason.
+    """
+    layout = layout or Layout()
+    family = [member for build in HYPOTHESES.values() for member in build(tables, config, layout)]
+    return {
+        "hypotheses": holm_records(family, config.alpha),
+        "regressions": holm_records(_regressions(tables, config), config.alpha),
+        "inputs": tables.found,
+        "invariance": tables.invariance,
+        "families": {"hypotheses": "Holm over the tested members of H1-H4 (H2 one member per measure)",
+                     "regressions": "Holm over the tested Kendall-tau regressions (exploratory)"},
+    }
+
+
+def load_config(params: Mapping[str, Any]) -> HypothesesConfig:
+    """The ``hypotheses`` section of params, validated."""
+    return parse_config(HypothesesConfig, section(params, "hypotheses"), "hypotheses")
+
+
+def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
+    """Read the tables, test the family, write ``hypotheses/{results,metrics}.json``."""
+    cfg = load_config(params)
+    experiments, seeds = section(params, "experiments"), section(params, "seeds")
+    results = evaluate_family(hypothesis_tables(layout, experiments, seeds), cfg, layout)
+    write_json(layout.results("hypotheses"), {"profile": params.get("profile"), "seeds": seeds, **results})
+    write_json(layout.metrics("hypotheses"), headline(results))
+    for entry in results["hypotheses"]:
+        if entry["status"] == "tested":
+            print(f"{entry['name']}: effect={entry['effect']:.4g} [{entry['ci_low']:.4g}, {entry['ci_high']:.4g}] "
+                  f"p={entry['p_value']:.3g} p_holm={entry['p_holm']:.3g} supported={entry['supported']} n={entry['n_runs']}")
+        else:
+            print(f"{entry['name']}: {entry['status']}")
+    return results

@@ -1,0 +1,45 @@
+"""The report stage: its pages come from params and the notebooks present; each page gets the
+layout's root; pages render in forked workers through the one pool (a page rendered here is
+replaced by a stub, the notebooks themselves run in the end-to-end test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from landscape.pipeline import report
+from landscape.pipeline.layout import Layout
+from landscape.schema import ConfigError
+
+
+@pytest.fixture
+def layout(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    for page in ("index", "training"):
+        (tmp_path / "notebooks" / f"{page}.ipynb").write_text("{}")
+    return Layout(tmp_path)
+
+
+def test_pages_from_params(layout):
+    assert report.pages_from({}, layout) == ["index"]
+    assert report.pages_from({"report": {"pages": ["index", "training"]}}, layout) == ["index", "training"]
+    with pytest.raises(ConfigError, match=r"report.pages names \['nope'\] with no notebooks/<page>.ipynb; notebooks present: \['index', 'training'\]"):
+        report.pages_from({"report": {"pages": ["index", "nope"]}}, layout)
+    with pytest.raises(ConfigError, match=r"report.pages=\[\] is not allowed"):
+        report.pages_from({"report": {"pages": []}}, layout)
+
+
+def test_run_renders_every_page_with_the_layout_root(layout, monkeypatch, capsys):
+    def fake_render(name, parameters, lay):  # runs in a forked worker: leaves its arguments in a file
+        (lay.root / f"{name}.args").write_text(json.dumps(parameters))
+        return lay.report(name)
+
+    monkeypatch.setattr(report, "render", fake_render)
+    params = {"profile": "ci", "report": {"pages": ["index", "training"]}}
+    outs = report.run(params, layout)
+    assert outs == [layout.report("index"), layout.report("training")]
+    for page in ("index", "training"):
+        assert json.loads((layout.root / f"{page}.args").read_text()) == {"root": str(layout.root), "profile": "ci", "pages": ["index", "training"]}
+    assert "wrote reports/index.html" in capsys.readouterr().out
+    assert report.run(params, layout, notebooks=["training"]) == [layout.report("training")]
