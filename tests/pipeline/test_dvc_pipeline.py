@@ -17,6 +17,7 @@ import yaml
 from repo_copy import copy_on_ci_profile
 from repo_copy import dvc as _dvc
 from repo_copy import edit_params as _edit_params
+from repo_copy import restored
 from repo_copy import run as _run
 
 # `make test` runs pytest-xdist with --dist loadscope: this module is one unit on one worker, so
@@ -42,7 +43,7 @@ def test_prerun_leaves_dvc_repro_only_the_dependent_stages(ci_repo):
     ran = {line.split("'")[1] for line in LOGS["repro"].splitlines() if line.startswith("Running stage '")}
     assert ran == {"hypotheses", "report"}, LOGS["repro"][-3000:]
     summaries = [line for line in LOGS["prerun"].splitlines() if " committed (" in line]
-    assert len(summaries) == 4 and all("0 failed, 0 left to dvc repro" in line for line in summaries), LOGS["prerun"][-2000:]
+    assert len(summaries) == 5 and all("0 failed, 0 left to dvc repro" in line for line in summaries), LOGS["prerun"][-2000:]
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
 
 
@@ -151,7 +152,8 @@ def test_probe_stages_write_their_outputs_and_the_probes_page(ci_repo):
 
 
 # Each stage lists exactly the params it reads: one edited value makes exactly these entries
-# stale (`dvc status`), and nothing else.
+# stale (`dvc status`), and nothing else but `validate`, which checks the whole file (its output
+# is constant, so its rerun makes nothing else stale).
 PARAM_EDITS = [
     ("a train config", lambda p: p["experiments"]["sweeps"]["configs"]["lr_high"]["train"].update(lr=0.3),
      {"train_sweeps@lr_high-0", "train_sweeps@lr_high-1"}),
@@ -175,7 +177,7 @@ def test_noop_repro_reruns_nothing_and_an_edit_marks_only_its_entries(ci_repo):
         for what, edit, expected in PARAM_EDITS:
             (ci_repo / "params.yaml").write_text(original)
             _edit_params(ci_repo, edit)
-            assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == expected, what
+            assert set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout)) == expected | {"validate"}, what
     finally:
         (ci_repo / "params.yaml").write_text(original)
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout
@@ -265,3 +267,55 @@ def test_spectra_scaling_stage_fits_every_spectrum_and_renders_its_page(ci_repo)
     assert "spectra_scaling/metrics.json" in json.dumps(shown) and "share_c_minus_1" in json.dumps(shown)
     html = (ci_repo / "reports" / "rmt.html").read_text()
     assert "Spectra, RMT and scaling laws" in html and html.count('src="data:image/png;base64') >= 3
+
+
+def _measure_entries(params: dict) -> set[str]:
+    return {f"measure_{exp}@{cfg}" for exp, spec in params["experiments"].items() if exp in params["curvature"]
+            for cfg in spec["configs"] or {}}
+
+
+def test_editing_a_module_marks_exactly_the_entries_that_import_it(ci_repo):
+    """Deps are the import closure: an edit to a module only measure imports (and validate,
+    which checks every stage's config) makes exactly those entries stale."""
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    for rel in ("src/landscape/pipeline/measure.py", "src/landscape/curvature/measure.py"):
+        path = ci_repo / rel
+        original = path.read_text()
+        try:
+            path.write_text(original + "\n# an edit\n")
+            stale = set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout))
+            assert stale == _measure_entries(params) | {"validate"}, (rel, stale)
+        finally:
+            path.write_text(original)
+    assert "up to date" in _dvc("status", cwd=ci_repo).stdout
+
+
+def test_a_new_experiment_group_stops_plain_repro_until_dvc_yaml_is_regenerated(ci_repo):
+    """Plain `dvc repro` validates first: a group with no stages stops it, naming what to run;
+    regenerating dvc.yaml (as `make repro` does) creates the group's entries."""
+    dvc_yaml = (ci_repo / "dvc.yaml").read_text()
+    with restored(ci_repo, ci_repo / "data"):
+        def add_group(p):
+            p["experiments"]["wd_ablation"] = p["experiments"]["sweeps"]
+            p["curvature"]["wd_ablation"] = p["curvature"]["sweeps"]
+        _edit_params(ci_repo, add_group)
+        try:
+            proc = _dvc("repro", cwd=ci_repo, check=False)
+            assert proc.returncode != 0
+            assert "stage 'train_wd_ablation' is missing from dvc.yaml" in proc.stdout + proc.stderr
+            assert "make dvc.yaml" in proc.stdout + proc.stderr
+            assert not (ci_repo / "runs" / "wd_ablation").exists()  # stopped before any work
+            _run([sys.executable, "-m", "landscape.pipeline.dvcfile"], ci_repo)
+            stale = set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout))
+            cfgs = yaml.safe_load((ci_repo / "params.yaml").read_text())["experiments"]["sweeps"]["configs"]
+            seeds = yaml.safe_load((ci_repo / "params.yaml").read_text())["seeds"]
+            expected = {f"train_wd_ablation@{c}-{s}" for c in cfgs for s in seeds} | {f"measure_wd_ablation@{c}" for c in cfgs}
+            assert expected <= stale, stale
+        finally:
+            (ci_repo / "dvc.yaml").write_text(dvc_yaml)
+
+
+def test_every_figure_of_every_page_has_data(ci_repo):
+    from test_report_pages import assert_pages_have_data
+
+    assert_pages_have_data(ci_repo / "reports", ci_repo / "notebooks")

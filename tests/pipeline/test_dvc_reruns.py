@@ -38,7 +38,7 @@ LOGS: dict[str, str] = {}
 def b32_repo(tmp_path_factory) -> Path:
     repo = copy_on_ci_profile(tmp_path_factory.mktemp("reruns") / "repo")
     # prerun's waves as `make repro` runs them, limited to these entries (forked from its zygote)
-    LOGS["prerun"] = _run([sys.executable, "-m", "tools.scheduler", "prepare@*", "train_h1_batch@b32-*", "measure_h1_batch@b32"], repo).stdout
+    LOGS["prerun"] = _run([sys.executable, "-m", "tools.scheduler", "validate", "prepare@*", "train_h1_batch@b32-*", "measure_h1_batch@b32"], repo).stdout
     assert "up to date" in _dvc("status", *ENTRIES, cwd=repo).stdout
     return repo
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # dvc ships no type information: these are Any to mypy, names
 
 ROOT = Path(__file__).resolve().parents[2]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
-DEFAULT_WAVES = (("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*", "optimizers"),
+DEFAULT_WAVES = (("validate",), ("prepare@*",), ("train_*", "intrinsic_dim", "sde"), ("measure_*", "optimizers"),
                  ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling"))
 # Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
 # first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
