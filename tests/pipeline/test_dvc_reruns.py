@@ -78,7 +78,10 @@ def test_sigkill_then_repro_resumes_bit_identical(b32_repo):
     run = b32_repo / "runs" / "h1_batch" / "b32" / "seed0"
     epochs = 8
     with restored(b32_repo, run):  # the edited, rerun entry would leave its dependants stale
-        _edit_params(b32_repo, lambda p: p["experiments"]["h1_batch"]["configs"]["b32"]["train"].update(epochs=epochs, batch_size=16))
+        def longer(p):  # the bounds' sanity pair must stay the same training but for the labels: edit both
+            for exp, cfg in (("h1_batch", "b32"), ("sanity", "random_labels")):
+                p["experiments"][exp]["configs"][cfg]["train"].update(epochs=epochs, batch_size=16)
+        _edit_params(b32_repo, longer)
         shutil.rmtree(run / "checkpoints")  # the 2-epoch run's checkpoint must not be mistaken for progress
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", stage], cwd=b32_repo, env=env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

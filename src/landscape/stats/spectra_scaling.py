@@ -32,7 +32,6 @@ from statsmodels.stats.proportion import proportion_confint
 
 from landscape.curvature.rmt import fit_spiked_bulk, semicircle_cdf
 from landscape.curvature.slq import quadrature_from_tridiagonals
-from landscape.schema import ConfigError
 from landscape.stats.multiple import holm
 from landscape.stats.result import plain
 from landscape.stats.scaling import config_means, scaling_law_fit
