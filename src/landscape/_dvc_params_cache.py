@@ -97,7 +97,8 @@ def _patch(module: Any) -> None:
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Finds nothing itself; wraps the loader of ``dvc.dependency.param`` to patch it after execution."""
 
-    def find_spec(self, name: str, path: Sequence[str] | None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, name: str, path: Sequence[str] | None,  # noqa: ARG002  (MetaPathFinder's signature)
+                  target: Any = None) -> importlib.machinery.ModuleSpec | None:  # noqa: ARG002
         if name != _TARGET:
             return None
         sys.meta_path.remove(self)

@@ -187,10 +187,10 @@ def unflatten_vector(vector: Tensor, shapes: Sequence[torch.Size | tuple[int, ..
     if vector.shape[0] != sum(sizes):
         raise ValueError(f"vector has {vector.shape[0]} entries but the shapes hold {sum(sizes)}")
     if vector.ndim == 1:
-        return [c.reshape(s) for c, s in zip(vector.split(sizes), shapes)]
+        return [c.reshape(s) for c, s in zip(vector.split(sizes), shapes, strict=True)]
     if vector.ndim == 2:
         k = vector.shape[1]
-        return [c.T.reshape(k, *s) for c, s in zip(vector.split(sizes, dim=0), shapes)]
+        return [c.T.reshape(k, *s) for c, s in zip(vector.split(sizes, dim=0), shapes, strict=True)]
     raise ValueError(f"expected a (P,) vector or a (P, k) block, got shape {tuple(vector.shape)}")
 
 
@@ -221,7 +221,7 @@ def unflatten_params(vector: Tensor, like: Mapping[str, Tensor]) -> dict[str, Te
     if vector.ndim != 1 or vector.numel() != sum(sizes):
         raise ValueError(f"expected a flat vector of length {sum(sizes)}, got shape {tuple(vector.shape)}")
     parts = torch.split(vector, sizes)
-    return {n: p.view(t.shape) for (n, t), p in zip(like.items(), parts)}
+    return {n: p.view(t.shape) for (n, t), p in zip(like.items(), parts, strict=True)}
 
 
 def as_flat(params: Params, like: Mapping[str, Tensor]) -> Tensor:

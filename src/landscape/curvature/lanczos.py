@@ -539,7 +539,9 @@ def top_eigenpairs(
     n_verify = k if verify and not store_products else 0
     budget = 100 * m if max_matvecs is None else max_matvecs
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < k + n_verify:
-        raise ValueError(f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}")
+        raise ValueError(
+            f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}"
+        )
     lanczos_budget = budget - n_verify
 
     device = op.device
@@ -567,7 +569,9 @@ def top_eigenpairs(
         if pass_budget < 1:
             break  # uncertified, reported through ``converged``
         fresh = _fresh_orthogonal(Y, gen)
-        check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop, store=store)
+        check = _thick_restart(
+            op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop, store=store
+        )
         num_matvecs += check.num_matvecs
         num_restarts += check.num_restarts
         anorm = check.anorm
@@ -596,9 +600,9 @@ def top_eigenpairs(
         # of the pairs they were deflated against; a Rayleigh-Ritz step on the span of
         # every pair seen (kept and dropped) removes them. Its explicit products give the
         # residuals, so they serve as certificate and verification at once.
-        S, R = torch.linalg.qr(torch.cat([Y] + dropped).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
+        S, R = torch.linalg.qr(torch.cat([Y, *dropped]).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
         if store:  # A S = A [Y; d]^T R^-1 from the stored products
-            AS = torch.linalg.solve_triangular(R.T, torch.cat([AY] + dropped_products), upper=False).T
+            AS = torch.linalg.solve_triangular(R.T, torch.cat([AY, *dropped_products]), upper=False).T
         else:
             AS = op.matmat(S)
             num_matvecs += S.shape[1]

@@ -202,9 +202,9 @@ class _Engine:
 
     def split(self, V: Tensor) -> dict[str, Tensor]:
         """(P, k) block -> {name: (k, *shape)}."""
-        return dict(zip(self.names, unflatten_vector(V, self.shapes)))
+        return dict(zip(self.names, unflatten_vector(V, self.shapes), strict=True))
 
-    def join(self, tensors: Mapping[str, Tensor] | Sequence[Tensor], k: int) -> Tensor:
+    def join(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
         """{name: (k, *shape)} -> (P, k) block."""
         seq = [tensors[n] for n in self.names] if isinstance(tensors, Mapping) else list(tensors)
         return flatten_tensors(seq, batch_dims=1).T
@@ -278,7 +278,7 @@ class _HessianEngine(_Engine):
     # graph building -------------------------------------------------------------------
     def _gradient_graph(self, inputs: Any, targets: Any, with_loss: bool = False) -> tuple[Any, ...]:
         leaves = [self.theta[n].detach().requires_grad_(True) for n in self.names]
-        loss = self.loss(dict(zip(self.names, leaves)), inputs, targets)
+        loss = self.loss(dict(zip(self.names, leaves, strict=True)), inputs, targets)
         grads = list(torch.autograd.grad(loss, leaves, create_graph=True))
         return (leaves, grads, loss) if with_loss else (leaves, grads)
 
@@ -351,8 +351,8 @@ class _HessianEngine(_Engine):
                     is_grads_batched=True,
                     allow_unused=True,
                 )
-                parts = [torch.zeros_like(p).expand(kb, *p.shape) if h is None else h for h, p in zip(parts, leaves)]
-                out.append(self.join(parts, kb))
+                parts = [torch.zeros_like(p).expand(kb, *p.shape) if h is None else h for h, p in zip(parts, leaves, strict=True)]
+                out.append(self.join(parts))
             else:
                 for j in range(kb):
                     parts_j = unflatten_vector(block[:, j], self.shapes)
@@ -360,7 +360,7 @@ class _HessianEngine(_Engine):
                     hv = torch.autograd.grad(
                         grads, leaves, grad_outputs=vj, retain_graph=retain_last or not (last and j == kb - 1), allow_unused=True
                     )
-                    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, leaves)]
+                    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, leaves, strict=True)]
                     out.append(flatten_tensors(hv).unsqueeze(1))
         # One piece (a single vector): no concatenation copy; every pass over a P-vector
         # costs ~10% of a product on CPU at P ~ 1e7 (bench/curvature.py).
@@ -390,10 +390,10 @@ class _HessianEngine(_Engine):
             block = V[:, start : start + self.block_size]
             kb = block.shape[1]
             if self.vectorize and kb > 1:
-                out.append(self.join(vmap(hvp)(self.split(block)), kb))
+                out.append(self.join(vmap(hvp)(self.split(block))))
             else:
                 for j in range(kb):
-                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes)))
+                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes), strict=True))
                     hv = hvp(tangent)
                     out.append(flatten_tensors([hv[n] for n in self.names]).unsqueeze(1))
         return torch.cat(out, dim=1)
@@ -523,10 +523,10 @@ class _GGNEngine(_Engine):
             if self.vectorize and kb > 1:
                 JV = vmap(jv)(self.split(block))
                 HJV = self._output_hvp(z, targets, JV)
-                out.append(self.join(vmap(vjp_fn)(HJV)[0], kb))
+                out.append(self.join(vmap(vjp_fn)(HJV)[0]))
             else:
                 for j in range(kb):
-                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes)))
+                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes), strict=True))
                     Jv = jv(tangent)
                     HJv = self._output_hvp(z, targets, Jv.unsqueeze(0))[0]
                     res = vjp_fn(HJv)[0]
@@ -594,7 +594,7 @@ class _CurvatureOperator(SymmetricOperator):
 
     def split(self, vector: Tensor) -> dict[str, Tensor]:
         """Split a flat (P,) vector into ``{parameter name: tensor of its shape}``."""
-        return dict(zip(self._engine.names, unflatten_vector(vector, self._engine.shapes)))
+        return dict(zip(self._engine.names, unflatten_vector(vector, self._engine.shapes), strict=True))
 
     def gradient(self) -> Tensor:
         """Gradient (P,) of the mean loss at the operator's parameters (same modes); no extra

@@ -196,7 +196,7 @@ def _block_curvature(
     seed: int,
 ) -> LayerCurvature:
     P = op.shape[0]
-    if P <= exact_max_dim or P < 2:
+    if exact_max_dim >= P or P < 2:
         dense = op.to_dense()
         dense = 0.5 * (dense + dense.T)
         evals = torch.linalg.eigvalsh(dense)
@@ -228,7 +228,7 @@ def _block_curvature(
         lam, resid, conv, n_power = power_top_eigenvalue(op, tol=tol, seed=seed)
         eigen_method = "power"
         used += n_power
-    if P <= num_matvecs:
+    if num_matvecs >= P:
         # Exact trace from P unit-vector products costs no more than the estimator.
         eye = torch.eye(P, dtype=op.dtype, device=op.device)
         tr, stderr, t_method = float(torch.diagonal(op @ eye).sum()), 0.0, "exact"

@@ -341,8 +341,10 @@ def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None =
     if not lam0 > 0:
         raise ValueError(f"lambda_max at the start point is {lam0:.4g}; a minimum needs a positive top eigenvalue")
     lr = step_size / lam0
-    schedule = dict(steps=steps, batch_size=batch_size, check_every=check_every, lambda_drop=lambda_drop,
-                    barrier_tol=barrier_tol, barrier_points=barrier_points, eig_tol=eig_tol, eig_matvecs=eig_matvecs, rule=rule)
+    schedule: dict[str, Any] = {
+        "steps": steps, "batch_size": batch_size, "check_every": check_every, "lambda_drop": lambda_drop,
+        "barrier_tol": barrier_tol, "barrier_points": barrier_points, "eig_tol": eig_tol, "eig_matvecs": eig_matvecs, "rule": rule,
+    }
     trials = []
     for r in range(restarts):
         for i, kind in enumerate(noise_types):
@@ -362,11 +364,11 @@ def _mix(*parts: int) -> int:
 
 def trial_rows(studies: Sequence[tuple[int, EscapeStudy]]) -> list[dict[str, Any]]:
     """One flat row per trial (``seed`` of the start point added) for the H3 regression."""
-    rows = []
-    for seed, study in studies:
-        for t in study.trials:
-            rows.append({"seed": seed, "noise_type": t.noise_type, "restart": t.restart, "alignment": t.alignment,
-                         "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
-                         "escape_barrier": int(t.escaped_barrier), "escape_step": t.escape_step,
-                         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end})
-    return rows
+    return [
+        {"seed": seed, "noise_type": t.noise_type, "restart": t.restart, "alignment": t.alignment,
+         "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
+         "escape_barrier": int(t.escaped_barrier), "escape_step": t.escape_step,
+         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end}
+        for seed, study in studies
+        for t in study.trials
+    ]

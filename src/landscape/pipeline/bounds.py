@@ -375,7 +375,7 @@ def bounds_for_run(
     missing = [n for n in names if n not in init_state]
     if missing:
         raise ValueError(f"init_state lacks the trainable parameters {missing[:5]} (has {sorted(init_state)[:5]}...)")
-    for n, s in zip(names, shapes):
+    for n, s in zip(names, shapes, strict=True):
         if tuple(init_state[n].shape) != tuple(s):
             raise ValueError(f"init_state[{n!r}] has shape {tuple(init_state[n].shape)}, the model's has {tuple(s)}")
     theta_star = torch.cat([p.detach().reshape(-1).to(_F64) for _, p in named])
@@ -443,7 +443,10 @@ def bounds_for_run(
         )
 
         grid = PriorVarianceGrid(config.prior_c, config.prior_b)
-        common = dict(mc_delta=config.mc_delta, mc_draws=config.mc_draws, grid=grid, P=P, fixed_nats=fixed_nats, n=n_bound, delta=config.delta)
+        common: dict[str, Any] = {
+            "mc_delta": config.mc_delta, "mc_draws": config.mc_draws, "grid": grid, "P": P, "fixed_nats": fixed_nats, "n": n_bound,
+            "delta": config.delta,
+        }
         means = {t: (prior_mean + t * (theta_fold - prior_mean)).to(dtype) for t in config.mean_grid}
         # Distances of the means as they are evaluated (rounded to the model's dtype).
         dists = {t: float(((m.to(_F64) - prior_mean) ** 2).sum()) for t, m in means.items()}
@@ -531,7 +534,8 @@ def bounds_for_run(
         )
         forms = {
             f: pac_bayes_kl_bound(
-                hes.sample.upper, summary.kl_with(f) + fixed_nats, n_bound, config.delta, union_cost=hes.pac_bayes.union_cost, grid_size=None
+                hes.sample.upper, summary.kl_with(f) + fixed_nats, n_bound, config.delta, union_cost=hes.pac_bayes.union_cost,
+                grid_size=None,
             ).bound
             for f in _FORMS
         }
@@ -545,7 +549,8 @@ def bounds_for_run(
     b = next(iter(bits)) if len(bits) == 1 and total_bits % next(iter(bits)) == 0 else 1
     occam = occam_bound(det_train, total_bits // b, n, config.delta + config.mc_delta, bits_per_param=b)
 
-    for name, value, err in (("occam", occam.bound, det_test), ("isotropic", iso.bound, iso.test_error), ("hessian", hes.bound, hes.test_error)):
+    checks = (("occam", occam.bound, det_test), ("isotropic", iso.bound, iso.test_error), ("hessian", hes.bound, hes.test_error))
+    for name, value, err in checks:
         if not value >= err:
             raise InvalidBoundError(
                 f"{name} bound {value:.6g} is below the test error {err:.6g} it must cover "
@@ -684,7 +689,8 @@ def _bound_seed(layout: Layout, cfg: BoundsConfig, data: dict, device: torch.dev
         config=cfg,
         seed=seed,
     )
-    summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started, **result.to_dict()}
+    summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started,
+               **result.to_dict()}
     write_json(out, summary)
     b = summary["bounds"]
     print(
@@ -766,7 +772,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
         raise StageError(f"invalid bound: {exc}") from None
 
     per_run: dict[str, dict[int, dict]] = {}
-    for (e, c, s), r in zip(jobs, results):
+    for (e, c, s), r in zip(jobs, results, strict=True):
         per_run.setdefault(f"{e}/{c}", {})[s] = r
     metrics: dict = {"runs": {key: _summarise(v) for key, v in per_run.items()}}
     if section_cfg["sanity"] is not None:

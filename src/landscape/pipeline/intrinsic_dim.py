@@ -268,7 +268,7 @@ class IntrinsicDimReport:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("subspace dimension d")
             ax.set_ylabel("performance")
-            ax.set_title(f"{task}: d_int{int(round(100 * self.results['threshold']))} search")
+            ax.set_title(f"{task}: d_int{round(100 * self.results['threshold'])} search")
             ax.legend(fontsize=7)
             fig.tight_layout()
             figs[f"intrinsic_dim_{task}"] = fig
@@ -355,9 +355,11 @@ def run_intrinsic_dim(
 
         def baseline_of(seed: int) -> float:
             mod = models[seed]
-            return train_subspace(mod, parameter_dict(mod), num_params, train_b, eval_b, projection="identity", seed=seed, **base_kw).performance
+            return train_subspace(
+                mod, parameter_dict(mod), num_params, train_b, eval_b, projection="identity", seed=seed, **base_kw
+            ).performance
 
-        baselines = dict(zip(seeds, map_forked(baseline_of, seeds, workers)))
+        baselines = dict(zip(seeds, map_forked(baseline_of, seeds, workers), strict=True))
         baseline = float(np.mean(list(baselines.values())))
         d_max = min(m.d_max, num_params)
 
@@ -387,7 +389,7 @@ def run_intrinsic_dim(
         res = search_intrinsic_dim(lambda d: fn(d, seed), base, threshold=config.threshold, **grid)
         return res, time.process_time() - c0
 
-    found = dict(zip(tasks, map_forked(search, tasks, workers)))
+    found = dict(zip(tasks, map_forked(search, tasks, workers), strict=True))
     for (task, proj), (_, base, _grid) in specs.items():
         ci = bootstrap_ci([found[(task, proj, seed)][0] for seed in seeds], seeds, **boot)
         cis[(task, proj)] = ci

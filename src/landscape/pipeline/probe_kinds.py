@@ -326,7 +326,8 @@ def _assemble_bezier(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple
         if task[0] == "bezier":
             per_pair[f"s{task[1]}-s{task[2]}"], h = out[0]
             head.update(h)
-    entry = {"status": "done", "pairs": per_pair, "bn_mode": ctx.bn_mode, "train_examples": min(s.train_examples, int(ctx.train_data[1].shape[0])),
+    entry = {"status": "done", "pairs": per_pair, "bn_mode": ctx.bn_mode,
+             "train_examples": min(s.train_examples, int(ctx.train_data[1].shape[0])),
              "train_source": "first examples of the training split"}
     return entry, head
 
@@ -353,7 +354,7 @@ def _line_scan(ctx: ProbeContext, s: ScanSettings) -> dict[str, Any]:
     alphas = np.union1d(np.linspace(s.line_min, s.line_max, s.line_points), [0.0, 1.0])  # both solutions on the grid
     scans = tuple(line_scan(ctx.template, ctx.params[first.seed], ctx.params[second.seed], bt, alphas=alphas, **ctx.common)
                   for bt in (ctx.train_b, ctx.test_b))
-    for split, sc in zip(("train", "test"), scans):
+    for split, sc in zip(("train", "test"), scans, strict=True):
         ctx.arrays[f"scans.line.{split}.alphas"] = sc.alphas
         ctx.arrays[f"scans.line.{split}.losses"] = sc.losses
         ctx.arrays[f"scans.line.{split}.errors"] = sc.errors
@@ -468,11 +469,11 @@ def _plane_arrays(arrays: dict[str, np.ndarray], key: str, scan: PlaneScan) -> N
 # ---------------------------------------------------------------------- invariance
 
 
-def _plan_invariance(ctx: ProbeContext) -> list[tuple]:
+def _plan_invariance(ctx: ProbeContext) -> list[tuple]:  # noqa: ARG001  (ProbeKind.plan signature)
     return [("invariance",)]
 
 
-def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[str, Any] | None]:  # noqa: ARG001  (ProbeKind.run)
     """Flatness measures of the first run before and after a function-preserving rescaling
     (the ascent settings of the sharpness probe)."""
     model_spec, loss_fn = ctx.model_spec, ctx.loss_fn
@@ -510,7 +511,7 @@ def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[st
     return entry, {e.name: e.verdict for e in report.entries}
 
 
-def _assemble_invariance(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _assemble_invariance(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:  # noqa: ARG001
     return outputs[("invariance",)][0]
 
 

@@ -47,7 +47,7 @@ class Selecting(Checked):
 
     def selects(self, config_name: str) -> bool:
         """Whether ``config_name`` is in this block's ``configs`` (``"all"``: every config)."""
-        configs = getattr(self, "configs")
+        configs = self.configs
         return configs == "all" or config_name in configs
 
 
@@ -158,7 +158,8 @@ class ScanSettings(Selecting):
     line_min: float = -0.5
     line_max: float = 1.5
     plane_points: int = field(
-        default=11, metadata=rule("an odd int >= 3 (the solution is the centre point)", lambda x: isinstance(x, int) and x >= 3 and x % 2 == 1)
+        default=11,
+        metadata=rule("an odd int >= 3 (the solution is the centre point)", lambda x: isinstance(x, int) and x >= 3 and x % 2 == 1),
     )
     plane_span: float = field(default=1.0, metadata=number_above_zero())
     bias_policy: str = field(default="zero", metadata=one_of(BIAS_POLICIES))

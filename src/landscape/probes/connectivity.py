@@ -194,7 +194,11 @@ def _check_end_evals(end_evals: Any, obj: Objective) -> tuple[Evaluation | None,
 
 
 def _path_eval(
-    obj: Objective, points: Sequence[Tensor], ts: np.ndarray, path: str, end_evals: tuple[Evaluation | None, Evaluation | None] = (None, None)
+    obj: Objective,
+    points: Sequence[Tensor],
+    ts: np.ndarray,
+    path: str,
+    end_evals: tuple[Evaluation | None, Evaluation | None] = (None, None),
 ) -> PathEvaluation:
     losses = np.empty(len(ts))
     errors = np.empty(len(ts))

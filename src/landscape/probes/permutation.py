@@ -158,7 +158,9 @@ class _Tracer(TorchFunctionMode):
 
     def merge(self, a: int, b: int, what: str) -> int:
         if self.size[self.uf.find(a)] != self.size[self.uf.find(b)]:
-            raise ValueError(f"{what}: merging unit spaces of different sizes {self.size[self.uf.find(a)]} and {self.size[self.uf.find(b)]}")
+            raise ValueError(
+                f"{what}: merging unit spaces of different sizes {self.size[self.uf.find(a)]} and {self.size[self.uf.find(b)]}"
+            )
         r = self.uf.union(a, b)
         return r
 
@@ -251,7 +253,9 @@ class _Tracer(TorchFunctionMode):
             groups = args[1] if len(args) > 1 else kwargs["num_groups"]
             space, axis, block = self.get(x)
             if axis != 1 or groups not in (1, int(x.shape[1])):
-                raise ValueError(f"group_norm with {groups} groups of {int(x.shape[1])} channels does not commute with channel permutations")
+                raise ValueError(
+                    f"group_norm with {groups} groups of {int(x.shape[1])} channels does not commute with channel permutations"
+                )
             for i, nm in ((2, "weight"), (3, "bias")):
                 t = args[i] if len(args) > i else kwargs.get(nm)
                 self.attach(t, 0, space, 1, "group_norm")
@@ -304,7 +308,7 @@ class _Tracer(TorchFunctionMode):
                 self.tag(first, space, axis, block)
                 return
             lead = tuple(x.shape[:axis])
-            expected = lead + (int(math.prod(x.shape[axis:])),)
+            expected = (*lead, int(math.prod(x.shape[axis:])))
             if tuple(first.shape) == expected:
                 self.tag(first, space, axis, block * int(math.prod(x.shape[axis + 1 :])))
                 return
@@ -329,10 +333,9 @@ def permutation_spec(model: nn.Module, example_input: Tensor) -> PermutationSpec
     x = example_input.detach()
     inp = tracer.new_space(int(x.shape[1]) if x.ndim > 1 else 1)
     tracer.fixed.add(inp)
-    with torch.no_grad(), probe_modes(model, bn_train=False):
-        with tracer:
-            tracer.tag(x, inp, 1 if x.ndim > 1 else 0, 1)
-            out = model(x)
+    with torch.no_grad(), probe_modes(model, bn_train=False), tracer:
+        tracer.tag(x, inp, 1 if x.ndim > 1 else 0, 1)
+        out = model(x)
     outs = [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
     for o in outs:
         t = tracer.get(o)
@@ -420,7 +423,9 @@ class MatchingResult:
         }
 
 
-def _objective(spec: PermutationSpec, a: Mapping[str, Tensor], b: Mapping[str, Tensor], perms: Mapping[str, Tensor], keys: Sequence[str]) -> float:
+def _objective(
+    spec: PermutationSpec, a: Mapping[str, Tensor], b: Mapping[str, Tensor], perms: Mapping[str, Tensor], keys: Sequence[str]
+) -> float:
     total = torch.zeros((), dtype=torch.float64)
     for k in keys:
         pb = _permute_tensor(spec, k, b[k].detach(), perms)
