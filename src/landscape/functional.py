@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -249,7 +249,7 @@ def as_flat(params: Params, like: Mapping[str, Tensor]) -> Tensor:
 # ---------------------------------------------------------------------- BatchNorm policy
 
 
-def is_batchnorm(module: nn.Module) -> bool:
+def is_batchnorm(module: nn.Module) -> TypeGuard[nn.modules.batchnorm._BatchNorm]:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
@@ -275,7 +275,7 @@ def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
     """
     check_bn_mode(bn_mode, allowed=POINT_BN_MODES)
     flags = [(m, m.training) for m in model.modules()]
-    tracked: list[tuple[nn.Module, bool]] = []
+    tracked: list[tuple[nn.modules.batchnorm._BatchNorm, bool]] = []
     try:
         model.eval()
         if bn_mode == "batch":
@@ -286,8 +286,8 @@ def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
                     m.track_running_stats = False
         yield model
     finally:
-        for m, value in tracked:
-            m.track_running_stats = value
+        for bn, value in tracked:
+            bn.track_running_stats = value
         for m, flag in flags:
             m.training = flag
 
@@ -306,14 +306,14 @@ def probe_modes(model: nn.Module, bn_train: bool, cumulative: bool = False) -> I
     try:
         model.eval()
         if bn_train:
-            for m, _ in momenta:
-                m.train()
+            for bn, _ in momenta:
+                bn.train()
                 if cumulative:
-                    m.momentum = None
+                    bn.momentum = None
         yield
     finally:
-        for m, mom in momenta:
-            m.momentum = mom
+        for bn, mom in momenta:
+            bn.momentum = mom
         for m, flag in flags:
             m.training = flag
 

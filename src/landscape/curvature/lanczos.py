@@ -343,7 +343,7 @@ def _thick_restart(
     # costs ~0.5 s at P ~ 1e7 and m = 20 on CPU).
     Q = torch.empty(nl + m + 1, P, dtype=v0.dtype, device=v0.device)  # rows: locked, then basis
     W = torch.empty(m, P, dtype=v0.dtype, device=v0.device) if store else None  # W[i] = A Q[nl + i]
-    if nl:
+    if locked is not None and nl:
         Q[:nl] = locked
     H = torch.zeros(m + 1, m, dtype=v0.dtype, device=v0.device)  # projected matrix plus coupling row
     Q[nl] = v0
@@ -406,6 +406,7 @@ def _thick_restart(
         size = j
         if theta is None or theta.numel() != size:  # no step in this cycle (budget spent)
             theta, U, coupling, order, anorm, done = ritz(size, anorm)
+        assert U is not None and coupling is not None and order is not None  # set with theta by ritz()
         if done or exhausted or num_matvecs >= budget or size < m:
             break
         # Thick restart: keep the best Ritz vectors and the residual vector.
@@ -590,6 +591,7 @@ def top_eigenpairs(
         order = _order(values, which)
         values, Y = values[order], Y[order]
         if store:
+            assert AY is not None and check.AY is not None  # store=True keeps the products
             dropped_products.append(AY[-1:])
             AY = torch.cat([AY[:-1], check.AY])[order]
     converged = converged and certified
@@ -602,6 +604,7 @@ def top_eigenpairs(
         # residuals, so they serve as certificate and verification at once.
         S, R = torch.linalg.qr(torch.cat([Y, *dropped]).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
         if store:  # A S = A [Y; d]^T R^-1 from the stored products
+            assert AY is not None
             AS = torch.linalg.solve_triangular(R.T, torch.cat([AY, *dropped_products]), upper=False).T
         else:
             AS = op.matmat(S)

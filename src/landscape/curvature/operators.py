@@ -145,6 +145,8 @@ class _Engine:
     """
 
     kind = "base"
+    mode: str  # product mode in use (set by the subclass)
+    requested_mode: str
 
     def __init__(
         self,
@@ -343,7 +345,7 @@ class _HessianEngine(_Engine):
             last = start + self.block_size >= k
             if self.vectorize and kb > 1:
                 block_parts = unflatten_vector(block, self.shapes)
-                parts = torch.autograd.grad(
+                raw_parts = torch.autograd.grad(
                     grads,
                     leaves,
                     grad_outputs=[block_parts[i] for i in live],
@@ -351,16 +353,16 @@ class _HessianEngine(_Engine):
                     is_grads_batched=True,
                     allow_unused=True,
                 )
-                parts = [torch.zeros_like(p).expand(kb, *p.shape) if h is None else h for h, p in zip(parts, leaves, strict=True)]
+                parts = [torch.zeros_like(p).expand(kb, *p.shape) if h is None else h for h, p in zip(raw_parts, leaves, strict=True)]
                 out.append(self.join(parts))
             else:
                 for j in range(kb):
                     parts_j = unflatten_vector(block[:, j], self.shapes)
                     vj = [parts_j[i] for i in live]
-                    hv = torch.autograd.grad(
+                    raw_hv = torch.autograd.grad(
                         grads, leaves, grad_outputs=vj, retain_graph=retain_last or not (last and j == kb - 1), allow_unused=True
                     )
-                    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, leaves, strict=True)]
+                    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(raw_hv, leaves, strict=True)]
                     out.append(flatten_tensors(hv).unsqueeze(1))
         # One piece (a single vector): no concatenation copy; every pass over a P-vector
         # costs ~10% of a product on CPU at P ~ 1e7 (bench/curvature.py).
@@ -476,17 +478,19 @@ class _GGNEngine(_Engine):
 
     def _output_hvp(self, z: Tensor, targets: Any, U: Tensor) -> Tensor:
         """H_out U for a block U (k, *z.shape), H_out the Hessian of the loss in the outputs."""
+        # the closed forms are chosen only for an nn.MSELoss / nn.CrossEntropyLoss (see __init__)
+        loss_module: Any = self.loss_fn
         if self.output_hessian == "closed_form_mse":
-            scale = 2.0 / z.numel() if self.loss_fn.reduction == "mean" else 2.0
+            scale = 2.0 / z.numel() if loss_module.reduction == "mean" else 2.0
             return scale * U
         if self.output_hessian == "closed_form_cross_entropy" and isinstance(targets, Tensor) and not targets.is_floating_point():
             # Hessian of -log softmax(z)_y in z is diag(p) - p p^T for every class y (also
             # with label smoothing, a convex combination of such terms).
-            mask = (targets != self.loss_fn.ignore_index).to(z.dtype).unsqueeze(1)  # (n, 1, ...)
+            mask = (targets != loss_module.ignore_index).to(z.dtype).unsqueeze(1)  # (n, 1, ...)
             p = torch.softmax(z, dim=1)
             pu = p * U
             hu = (pu - p * pu.sum(dim=2 if U.ndim > 2 else 1, keepdim=True)) * mask
-            if self.loss_fn.reduction == "mean":
+            if loss_module.reduction == "mean":
                 hu = hu / mask.sum()
             return hu
         # Generic: double backward in the outputs (reverse-over-reverse on the small
@@ -507,7 +511,7 @@ class _GGNEngine(_Engine):
         def out_fn(th: dict[str, Tensor]) -> Tensor:
             return self.forward(th, inputs)
 
-        z, vjp_fn = vjp(out_fn, self.theta)
+        z, vjp_fn = vjp(out_fn, self.theta)  # type: ignore[misc]  # has_aux=False: two values
         if not isinstance(z, Tensor):
             raise ValueError(f"GGNOperator needs a model that returns one tensor, got {type(z).__name__}")
         z = z.detach()

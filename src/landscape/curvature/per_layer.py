@@ -217,7 +217,7 @@ def _block_curvature(
     try:
         from landscape.curvature.lanczos import top_eigenpairs
     except ImportError:
-        top_eigenpairs = None
+        top_eigenpairs = None  # type: ignore[assignment]  # optional-import fallback below
     if top_eigenpairs is not None:
         eig = top_eigenpairs(op, k=1, which="LA", tol=tol, seed=seed)
         lam = float(eig.values[0])
@@ -237,7 +237,7 @@ def _block_curvature(
         try:
             from landscape.curvature.trace import trace as trace_estimate
         except ImportError:
-            trace_estimate = None
+            trace_estimate = None  # type: ignore[assignment]  # optional-import fallback below
         if trace_estimate is not None:
             est = trace_estimate(op, num_matvecs=num_matvecs, method=trace_method, seed=seed)
             tr, stderr, t_method = float(est.value), float(est.stderr), est.method

@@ -24,6 +24,7 @@ the optimizer's ``state_dict``, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,7 +49,8 @@ class CurvatureProbeMixin:
     """
 
     param_groups: list[dict[str, Any]]
-    state: dict[Any, Any]
+    state: defaultdict[Any, Any]
+    _probe_active: bool
 
     def _init_probe(self, every: int, power_steps: int, seed: int) -> None:
         if not isinstance(every, int) or every < 1:
