@@ -196,7 +196,7 @@ def fixed_tensors(model: nn.Module, exclude: Sequence[str] = ()) -> tuple[int, i
     Non-trainable parameters and floating buffers, except the buffers named in ``exclude``
     (e.g. folded BatchNorm statistics, replaced by data-free constants).
     """
-    fixed = [p for _, p in model.named_parameters() if not p.requires_grad]
+    fixed: list[Tensor] = [p for _, p in model.named_parameters() if not p.requires_grad]
     fixed += [b for n, b in model.named_buffers() if b.is_floating_point() and n not in exclude]
     entries = sum(t.numel() for t in fixed)
     bits = sum(t.numel() * torch.finfo(t.dtype).bits for t in fixed)
@@ -254,7 +254,7 @@ def hessian_family(
         fold: The BatchNorm fold T (identity without BatchNorm).
         dtype: dtype of the draws (the model's).
     """
-    out = []
+    out: list[GaussianFamily] = []
     P = theta_star.shape[0]
     frob, logdet_T = fold.frobenius_sq(), fold.logdet()
     for eps in epss:

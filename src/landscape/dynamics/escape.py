@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.linop import SymmetricOperator
+from landscape.functional import BNMode, LossFn
 from landscape.probes.functional import Objective, flatten_params, parameter_dict
 from landscape.seeding import seeded_generator
 
@@ -95,8 +96,8 @@ class ModelLandscape:
         bn_mode: BatchNorm policy of :class:`~landscape.probes.functional.Objective`.
     """
 
-    def __init__(self, model: nn.Module, data: tuple[Tensor, Tensor], *, loss_fn=F.cross_entropy,
-                 chunk_size: int = 1000, bn_mode: str = "eval") -> None:
+    def __init__(self, model: nn.Module, data: tuple[Tensor, Tensor], *, loss_fn: LossFn = F.cross_entropy,
+                 chunk_size: int = 1000, bn_mode: BNMode = "eval") -> None:
         x, y = data
         if x.shape[0] != y.shape[0] or x.shape[0] < 2:
             raise ValueError(f"data must hold >= 2 matching examples, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -254,7 +255,8 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
     theta = theta0.detach().clone()
     loss0 = landscape.loss(theta0)
     v_top = basis[:, 0]
-    align_sum = energy_sum = 0.0
+    align_sum: float | Tensor = 0.0
+    energy_sum: float | Tensor = 0.0
     checks: list[dict[str, float]] = []
     escape_step, esc_l, esc_b = steps, False, False
     for step in range(1, steps + 1):

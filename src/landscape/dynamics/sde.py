@@ -284,7 +284,7 @@ class GaussianWells(Surface2D):
         return (e[..., None] * z / s).sum(-2) + self.confine * theta
 
     def minima(self) -> tuple[Basin, ...]:
-        out = []
+        out: list[Basin] = []
         for k in range(self.c.shape[0]):
             x = self._newton(self.c[k])
             if bool(torch.all(torch.linalg.eigvalsh(self.hessian(x)) > 0)) and all(

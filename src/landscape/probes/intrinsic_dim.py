@@ -465,8 +465,8 @@ def intrinsic_dim_ci(
     """
     _check_ci_args(seeds, confidence, num_bootstrap)
     searches = [
-        search_intrinsic_dim(lambda d, s=s: performance_fn(d, s), baseline, threshold=threshold, d_min=d_min, d_max=d_max, factor=factor,
-                             rtol=rtol)
+        search_intrinsic_dim(lambda d, s=s: performance_fn(d, s),  # type: ignore[misc]  # s bound per seed
+                             baseline, threshold=threshold, d_min=d_min, d_max=d_max, factor=factor, rtol=rtol)
         for s in seeds
     ]
     return bootstrap_ci(searches, seeds, confidence=confidence, num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed)
