@@ -194,10 +194,10 @@ class ProbeReport:
             ax_l.set_title(name)
             fig.tight_layout()
             figs[name] = fig
-        for name, scan in self.plane_scans.items():
-            figs[name] = plot_contour(scan, metric="loss", log=True)
+        for name, plane in self.plane_scans.items():
+            figs[name] = plot_contour(plane, metric="loss", log=True)
             if self.results.get("scans", {}).get("settings", {}).get("surface_plots", False):
-                figs[f"{name}_surface"] = plot_surface(scan, metric="loss", log=True)
+                figs[f"{name}_surface"] = plot_surface(plane, metric="loss", log=True)
         barriers = self.results.get("barriers", {})
         if barriers.get("status") == "done":  # every pair's straight-line profile, raw and weight-matched
             fig = new_figure((9.0, 3.5))
@@ -307,6 +307,7 @@ def run_landscape_probes(
 
     t_start = time.perf_counter()
     template = done[0].model
+    assert template is not None  # done keeps only runs with a model
     device = next(template.parameters()).device
     bn = has_running_stats(template)
     bn_mode = config.bn_mode if bn else "eval"
@@ -322,7 +323,7 @@ def run_landscape_probes(
         train_data=(rx, ry),
         example=px[:2].to(device),
         done=done,
-        params={r.seed: parameter_dict(r.model) for r in done},
+        params={r.seed: parameter_dict(r.model) for r in done if r.model is not None},  # every run of done
         pairs=list(itertools.combinations([r.seed for r in done], 2)),
         settings={p: getattr(config, p) for p in PROBES},
         model_spec=model_spec,
@@ -433,7 +434,8 @@ def load_trained_runs(
         The runs in ``seeds`` order, and the model spec ``{name, **options}`` of the first
         completed run (empty when none completed).
     """
-    runs, spec = [], {}
+    runs: list[TrainedRun] = []
+    spec: dict[str, Any] = {}
     for seed in seeds:
         stored = load_run(layout, experiment, config, seed, device)
         if stored.status != "completed":
@@ -488,7 +490,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     figures_dir.mkdir(parents=True)  # a DVC output even when no selected probe draws
     write_figures(report.figures(), figures_dir)
     with atomic_path(out / "arrays.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **report.arrays)
+        np.savez_compressed(fh, **report.arrays)  # type: ignore[arg-type]  # names as keywords; the stub types allow_pickle
     write_json(out / "results.json", {**meta, **report.results})
     write_json(out / "config.json", {**meta, "probes": resolved, "seeds": seeds})
     write_json(out / "metrics.json", {**meta, **report.summary})

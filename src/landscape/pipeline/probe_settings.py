@@ -7,7 +7,7 @@ validated on construction (:class:`landscape.schema.Checked`), in code as from Y
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from landscape.probes.connectivity import OBJECTIVES, SURROGATES
 from landscape.probes.functional import BIAS_POLICIES
@@ -44,6 +44,9 @@ SELECTION = rule("'all' or a list of config names", _selection_ok)
 
 class Selecting(Checked):
     """Settings with a ``configs`` selection (validated on construction like every :class:`Checked`)."""
+
+    if TYPE_CHECKING:  # a field of each subclass (no annotation here: not a field of this class)
+        configs: str | tuple[str, ...]
 
     def selects(self, config_name: str) -> bool:
         """Whether ``config_name`` is in this block's ``configs`` (``"all"``: every config)."""

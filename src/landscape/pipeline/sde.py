@@ -231,9 +231,9 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu", work
     """
     pairs = [(float(e), int(b)) for e, b in config.settings]
     surfaces = {name: build_surface(spec) for name, spec in config.surfaces.items()}
-    common = {"noise_scale": config.noise_scale, "dt": config.dt, "horizon": config.horizon, "num_runs": config.num_runs,
-              "dataset_size": config.dataset_size, "init": config.init, "confidence": config.confidence,
-              "quadrature_grid": config.quadrature_grid, "device": device}
+    common: dict[str, Any] = {"noise_scale": config.noise_scale, "dt": config.dt, "horizon": config.horizon, "num_runs": config.num_runs,
+                              "dataset_size": config.dataset_size, "init": config.init, "confidence": config.confidence,
+                              "quadrature_grid": config.quadrature_grid, "device": device}
     tasks = [(name, method, j) for name in surfaces for method in config.methods for j in range(len(pairs))]
 
     def simulate(task: tuple[str, str, int]) -> tuple[OccupancyStudy, float]:
