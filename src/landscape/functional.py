@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -187,10 +187,10 @@ def unflatten_vector(vector: Tensor, shapes: Sequence[torch.Size | tuple[int, ..
     if vector.shape[0] != sum(sizes):
         raise ValueError(f"vector has {vector.shape[0]} entries but the shapes hold {sum(sizes)}")
     if vector.ndim == 1:
-        return [c.reshape(s) for c, s in zip(vector.split(sizes), shapes)]
+        return [c.reshape(s) for c, s in zip(vector.split(sizes), shapes, strict=True)]
     if vector.ndim == 2:
         k = vector.shape[1]
-        return [c.T.reshape(k, *s) for c, s in zip(vector.split(sizes, dim=0), shapes)]
+        return [c.T.reshape(k, *s) for c, s in zip(vector.split(sizes, dim=0), shapes, strict=True)]
     raise ValueError(f"expected a (P,) vector or a (P, k) block, got shape {tuple(vector.shape)}")
 
 
@@ -221,7 +221,7 @@ def unflatten_params(vector: Tensor, like: Mapping[str, Tensor]) -> dict[str, Te
     if vector.ndim != 1 or vector.numel() != sum(sizes):
         raise ValueError(f"expected a flat vector of length {sum(sizes)}, got shape {tuple(vector.shape)}")
     parts = torch.split(vector, sizes)
-    return {n: p.view(t.shape) for (n, t), p in zip(like.items(), parts)}
+    return {n: p.view(t.shape) for (n, t), p in zip(like.items(), parts, strict=True)}
 
 
 def as_flat(params: Params, like: Mapping[str, Tensor]) -> Tensor:
@@ -249,7 +249,7 @@ def as_flat(params: Params, like: Mapping[str, Tensor]) -> Tensor:
 # ---------------------------------------------------------------------- BatchNorm policy
 
 
-def is_batchnorm(module: nn.Module) -> bool:
+def is_batchnorm(module: nn.Module) -> TypeGuard[nn.modules.batchnorm._BatchNorm]:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
@@ -275,7 +275,7 @@ def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
     """
     check_bn_mode(bn_mode, allowed=POINT_BN_MODES)
     flags = [(m, m.training) for m in model.modules()]
-    tracked: list[tuple[nn.Module, bool]] = []
+    tracked: list[tuple[nn.modules.batchnorm._BatchNorm, bool]] = []
     try:
         model.eval()
         if bn_mode == "batch":
@@ -286,8 +286,8 @@ def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
                     m.track_running_stats = False
         yield model
     finally:
-        for m, value in tracked:
-            m.track_running_stats = value
+        for bn, value in tracked:
+            bn.track_running_stats = value
         for m, flag in flags:
             m.training = flag
 
@@ -306,14 +306,14 @@ def probe_modes(model: nn.Module, bn_train: bool, cumulative: bool = False) -> I
     try:
         model.eval()
         if bn_train:
-            for m, _ in momenta:
-                m.train()
+            for bn, _ in momenta:
+                bn.train()
                 if cumulative:
-                    m.momentum = None
+                    bn.momentum = None
         yield
     finally:
-        for m, mom in momenta:
-            m.momentum = mom
+        for bn, mom in momenta:
+            bn.momentum = mom
         for m, flag in flags:
             m.training = flag
 

@@ -130,7 +130,7 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is str:
         return isinstance(value, str)
-    if origin is not None and issubclass(origin, Mapping) or annotation is Mapping:
+    if (origin is not None and issubclass(origin, Mapping)) or annotation is Mapping:
         return isinstance(value, Mapping)
     return True
 

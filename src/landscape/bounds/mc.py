@@ -194,8 +194,9 @@ def monte_carlo_errors(
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     values = [error_of(sampler(generator)) for _ in range(num_samples)]
-    if all(isinstance(v, Tensor) for v in values):
-        arr = torch.stack([v.reshape(()) for v in values]).detach().to("cpu", torch.float64).numpy()
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if len(tensors) == len(values):
+        arr = torch.stack([v.reshape(()) for v in tensors]).detach().to("cpu", torch.float64).numpy()
     else:
         arr = np.asarray([float(v) for v in values], dtype=np.float64)
     return _errors_array(arr)

@@ -127,7 +127,7 @@ class FlatClassifier:
         """Named tensors from (P,) or (B, P) (then each gets a leading B)."""
         lead = flat.shape[:-1]
         chunks = flat.to(self.dtype).split([math.prod(s) for s in self.shapes], dim=-1)
-        return {n: c.reshape(*lead, *s) for n, c, s in zip(self.names, chunks, self.shapes)}
+        return {n: c.reshape(*lead, *s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
     @torch.no_grad()
     def wrong(self, flat: Tensor | None, x: Tensor, y: Tensor) -> Tensor:
@@ -166,7 +166,7 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must lie in [0, 1), got {fraction}")
-    k = int(math.floor(fraction * n))
+    k = math.floor(fraction * n)
     if k >= n:
         raise ValueError(f"prior_fraction={fraction} leaves no bound example out of n={n}")
     perm = torch.randperm(n, generator=seeded_generator(seed, 0))
@@ -196,7 +196,7 @@ def fixed_tensors(model: nn.Module, exclude: Sequence[str] = ()) -> tuple[int, i
     Non-trainable parameters and floating buffers, except the buffers named in ``exclude``
     (e.g. folded BatchNorm statistics, replaced by data-free constants).
     """
-    fixed = [p for _, p in model.named_parameters() if not p.requires_grad]
+    fixed: list[Tensor] = [p for _, p in model.named_parameters() if not p.requires_grad]
     fixed += [b for n, b in model.named_buffers() if b.is_floating_point() and n not in exclude]
     entries = sum(t.numel() for t in fixed)
     bits = sum(t.numel() * torch.finfo(t.dtype).bits for t in fixed)
@@ -254,7 +254,7 @@ def hessian_family(
         fold: The BatchNorm fold T (identity without BatchNorm).
         dtype: dtype of the draws (the model's).
     """
-    out = []
+    out: list[GaussianFamily] = []
     P = theta_star.shape[0]
     frob, logdet_T = fold.frobenius_sq(), fold.logdet()
     for eps in epss:
@@ -272,15 +272,15 @@ def hessian_family(
             x = torch.addmm(z.mul(rc * st), x, V.T)
             return x if fold.is_identity else fold.apply(x.T).T.to(dtype)
 
-        for c in cs:
-            out.append(
-                GaussianFamily(
-                    {"c": float(c), "eps": float(eps)},
-                    float(c) * trace1,
-                    P * math.log(float(c)) + logdet1,
-                    functools.partial(noise, rc=math.sqrt(float(c))),
-                )
+        out.extend(
+            GaussianFamily(
+                {"c": float(c), "eps": float(eps)},
+                float(c) * trace1,
+                P * math.log(float(c)) + logdet1,
+                functools.partial(noise, rc=math.sqrt(float(c))),
             )
+            for c in cs
+        )
     return out
 
 
@@ -460,7 +460,7 @@ def paired_wrong(
     for start in range(0, num, B):
         sel = idx[start : start + B]
         z = torch.randn((sel.shape[0], P), generator=generator, dtype=mean.dtype, device=mean.device)
-        for store, cov in zip(out, covs):
+        for store, cov in zip(out, covs, strict=True):
             store.append(net.wrong_paired(cov.noise(z).add_(mean), x[sel], y[sel]))
     return [torch.cat(o).to(torch.float64) for o in out]
 
@@ -473,7 +473,7 @@ def draw_errors(
     errs: list[list[float]] = [[] for _ in covs]
     for _ in range(num):
         z = torch.randn((1, P), generator=generator, dtype=mean.dtype, device=mean.device)
-        for store, cov in zip(errs, covs):
+        for store, cov in zip(errs, covs, strict=True):
             store.append(float(net.wrong((mean + cov.noise(z))[0], x, y).float().mean()))
     return [np.asarray(e) for e in errs]
 

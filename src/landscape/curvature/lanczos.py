@@ -343,7 +343,7 @@ def _thick_restart(
     # costs ~0.5 s at P ~ 1e7 and m = 20 on CPU).
     Q = torch.empty(nl + m + 1, P, dtype=v0.dtype, device=v0.device)  # rows: locked, then basis
     W = torch.empty(m, P, dtype=v0.dtype, device=v0.device) if store else None  # W[i] = A Q[nl + i]
-    if nl:
+    if locked is not None and nl:
         Q[:nl] = locked
     H = torch.zeros(m + 1, m, dtype=v0.dtype, device=v0.device)  # projected matrix plus coupling row
     Q[nl] = v0
@@ -406,6 +406,7 @@ def _thick_restart(
         size = j
         if theta is None or theta.numel() != size:  # no step in this cycle (budget spent)
             theta, U, coupling, order, anorm, done = ritz(size, anorm)
+        assert U is not None and coupling is not None and order is not None  # set with theta by ritz()
         if done or exhausted or num_matvecs >= budget or size < m:
             break
         # Thick restart: keep the best Ritz vectors and the residual vector.
@@ -539,7 +540,9 @@ def top_eigenpairs(
     n_verify = k if verify and not store_products else 0
     budget = 100 * m if max_matvecs is None else max_matvecs
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < k + n_verify:
-        raise ValueError(f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}")
+        raise ValueError(
+            f"max_matvecs must be an int >= {k + n_verify} (k Lanczos steps{' + k to verify' if verify else ''}), got {max_matvecs!r}"
+        )
     lanczos_budget = budget - n_verify
 
     device = op.device
@@ -567,7 +570,9 @@ def top_eigenpairs(
         if pass_budget < 1:
             break  # uncertified, reported through ``converged``
         fresh = _fresh_orthogonal(Y, gen)
-        check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop, store=store)
+        check = _thick_restart(
+            op, 1, which, tol, fresh, Y, pass_budget, min(m, P - k), gen, eps, anorm, rival=values[-1], stop=stop, store=store
+        )
         num_matvecs += check.num_matvecs
         num_restarts += check.num_restarts
         anorm = check.anorm
@@ -586,6 +591,7 @@ def top_eigenpairs(
         order = _order(values, which)
         values, Y = values[order], Y[order]
         if store:
+            assert AY is not None and check.AY is not None  # store=True keeps the products
             dropped_products.append(AY[-1:])
             AY = torch.cat([AY[:-1], check.AY])[order]
     converged = converged and certified
@@ -596,9 +602,10 @@ def top_eigenpairs(
         # of the pairs they were deflated against; a Rayleigh-Ritz step on the span of
         # every pair seen (kept and dropped) removes them. Its explicit products give the
         # residuals, so they serve as certificate and verification at once.
-        S, R = torch.linalg.qr(torch.cat([Y] + dropped).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
+        S, R = torch.linalg.qr(torch.cat([Y, *dropped]).T)  # (P, k + c) orthonormal, [Y; d]^T = S R
         if store:  # A S = A [Y; d]^T R^-1 from the stored products
-            AS = torch.linalg.solve_triangular(R.T, torch.cat([AY] + dropped_products), upper=False).T
+            assert AY is not None
+            AS = torch.linalg.solve_triangular(R.T, torch.cat([AY, *dropped_products]), upper=False).T
         else:
             AS = op.matmat(S)
             num_matvecs += S.shape[1]

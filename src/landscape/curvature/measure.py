@@ -177,10 +177,12 @@ def measure_curvature(
 
     tick("density")
     if per_layer:
-        layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=per_layer_tol, exact_max_dim=per_layer_matvecs, seed=seed)
+        layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=per_layer_tol,
+                                     exact_max_dim=per_layer_matvecs, seed=seed)
         summary["per_layer"] = [
-            {"name": l.name, "num_params": l.num_params, "lambda_max": l.top_eigenvalue, "trace": l.trace, "trace_stderr": l.trace_stderr}
-            for l in layers.layers
+            {"name": lc.name, "num_params": lc.num_params, "lambda_max": lc.top_eigenvalue, "trace": lc.trace,
+             "trace_stderr": lc.trace_stderr}
+            for lc in layers.layers
         ]
 
         tick("per_layer")

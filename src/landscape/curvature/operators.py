@@ -145,6 +145,8 @@ class _Engine:
     """
 
     kind = "base"
+    mode: str  # product mode in use (set by the subclass)
+    requested_mode: str
 
     def __init__(
         self,
@@ -202,9 +204,9 @@ class _Engine:
 
     def split(self, V: Tensor) -> dict[str, Tensor]:
         """(P, k) block -> {name: (k, *shape)}."""
-        return dict(zip(self.names, unflatten_vector(V, self.shapes)))
+        return dict(zip(self.names, unflatten_vector(V, self.shapes), strict=True))
 
-    def join(self, tensors: Mapping[str, Tensor] | Sequence[Tensor], k: int) -> Tensor:
+    def join(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
         """{name: (k, *shape)} -> (P, k) block."""
         seq = [tensors[n] for n in self.names] if isinstance(tensors, Mapping) else list(tensors)
         return flatten_tensors(seq, batch_dims=1).T
@@ -278,7 +280,7 @@ class _HessianEngine(_Engine):
     # graph building -------------------------------------------------------------------
     def _gradient_graph(self, inputs: Any, targets: Any, with_loss: bool = False) -> tuple[Any, ...]:
         leaves = [self.theta[n].detach().requires_grad_(True) for n in self.names]
-        loss = self.loss(dict(zip(self.names, leaves)), inputs, targets)
+        loss = self.loss(dict(zip(self.names, leaves, strict=True)), inputs, targets)
         grads = list(torch.autograd.grad(loss, leaves, create_graph=True))
         return (leaves, grads, loss) if with_loss else (leaves, grads)
 
@@ -343,7 +345,7 @@ class _HessianEngine(_Engine):
             last = start + self.block_size >= k
             if self.vectorize and kb > 1:
                 block_parts = unflatten_vector(block, self.shapes)
-                parts = torch.autograd.grad(
+                raw_parts = torch.autograd.grad(
                     grads,
                     leaves,
                     grad_outputs=[block_parts[i] for i in live],
@@ -351,16 +353,16 @@ class _HessianEngine(_Engine):
                     is_grads_batched=True,
                     allow_unused=True,
                 )
-                parts = [torch.zeros_like(p).expand(kb, *p.shape) if h is None else h for h, p in zip(parts, leaves)]
-                out.append(self.join(parts, kb))
+                parts = [torch.zeros_like(p).expand(kb, *p.shape) if h is None else h for h, p in zip(raw_parts, leaves, strict=True)]
+                out.append(self.join(parts))
             else:
                 for j in range(kb):
                     parts_j = unflatten_vector(block[:, j], self.shapes)
                     vj = [parts_j[i] for i in live]
-                    hv = torch.autograd.grad(
+                    raw_hv = torch.autograd.grad(
                         grads, leaves, grad_outputs=vj, retain_graph=retain_last or not (last and j == kb - 1), allow_unused=True
                     )
-                    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, leaves)]
+                    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(raw_hv, leaves, strict=True)]
                     out.append(flatten_tensors(hv).unsqueeze(1))
         # One piece (a single vector): no concatenation copy; every pass over a P-vector
         # costs ~10% of a product on CPU at P ~ 1e7 (bench/curvature.py).
@@ -390,10 +392,10 @@ class _HessianEngine(_Engine):
             block = V[:, start : start + self.block_size]
             kb = block.shape[1]
             if self.vectorize and kb > 1:
-                out.append(self.join(vmap(hvp)(self.split(block)), kb))
+                out.append(self.join(vmap(hvp)(self.split(block))))
             else:
                 for j in range(kb):
-                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes)))
+                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes), strict=True))
                     hv = hvp(tangent)
                     out.append(flatten_tensors([hv[n] for n in self.names]).unsqueeze(1))
         return torch.cat(out, dim=1)
@@ -476,17 +478,19 @@ class _GGNEngine(_Engine):
 
     def _output_hvp(self, z: Tensor, targets: Any, U: Tensor) -> Tensor:
         """H_out U for a block U (k, *z.shape), H_out the Hessian of the loss in the outputs."""
+        # the closed forms are chosen only for an nn.MSELoss / nn.CrossEntropyLoss (see __init__)
+        loss_module: Any = self.loss_fn
         if self.output_hessian == "closed_form_mse":
-            scale = 2.0 / z.numel() if self.loss_fn.reduction == "mean" else 2.0
+            scale = 2.0 / z.numel() if loss_module.reduction == "mean" else 2.0
             return scale * U
         if self.output_hessian == "closed_form_cross_entropy" and isinstance(targets, Tensor) and not targets.is_floating_point():
             # Hessian of -log softmax(z)_y in z is diag(p) - p p^T for every class y (also
             # with label smoothing, a convex combination of such terms).
-            mask = (targets != self.loss_fn.ignore_index).to(z.dtype).unsqueeze(1)  # (n, 1, ...)
+            mask = (targets != loss_module.ignore_index).to(z.dtype).unsqueeze(1)  # (n, 1, ...)
             p = torch.softmax(z, dim=1)
             pu = p * U
             hu = (pu - p * pu.sum(dim=2 if U.ndim > 2 else 1, keepdim=True)) * mask
-            if self.loss_fn.reduction == "mean":
+            if loss_module.reduction == "mean":
                 hu = hu / mask.sum()
             return hu
         # Generic: double backward in the outputs (reverse-over-reverse on the small
@@ -507,7 +511,7 @@ class _GGNEngine(_Engine):
         def out_fn(th: dict[str, Tensor]) -> Tensor:
             return self.forward(th, inputs)
 
-        z, vjp_fn = vjp(out_fn, self.theta)
+        z, vjp_fn = vjp(out_fn, self.theta)  # type: ignore[misc]  # has_aux=False: two values
         if not isinstance(z, Tensor):
             raise ValueError(f"GGNOperator needs a model that returns one tensor, got {type(z).__name__}")
         z = z.detach()
@@ -523,10 +527,10 @@ class _GGNEngine(_Engine):
             if self.vectorize and kb > 1:
                 JV = vmap(jv)(self.split(block))
                 HJV = self._output_hvp(z, targets, JV)
-                out.append(self.join(vmap(vjp_fn)(HJV)[0], kb))
+                out.append(self.join(vmap(vjp_fn)(HJV)[0]))
             else:
                 for j in range(kb):
-                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes)))
+                    tangent = dict(zip(self.names, unflatten_vector(block[:, j], self.shapes), strict=True))
                     Jv = jv(tangent)
                     HJv = self._output_hvp(z, targets, Jv.unsqueeze(0))[0]
                     res = vjp_fn(HJv)[0]
@@ -594,7 +598,7 @@ class _CurvatureOperator(SymmetricOperator):
 
     def split(self, vector: Tensor) -> dict[str, Tensor]:
         """Split a flat (P,) vector into ``{parameter name: tensor of its shape}``."""
-        return dict(zip(self._engine.names, unflatten_vector(vector, self._engine.shapes)))
+        return dict(zip(self._engine.names, unflatten_vector(vector, self._engine.shapes), strict=True))
 
     def gradient(self) -> Tensor:
         """Gradient (P,) of the mean loss at the operator's parameters (same modes); no extra

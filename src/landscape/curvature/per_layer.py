@@ -196,7 +196,7 @@ def _block_curvature(
     seed: int,
 ) -> LayerCurvature:
     P = op.shape[0]
-    if P <= exact_max_dim or P < 2:
+    if exact_max_dim >= P or P < 2:
         dense = op.to_dense()
         dense = 0.5 * (dense + dense.T)
         evals = torch.linalg.eigvalsh(dense)
@@ -217,7 +217,7 @@ def _block_curvature(
     try:
         from landscape.curvature.lanczos import top_eigenpairs
     except ImportError:
-        top_eigenpairs = None
+        top_eigenpairs = None  # type: ignore[assignment]  # optional-import fallback below
     if top_eigenpairs is not None:
         eig = top_eigenpairs(op, k=1, which="LA", tol=tol, seed=seed)
         lam = float(eig.values[0])
@@ -228,7 +228,7 @@ def _block_curvature(
         lam, resid, conv, n_power = power_top_eigenvalue(op, tol=tol, seed=seed)
         eigen_method = "power"
         used += n_power
-    if P <= num_matvecs:
+    if num_matvecs >= P:
         # Exact trace from P unit-vector products costs no more than the estimator.
         eye = torch.eye(P, dtype=op.dtype, device=op.device)
         tr, stderr, t_method = float(torch.diagonal(op @ eye).sum()), 0.0, "exact"
@@ -237,7 +237,7 @@ def _block_curvature(
         try:
             from landscape.curvature.trace import trace as trace_estimate
         except ImportError:
-            trace_estimate = None
+            trace_estimate = None  # type: ignore[assignment]  # optional-import fallback below
         if trace_estimate is not None:
             est = trace_estimate(op, num_matvecs=num_matvecs, method=trace_method, seed=seed)
             tr, stderr, t_method = float(est.value), float(est.stderr), est.method

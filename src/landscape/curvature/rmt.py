@@ -653,9 +653,9 @@ def quadrature_ks(nodes: Any, weights: Any, cdf: Any) -> float:
     xq = np.unique(n)
     lower = np.zeros_like(xq)
     upper = np.zeros_like(xq)
-    for theta, wt in zip(n, w):
-        o = np.argsort(theta, kind="stable")
-        theta, wt = theta[o], wt[o] / wt.sum()
+    for theta_row, w_row in zip(n, w, strict=True):
+        o = np.argsort(theta_row, kind="stable")
+        theta, wt = theta_row[o], w_row[o] / w_row.sum()
         cum = np.cumsum(wt)
         le = np.searchsorted(theta, xq, side="right") - 1  # largest node <= x (-1: none)
         has = le >= 0

@@ -24,11 +24,11 @@ from landscape.data.splits import (
 )
 
 # importing the loader modules registers them
-from landscape.data import bundled as _bundled  # noqa: E402,F401  isort: skip
-from landscape.data import torchvision_sets as _torchvision_sets  # noqa: E402,F401  isort: skip
-from landscape.data import tiny_imagenet as _tiny_imagenet  # noqa: E402,F401  isort: skip
-from landscape.data import synthetic as _synthetic  # noqa: E402,F401  isort: skip
-from landscape.data import wikitext as _wikitext  # noqa: E402,F401  isort: skip
+from landscape.data import bundled as _bundled  # noqa: F401  isort: skip
+from landscape.data import torchvision_sets as _torchvision_sets  # noqa: F401  isort: skip
+from landscape.data import tiny_imagenet as _tiny_imagenet  # noqa: F401  isort: skip
+from landscape.data import synthetic as _synthetic  # noqa: F401  isort: skip
+from landscape.data import wikitext as _wikitext  # noqa: F401  isort: skip
 
 __all__ = [
     "DATASETS",

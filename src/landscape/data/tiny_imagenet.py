@@ -53,7 +53,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _train_files(base: Path, wnids: list[str]) -> list[tuple[Path, int]]:
-    out = []
+    out: list[tuple[Path, int]] = []
     for label, wnid in enumerate(wnids):
         folder = base / "train" / wnid / "images"
         if not folder.is_dir():

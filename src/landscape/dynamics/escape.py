@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.linop import SymmetricOperator
+from landscape.functional import BNMode, LossFn
 from landscape.probes.functional import Objective, flatten_params, parameter_dict
 from landscape.seeding import seeded_generator
 
@@ -95,8 +96,8 @@ class ModelLandscape:
         bn_mode: BatchNorm policy of :class:`~landscape.probes.functional.Objective`.
     """
 
-    def __init__(self, model: nn.Module, data: tuple[Tensor, Tensor], *, loss_fn=F.cross_entropy,
-                 chunk_size: int = 1000, bn_mode: str = "eval") -> None:
+    def __init__(self, model: nn.Module, data: tuple[Tensor, Tensor], *, loss_fn: LossFn = F.cross_entropy,
+                 chunk_size: int = 1000, bn_mode: BNMode = "eval") -> None:
         x, y = data
         if x.shape[0] != y.shape[0] or x.shape[0] < 2:
             raise ValueError(f"data must hold >= 2 matching examples, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -254,7 +255,8 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
     theta = theta0.detach().clone()
     loss0 = landscape.loss(theta0)
     v_top = basis[:, 0]
-    align_sum = energy_sum = 0.0
+    align_sum: float | Tensor = 0.0
+    energy_sum: float | Tensor = 0.0
     checks: list[dict[str, float]] = []
     escape_step, esc_l, esc_b = steps, False, False
     for step in range(1, steps + 1):
@@ -341,8 +343,10 @@ def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None =
     if not lam0 > 0:
         raise ValueError(f"lambda_max at the start point is {lam0:.4g}; a minimum needs a positive top eigenvalue")
     lr = step_size / lam0
-    schedule = dict(steps=steps, batch_size=batch_size, check_every=check_every, lambda_drop=lambda_drop,
-                    barrier_tol=barrier_tol, barrier_points=barrier_points, eig_tol=eig_tol, eig_matvecs=eig_matvecs, rule=rule)
+    schedule: dict[str, Any] = {
+        "steps": steps, "batch_size": batch_size, "check_every": check_every, "lambda_drop": lambda_drop,
+        "barrier_tol": barrier_tol, "barrier_points": barrier_points, "eig_tol": eig_tol, "eig_matvecs": eig_matvecs, "rule": rule,
+    }
     trials = []
     for r in range(restarts):
         for i, kind in enumerate(noise_types):
@@ -362,11 +366,11 @@ def _mix(*parts: int) -> int:
 
 def trial_rows(studies: Sequence[tuple[int, EscapeStudy]]) -> list[dict[str, Any]]:
     """One flat row per trial (``seed`` of the start point added) for the H3 regression."""
-    rows = []
-    for seed, study in studies:
-        for t in study.trials:
-            rows.append({"seed": seed, "noise_type": t.noise_type, "restart": t.restart, "alignment": t.alignment,
-                         "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
-                         "escape_barrier": int(t.escaped_barrier), "escape_step": t.escape_step,
-                         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end})
-    return rows
+    return [
+        {"seed": seed, "noise_type": t.noise_type, "restart": t.restart, "alignment": t.alignment,
+         "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
+         "escape_barrier": int(t.escaped_barrier), "escape_step": t.escape_step,
+         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end}
+        for seed, study in studies
+        for t in study.trials
+    ]

@@ -56,6 +56,7 @@ no stationary prediction can be checked.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,7 +142,7 @@ class Surface2D:
         """Loss at the saddle(s) separating the basins, if known (for barrier / T)."""
         return None
 
-    def quadrature_box(self, temperature: float) -> tuple[float, float, float, float]:
+    def quadrature_box(self, temperature: float) -> tuple[float, float, float, float]:  # noqa: ARG002  (overrides use it)
         """A box outside which the Gibbs weight ``exp(-(L - L_min)/T)`` is negligible
         (default: :attr:`box`)."""
         return self.box
@@ -220,7 +221,8 @@ class TiltedDoubleWell(Surface2D):
         return (-xm, xm, -ym, ym)
 
     def describe(self) -> dict[str, Any]:
-        return {"surface": "TiltedDoubleWell", "height": self.h, "tilt": self.tilt, "kappa_left": self.kl, "kappa_right": self.kr, "width": self.w}
+        return {"surface": "TiltedDoubleWell", "height": self.h, "tilt": self.tilt, "kappa_left": self.kl, "kappa_right": self.kr,
+                "width": self.w}
 
 
 class GaussianWells(Surface2D):
@@ -241,7 +243,14 @@ class GaussianWells(Surface2D):
             confinement's reach, see :meth:`quadrature_box`).
     """
 
-    def __init__(self, centers: Sequence[Sequence[float]], depths: Sequence[float], widths: Sequence[float] | Sequence[Sequence[float]], confine: float = 0.05, box: tuple[float, float, float, float] | None = None):
+    def __init__(
+        self,
+        centers: Sequence[Sequence[float]],
+        depths: Sequence[float],
+        widths: Sequence[float] | Sequence[Sequence[float]],
+        confine: float = 0.05,
+        box: tuple[float, float, float, float] | None = None,
+    ):
         c = torch.as_tensor(np.asarray(centers, dtype=np.float64))
         d = torch.as_tensor(np.asarray(depths, dtype=np.float64))
         w = torch.as_tensor(np.asarray(widths, dtype=np.float64))
@@ -275,10 +284,12 @@ class GaussianWells(Surface2D):
         return (e[..., None] * z / s).sum(-2) + self.confine * theta
 
     def minima(self) -> tuple[Basin, ...]:
-        out = []
+        out: list[Basin] = []
         for k in range(self.c.shape[0]):
             x = self._newton(self.c[k])
-            if bool(torch.all(torch.linalg.eigvalsh(self.hessian(x)) > 0)) and all(np.linalg.norm(b.center - x.numpy()) > 1e-6 for b in out):
+            if bool(torch.all(torch.linalg.eigvalsh(self.hessian(x)) > 0)) and all(
+                np.linalg.norm(b.center - x.numpy()) > 1e-6 for b in out
+            ):
                 out.append(self._basin(x))
         return tuple(out)
 
@@ -295,13 +306,14 @@ class GaussianWells(Surface2D):
         mins = self.minima()
         highs = []
         t = torch.linspace(0, 1, 2001, dtype=torch.float64)[:, None]
-        for a, b in zip(mins[:-1], mins[1:]):
+        for a, b in itertools.pairwise(mins):
             ca, cb = torch.as_tensor(a.center), torch.as_tensor(b.center)
             highs.append(float(self.loss(ca + t * (cb - ca)).max()))
         return np.asarray(highs)
 
     def describe(self) -> dict[str, Any]:
-        return {"surface": "GaussianWells", "centers": self.c.tolist(), "depths": self.d.tolist(), "widths": self.s.tolist(), "confine": self.confine}
+        return {"surface": "GaussianWells", "centers": self.c.tolist(), "depths": self.d.tolist(), "widths": self.s.tolist(),
+                "confine": self.confine}
 
 
 # ------------------------------------------------------------------------- theory
@@ -340,7 +352,9 @@ def predicted_occupancy(basins: Sequence[Basin], temperature: float) -> np.ndarr
     return w / w.sum()
 
 
-def assign_basins(surface: Surface2D, points: Tensor, basins: Sequence[Basin], *, steps: int = 300, max_step: float | None = None) -> Tensor:
+def assign_basins(
+    surface: Surface2D, points: Tensor, basins: Sequence[Basin], *, steps: int = 300, max_step: float | None = None
+) -> Tensor:
     """Basin index (n,) of each point: descend the surface from it, then take the nearest minimum.
 
     The descent is vectorised over points with a per-point adaptive step (grown by 1.5
@@ -692,9 +706,11 @@ def occupancy_study(
     for j, (eta, bsz) in enumerate(settings):
         T = effective_temperature(eta, bsz, noise_scale)
         if method == "sde":
-            final = simulate_sde(surface, eta=eta, batch_size=bsz, noise_scale=noise_scale, dt=dt, horizon=horizon, num_runs=num_runs, init=init, seed=seed + j, device=device)
+            final = simulate_sde(surface, eta=eta, batch_size=bsz, noise_scale=noise_scale, dt=dt, horizon=horizon, num_runs=num_runs,
+                                 init=init, seed=seed + j, device=device)
         else:
-            final = simulate_sgd(surface, eta=eta, batch_size=bsz, noise_scale=noise_scale, dataset_size=dataset_size, horizon=horizon, num_runs=num_runs, init=init, seed=seed + j, device=device)
+            final = simulate_sgd(surface, eta=eta, batch_size=bsz, noise_scale=noise_scale, dataset_size=dataset_size, horizon=horizon,
+                                 num_runs=num_runs, init=init, seed=seed + j, device=device)
         idx = assign_basins(surface, final.cpu(), basins)
         counts = np.bincount(idx.numpy(), minlength=len(basins))
         lo, hi = wilson_interval(counts, num_runs, confidence)
@@ -702,7 +718,10 @@ def occupancy_study(
         agrees = bool(np.all((pred >= lo) & (pred <= hi)))
         gibbs = gibbs_occupancy(surface, T, grid=quadrature_grid)
         barrier = float(np.min(saddles) - max(b.loss for b in basins)) / T if saddles is not None else math.nan
-        memory, mixed = _init_memory(idx.numpy(), len(basins), num_runs) if isinstance(init, str) and init == "minima" else (math.nan, False)
+        if isinstance(init, str) and init == "minima":
+            memory, mixed = _init_memory(idx.numpy(), len(basins), num_runs)
+        else:
+            memory, mixed = math.nan, False
         rows.append(
             OccupancyRow(
                 method=method,

@@ -19,13 +19,15 @@ with those weights multiplied by ``s`` (bit for bit when ``s`` is a power of two
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 __all__ = ["check_init_scale", "is_scaled_layer", "scale_init_"]
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def check_init_scale(init_scale: Any) -> float:
@@ -40,12 +42,12 @@ def check_init_scale(init_scale: Any) -> float:
     return float(init_scale)
 
 
-def is_scaled_layer(module: nn.Module) -> bool:
+def is_scaled_layer(module: nn.Module) -> TypeGuard[nn.Linear | _ConvNd]:
     """Whether ``init_scale`` multiplies ``module.weight`` (Linear and convolution layers)."""
     return isinstance(module, (nn.Linear, _ConvNd)) and getattr(module, "weight", None) is not None
 
 
-def scale_init_(model: nn.Module, init_scale: float) -> nn.Module:
+def scale_init_(model: M, init_scale: float) -> M:
     """Multiply the weight of every Linear/Conv layer of a freshly built model, in place.
 
     Meant for construction time (``build_model`` and our entrypoints call it); it does not

@@ -24,6 +24,7 @@ the optimizer's ``state_dict``, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,7 +49,8 @@ class CurvatureProbeMixin:
     """
 
     param_groups: list[dict[str, Any]]
-    state: dict[Any, Any]
+    state: defaultdict[Any, Any]
+    _probe_active: bool
 
     def _init_probe(self, every: int, power_steps: int, seed: int) -> None:
         if not isinstance(every, int) or every < 1:
@@ -94,8 +96,8 @@ class CurvatureProbeMixin:
         self.state["power_vector"] = est.vector
         group["probe_value"] = est.value
         group["probe_num_hvps"] += est.num_hvps
-        for p, g in zip(params, grads):
-            g = g.detach()
+        for p, g_graph in zip(params, grads, strict=True):
+            g = g_graph.detach()
             p.grad = g if p.grad is None else p.grad + g
 
     def _advance(self) -> None:
@@ -143,7 +145,7 @@ class CurvatureAdaptiveSGD(CurvatureProbeMixin, torch.optim.SGD):
         return 1.0 / (1.0 + self.param_groups[0]["gamma"] * abs(self.curvature_estimate))
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # noqa: D102 (torch.optim.Optimizer.step)
+    def step(self, closure: Any = None) -> Any:
         factor = self.lr_factor
         saved = [g["lr"] for g in self.param_groups]
         for g in self.param_groups:
@@ -151,7 +153,7 @@ class CurvatureAdaptiveSGD(CurvatureProbeMixin, torch.optim.SGD):
         try:
             loss = super().step(closure)
         finally:
-            for g, lr in zip(self.param_groups, saved):
+            for g, lr in zip(self.param_groups, saved, strict=True):
                 g["lr"] = lr
         self._advance()
         return loss
@@ -192,21 +194,21 @@ class HybridAdam(CurvatureProbeMixin, torch.optim.Adam):
         self._probe_active = mu > 0
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # noqa: D102 (torch.optim.Optimizer.step)
+    def step(self, closure: Any = None) -> Any:
         params = self._params()
         mu = self.param_groups[0]["mu"]
         direction = None
         if mu > 0 and "power_vector" in self.state:
             vec = self.state["power_vector"]
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-            slope = sum((v * g).sum() for v, g in zip(vec, grads))
+            slope = sum((v * g).sum() for v, g in zip(vec, grads, strict=True))
             sign = -1.0 if slope < 0 else 1.0
             norm = torch.sqrt(sum((v * v).sum() for v in vec))
             direction = [sign * v / norm for v in vec]
         loss = super().step(closure)
         if direction is not None:
             lr_of = {p: g["lr"] for g in self.param_groups for p in g["params"]}
-            for p, d in zip(params, direction):
+            for p, d in zip(params, direction, strict=True):
                 p.add_(d, alpha=-lr_of[p] * mu)
         self._advance()
         return loss

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -43,11 +44,12 @@ def gradients_with_graph(loss: Tensor, params: Sequence[Tensor]) -> list[Tensor]
     ``params``).
     """
     grads = torch.autograd.grad(loss, list(params), create_graph=True, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    return sum((x * y).sum() for x, y in zip(a, b))
+    # sum() starts from the int 0; a Tensor for the non-empty lists it is given
+    return cast(Tensor, sum((x * y).sum() for x, y in zip(a, b, strict=True)))
 
 
 def power_iteration(
@@ -82,8 +84,8 @@ def power_iteration(
     vec = [v / norm for v in vec]
     value = torch.zeros(())
     for _ in range(steps):
-        hv = torch.autograd.grad(list(grads), list(params), grad_outputs=vec, retain_graph=True, allow_unused=True)
-        hv = [torch.zeros_like(p) if h is None else h.detach() for p, h in zip(params, hv)]
+        raw_hv = torch.autograd.grad(list(grads), list(params), grad_outputs=vec, retain_graph=True, allow_unused=True)
+        hv = [torch.zeros_like(p) if h is None else h.detach() for p, h in zip(params, raw_hv, strict=True)]
         value = _dot(vec, hv)  # Rayleigh quotient of the current unit vector
         norm = torch.sqrt(_dot(hv, hv))
         if not norm > 0:  # H v = 0: v is in the null space; keep it, the estimate is 0

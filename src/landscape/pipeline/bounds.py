@@ -75,7 +75,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -146,7 +146,12 @@ _GRID = "a non-empty list of finite floats > 0"
 _GRIDS = ("sigmas", "posterior_c", "eps", "mean_grid")
 _INTS = ("mc_draws", "test_draws", "pilot_draws", "pilot_examples", "eval_batch_size", "top_k", "prior_epochs")
 # Grid fields are annotated ``tuple[Real, ...]`` (stored as tuples of floats): parse_config
-# would try float() on a whole list annotated ``tuple[float, ...]``.
+# would try float() on a whole list annotated ``tuple[float, ...]``. The type checker, which
+# does not count float literals as ``numbers.Real``, reads them as tuples of floats.
+if TYPE_CHECKING:
+    _Grid = tuple[float, ...]
+else:
+    _Grid = tuple[Real, ...]
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ class BoundsConfig(Checked):
     mc_delta: float = field(default=0.01, metadata=rule("a float in (0, 1)", lambda x: 0 < x < 1))
     prior_fraction: float = field(default=0.5, metadata=rule("a float in [0, 0.95]", lambda x: 0 <= x <= 0.95))
     prior_epochs: int | None = field(default=None, metadata=rule("null or an int >= 1", lambda x: x is None or x >= 1))
-    mean_grid: tuple[Real, ...] = field(
+    mean_grid: _Grid = field(
         default=(0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
         metadata=rule("a non-empty list of floats in [0, 1]", lambda v: _grid_ok(v, 0.0, True) and max(v) <= 1.0),
     )
@@ -192,14 +197,14 @@ class BoundsConfig(Checked):
     pilot_examples: int = field(default=500, metadata=rule("an int >= 1", lambda x: x >= 1))
     prior_c: float = field(default=1.0, metadata=rule("a float > 0", lambda x: x > 0))
     prior_b: float = field(default=100.0, metadata=rule("a float > 0", lambda x: x > 0))
-    sigmas: tuple[Real, ...] = field(
+    sigmas: _Grid = field(
         default=(1e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2, 1.5e-2, 2e-2, 3e-2, 5e-2, 7e-2, 0.1),
         metadata=rule(_GRID, _grid_ok),
     )
-    posterior_c: tuple[Real, ...] = field(
+    posterior_c: _Grid = field(
         default=(1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), metadata=rule(_GRID, _grid_ok)
     )
-    eps: tuple[Real, ...] = field(default=(1e-2, 0.1, 1.0, 10.0), metadata=rule(_GRID, _grid_ok))
+    eps: _Grid = field(default=(1e-2, 0.1, 1.0, 10.0), metadata=rule(_GRID, _grid_ok))
     top_k: int | None = field(default=None, metadata=rule("null or an int >= 1", lambda x: x is None or x >= 1))
     eval_batch_size: int = field(default=100, metadata=rule("an int >= 1", lambda x: x >= 1))
     bn_mode: str = field(default="eval", metadata=rule("'eval'", lambda x: x == "eval"))
@@ -375,9 +380,9 @@ def bounds_for_run(
     missing = [n for n in names if n not in init_state]
     if missing:
         raise ValueError(f"init_state lacks the trainable parameters {missing[:5]} (has {sorted(init_state)[:5]}...)")
-    for n, s in zip(names, shapes):
-        if tuple(init_state[n].shape) != tuple(s):
-            raise ValueError(f"init_state[{n!r}] has shape {tuple(init_state[n].shape)}, the model's has {tuple(s)}")
+    for nm, s in zip(names, shapes, strict=True):
+        if tuple(init_state[nm].shape) != tuple(s):
+            raise ValueError(f"init_state[{nm!r}] has shape {tuple(init_state[nm].shape)}, the model's has {tuple(s)}")
     theta_star = torch.cat([p.detach().reshape(-1).to(_F64) for _, p in named])
     theta_0 = torch.cat([init_state[n].detach().reshape(-1).to(device=device, dtype=_F64) for n in names])
     P = int(theta_star.shape[0])
@@ -418,6 +423,7 @@ def bounds_for_run(
     with eval_mode(model):
         if prior_idx.numel() > 0:
             sub = (train[0][prior_idx.to(device)], train[1][prior_idx.to(device)])
+            assert train_config is not None  # checked above: prior_fraction > 0
             prior_net, prior_status, prior_epochs = _train_prior(
                 model, init_state, sub, test, train_config, config.prior_epochs, seed
             )
@@ -443,7 +449,10 @@ def bounds_for_run(
         )
 
         grid = PriorVarianceGrid(config.prior_c, config.prior_b)
-        common = dict(mc_delta=config.mc_delta, mc_draws=config.mc_draws, grid=grid, P=P, fixed_nats=fixed_nats, n=n_bound, delta=config.delta)
+        common: dict[str, Any] = {
+            "mc_delta": config.mc_delta, "mc_draws": config.mc_draws, "grid": grid, "P": P, "fixed_nats": fixed_nats, "n": n_bound,
+            "delta": config.delta,
+        }
         means = {t: (prior_mean + t * (theta_fold - prior_mean)).to(dtype) for t in config.mean_grid}
         # Distances of the means as they are evaluated (rounded to the model's dtype).
         dists = {t: float(((m.to(_F64) - prior_mean) ** 2).sum()) for t, m in means.items()}
@@ -470,6 +479,7 @@ def bounds_for_run(
                 if rises == 2:  # past the minimum of this unimodal-looking curve: save the rest
                     break
             t_rises, t_last = (t_rises + 1 if t_best > t_last else 0), t_best
+        assert iso_best is not None  # the grids are non-empty
         _, t_star, iso_cov = iso_best
         # Pilot 2: eq (8) family over (c, eps) at the same mean.
         hes_rows, hes_best = [], None
@@ -486,6 +496,7 @@ def bounds_for_run(
             if hes_best is None or score < hes_best[0]:
                 hes_best = (score, cov)
             rises, last = (rises + 1 if score > last else 0), score
+        assert hes_best is not None
         hes_cov = hes_best[1]
 
         # Fresh draws: the estimates behind the reported numbers.
@@ -531,7 +542,8 @@ def bounds_for_run(
         )
         forms = {
             f: pac_bayes_kl_bound(
-                hes.sample.upper, summary.kl_with(f) + fixed_nats, n_bound, config.delta, union_cost=hes.pac_bayes.union_cost, grid_size=None
+                hes.sample.upper, summary.kl_with(f) + fixed_nats, n_bound, config.delta, union_cost=hes.pac_bayes.union_cost,
+                grid_size=None,
             ).bound
             for f in _FORMS
         }
@@ -545,7 +557,8 @@ def bounds_for_run(
     b = next(iter(bits)) if len(bits) == 1 and total_bits % next(iter(bits)) == 0 else 1
     occam = occam_bound(det_train, total_bits // b, n, config.delta + config.mc_delta, bits_per_param=b)
 
-    for name, value, err in (("occam", occam.bound, det_test), ("isotropic", iso.bound, iso.test_error), ("hessian", hes.bound, hes.test_error)):
+    checks = (("occam", occam.bound, det_test), ("isotropic", iso.bound, iso.test_error), ("hessian", hes.bound, hes.test_error))
+    for name, value, err in checks:
         if not value >= err:
             raise InvalidBoundError(
                 f"{name} bound {value:.6g} is below the test error {err:.6g} it must cover "
@@ -662,10 +675,11 @@ def _bound_seed(layout: Layout, cfg: BoundsConfig, data: dict, device: torch.dev
     curvature = read_json(layout.curvature(experiment, config, seed))
     if status != "completed" or curvature.get("status") != "measured":
         why = f"run {status}" if status != "completed" else f"curvature {curvature.get('status')}"
-        summary = {"status": f"skipped: {why}"}
+        summary: dict[str, Any] = {"status": f"skipped: {why}"}
         write_json(out, summary)
         return summary
     stored = load_run(layout, experiment, config, seed, device)
+    assert stored.model is not None  # a completed run carries its model
     init_state = initial_model(stored, device).state_dict()
     train_cfg = parse_config(TrainConfig, stored.train, f"runs/{experiment}/{config}/seed{seed}/model.pt:train")
     x_train, y_train = data["train"]
@@ -684,7 +698,8 @@ def _bound_seed(layout: Layout, cfg: BoundsConfig, data: dict, device: torch.dev
         config=cfg,
         seed=seed,
     )
-    summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started, **result.to_dict()}
+    summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started,
+               **result.to_dict()}
     write_json(out, summary)
     b = summary["bounds"]
     print(
@@ -766,7 +781,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
         raise StageError(f"invalid bound: {exc}") from None
 
     per_run: dict[str, dict[int, dict]] = {}
-    for (e, c, s), r in zip(jobs, results):
+    for (e, c, s), r in zip(jobs, results, strict=True):
         per_run.setdefault(f"{e}/{c}", {})[s] = r
     metrics: dict = {"runs": {key: _summarise(v) for key, v in per_run.items()}}
     if section_cfg["sanity"] is not None:

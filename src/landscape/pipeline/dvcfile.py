@@ -76,7 +76,7 @@ def _imported_names(tree: ast.AST, package: str) -> set[str]:
 
 def _notebook_source(path: Path) -> str:
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    lines = []
+    lines: list[str] = []
     for cell in cells:
         if cell.get("cell_type") == "code":
             src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])

@@ -122,6 +122,7 @@ def _seed_study(layout: Layout, experiment: str, config: str, cfg: EscapeConfig,
     if not krylov_file.is_file():
         return seed, f"skipped: {layout.relative(krylov_file)} missing", None
     model = load_run(layout, experiment, config, seed, device).model
+    assert model is not None  # a completed run carries its model
     basis = torch.load(krylov_file, map_location=device, weights_only=False)["ritz_vectors"]
     x, y = data
     landscape = ModelLandscape(model, (x.to(device), y.to(device)), chunk_size=cfg.chunk_size)

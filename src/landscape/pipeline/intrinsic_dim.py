@@ -268,7 +268,7 @@ class IntrinsicDimReport:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("subspace dimension d")
             ax.set_ylabel("performance")
-            ax.set_title(f"{task}: d_int{int(round(100 * self.results['threshold']))} search")
+            ax.set_title(f"{task}: d_int{round(100 * self.results['threshold'])} search")
             ax.legend(fontsize=7)
             fig.tight_layout()
             figs[f"intrinsic_dim_{task}"] = fig
@@ -316,7 +316,7 @@ def run_intrinsic_dim(
     results: dict[str, Any] = {"threshold": config.threshold, "seeds": list(config.seeds), "settings": dataclasses.asdict(config)}
     summary: dict[str, Any] = {}
     cis: dict[tuple[str, str], IntrinsicDimCI] = {}
-    boot = {"confidence": config.confidence, "num_bootstrap": config.num_bootstrap}
+    boot: dict[str, Any] = {"confidence": config.confidence, "num_bootstrap": config.num_bootstrap}
     seeds = list(config.seeds)
     t0 = time.perf_counter()
     # search specs: (task, projection) -> (performance_fn(d, seed), baseline, grid kwargs)
@@ -342,6 +342,7 @@ def run_intrinsic_dim(
             specs[("toy", proj)] = (toy_perf(proj), 1.0, {"d_min": s.d_min, "d_max": s.d_max, "factor": s.factor, "rtol": s.rtol})
 
     if m.enabled:
+        assert model_factory is not None and train_data is not None and eval_data is not None  # checked above
         models = {seed: model_factory(seed) for seed in seeds}
         first = models[seeds[0]]
         device = next(first.parameters()).device
@@ -349,15 +350,18 @@ def run_intrinsic_dim(
         eval_b = first_batches(eval_data[0], eval_data[1], m.eval_examples, max(m.batch_size, 500), device)
         bn_mode = m.bn_mode if has_running_stats(first) else "eval"
         recal = train_b if bn_mode == "recalibrate" else None
-        kw = {"epochs": m.epochs, "optimizer": m.optimizer, "lr": m.lr, "loss_fn": loss_fn, "bn_mode": bn_mode, "recal_batches": recal}
+        kw: dict[str, Any] = {"epochs": m.epochs, "optimizer": m.optimizer, "lr": m.lr, "loss_fn": loss_fn, "bn_mode": bn_mode,
+                              "recal_batches": recal}
         num_params = sum(p.numel() for p in first.parameters() if p.requires_grad)
         base_kw = {**kw, "lr": m.lr if m.baseline_lr is None else m.baseline_lr}
 
         def baseline_of(seed: int) -> float:
             mod = models[seed]
-            return train_subspace(mod, parameter_dict(mod), num_params, train_b, eval_b, projection="identity", seed=seed, **base_kw).performance
+            return train_subspace(
+                mod, parameter_dict(mod), num_params, train_b, eval_b, projection="identity", seed=seed, **base_kw
+            ).performance
 
-        baselines = dict(zip(seeds, map_forked(baseline_of, seeds, workers)))
+        baselines = dict(zip(seeds, map_forked(baseline_of, seeds, workers), strict=True))
         baseline = float(np.mean(list(baselines.values())))
         d_max = min(m.d_max, num_params)
 
@@ -387,7 +391,7 @@ def run_intrinsic_dim(
         res = search_intrinsic_dim(lambda d: fn(d, seed), base, threshold=config.threshold, **grid)
         return res, time.process_time() - c0
 
-    found = dict(zip(tasks, map_forked(search, tasks, workers)))
+    found = dict(zip(tasks, map_forked(search, tasks, workers), strict=True))
     for (task, proj), (_, base, _grid) in specs.items():
         ci = bootstrap_ci([found[(task, proj, seed)][0] for seed in seeds], seeds, **boot)
         cis[(task, proj)] = ci

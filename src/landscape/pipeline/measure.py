@@ -131,7 +131,8 @@ def measure_seed(layout: Layout, experiment: str, config: str, cfg: CurvatureCon
 
 def measure_settings(cfg: CurvatureConfig) -> dict[str, Any]:
     """Keyword arguments of ``measure_curvature`` (the settings recorded in ``curvature.json``)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_examples", "batch_size", "at_init", "along_training_matvecs")}
+    skipped = ("num_examples", "batch_size", "at_init", "along_training_matvecs")
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skipped}
 
 
 def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str) -> None:
@@ -147,7 +148,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     batches = [(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]) for i in range(0, x.shape[0], cfg.batch_size)]
     job = functools.partial(measure_seed, layout, experiment, config, cfg, batches, device)
     # seeds are independent and each is seeded: same results in any order and worker count
-    per_seed = dict(zip(seeds, map_forked(job, seeds, cpu_workers(device, len(seeds)))))
+    per_seed = dict(zip(seeds, map_forked(job, seeds, cpu_workers(device, len(seeds))), strict=True))
     measured = [s for s in per_seed.values() if s.get("status") == "measured"]
     metrics = {
         "seeds_measured": len(measured),

@@ -47,7 +47,7 @@ def map_forked(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int = 1) -
         ValueError: ``workers`` is not an int >= 1.
         RuntimeError: Called from inside a running :func:`map_forked`.
     """
-    global _JOB
+    global _JOB  # noqa: PLW0603  (the job reaches forked workers through the module)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     tasks = list(tasks)

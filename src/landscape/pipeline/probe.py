@@ -188,21 +188,21 @@ class ProbeReport:
         for name, scans in self.line_scans.items():
             fig = new_figure((9.0, 3.5))
             ax_l, ax_e = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-            for label, scan in zip(("train", "test"), scans):
+            for label, scan in zip(("train", "test"), scans, strict=True):
                 plot_line(scan, metric="loss", ax=ax_l, label=label, log=True)
                 plot_line(scan, metric="error", ax=ax_e, label=label)
             ax_l.set_title(name)
             fig.tight_layout()
             figs[name] = fig
-        for name, scan in self.plane_scans.items():
-            figs[name] = plot_contour(scan, metric="loss", log=True)
+        for name, plane in self.plane_scans.items():
+            figs[name] = plot_contour(plane, metric="loss", log=True)
             if self.results.get("scans", {}).get("settings", {}).get("surface_plots", False):
-                figs[f"{name}_surface"] = plot_surface(scan, metric="loss", log=True)
+                figs[f"{name}_surface"] = plot_surface(plane, metric="loss", log=True)
         barriers = self.results.get("barriers", {})
         if barriers.get("status") == "done":  # every pair's straight-line profile, raw and weight-matched
             fig = new_figure((9.0, 3.5))
             axes = (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2))
-            for ax, split in zip(axes, ("train", "test")):
+            for ax, split in zip(axes, ("train", "test"), strict=True):
                 for j, pair in enumerate(barriers["pairs"]):
                     for kind, style in (("raw", "-"), ("aligned", "--")):
                         key = f"barriers.{split}.{kind}.{pair}"
@@ -222,7 +222,7 @@ class ProbeReport:
                 split = label.split(":")[0]
                 ax = axes[0] if split == "train" else axes[1]
                 ax.plot(pe.ts, pe.losses, marker=".", label=label.split(":", 1)[1])
-            for ax, split in zip(axes, ("train", "test")):
+            for ax, split in zip(axes, ("train", "test"), strict=True):
                 ax.set_xlabel("t")
                 ax.set_ylabel(f"{split} loss (bn={curves[0][1].bn_mode})")
                 ax.legend(fontsize=7)
@@ -307,6 +307,7 @@ def run_landscape_probes(
 
     t_start = time.perf_counter()
     template = done[0].model
+    assert template is not None  # done keeps only runs with a model
     device = next(template.parameters()).device
     bn = has_running_stats(template)
     bn_mode = config.bn_mode if bn else "eval"
@@ -322,7 +323,7 @@ def run_landscape_probes(
         train_data=(rx, ry),
         example=px[:2].to(device),
         done=done,
-        params={r.seed: parameter_dict(r.model) for r in done},
+        params={r.seed: parameter_dict(r.model) for r in done if r.model is not None},  # every run of done
         pairs=list(itertools.combinations([r.seed for r in done], 2)),
         settings={p: getattr(config, p) for p in PROBES},
         model_spec=model_spec,
@@ -339,7 +340,7 @@ def run_landscape_probes(
         for seed in sorted(used):
             for split, batches in splits:
                 ctx.ends[(seed, split)] = Objective(template, batches, **ctx.common).evaluate(ctx.params[seed])
-    outputs = dict(zip(tasks, map_forked(functools.partial(run_task, ctx), tasks, workers)))
+    outputs = dict(zip(tasks, map_forked(functools.partial(run_task, ctx), tasks, workers), strict=True))
     for task in tasks:  # merge in plan order: the same arrays and figures for any worker count
         ctx.merge(outputs[task][1])
     timings: dict[str, float] = {}
@@ -433,7 +434,8 @@ def load_trained_runs(
         The runs in ``seeds`` order, and the model spec ``{name, **options}`` of the first
         completed run (empty when none completed).
     """
-    runs, spec = [], {}
+    runs: list[TrainedRun] = []
+    spec: dict[str, Any] = {}
     for seed in seeds:
         stored = load_run(layout, experiment, config, seed, device)
         if stored.status != "completed":
@@ -446,7 +448,8 @@ def load_trained_runs(
             values, vectors = krylov.get("ritz_values"), krylov.get("ritz_vectors")
             ritz_bn = read_json(layout.curvature(experiment, config, seed)).get("settings", {}).get("bn_mode")
         metrics = stored.metrics
-        runs.append(TrainedRun(seed=seed, status=stored.status, model=stored.model, test_error=float(metrics.get("test_error", float("nan"))),
+        runs.append(TrainedRun(seed=seed, status=stored.status, model=stored.model,
+                               test_error=float(metrics.get("test_error", float("nan"))),
                                state_hash=metrics.get("state_hash"), ritz_values=values, ritz_vectors=vectors, ritz_bn_mode=ritz_bn))
         spec = spec or dict(stored.spec)
     return runs, spec
@@ -486,9 +489,8 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
         shutil.rmtree(figures_dir)
     figures_dir.mkdir(parents=True)  # a DVC output even when no selected probe draws
     write_figures(report.figures(), figures_dir)
-    with atomic_path(out / "arrays.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **report.arrays)
+    with atomic_path(out / "arrays.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **report.arrays)  # type: ignore[arg-type]  # names as keywords; the stub types allow_pickle
     write_json(out / "results.json", {**meta, **report.results})
     write_json(out / "config.json", {**meta, "probes": resolved, "seeds": seeds})
     write_json(out / "metrics.json", {**meta, **report.summary})

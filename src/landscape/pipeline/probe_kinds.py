@@ -224,7 +224,7 @@ def _barrier_pair(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], str]:
     ends = {"raw": ctx.params[b]}
     align_status = "not requested"
     if s.align:
-        states = {r.seed: r.model.state_dict() for r in ctx.done if r.seed in (a, b)}
+        states = {r.seed: r.model.state_dict() for r in ctx.done if r.seed in (a, b) and r.model is not None}
         try:
             aligned_state, match = align(ctx.template, states[a], states[b], ctx.example, restarts=s.align_restarts,
                                          max_sweeps=s.align_max_sweeps, seed=s.seed)
@@ -303,6 +303,7 @@ def _bezier_pair(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[s
                          end_evals=ends, **ctx.common)
         c_entry: dict[str, Any] = {"settings": res.settings, "history": res.history.tolist()}
         for split, pe in (("train", res.train), ("test", res.test)):
+            assert pe is not None  # test_batches given: both splits are evaluated
             st = straight[split]
             below = bool(pe.barrier < st.barrier)
             c_entry[split] = {**_path_summary(pe), "losses": pe.losses.tolist(), "straight_barrier": st.barrier,
@@ -326,7 +327,8 @@ def _assemble_bezier(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple
         if task[0] == "bezier":
             per_pair[f"s{task[1]}-s{task[2]}"], h = out[0]
             head.update(h)
-    entry = {"status": "done", "pairs": per_pair, "bn_mode": ctx.bn_mode, "train_examples": min(s.train_examples, int(ctx.train_data[1].shape[0])),
+    entry = {"status": "done", "pairs": per_pair, "bn_mode": ctx.bn_mode,
+             "train_examples": min(s.train_examples, int(ctx.train_data[1].shape[0])),
              "train_source": "first examples of the training split"}
     return entry, head
 
@@ -353,7 +355,7 @@ def _line_scan(ctx: ProbeContext, s: ScanSettings) -> dict[str, Any]:
     alphas = np.union1d(np.linspace(s.line_min, s.line_max, s.line_points), [0.0, 1.0])  # both solutions on the grid
     scans = tuple(line_scan(ctx.template, ctx.params[first.seed], ctx.params[second.seed], bt, alphas=alphas, **ctx.common)
                   for bt in (ctx.train_b, ctx.test_b))
-    for split, sc in zip(("train", "test"), scans):
+    for split, sc in zip(("train", "test"), scans, strict=True):
         ctx.arrays[f"scans.line.{split}.alphas"] = sc.alphas
         ctx.arrays[f"scans.line.{split}.losses"] = sc.losses
         ctx.arrays[f"scans.line.{split}.errors"] = sc.errors
@@ -427,7 +429,7 @@ def _sharpness_seed(ctx: ProbeContext, task: tuple) -> dict[str, Any]:
     seed = task[1]
     run = next(r for r in ctx.done if r.seed == seed)
     th = ctx.params[seed]
-    asc = {"steps": s.steps, "restarts": s.restarts, "seed": s.seed}
+    asc: dict[str, Any] = {"steps": s.steps, "restarts": s.restarts, "seed": s.seed}
     l2 = worst_case_sharpness(ctx.template, th, ctx.train_b, eps=s.eps_l2, norm="l2", **asc, **ctx.common)
     linf = worst_case_sharpness(ctx.template, th, ctx.train_b, eps=s.eps_linf, norm="linf", **asc, **ctx.common)
     avg = average_sharpness(ctx.template, th, ctx.train_b, sigma=s.sigma, num_samples=s.num_samples, seed=s.seed, **ctx.common)
@@ -468,11 +470,11 @@ def _plane_arrays(arrays: dict[str, np.ndarray], key: str, scan: PlaneScan) -> N
 # ---------------------------------------------------------------------- invariance
 
 
-def _plan_invariance(ctx: ProbeContext) -> list[tuple]:
+def _plan_invariance(ctx: ProbeContext) -> list[tuple]:  # noqa: ARG001  (ProbeKind.plan signature)
     return [("invariance",)]
 
 
-def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[str, Any] | None]:  # noqa: ARG001  (ProbeKind.run)
     """Flatness measures of the first run before and after a function-preserving rescaling
     (the ascent settings of the sharpness probe)."""
     model_spec, loss_fn = ctx.model_spec, ctx.loss_fn
@@ -489,7 +491,7 @@ def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[st
     def hessian(p: Mapping[str, Tensor]) -> HessianOperator:
         return HessianOperator(_model_at(template, p), loss_fn, batches, bn_mode="eval")
 
-    ascent = {"steps": sh.steps, "restarts": sh.restarts, "seed": sh.seed, "loss_fn": loss_fn, "bn_mode": "eval"}
+    ascent: dict[str, Any] = {"steps": sh.steps, "restarts": sh.restarts, "seed": sh.seed, "loss_fn": loss_fn, "bn_mode": "eval"}
     measures = {
         "lambda_max": lambda p: float(top_eigenpairs(hessian(p), k=1, which="LA", tol=s.eig_tol, seed=0).values[0]),
         "trace": lambda p: estimate_trace(hessian(p), num_matvecs=s.trace_matvecs, method="hutch++", seed=0).value,
@@ -510,7 +512,7 @@ def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[st
     return entry, {e.name: e.verdict for e in report.entries}
 
 
-def _assemble_invariance(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _assemble_invariance(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:  # noqa: ARG001
     return outputs[("invariance",)][0]
 
 

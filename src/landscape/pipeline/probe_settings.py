@@ -7,7 +7,7 @@ validated on construction (:class:`landscape.schema.Checked`), in code as from Y
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from landscape.probes.connectivity import OBJECTIVES, SURROGATES
 from landscape.probes.functional import BIAS_POLICIES
@@ -45,9 +45,12 @@ SELECTION = rule("'all' or a list of config names", _selection_ok)
 class Selecting(Checked):
     """Settings with a ``configs`` selection (validated on construction like every :class:`Checked`)."""
 
+    if TYPE_CHECKING:  # a field of each subclass (no annotation here: not a field of this class)
+        configs: str | tuple[str, ...]
+
     def selects(self, config_name: str) -> bool:
         """Whether ``config_name`` is in this block's ``configs`` (``"all"``: every config)."""
-        configs = getattr(self, "configs")
+        configs = self.configs
         return configs == "all" or config_name in configs
 
 
@@ -158,7 +161,8 @@ class ScanSettings(Selecting):
     line_min: float = -0.5
     line_max: float = 1.5
     plane_points: int = field(
-        default=11, metadata=rule("an odd int >= 3 (the solution is the centre point)", lambda x: isinstance(x, int) and x >= 3 and x % 2 == 1)
+        default=11,
+        metadata=rule("an odd int >= 3 (the solution is the centre point)", lambda x: isinstance(x, int) and x >= 3 and x % 2 == 1),
     )
     plane_span: float = field(default=1.0, metadata=number_above_zero())
     bias_policy: str = field(default="zero", metadata=one_of(BIAS_POLICIES))

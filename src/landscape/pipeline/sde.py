@@ -163,7 +163,8 @@ class SdeReport:
                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.table:
             for k in range(len(r["predicted"])):
-                head = f"| {r['surface']} | {r['method']} | {r['eta']:g} | {r['batch_size']} | {r['temperature']:.4g} | {r['barrier_over_t']:.3g}"
+                head = (f"| {r['surface']} | {r['method']} | {r['eta']:g} | {r['batch_size']} | {r['temperature']:.4g} "
+                        f"| {r['barrier_over_t']:.3g}")
                 sim = f"{r['simulated'][k]:.3f} [{r['ci_low'][k]:.3f}, {r['ci_high'][k]:.3f}]"
                 lines.append(f"{head} | {k} | {r['predicted'][k]:.3f} | {r['gibbs'][k]:.3f} | {sim} | {r['verdict']} |")
         return "\n".join(lines) + "\n"
@@ -230,9 +231,9 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu", work
     """
     pairs = [(float(e), int(b)) for e, b in config.settings]
     surfaces = {name: build_surface(spec) for name, spec in config.surfaces.items()}
-    common = {"noise_scale": config.noise_scale, "dt": config.dt, "horizon": config.horizon, "num_runs": config.num_runs,
-              "dataset_size": config.dataset_size, "init": config.init, "confidence": config.confidence,
-              "quadrature_grid": config.quadrature_grid, "device": device}
+    common: dict[str, Any] = {"noise_scale": config.noise_scale, "dt": config.dt, "horizon": config.horizon, "num_runs": config.num_runs,
+                              "dataset_size": config.dataset_size, "init": config.init, "confidence": config.confidence,
+                              "quadrature_grid": config.quadrature_grid, "device": device}
     tasks = [(name, method, j) for name in surfaces for method in config.methods for j in range(len(pairs))]
 
     def simulate(task: tuple[str, str, int]) -> tuple[OccupancyStudy, float]:
@@ -241,7 +242,7 @@ def run_sde_study(config: SdeConfig, *, device: torch.device | str = "cpu", work
         study = occupancy_study(surfaces[name], [pairs[j]], method=method, seed=config.seed + j, **common)
         return study, time.perf_counter() - t0
 
-    done = dict(zip(tasks, map_forked(simulate, tasks, workers)))
+    done = dict(zip(tasks, map_forked(simulate, tasks, workers), strict=True))
     studies: dict[tuple[str, str], OccupancyStudy] = {}
     table: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}

@@ -35,7 +35,8 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
-    extra = sorted(set(params) - known_top - {"curvature", "probes", "bounds", "escape", "hypotheses", "report", "phi", "optimizers", "spectra_scaling"})
+    sections = {"curvature", "probes", "bounds", "escape", "hypotheses", "report", "phi", "optimizers", "spectra_scaling"}
+    extra = sorted(set(params) - known_top - sections)
     if extra:
         raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
     seeds = params.get("seeds")

@@ -194,7 +194,11 @@ def _check_end_evals(end_evals: Any, obj: Objective) -> tuple[Evaluation | None,
 
 
 def _path_eval(
-    obj: Objective, points: Sequence[Tensor], ts: np.ndarray, path: str, end_evals: tuple[Evaluation | None, Evaluation | None] = (None, None)
+    obj: Objective,
+    points: Sequence[Tensor],
+    ts: np.ndarray,
+    path: str,
+    end_evals: tuple[Evaluation | None, Evaluation | None] = (None, None),
 ) -> PathEvaluation:
     losses = np.empty(len(ts))
     errors = np.empty(len(ts))
@@ -408,7 +412,7 @@ def fit_bezier(
         history.append(value.detach())
     curve = BezierCurve(torch.cat([a[None, :], bends.detach(), b[None, :]]))
     known = dict(end_evals or {})
-    common = {"ts": grid_eval, "loss_fn": loss_fn, "bn_mode": bn_mode, "recal_batches": recal_batches, "buffers": buffers}
+    common: dict[str, Any] = {"ts": grid_eval, "loss_fn": loss_fn, "bn_mode": bn_mode, "recal_batches": recal_batches, "buffers": buffers}
     train = evaluate_path(model, curve, train_batches, end_evals=known.get("train"), **common)
     test = None
     if test_batches is not None:

@@ -146,7 +146,9 @@ def make_projection(
     rows = torch.randint(num_params, (k, dim), generator=gen)
     cols = torch.arange(dim).expand(k, dim)
     signs = torch.randint(0, 2, (k, dim), generator=gen, dtype=torch.float64) * 2 - 1
-    P = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), cols.reshape(-1)]), signs.reshape(-1), (num_params, dim), check_invariants=False).coalesce()
+    P = torch.sparse_coo_tensor(
+        torch.stack([rows.reshape(-1), cols.reshape(-1)]), signs.reshape(-1), (num_params, dim), check_invariants=False
+    ).coalesce()
     idx, vals = P.indices(), P.values()
     norms = torch.zeros(dim, dtype=torch.float64).index_add_(0, idx[1], vals * vals).sqrt()
     vals = vals / norms[idx[1]].clamp(min=torch.finfo(torch.float64).tiny)  # a column cancelled to 0 stays 0
@@ -375,7 +377,7 @@ def search_intrinsic_dim(
         lo = d
         if d == d_max:
             break
-        d = min(d_max, max(d + 1, int(math.ceil(d * factor))))
+        d = min(d_max, max(d + 1, math.ceil(d * factor)))
     if hi is not None:
         lo = max(lo, d_min - 1)
         while hi - lo > 1 and hi - lo > rtol * hi:
@@ -463,8 +465,8 @@ def intrinsic_dim_ci(
     """
     _check_ci_args(seeds, confidence, num_bootstrap)
     searches = [
-        search_intrinsic_dim(lambda d, s=s: performance_fn(d, s), baseline, threshold=threshold, d_min=d_min, d_max=d_max, factor=factor,
-                             rtol=rtol)
+        search_intrinsic_dim(lambda d, s=s: performance_fn(d, s),  # type: ignore[misc]  # s bound per seed
+                             baseline, threshold=threshold, d_min=d_min, d_max=d_max, factor=factor, rtol=rtol)
         for s in seeds
     ]
     return bootstrap_ci(searches, seeds, confidence=confidence, num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed)

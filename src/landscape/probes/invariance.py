@@ -114,6 +114,7 @@ def output_change(
             yb = functional_call(model, {**params_b, **bufs}, (x,))
             d = (ya - yb).abs().max()
             worst = d if worst is None else torch.maximum(worst, d)
+    assert worst is not None  # xs is non-empty
     return float(worst)
 
 

@@ -151,6 +151,13 @@ class _Tracer(TorchFunctionMode):
     def get(self, t: Any) -> tuple[int, int, int] | None:
         return self.tags.get(id(t)) if isinstance(t, Tensor) else None
 
+    @staticmethod
+    def traced(tag: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        """``tag`` of an activation the handler expects to be traced (TypeError if it is not)."""
+        if tag is None:
+            raise TypeError("expected a traced activation")
+        return tag
+
     def new_space(self, n: int) -> int:
         s = self.uf.new()
         self.size[s] = n
@@ -158,7 +165,9 @@ class _Tracer(TorchFunctionMode):
 
     def merge(self, a: int, b: int, what: str) -> int:
         if self.size[self.uf.find(a)] != self.size[self.uf.find(b)]:
-            raise ValueError(f"{what}: merging unit spaces of different sizes {self.size[self.uf.find(a)]} and {self.size[self.uf.find(b)]}")
+            raise ValueError(
+                f"{what}: merging unit spaces of different sizes {self.size[self.uf.find(a)]} and {self.size[self.uf.find(b)]}"
+            )
         r = self.uf.union(a, b)
         return r
 
@@ -178,7 +187,7 @@ class _Tracer(TorchFunctionMode):
             per_key[axis] = (space, block)
 
     # -- the mode
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", str(func))
@@ -225,7 +234,7 @@ class _Tracer(TorchFunctionMode):
         if not tagged:
             return
         if name == "batch_norm":
-            space, axis, block = self.get(args[0])
+            space, axis, block = self.traced(self.get(args[0]))
             if axis != 1 or block != 1:
                 raise ValueError("batch_norm over a non-channel axis is not supported")
             names = ("running_mean", "running_var", "weight", "bias")
@@ -237,7 +246,7 @@ class _Tracer(TorchFunctionMode):
         if name == "layer_norm":
             x = args[0]
             shape = tuple(args[1]) if len(args) > 1 else tuple(kwargs["normalized_shape"])
-            space, axis, block = self.get(x)
+            space, axis, block = self.traced(self.get(x))
             lead = x.ndim - len(shape)
             if axis < lead or block != 1:
                 raise ValueError(f"layer_norm over {shape} does not include the unit axis {axis}")
@@ -249,9 +258,11 @@ class _Tracer(TorchFunctionMode):
         if name == "group_norm":
             x = args[0]
             groups = args[1] if len(args) > 1 else kwargs["num_groups"]
-            space, axis, block = self.get(x)
+            space, axis, block = self.traced(self.get(x))
             if axis != 1 or groups not in (1, int(x.shape[1])):
-                raise ValueError(f"group_norm with {groups} groups of {int(x.shape[1])} channels does not commute with channel permutations")
+                raise ValueError(
+                    f"group_norm with {groups} groups of {int(x.shape[1])} channels does not commute with channel permutations"
+                )
             for i, nm in ((2, "weight"), (3, "bias")):
                 t = args[i] if len(args) > i else kwargs.get(nm)
                 self.attach(t, 0, space, 1, "group_norm")
@@ -261,13 +272,13 @@ class _Tracer(TorchFunctionMode):
             src = self.get(args[0]) if args else None
             if src is None or len(tagged) > 1:
                 raise ValueError(f"{name} applied to a traced activation in an unexpected position")
-            self.tag(first, *src)
+            self.tag(first, *self.traced(src))
             return
         if name in _MERGE:
             a, b = args[0], args[1] if len(args) > 1 else kwargs.get("other")
             ta, tb = self.get(a), self.get(b)
             if ta is not None and tb is not None:
-                if ta[1:] != tb[1:] or a.shape != b.shape:
+                if ta[1:] != tb[1:] or a.shape != b.shape:  # type: ignore[union-attr]  # tb is a tag: b is a tensor
                     raise ValueError(f"{name} of activations with different layouts {ta[1:]} and {tb[1:]}")
                 r = self.merge(ta[0], tb[0], name)
                 self.tag(first, r, ta[1], ta[2])
@@ -276,17 +287,17 @@ class _Tracer(TorchFunctionMode):
             src = ta if ta is not None else tb
             if isinstance(other, Tensor) and other.numel() != 1:
                 raise ValueError(f"{name} of a traced activation with an untraced tensor of shape {tuple(other.shape)}")
-            self.tag(first, *src)
+            self.tag(first, *self.traced(src))
             return
         if name in _SCALE:
             other = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor) and id(a) not in self.tags]
             if len(tagged) > 1 or any(o.numel() != 1 for o in other):
                 raise ValueError(f"{name} of a traced activation with a non-scalar tensor")
-            self.tag(first, *self.get(tagged[0]))
+            self.tag(first, *self.traced(self.get(tagged[0])))
             return
         if name in _REDUCE:
             x = args[0]
-            space, axis, block = self.get(x)
+            space, axis, block = self.traced(self.get(x))
             dims = args[1] if len(args) > 1 else kwargs.get("dim")
             keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
             if dims is None:
@@ -299,12 +310,12 @@ class _Tracer(TorchFunctionMode):
             return
         if name in ("flatten", "view", "reshape"):
             x = args[0]
-            space, axis, block = self.get(x)
+            space, axis, block = self.traced(self.get(x))
             if first.shape == x.shape:
                 self.tag(first, space, axis, block)
                 return
             lead = tuple(x.shape[:axis])
-            expected = lead + (int(math.prod(x.shape[axis:])),)
+            expected = (*lead, int(math.prod(x.shape[axis:])))
             if tuple(first.shape) == expected:
                 self.tag(first, space, axis, block * int(math.prod(x.shape[axis + 1 :])))
                 return
@@ -329,10 +340,9 @@ def permutation_spec(model: nn.Module, example_input: Tensor) -> PermutationSpec
     x = example_input.detach()
     inp = tracer.new_space(int(x.shape[1]) if x.ndim > 1 else 1)
     tracer.fixed.add(inp)
-    with torch.no_grad(), probe_modes(model, bn_train=False):
-        with tracer:
-            tracer.tag(x, inp, 1 if x.ndim > 1 else 0, 1)
-            out = model(x)
+    with torch.no_grad(), probe_modes(model, bn_train=False), tracer:
+        tracer.tag(x, inp, 1 if x.ndim > 1 else 0, 1)
+        out = model(x)
     outs = [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
     for o in outs:
         t = tracer.get(o)
@@ -420,7 +430,9 @@ class MatchingResult:
         }
 
 
-def _objective(spec: PermutationSpec, a: Mapping[str, Tensor], b: Mapping[str, Tensor], perms: Mapping[str, Tensor], keys: Sequence[str]) -> float:
+def _objective(
+    spec: PermutationSpec, a: Mapping[str, Tensor], b: Mapping[str, Tensor], perms: Mapping[str, Tensor], keys: Sequence[str]
+) -> float:
     total = torch.zeros((), dtype=torch.float64)
     for k in keys:
         pb = _permute_tensor(spec, k, b[k].detach(), perms)
@@ -515,6 +527,7 @@ def weight_matching(
         finals.append(out[1][-1])
         if best is None or out[1][-1] > best[1][-1]:
             best = out
+    assert best is not None  # restarts >= 1
     perms, history, sweeps, converged = best
     return MatchingResult(perms, np.asarray(history), sweeps, converged, np.asarray(finals))
 

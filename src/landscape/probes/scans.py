@@ -158,7 +158,7 @@ def _scan_points(obj: Objective, origin: Tensor, dirs: Sequence[Tensor], coords:
     errors = np.empty(len(coords))
     for i, c in enumerate(coords):
         point = origin.clone()
-        for ck, d in zip(c, dirs):
+        for ck, d in zip(c, dirs, strict=True):
             point = point + float(ck) * d
         ev = obj.evaluate(point)
         losses[i], errors[i] = ev.loss, ev.error
@@ -479,7 +479,7 @@ def plot_contour(scan: PlaneScan, *, metric: str = "loss", levels: int = 20, log
     ax.contour(scan.X, scan.Y, values, levels=levels, colors="k", linewidths=0.3)
     ax.figure.colorbar(cs, ax=ax, label=("log10 " if log else "") + metric)
     ax.scatter(scan.points[:, 0], scan.points[:, 1], color="red", marker="x", zorder=3)
-    for (px, py), lab in zip(scan.points, scan.point_labels):
+    for (px, py), lab in zip(scan.points, scan.point_labels, strict=True):
         ax.annotate(lab, (px, py), textcoords="offset points", xytext=(4, 4), color="red")
     ax.set_title(f"{scan.kind} plane (bn={scan.bn_mode})")
     ax.set_aspect("equal" if scan.kind in ("three_points", "hessian") else "auto")

@@ -246,10 +246,7 @@ def worst_case_sharpness(
             if k == steps:
                 break
             (g,) = torch.autograd.grad(loss, u_req)
-            if schedule == "cosine":
-                lr = lr0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / max(steps - 1, 1))))
-            else:
-                lr = lr0
+            lr = lr0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / max(steps - 1, 1)))) if schedule == "cosine" else lr0
             if norm == "l2":
                 gn = g.norm()
                 step = torch.where(gn > 0, g / torch.where(gn > 0, gn, torch.ones_like(gn)), torch.zeros_like(g))

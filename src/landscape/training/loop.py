@@ -286,7 +286,7 @@ def train_model(
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", test_err=f"{test_error:.3f}")
         if epoch + 1 == cfg.epochs:
             status = "completed"
-        if keep_snapshots and (epoch + 1) % cfg.snapshot_every == 0:
+        if keep_snapshots and checkpoint_dir is not None and (epoch + 1) % cfg.snapshot_every == 0:
             save_snapshot(checkpoint_dir, epoch + 1, model.state_dict())  # before the checkpoint: a resume never skips it
         if (epoch + 1) % cfg.checkpoint_every == 0 or status == "completed":
             checkpoint(epoch + 1)

@@ -48,15 +48,15 @@ OPTIMIZER_BUILDERS: dict[str, Callable[[Iterable[nn.Parameter], TrainConfig, flo
 }
 
 
-def _constant(progress: float, epoch: int, cfg: TrainConfig) -> float:
+def _constant(progress: float, epoch: int, cfg: TrainConfig) -> float:  # noqa: ARG001  (shared schedule signature)
     return 1.0
 
 
-def _cosine(progress: float, epoch: int, cfg: TrainConfig) -> float:
+def _cosine(progress: float, epoch: int, cfg: TrainConfig) -> float:  # noqa: ARG001  (shared schedule signature)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _step(progress: float, epoch: int, cfg: TrainConfig) -> float:
+def _step(progress: float, epoch: int, cfg: TrainConfig) -> float:  # noqa: ARG001  (shared schedule signature)
     return cfg.step_gamma ** (epoch // cfg.step_epochs)
 
 
