@@ -51,6 +51,7 @@ __all__ = [
     "has_running_stats",
     "has_dropout",
     "curvature_mode",
+    "eval_mode",
     "probe_modes",
     "fresh_bn_buffers",
     "model_buffers",
@@ -291,6 +292,12 @@ def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
         for m, flag in flags:
             m.training = flag
 
+
+
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Every module in eval mode (BN running statistics, no dropout), flags restored after:
+    the ``eval`` policy as a context (:func:`curvature_mode` with ``bn_mode="eval"``)."""
+    return curvature_mode(model, "eval")
 
 def has_running_stats(model: nn.Module) -> bool:
     """Whether the model contains a BatchNorm layer that tracks running statistics (the

@@ -33,11 +33,10 @@ Gaussian draws, as in all Monte-Carlo PAC-Bayes work.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +66,6 @@ __all__ = [
     "best_prior",
     "check_pair",
     "draw_errors",
-    "eval_mode",
     "family_kl",
     "fixed_tensors",
     "hessian_family",
@@ -84,18 +82,6 @@ PRIOR_WINDOW = 20
 # --------------------------------------------------------------------------------------
 # Networks as functions of a flat parameter vector
 # --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode (BN running statistics, no dropout); flags restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 @dataclass(frozen=True, eq=False)

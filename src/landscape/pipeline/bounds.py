@@ -95,7 +95,6 @@ from landscape.bounds.posterior import (
     best_prior,
     check_pair,
     draw_errors,
-    eval_mode,
     fixed_tensors,
     hessian_family,
     isotropic_family,
@@ -103,6 +102,7 @@ from landscape.bounds.posterior import (
     pilot_error,
     split_indices,
 )
+from landscape.functional import eval_mode
 from landscape.io import read_json, write_json
 from landscape.pipeline.cli import StageError
 from landscape.pipeline.layout import Layout
