@@ -212,7 +212,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
     """The ``dvc.yaml`` mapping for ``params`` (stages in dependency order)."""
     layout = layout or Layout()
     b = _Builder(params, layout)
-    rel = lambda p: _rel(layout, p)  # noqa: E731
+    rel = lambda p: _rel(layout, p)  # noqa: E731  (a one-line local helper)
     stages: dict[str, Any] = {}
     root = layout.root
 
@@ -232,7 +232,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         },
     }
     for group in params["experiments"]:
-        run = layout.run(group, "${item.config}", "${item.seed}")  # type: ignore[arg-type]
+        run = layout.run(group, "${item.config}", "${item.seed}")  # type: ignore[arg-type]  # a DVC foreach template as the seed
         stages[f"train_{group}"] = b.stage(
             "train",
             head={"matrix": {"config": f"${{experiments.{group}.configs}}", "seed": "${seeds}"}},

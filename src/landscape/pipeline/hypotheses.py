@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
@@ -92,10 +92,11 @@ class HypothesesConfig(Checked):
 # ------------------------------------------------------------------ the family, one builder per hypothesis
 
 Member = Any  # a HypothesisResult or a ``not tested`` record
+PairedTest = Literal["t", "wilcoxon"]  # HypothesesConfig.paired_test, checked by its one_of rule at construction
 Builder = Callable[[Tables, HypothesesConfig, Layout], list[Member]]
 
 
-def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:  # noqa: ARG001  (the Builder signature; H1 names no file)
     runs = tables.runs
     h1 = completed(runs, "lambda_max", "batch_size") if not runs.empty else runs
     h1 = h1[h1["experiment"] == c.h1_experiment] if not h1.empty else h1
@@ -106,7 +107,9 @@ def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
 
 
 def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
-    runs, common = tables.runs, {"alpha": c.alpha, "ci_level": c.ci_level}
+    runs = tables.runs
+    common: dict[str, Any] = {"alpha": c.alpha, "ci_level": c.ci_level}
+    test = cast(PairedTest, c.paired_test)
     h2 = runs[(runs["experiment"] == c.h2_experiment) & runs["skip"].notna()] if not runs.empty else runs
     out: list[Member] = []
     for measure in c.h2_measures:
@@ -120,15 +123,15 @@ def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
                 out.append(not_tested(name, f"input missing: no barriers in {where}"))
                 continue
             table = table.rename(columns={col: "barrier"})
-            out.append(attempt(name, len(table), lambda t=table: h2_skip_flattens(
-                t, "barrier", pair_on=("norm", "pair"), group="pair", test=c.paired_test, **common)))
+            out.append(attempt(name, len(table), lambda t=table: h2_skip_flattens(  # type: ignore[misc]  # defaults bind the loop values
+                t, "barrier", pair_on=("norm", "pair"), group="pair", test=test, **common)))
             continue
         table = completed(h2, measure)
         if table.empty:
             out.append(not_tested(name, f"input missing: no measured skip/no-skip runs of {c.h2_experiment!r}"))
             continue
-        out.append(attempt(name, len(table), lambda t=table, m=measure: h2_skip_flattens(
-            t, m, pair_on=("norm", "seed"), log_scale=_LOG_SCALE.get(m, False), test=c.paired_test, **common)))
+        out.append(attempt(name, len(table), lambda t=table, m=measure: h2_skip_flattens(  # type: ignore[misc]  # defaults bind the loop values
+            t, m, pair_on=("norm", "seed"), log_scale=_LOG_SCALE.get(m, False), test=test, **common)))
     return out
 
 
@@ -137,16 +140,19 @@ def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
     if esc.empty:
         return [not_tested("H3", f"input missing: {layout.relative(layout.escape_trials)}")]
     return [attempt("H3", len(esc), lambda: h3_alignment_escape(esc, outcome="escape", predictor="alignment_pct", factor=None, group="seed",
-                                                                time="escape_step", min_clusters=c.min_clusters, alpha=c.alpha, ci_level=c.ci_level))]
+                                                                time="escape_step", min_clusters=c.min_clusters, alpha=c.alpha,
+                                                                ci_level=c.ci_level))]
 
 
 def _h4(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
     bound_cols = [f"bound_{b}" for b in (c.h4_bound, *c.h4_baselines)]
     h4 = completed(tables.runs, *bound_cols)
     if h4.empty:
-        where = layout.relative(layout.bounds_run("*", "*", "*"))  # bounds/runs/<experiment>/<config>/seed<k>/bounds.json
+        # bounds/runs/<experiment>/<config>/seed<k>/bounds.json
+        where = layout.relative(layout.bounds_run("*", "*", "*"))  # type: ignore[arg-type]  # "*" globs the seed for the message
         return [not_tested("H4", f"input missing: no {where} with {bound_cols}")]
-    return [attempt("H4", len(h4), lambda: h4_bounds(h4, bound=bound_cols[0], baselines=bound_cols[1:], test=c.paired_test,
+    test = cast(PairedTest, c.paired_test)
+    return [attempt("H4", len(h4), lambda: h4_bounds(h4, bound=bound_cols[0], baselines=bound_cols[1:], test=test,
                                                       alpha=c.alpha, ci_level=c.ci_level))]
 
 
@@ -163,7 +169,7 @@ def _regressions(tables: Tables, c: HypothesesConfig) -> list[Member]:
             if table.empty:
                 out.append(not_tested(name, f"input missing: no runs with {measure!r} and {target!r}"))
                 continue
-            result = attempt(name, len(table), lambda t=table, m=measure, g=target: curvature_regressions(
+            result = attempt(name, len(table), lambda t=table, m=measure, g=target: curvature_regressions(  # type: ignore[misc]  # defaults bind loop values
                 t, [m], g, n_boot=c.n_boot, seed=c.seed, alpha=c.alpha, ci_level=c.ci_level)[0])
             if isinstance(result, HypothesisResult):
                 verdict = tables.invariance.get(measure)

@@ -66,9 +66,9 @@ class OptimizersConfig(Checked):
             raise ConfigError(f"optimizers.levels={dict(levels)!r} lists a config twice; allowed: each config in one level")
         object.__setattr__(self, "levels", {k: tuple(v) for k, v in levels.items()})
         pairs = self.comparisons
-        ok = isinstance(pairs, (list, tuple)) and pairs and all(
+        pairs_ok = isinstance(pairs, (list, tuple)) and pairs and all(
             isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(o, str) for o in p) and p[0] != p[1] for p in pairs)
-        if not ok:
+        if not pairs_ok:
             shown = [list(p) if isinstance(p, (list, tuple)) else p for p in pairs] if isinstance(pairs, (list, tuple)) else pairs
             raise ConfigError(f"optimizers.comparisons={shown!r} is not allowed; allowed: a non-empty list of "
                               "[treated, reference] pairs of two different optimizer names")

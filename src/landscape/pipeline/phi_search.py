@@ -151,9 +151,11 @@ class PhiSearchConfig(Checked):
 
     def _extra_checks(self) -> None:
         if self.probe.num_examples > self.training.train_examples:
-            raise ConfigError(f"probe.num_examples={self.probe.num_examples} exceeds training.train_examples={self.training.train_examples}")
+            raise ConfigError(f"probe.num_examples={self.probe.num_examples} exceeds "
+                              f"training.train_examples={self.training.train_examples}")
         if self.training.batch_size > self.training.train_examples:
-            raise ConfigError(f"training.batch_size={self.training.batch_size} exceeds training.train_examples={self.training.train_examples}")
+            raise ConfigError(f"training.batch_size={self.training.batch_size} exceeds "
+                              f"training.train_examples={self.training.train_examples}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ class PhiConfig(Checked):
 
     dataset: str
     run_experiments: tuple[str, ...] = field(default=("scaling",), metadata=rule(
-        "a list of distinct experiment names", lambda x: isinstance(x, (list, tuple)) and all(isinstance(v, str) for v in x) and len(set(x)) == len(x)))
+        "a list of distinct experiment names",
+        lambda x: isinstance(x, (list, tuple)) and all(isinstance(v, str) for v in x) and len(set(x)) == len(x)))
     primary_experiment: str = "scaling"
     ci_level: float = field(default=0.95, metadata=rule("a float in (0, 1)", lambda x: 0 < x < 1))
     search: PhiSearchConfig = field(default_factory=PhiSearchConfig)
@@ -182,7 +185,8 @@ class PhiConfig(Checked):
             if name not in experiments:
                 raise ConfigError(f"phi: experiment {name!r} is not a key of experiments; valid: {sorted(experiments)}")
         if self.primary_experiment not in self.run_experiments:
-            raise ConfigError(f"phi.primary_experiment={self.primary_experiment!r} must be one of run_experiments {list(self.run_experiments)}")
+            raise ConfigError(f"phi.primary_experiment={self.primary_experiment!r} must be one of "
+                              f"run_experiments {list(self.run_experiments)}")
 
 
 # ------------------------------------------------------------------ the search
@@ -261,10 +265,8 @@ def run_phi_search(cfg: PhiSearchConfig, datasets: Sequence[SearchData], workers
         return _candidate(datasets[i], w, L, s, cfg, torch.device(device))
 
     out = map_forked(work, order, workers=workers)
-    rows = [None] * len(tasks)
-    for j, row in zip(order, out):
-        rows[j] = row
-    return rows  # type: ignore[return-value]
+    by_task = dict(zip(order, out, strict=True))  # map_forked returns one result per task, in task order
+    return [by_task[j] for j in range(len(tasks))]
 
 
 # ------------------------------------------------------------------ the trained runs
@@ -324,13 +326,15 @@ def search_data(cfg: PhiConfig, layout: Layout) -> list[SearchData]:
     n_train = s.training.train_examples
     out = []
     for D in s.mixture_dims:
-        ds = gaussian_mixture(num_classes=s.mixture_classes, dim=D, separation=s.mixture_separation, n=n_train + s.mixture_test, seed=s.mixture_seed)
-        out.append(SearchData(f"mixture_d{D}", (ds.x[:n_train], ds.y[:n_train]), (ds.x[n_train:], ds.y[n_train:]), s.mixture_classes, "gaussian_mixture"))
+        ds = gaussian_mixture(num_classes=s.mixture_classes, dim=D, separation=s.mixture_separation, n=n_train + s.mixture_test,
+                              seed=s.mixture_seed)
+        out.append(SearchData(f"mixture_d{D}", (ds.x[:n_train], ds.y[:n_train]), (ds.x[n_train:], ds.y[n_train:]), s.mixture_classes,
+                              "gaussian_mixture"))
     data = torch.load(require(layout.prepared(cfg.dataset), f"prepare@{cfg.dataset}"), map_location="cpu", weights_only=False)
     (xtr, ytr), (xte, yte) = data["train"], data["test"]
     if xtr.shape[0] < n_train:
         raise ConfigError(f"phi.search.training.train_examples={n_train} exceeds the {xtr.shape[0]} training examples of {cfg.dataset}")
-    flat = lambda x: x.reshape(x.shape[0], -1).to(torch.float32)  # noqa: E731
+    flat = lambda x: x.reshape(x.shape[0], -1).to(torch.float32)  # noqa: E731  (a one-line local helper)
     out.append(SearchData(cfg.dataset, (flat(xtr[:n_train]), ytr[:n_train]), (flat(xte), yte), int(data["num_classes"]), "prepared"))
     return out
 
@@ -358,7 +362,8 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     t = cfg.search.training
     write_json(layout.results("phi_search"), {"profile": params.get("profile"), "config": dataclasses.asdict(cfg), "definition": {
         **_DEFINITION,
-        "grad_rank": f"{cfg.search.probe.rank} rank of the per-example gradient covariance (stable: tr(Sigma)/lambda_max(Sigma); energy90: directions carrying 90% of tr(Sigma))",
+        "grad_rank": f"{cfg.search.probe.rank} rank of the per-example gradient covariance "
+                     "(stable: tr(Sigma)/lambda_max(Sigma); energy90: directions carrying 90% of tr(Sigma))",
         "search_phi_at": cfg.search.probe.select_at,
         "runs_phi_at": "final weights (measure outputs; ||H||_2 read as measure's lambda_max, the top eigenvalue)",
         "same_budget": f"every candidate trained with {t.optimizer}, lr {t.lr}, batch {t.batch_size}, "
@@ -368,11 +373,13 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     write_json(layout.metrics("phi_search"), {**headline(summary), "wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"]})
     pooled = summary["pooled"]
     if "mean_diff" in pooled:
-        print(f"phi search: chosen - random test error = {pooled['mean_diff']:.4f} [{pooled['diff_ci_low']:.4f}, {pooled['diff_ci_high']:.4f}], "
+        print(f"phi search: chosen - random test error = {pooled['mean_diff']:.4f} "
+              f"[{pooled['diff_ci_low']:.4f}, {pooled['diff_ci_high']:.4f}], "
               f"P(beat random) = {pooled['p_beat']:.3f} (n={pooled['n_units']}): {pooled['verdict']}")
     for name, entry in summary["per_dataset"].items():
         sp = entry["spearman_init"]
-        print(f"  {name} (D={entry['data_dim']}): rho(Phi, test error) = {sp['rho']:.3f} [{sp['ci_low']:.3f}, {sp['ci_high']:.3f}] n={sp['n']}")
+        print(f"  {name} (D={entry['data_dim']}): rho(Phi, test error) = {sp['rho']:.3f} "
+              f"[{sp['ci_low']:.3f}, {sp['ci_high']:.3f}] n={sp['n']}")
     for exp, sp in summary["runs"]["per_experiment"].items():
         print(f"  runs {exp}: rho(Phi, test error) = {sp['rho']} [{sp['ci_low']}, {sp['ci_high']}] n={sp['n']}")
     print(f"wall {timing['wall_s']:.1f} s, cpu {timing['cpu_s']:.1f} s, {len(rows)} candidates")

@@ -84,12 +84,13 @@ class SpectraScalingConfig(Checked):
     def _extra_checks(self) -> None:
         bad = [p for p in self.plot_configs if p.count("/") != 1]
         if bad:
-            raise ConfigError(f"spectra_scaling.plot_configs={list(self.plot_configs)!r} is not allowed; allowed: entries '<experiment>/<config>'")
+            raise ConfigError(f"spectra_scaling.plot_configs={list(self.plot_configs)!r} is not allowed; "
+                              "allowed: entries '<experiment>/<config>'")
 
 
 def _density_curves(layout: Layout, spectra: pd.DataFrame, cfg: SpectraScalingConfig) -> list[dict[str, Any]]:
     """The density figure of each plot config (its first seed with a fitted spectrum)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for entry in cfg.plot_configs:
         exp, name = entry.split("/")
         ok = spectra[(spectra.experiment == exp) & (spectra.config == name) & (spectra.status == "ok")] if len(spectra) else spectra
@@ -111,7 +112,8 @@ def spectra_scaling(layout: Layout, experiments: Mapping[str, Any], seeds: Seque
     spectra = fit_spectra(measured_spectra(layout, experiments, seeds), cfg.edge_points)
     block = experiments.get(cfg.scaling_experiment)
     if block is None:
-        raise ConfigError(f"spectra_scaling.scaling_experiment={cfg.scaling_experiment!r} is not an experiment group; have {sorted(experiments)}")
+        raise ConfigError(f"spectra_scaling.scaling_experiment={cfg.scaling_experiment!r} is not an experiment group; "
+                          f"have {sorted(experiments)}")
     rows = scaling_rows(scaling_runs(layout, cfg.scaling_experiment, block.get("configs", {}), seeds), spectra, cfg.scaling_experiment)
     scaling = (fit_scaling(rows, cfg.targets, cfg.alpha, cfg.ci_level) if len(rows)
                else {"fits": {}, "families": {}, "status": "not fitted: no scaling runs measured"})

@@ -128,13 +128,15 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                 row: dict[str, Any] = {
                     "experiment": exp, "config": cfg, "seed": seed, "status": metrics.get("status"),
                     "batch_size": train.get("batch_size"), "skip": model.get("skip"), "norm": model.get("norm", "none"),
-                    "model": model.get("name"), **{k: _number(metrics.get(k)) for k in ("test_error", "train_loss", "gen_gap", "train_error", "num_params")},
+                    "model": model.get("name"),
+                    **{k: _number(metrics.get(k)) for k in ("test_error", "train_loss", "gen_gap", "train_error", "num_params")},
                 }
                 curv = read_json(layout.curvature(exp, cfg, seed))
                 if curv is not None and curv.get("status") == "measured":
                     found["curvature"] += 1
                     noise = curv.get("noise") or {}
-                    row.update(lambda_max=_number(curv.get("lambda_max")), trace=_number(curv.get("trace")), logdet=_number(curv.get("logdet")),
+                    row.update(lambda_max=_number(curv.get("lambda_max")), trace=_number(curv.get("trace")),
+                               logdet=_number(curv.get("logdet")),
                                outlier_count=_number((curv.get("rmt") or {}).get("outlier_count")),
                                kappa=_number(noise.get("kappa")), difficulty_index=_number(noise.get("difficulty_index")))
                 bnd = read_json(layout.bounds_run(exp, cfg, seed))
@@ -146,8 +148,10 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                 rows.append(row)
             pairs = ((probe or {}).get("barriers") or {}).get("pairs") or {}
             for key, entry in pairs.items():
-                barrier_rows.append({"experiment": exp, "config": cfg, "pair": key, "skip": model.get("skip"), "norm": model.get("norm", "none"),
-                                     **{f"barrier_{s}": _number(((entry.get(s) or {}).get("raw") or {}).get("barrier")) for s in ("train", "test")}})
+                barrier_rows.append({"experiment": exp, "config": cfg, "pair": key, "skip": model.get("skip"),
+                                     "norm": model.get("norm", "none"),
+                                     **{f"barrier_{s}": _number(((entry.get(s) or {}).get("raw") or {}).get("barrier"))
+                                        for s in ("train", "test")}})
     trials = read_json(layout.escape_trials)
     escape = pd.DataFrame((trials or {}).get("trials", []))
     if "alignment" in escape:  # share of noise energy in the top-k subspace, in percentage points
@@ -230,7 +234,7 @@ def optimizer_runs(
                 df = read_tsv(run.logged(metric))
                 if df is None:
                     continue
-                for step, value in zip(df["step"], df[metric]):
+                for step, value in zip(df["step"], df[metric], strict=True):
                     curves.append({"config": config, "seed": int(seed), "metric": metric, "epoch": int(step) + 1, "value": float(value)})
     return OptimizerRuns(pd.DataFrame(rows), pd.DataFrame(curves, columns=["config", "seed", "metric", "epoch", "value"]))
 
@@ -289,7 +293,8 @@ def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], se
                          "trained.lambda_max": _float(curv.get("lambda_max")), "trained.trace": _float(curv.get("trace")),
                          "at_init.lambda_max": _float(init.get("lambda_max")), "at_init.trace": _float(init.get("trace")),
                          "at_init.bulk_sigma2": _float(rmt.get("bulk_sigma")) ** 2 if ok_init else float("nan"),
-                         "at_init.outlier_count": (_float(rmt.get("outlier_count")) if ok_init and not rmt.get("outlier_count_is_lower_bound")
+                         "at_init.outlier_count": (_float(rmt.get("outlier_count"))
+                                                   if ok_init and not rmt.get("outlier_count_is_lower_bound")
                                                    else float("nan"))})
     return pd.DataFrame(rows)
 
@@ -314,7 +319,7 @@ def gradient_noise_runs(layout: Layout, experiment: str, configs: Mapping[str, A
     """
     rows = []
     for name, conf in configs.items():
-        batch = (conf.get("train") or {}).get("batch_size")
+        batch: Any = (conf.get("train") or {}).get("batch_size")  # as written in params.yaml
         for seed in seeds:
             curv = read_json(layout.curvature(experiment, name, seed))
             noise = (curv or {}).get("noise")
@@ -324,8 +329,10 @@ def gradient_noise_runs(layout: Layout, experiment: str, configs: Mapping[str, A
             pv = corr.get("pvalues") or {}
             rows.append({"config": name, "batch_size": float(batch), "seed": seed,
                          "pearson_covariance": _float(corr.get("pearson_covariance")), "pearson_p": _float(pv.get("pearson_covariance")),
-                         "spearman_covariance": _float(corr.get("spearman_covariance")), "spearman_p": _float(pv.get("spearman_covariance")),
-                         "energy_rank_90": _float(noise.get("energy_rank_90")), "stable_rank_gradients": _float(noise.get("stable_rank_gradients")),
+                         "spearman_covariance": _float(corr.get("spearman_covariance")),
+                         "spearman_p": _float(pv.get("spearman_covariance")),
+                         "energy_rank_90": _float(noise.get("energy_rank_90")),
+                         "stable_rank_gradients": _float(noise.get("stable_rank_gradients")),
                          "stable_rank_covariance": _float(noise.get("stable_rank_covariance")), "num_examples": noise.get("num_examples"),
                          "num_params": int(corr.get("num_params", 0) or 0)})
     return pd.DataFrame(rows)
@@ -410,14 +417,15 @@ def run_metrics(layout: Layout, experiments: Mapping[str, Any], seeds: Iterable[
 def logged_curves(layout: Layout, runs: Iterable[tuple[str, str, int]]) -> pd.DataFrame:
     """Every DVCLive log of ``runs`` (``(experiment, config, seed)``), long format: step, value,
     metric, experiment, config, seed."""
+    columns = ["step", "value", "metric", "experiment", "config", "seed"]
     frames = []
     for experiment, config, seed in runs:
         for tsv in sorted(layout.run(experiment, config, seed).logged_metrics.glob("*.tsv")):
             df = pd.read_csv(tsv, sep="\t").rename(columns={tsv.stem: "value"})
             if len(df):
                 df["metric"], df["experiment"], df["config"], df["seed"] = tsv.stem, experiment, config, seed
-                frames.append(df[["step", "value", "metric", "experiment", "config", "seed"]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "value", "metric", "experiment", "config", "seed"])
+                frames.append(df[columns])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> list[tuple[str, int, Path]]:
@@ -427,4 +435,5 @@ def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> l
         FileNotFoundError: A seed's ``bounds.json`` is missing (names the path and the ``bounds`` stage).
     """
     cells = sorted(((run, int(s)) for run in runs for s in seeds), key=lambda c: (*c[0].split("/"), f"seed{c[1]}"))
-    return [(run, s, require(layout.bounds_run(*run.split("/"), s), "bounds")) for run, s in cells]
+    return [(run, s, require(layout.bounds_run(*run.split("/"), s), "bounds"))  # type: ignore[call-arg, arg-type]  # run is "<experiment>/<config>"
+            for run, s in cells]

@@ -102,7 +102,7 @@ def check_n_boot(n_boot: int) -> None:
 def group_codes(values: pd.Series) -> tuple[np.ndarray, int]:
     """Integer codes 0..G-1 for the distinct values of a group column, and G."""
     codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(np.int64), int(len(uniques))
+    return codes.astype(np.int64), len(uniques)
 
 
 def check_groups(n_groups: int, group: str, where: str) -> None:
@@ -239,10 +239,7 @@ def fit_linear(
             "are collinear); check that each regressor varies within seeds"
         )
     model = sm.OLS(np.asarray(y, dtype=float), X)
-    if inference == "cluster":
-        res = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
-    else:
-        res = model.fit(use_t=True)
+    res = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True) if inference == "cluster" else model.fit(use_t=True)
     return LinearFit(results=res, names=names, inference=inference, design=X, n_groups=n_groups)
 
 

@@ -19,7 +19,7 @@ escape outcome:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -72,7 +72,7 @@ def _p_one_sided(stat: float, df: float | None) -> float:
     return float(sps.norm.sf(stat) if df is None else sps.t.sf(stat, df))
 
 
-def _fit_recording_warnings(fit_fn):
+def _fit_recording_warnings(fit_fn: Callable[[], Any]) -> tuple[Any, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_fn()
@@ -150,7 +150,7 @@ def h3_alignment_escape(
         n_informative = n_groups
     else:
         informative = pd.Series(y).groupby(codes).transform(lambda s: s.min() != s.max()).to_numpy()
-        n_informative = int(len(np.unique(codes[informative])))
+        n_informative = len(np.unique(codes[informative]))
         if n_informative == 0:
             raise ValueError(
                 f"{where}: conditional logit needs a {group} with both outcomes; every seed "
@@ -244,11 +244,11 @@ def _cox(
         how = "robust SEs by group (Lin & Wei 1989)"
     else:
         model = PHReg(t, X, status=status, strata=codes, ties=ties)
-        res, warn = _fit_recording_warnings(lambda: model.fit())
+        res, warn = _fit_recording_warnings(model.fit)
         how = "stratified by group, model-based SEs"
     params, bse = np.asarray(res.params), np.asarray(res.bse)
     q = sps.norm.ppf(0.5 + ci_level / 2.0)
-    out = {
+    out: dict[str, Any] = {
         "method": f"Cox proportional hazards ({ties} ties), {how}",
         "n_events": int(status.sum()),
         "fit_warnings": warn,

@@ -80,7 +80,7 @@ def holm(
     adjusted = holm_adjust([r.p_value for r in results])
     m = int(sum(math.isfinite(r.p_value) for r in results))
     out = []
-    for r, p_adj in zip(results, adjusted):
+    for r, p_adj in zip(results, adjusted, strict=True):
         extra = dict(r.extra)
         extra["holm_family_size"] = m
         updated = r.with_p_holm(float(p_adj), alpha)

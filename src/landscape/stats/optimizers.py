@@ -164,7 +164,8 @@ def _not_tested(name: str, reason: str, n: int, **extra: Any) -> dict[str, Any]:
 def _pair_frame(runs: pd.DataFrame, level: str, treated: str, reference: str) -> pd.DataFrame:
     """One row per seed with both runs: status, test error and config of each side."""
     sides: dict[str, dict[int, tuple[str, float, str]]] = {treated: {}, reference: {}}
-    for lvl, opt, seed, status, err, cfg in zip(runs["level"], runs["optimizer"], runs["seed"], runs["status"], runs["test_error"], runs["config"]):
+    columns = (runs["level"], runs["optimizer"], runs["seed"], runs["status"], runs["test_error"], runs["config"])
+    for lvl, opt, seed, status, err, cfg in zip(*columns, strict=True):
         if lvl == level and opt in sides:
             sides[opt][int(seed)] = (status, float(err), cfg)
     seeds = sorted(set(sides[treated]) & set(sides[reference]))
@@ -207,7 +208,7 @@ def compare_test_error(
     pairs = _pair_frame(runs, level, treated, reference)
     both = (pairs["status_t"] == "completed") & (pairs["status_r"] == "completed")
     excluded = [{"seed": int(s), "diverged": [o for o, st in ((treated, a), (reference, b)) if st == "diverged"]}
-                for s, a, b, ok in zip(pairs["seed"], pairs["status_t"], pairs["status_r"], both) if not ok]
+                for s, a, b, ok in zip(pairs["seed"], pairs["status_t"], pairs["status_r"], both, strict=True) if not ok]
     d = (pairs["error_t"] - pairs["error_r"])[both].to_numpy(dtype=float)
     n = int(d.size)
     if n < min_pairs:
@@ -216,8 +217,10 @@ def compare_test_error(
     q = float(sps.t.ppf(0.5 + ci_level / 2.0, n - 1))
     if sd > 0:
         p = float(2.0 * sps.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
-    else:  # identical differences: no sampling variability to test against
-        p = 1.0 if mean == 0 else 0.0
+    elif mean == 0:  # identical differences: no sampling variability to test against
+        p = 1.0
+    else:
+        p = 0.0
     p_w = float(sps.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
     return HypothesisResult.build(
         name=name,
@@ -226,7 +229,8 @@ def compare_test_error(
         test="paired t-test, two-sided, over seeds where both runs completed (t interval of the mean difference)",
         n_runs=n, n_groups=n, effect=mean, ci_low=mean - q * sd / math.sqrt(n), ci_high=mean + q * sd / math.sqrt(n),
         p_value=p, alpha=alpha, ci_level=ci_level, side="two-sided", null_value=0.0,
-        effect_name=f"mean paired difference of final test error, {treated} - {reference} (fraction of the test split; < 0: {treated} better)",
+        effect_name=(f"mean paired difference of final test error, {treated} - {reference} "
+                     f"(fraction of the test split; < 0: {treated} better)"),
         extra={"level": level, "treated": treated, "reference": reference,
                "config_treated": str(pairs["config_t"].iloc[0]), "config_reference": str(pairs["config_r"].iloc[0]),
                "mean_treated": float(pairs["error_t"][both].mean()), "mean_reference": float(pairs["error_r"][both].mean()),
@@ -306,7 +310,7 @@ def curve_bands(curves: pd.DataFrame, ci_level: float = 0.95) -> list[dict[str, 
 
     A diverged run contributes the epochs it completed, so ``n`` can fall along a curve.
     """
-    out = []
+    out: list[dict[str, Any]] = []
     if curves.empty:
         return out
     for (config, metric, epoch), g in curves.groupby(["config", "metric", "epoch"], sort=True):
@@ -328,6 +332,6 @@ def headline(results: Mapping[str, Any]) -> dict[str, Any]:
         if entry["status"] != "tested":
             out["comparisons"][entry["name"]] = {"tested": False, "n_runs": entry["n_runs"]}
             continue
-        out["comparisons"][entry["name"]] = {**{k: entry[k] for k in ("effect", "ci_low", "ci_high", "p_value", "p_holm", "supported", "n_runs")},
-                                             "tested": True}
+        keys_tested = ("effect", "ci_low", "ci_high", "p_value", "p_holm", "supported", "n_runs")
+        out["comparisons"][entry["name"]] = {**{k: entry[k] for k in keys_tested}, "tested": True}
     return out

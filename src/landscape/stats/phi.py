@@ -66,7 +66,7 @@ class SpearmanResult:
         return plain(asdict(self))
 
 
-def spearman_ci(x: Sequence[float], y: Sequence[float], ci_level: float = 0.95) -> SpearmanResult:
+def spearman_ci(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], ci_level: float = 0.95) -> SpearmanResult:
     """Spearman's rho with a Fisher-z interval (variance 1.06 / (n - 3)); non-finite pairs dropped.
 
     Args:
@@ -74,18 +74,18 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], ci_level: float = 0.95) 
         ci_level: coverage in (0, 1).
     """
     check_level("ci_level", ci_level)
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D of equal length, got shapes {x.shape} and {y.shape}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(x.size)
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xa.shape != ya.shape or xa.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got shapes {xa.shape} and {ya.shape}")
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    n = int(xa.size)
     nan = math.nan
     if n < 3:
         return SpearmanResult(nan, nan, nan, nan, n, ci_level, f"too few pairs (n={n}, need >= 3)")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
+    if np.ptp(xa) == 0 or np.ptp(ya) == 0:
         return SpearmanResult(nan, nan, nan, nan, n, ci_level, "a variable is constant")
-    res = sps.spearmanr(x, y)
+    res = sps.spearmanr(xa, ya)
     rho, p = float(res.statistic), float(res.pvalue)
     if n < 4:
         return SpearmanResult(rho, nan, nan, p, n, ci_level, "interval needs n >= 4")
@@ -186,7 +186,7 @@ def search_vs_random(errors: np.ndarray | Sequence[Sequence[float]], chosen: Seq
     e_c = E[np.arange(U), c]
     rand = E.mean(1)
     diff = e_c - rand
-    p_beat = ((E > e_c[:, None]).sum(1) + 0.5 * (E == e_c[:, None]).sum(1)) / G
+    p_beat = ((E > e_c[:, None]).sum(1) + 0.5 * (E == e_c[:, None]).sum(1)) / G  # noqa: SIM300  (E is the error matrix, not a constant)
     mean_d, lo_d, hi_d, p_d = _t_interval(diff, 0.0, ci_level)
     mean_b, lo_b, hi_b, p_b = _t_interval(p_beat, 0.5, ci_level)
     lo_b, hi_b = max(lo_b, 0.0), min(hi_b, 1.0)  # a probability: the t interval clipped to [0, 1] (NaN stays NaN)
@@ -233,7 +233,8 @@ def summarise_search(rows: Sequence[Mapping[str, Any]], run_rows: Sequence[Mappi
     """
     out: dict[str, Any] = {"per_dataset": {}, "ci_level": ci_level}
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    all_errors, all_chosen = [], []
+    all_errors: list[list[float]] = []
+    all_chosen: list[int] = []
     for name in datasets:
         mine = [r for r in rows if r["dataset"] == name]
         cells = sorted({_grid_key(r) for r in mine})
@@ -256,15 +257,18 @@ def summarise_search(rows: Sequence[Mapping[str, Any]], run_rows: Sequence[Mappi
             "widths": sorted({c[0] for c in cells}), "depths": sorted({c[1] for c in cells}),
             "cells": [{"width": w, "depth": L,
                        "phi_mean": float(np.nanmean([r["phi"] for r in mine if _grid_key(r) == (w, L)])),
-                       "phi_sd": float(np.nanstd([r["phi"] for r in mine if _grid_key(r) == (w, L)], ddof=1)) if len(seeds) > 1 else math.nan,
+                       "phi_sd": (float(np.nanstd([r["phi"] for r in mine if _grid_key(r) == (w, L)], ddof=1))
+                                  if len(seeds) > 1 else math.nan),
                        "test_error_mean": float(np.mean([r["test_error"] for r in mine if _grid_key(r) == (w, L)])),
-                       "num_params": int(next(r["num_params"] for r in mine if _grid_key(r) == (w, L))), "n": len(seeds)} for (w, L) in cells],
+                       "num_params": int(next(r["num_params"] for r in mine if _grid_key(r) == (w, L))), "n": len(seeds)}
+                      for (w, L) in cells],
             "units": units,
             "spearman_init": spearman_ci([r["init"]["phi"] for r in mine], [r["test_error"] for r in mine], ci_level).to_dict(),
             "spearman_phi_num_params": spearman_ci([r["init"]["phi"] for r in mine], [r["num_params"] for r in mine], ci_level).to_dict(),
         }
         if all("trained" in r for r in mine):
-            entry["spearman_trained"] = spearman_ci([r["trained"]["phi"] for r in mine], [r["test_error"] for r in mine], ci_level).to_dict()
+            entry["spearman_trained"] = spearman_ci([r["trained"]["phi"] for r in mine], [r["test_error"] for r in mine],
+                                                    ci_level).to_dict()
         if errors:
             cmp = search_vs_random(errors, chosen, ci_level)
             entry["search_vs_random"] = cmp.to_dict()

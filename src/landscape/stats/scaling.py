@@ -105,13 +105,13 @@ class ScalingLawFit:
                 (``scaling[<label>:alpha]``), so several fits can share one Holm family.
         """
         tag = f"{label}:" if label else ""
-        common = dict(
-            n_runs=self.n_runs,
-            n_groups=self.n_groups,
-            alpha=self.alpha_level,
-            ci_level=self.ci_level,
-            extra={"inference": self.inference, "df": self.df},
-        )
+        common: dict[str, Any] = {
+            "n_runs": self.n_runs,
+            "n_groups": self.n_groups,
+            "alpha": self.alpha_level,
+            "ci_level": self.ci_level,
+            "extra": {"inference": self.inference, "df": self.df},
+        }
         width = HypothesisResult.build(
             name=f"scaling[{tag}alpha]",
             null="The width exponent alpha is <= 0 or >= 1.",
@@ -193,13 +193,13 @@ def scaling_law_fit(
             raise ValueError(f"{where}: {label} are collinear; vary width and depth independently")
 
     if group is None:
-        fit = dict(use_t=True)
+        fit: dict[str, Any] = {"use_t": True}
         n_groups = n
         inference = "classical OLS SEs, t(n-3)"
     else:
         codes, n_groups = group_codes(df_used[group])
         check_groups(n_groups, group, where)
-        fit = dict(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
+        fit = {"cov_type": "cluster", "cov_kwds": {"groups": codes}, "use_t": True}
         inference = f"CR1 cluster-robust SEs by {group}, t(G-1)"
     res = sm.OLS(log_h, X_exp).fit(**fit)
     res_pow = sm.OLS(log_h, X_pow).fit(**fit)

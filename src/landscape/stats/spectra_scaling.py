@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
-from landscape.curvature.rmt import fit_spiked_bulk, semicircle_cdf
+from landscape.curvature.rmt import SpikedBulkFit, fit_spiked_bulk, semicircle_cdf
 from landscape.curvature.slq import quadrature_from_tridiagonals
 from landscape.stats.multiple import holm
 from landscape.stats.result import plain
@@ -42,14 +42,15 @@ __all__ = ["TARGETS", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "scaling_row
 TARGETS = ("lambda_max", "trace", "bulk_sigma2", "outlier_count")
 PHASES = ("trained", "at_init")
 GRADIENT_MEASURES = ("pearson_covariance", "spearman_covariance", "energy_rank_90", "stable_rank_gradients", "stable_rank_covariance")
-_SCALING_COLUMNS = ("config", "width", "depth", "seed", "trained.lambda_max", "trained.trace", "trained.bulk_sigma2", "trained.outlier_count",
+_SCALING_COLUMNS = ("config", "width", "depth", "seed",
+                    "trained.lambda_max", "trained.trace", "trained.bulk_sigma2", "trained.outlier_count",
                     "at_init.lambda_max", "at_init.trace", "at_init.bulk_sigma2", "at_init.outlier_count")
 
 
 # ------------------------------------------------------------------ inputs
 
 
-def _spiked(eigenvalues: Sequence[float], slq_alphas: Any, slq_betas: Any, num_params: int, edge_points: int):
+def _spiked(eigenvalues: Sequence[float], slq_alphas: Any, slq_betas: Any, num_params: int, edge_points: int) -> SpikedBulkFit:
     quad = quadrature_from_tridiagonals(slq_alphas, slq_betas)
     return fit_spiked_bulk(eigenvalues, quad.nodes, quad.weights, dim=int(num_params), edge_points=edge_points)
 
@@ -87,7 +88,7 @@ def fit_spectra(measured: pd.DataFrame, edge_points: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _gap_ratio(fit) -> float:
+def _gap_ratio(fit: SpikedBulkFit) -> float:
     """``(lambda_r - lambda_(r+1)) / delta``: how far the last spike's gap clears the threshold."""
     r = fit.num_spikes
     if r == 0 or not fit.count.delta > 0:
@@ -110,7 +111,7 @@ def scaling_rows(runs: pd.DataFrame, spectra: pd.DataFrame, experiment: str) -> 
     if runs.empty:
         return runs
     bulk, count = [], []
-    for name, seed in zip(runs["config"], runs["seed"]):
+    for name, seed in zip(runs["config"], runs["seed"], strict=True):
         sp = spectra[(spectra.experiment == experiment) & (spectra.config == name) & (spectra.seed == seed)] if len(spectra) else spectra
         ok = len(sp) == 1 and sp.iloc[0]["status"] == "ok"
         bulk.append(float(sp.iloc[0]["bulk_sigma2"]) if ok else float("nan"))
@@ -141,7 +142,8 @@ def _fit_one(rows: pd.DataFrame, column: str, target: str, alpha: float, ci_leve
     observed = np.log(used[target].to_numpy(float))
     points = [{"width": float(w), "depth": float(L), "mean": float(m), "n_seeds": int(k), "sd_log": plain(float(s)),
                "log_observed": float(o), "log_fitted": float(o - r), "residual": float(r)}
-              for w, L, m, k, s, o, r in zip(used.width, used.depth, used[target], used.n_seeds, used.sd_log, observed, fit.residuals)]
+              for w, L, m, k, s, o, r in zip(used.width, used.depth, used[target], used.n_seeds, used.sd_log, observed, fit.residuals,
+                                             strict=True)]
     res = {**out, "status": "fitted", "mean": "geometric" if geometric else "arithmetic", "fit": fit.to_dict(), "points": points,
            "distinct_depths": int(means.depth.nunique()), "_fit": fit}
     try:
@@ -165,7 +167,8 @@ def fit_scaling(rows: pd.DataFrame, targets: Sequence[str] = TARGETS, alpha: flo
     for phase in PHASES:
         for target in targets:
             column = f"{phase}.{target}"
-            fits[column] = _fit_one(rows, column, target, alpha, ci_level) if column in rows else {"target": target, "status": "not fitted: not measured"}
+            fits[column] = (_fit_one(rows, column, target, alpha, ci_level) if column in rows
+                            else {"target": target, "status": "not fitted: not measured"})
     families: dict[str, list[dict[str, Any]]] = {}
     for family, keep in (("confirmatory", lambda t: t == "lambda_max"), ("exploratory", lambda t: t != "lambda_max")):
         members = [(col, h) for col, f in fits.items() if "_fit" in f and keep(f["target"])
@@ -174,7 +177,7 @@ def fit_scaling(rows: pd.DataFrame, targets: Sequence[str] = TARGETS, alpha: flo
             continue
         adjusted = holm([h for _, h in members], alpha=alpha)
         families[family] = [h.to_dict() for h in adjusted]
-        for (col, _), h in zip(members, adjusted):
+        for (col, _), h in zip(members, adjusted, strict=True):
             fits[col].setdefault("tests", {})["alpha" if h.name.endswith(":alpha]") else "beta"] = h.to_dict()
     for f in fits.values():
         f.pop("_fit", None)
@@ -220,7 +223,7 @@ def spike_summary(spectra: pd.DataFrame, num_classes: int, ci_level: float = 0.9
         m, lo, hi = _t_interval(counts, ci_level)
         values, freq = np.unique(counts, return_counts=True) if counts.size else (np.array([]), np.array([]))
         per_config.append({
-            "experiment": exp, "config": name, "n_seeds": int(len(g)), "n_fitted": int(len(ok)),
+            "experiment": exp, "config": name, "n_seeds": len(g), "n_fitted": len(ok),
             "counts": [int(c) for c in counts], "count_mean": m, "count_ci": [lo, hi],
             "count_mode": int(values[np.argmax(freq)]) if counts.size else None,
             "equals_c_minus_1": int((counts == C - 1).sum()), "equals_c": int((counts == C).sum()),
@@ -311,19 +314,19 @@ def gradient_subspaces(rows: pd.DataFrame, experiment: str, alpha: float = 0.05,
     df = rows.sort_values(["batch_size", "seed"])
     per_config = []
     for (name, batch), g in df.groupby(["config", "batch_size"], sort=False):
-        entry: dict[str, Any] = {"config": name, "batch_size": batch, "n_seeds": int(len(g))}
+        entry: dict[str, Any] = {"config": name, "batch_size": batch, "n_seeds": len(g)}
         for m in GRADIENT_MEASURES:
             mean, lo, hi = _t_interval(g[m].to_numpy(float), ci_level)
             entry[m] = {"mean": mean, "ci": [lo, hi]}
         entry["pearson_positive_significant"] = int(((g.pearson_covariance > 0) & (g.pearson_p < alpha)).sum())
         entry["spearman_positive_significant"] = int(((g.spearman_covariance > 0) & (g.spearman_p < alpha)).sum())
         per_config.append(entry)
-    trend = {}
+    trend: dict[str, dict[str, Any]] = {}
     for m in GRADIENT_MEASURES:
         sub = df[np.isfinite(df[m])]
         if sub.batch_size.nunique() >= 2 and len(sub) >= 3:
             rho, p = sps.spearmanr(np.log2(sub.batch_size), sub[m])
-            trend[m] = {"spearman_rho": float(rho), "p_value": float(p), "n_runs": int(len(sub))}
+            trend[m] = {"spearman_rho": float(rho), "p_value": float(p), "n_runs": len(sub)}
         else:
             trend[m] = {"status": "not tested: fewer than 2 batch sizes"}
     return {"status": "tested", "experiment": experiment, "rows": df.to_dict("records"), "per_config": per_config,
