@@ -20,8 +20,8 @@ from landscape.stats.optimizers import (
     compare_test_error,
     newcombe_paired_interval,
     summarize_configs,
-    wilson,
 )
+from landscape.stats.intervals import wilson
 from landscape.stats.multiple import holm_adjust
 
 def _table(rng: np.random.Generator, n_seeds: int, effect: float, noise: float = 0.004, diverged: dict | None = None) -> pd.DataFrame:

@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.proportion import proportion_confint
 
+from landscape.stats.intervals import wilson
 from landscape.stats.result import HypothesisResult, plain
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "compare_divergence",
     "newcombe_paired_interval",
     "curve_bands",
-    "wilson",
     "headline",
 ]
 
@@ -118,14 +117,6 @@ def _mean_ci(values: np.ndarray, ci_level: float) -> tuple[float, float, float, 
         return mean, math.nan, math.nan, n
     half = float(sps.t.ppf(0.5 + ci_level / 2.0, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half, n
-
-
-def wilson(count: int, n: int, ci_level: float) -> tuple[float, float, float]:
-    """Rate ``count / n`` and its Wilson score interval (NaN when n = 0)."""
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    lo, hi = proportion_confint(count, n, alpha=1.0 - ci_level, method="wilson")
-    return count / n, float(lo), float(hi)
 
 
 def summarize_configs(runs: pd.DataFrame, ci_level: float = 0.95) -> list[ConfigSummary]:

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
-from statsmodels.stats.proportion import proportion_confint
 
 from landscape.curvature.rmt import SpikedBulkFit, fit_spiked_bulk, semicircle_cdf
 from landscape.curvature.slq import quadrature_from_tridiagonals
+from landscape.stats.intervals import wilson
 from landscape.stats.multiple import holm
 from landscape.stats.result import plain
 from landscape.stats.scaling import config_means, scaling_law_fit
@@ -199,10 +199,8 @@ def _t_interval(values: np.ndarray, ci_level: float) -> tuple[float, float, floa
 
 
 def _wilson(k: int, n: int, ci_level: float) -> dict[str, Any]:
-    if n == 0:
-        return {"k": 0, "n": 0, "share": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-    lo, hi = proportion_confint(k, n, alpha=1 - ci_level, method="wilson")
-    return {"k": int(k), "n": int(n), "share": k / n, "ci_low": float(lo), "ci_high": float(hi)}
+    share, lo, hi = wilson(k, n, ci_level)
+    return {"k": int(k) if n else 0, "n": int(n), "share": share, "ci_low": lo, "ci_high": hi}
 
 
 def spike_summary(spectra: pd.DataFrame, num_classes: int, ci_level: float = 0.95) -> dict[str, Any]:
