@@ -13,10 +13,11 @@ STAMP := $(VENV)/.installed
 # inherited PYTHONDONTWRITEBYTECODE=1 would instead make every stage and test process compile
 # torch, dvc and timm from source again (import 11.5 s instead of 4.8 s, measured on a fresh clone)
 export PYTHONDONTWRITEBYTECODE :=
-# PyTorch's CPU kernels pinned to AVX2 for every process (import landscape sets them too):
+# PyTorch's and NumPy's CPU kernels pinned to AVX2 for every process (import landscape sets them too):
 # an AVX-512 machine then reproduces an AVX2 machine's dvc.lock bit for bit (landscape.reproducibility)
 export ATEN_CPU_CAPABILITY := avx2
 export ONEDNN_MAX_CPU_ISA := AVX2
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
 
 .PHONY: help repro test lint setup dvc.yaml fast-dvc slow-dvc profile validate bench clean-venv
 

@@ -21,7 +21,7 @@ import importlib.abc, json, os, runpy, sys
 seen = {}
 class Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not seen:
+        if name in ("torch", "numpy") and not seen:
             seen.update({k: os.environ.get(k) for k in %(keys)r})
         return None
 sys.meta_path.insert(0, Hook())
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.skipif(not pinning_applies(), reason="kernel pins apply
 
 
 @pytest.mark.parametrize("script", STAGES, ids=lambda p: p.name)
-def test_stage_script_pins_kernels_before_torch_is_imported(script: Path) -> None:
+def test_stage_script_pins_kernels_before_torch_or_numpy_is_imported(script: Path) -> None:
     import json
 
     code = _PROBE % {"keys": sorted(PINNED_CPU_KERNELS)}
@@ -49,8 +49,8 @@ def test_stage_script_pins_kernels_before_torch_is_imported(script: Path) -> Non
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    if seen:  # scripts that never import torch need no pin
-        assert seen == PINNED_CPU_KERNELS, f"{script.name} imports torch before the pins: {seen}"
+    if seen:  # scripts that never import torch or numpy need no pin
+        assert seen == PINNED_CPU_KERNELS, f"{script.name} imports torch or numpy before the pins: {seen}"
 
 
 def test_import_landscape_pins_and_torch_dispatches_avx2() -> None:
@@ -75,4 +75,19 @@ def test_opt_out_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_this_test_process_runs_pinned() -> None:
+    from landscape.reproducibility import numpy_dispatch
+
     assert check_cpu_kernels() in {"AVX2", "DEFAULT"}
+    assert "X86_V4" not in numpy_dispatch() and "AVX512_ICL" not in numpy_dispatch()
+
+
+def test_numpy_imported_before_the_pins_is_refused() -> None:
+    """On an AVX-512 machine numpy imported first keeps its AVX-512 loops: the check says so."""
+    code = ("import numpy, landscape\nfrom landscape.reproducibility import check_cpu_kernels, numpy_dispatch\n"
+            "print('X86_V4' in numpy_dispatch())\ntry:\n    check_cpu_kernels()\nexcept RuntimeError as e:\n    print('refused', e)")
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, timeout=120)
+    has_v4, *rest = out.stdout.splitlines()
+    if has_v4 == "True":  # an AVX-512 machine
+        assert rest and rest[0].startswith("refused NumPy dispatches its AVX-512 (X86_V4) loops"), out.stdout
+    else:  # an AVX2 machine: nothing to pin, nothing refused
+        assert rest == [], out.stdout
