@@ -62,7 +62,15 @@ class LiveLog:
 
     def close(self, history: list[dict[str, float]]) -> None:
         self(history)
-        self.live.end()
+        try:
+            self.live.end()
+        except FileNotFoundError as exc:
+            # DVCLive's last act in end() removes a VS Code signal file shared by every run of
+            # the repository (.dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED) after checking that it
+            # exists; with two entries at once the other may remove it in between (seen: a
+            # scheduler entry failed after training completed). Only that file is tolerated.
+            if Path(str(exc.filename)).name != "DVCLIVE_STEP_COMPLETED":
+                raise
         # A run that diverged within its first epoch logged nothing; its (empty) curve
         # directory must still exist, since dvc.yaml declares it as an output.
         Path(self.directory, "plots", "metrics").mkdir(parents=True, exist_ok=True)
