@@ -1,0 +1,67 @@
+"""The functional core: the BN policy's modes and contexts, and batch helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from landscape.functional import (
+    BN_MODES,
+    POINT_BN_MODES,
+    check_bn_mode,
+    eval_mode,
+    first_batches,
+    has_batchnorm,
+    has_running_stats,
+    probe_modes,
+)
+
+
+def _net(track: bool = True) -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=track), nn.Dropout(0.5), nn.Linear(4, 2))
+
+
+def test_one_policy_with_the_fixed_point_modes_a_subset():
+    assert BN_MODES == ("eval", "batch", "recalibrate") and set(POINT_BN_MODES) < set(BN_MODES)
+    assert check_bn_mode("batch") == "batch"
+    with pytest.raises(ValueError, match=r"unknown bn_mode 'recalibrate'; allowed values are \['eval', 'batch'\]"):
+        check_bn_mode("recalibrate", allowed=POINT_BN_MODES)
+    with pytest.raises(ValueError, match="needs a non-empty list of recal_batches"):
+        check_bn_mode("recalibrate")
+
+
+def test_batchnorm_detection_distinguishes_running_statistics():
+    assert has_batchnorm(_net(track=False)) and not has_running_stats(_net(track=False))
+    assert has_batchnorm(_net()) and has_running_stats(_net())
+    assert not has_batchnorm(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("context", [lambda m: eval_mode(m), lambda m: probe_modes(m, bn_train=True, cumulative=True)])
+def test_contexts_restore_every_flag_even_on_error(context):
+    model = _net().train()
+    model[2].eval()  # a mixed state must come back as it was
+    before = [m.training for m in model.modules()]
+    momentum = model[1].momentum
+    with pytest.raises(RuntimeError, match="inside"), context(model):
+        raise RuntimeError("inside")
+    assert [m.training for m in model.modules()] == before and model[1].momentum == momentum
+
+
+def test_eval_mode_uses_running_statistics_and_no_dropout():
+    torch.manual_seed(0)
+    model, x = _net(), torch.randn(8, 3)
+    with eval_mode(model):
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)  # dropout off, BN from running statistics: deterministic
+    with torch.no_grad():
+        h = model[0](x)
+        ref = model[3]((h - model[1].running_mean) / torch.sqrt(model[1].running_var + model[1].eps) * model[1].weight + model[1].bias)
+    assert torch.allclose(a, ref, atol=1e-6)
+
+
+def test_first_batches_cover_the_first_n_examples_in_order():
+    x, y = torch.arange(20.0).reshape(10, 2), torch.arange(10)
+    batches = first_batches(x, y, n=7, batch_size=3, device="cpu")
+    assert [b[1].tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert torch.equal(torch.cat([b[0] for b in batches]), x[:7])
