@@ -21,7 +21,6 @@ from landscape.dynamics.sde import (
     simulate_sde,
     simulate_sgd,
     whitened_noise_data,
-    wilson_interval,
 )
 
 #: two basins: a flat one (kappa 1) on the left, 0.2 deeper, and a sharp one (kappa 4)
@@ -64,15 +63,6 @@ def test_laplace_is_accurate_at_low_temperature_and_breaks_at_high():
     err_low = np.abs(predicted_occupancy(b, 0.05) - gibbs_occupancy(wells, 0.05, grid=121)).max()
     err_high = np.abs(predicted_occupancy(b, 1.0) - gibbs_occupancy(wells, 1.0, grid=121)).max()
     assert err_low < 2e-3 and err_high > 0.03
-
-
-def test_wilson_interval_matches_statsmodels():
-    from statsmodels.stats.proportion import proportion_confint
-
-    for k, n in [(0, 50), (13, 50), (780, 1000), (1000, 1000)]:
-        lo, hi = wilson_interval(k, n, 0.95)
-        elo, ehi = proportion_confint(k, n, alpha=0.05, method="wilson")
-        assert lo == pytest.approx(elo, abs=1e-12) and hi == pytest.approx(ehi, abs=1e-12)
 
 
 def test_sgd_noise_has_known_covariance():
@@ -147,10 +137,6 @@ def test_sde_argument_errors():
         predicted_occupancy(WELL.minima(), 0.0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         effective_temperature(0.1, 0, 1.0)
-    with pytest.raises(ValueError, match="counts must lie in"):
-        wilson_interval(11, 10)
-    with pytest.raises(ValueError, match="confidence must be in"):
-        wilson_interval(1, 10, 1.0)
     with pytest.raises(ValueError, match="init must be 'minima', 'uniform'"):
         simulate_sde(WELL, eta=0.1, batch_size=1, horizon=0.1, num_runs=2, init="saddle")
     with pytest.raises(ValueError, match="noise_sqrt must be a"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from landscape.stats.intervals import wilson
+from landscape.stats.intervals import wilson, wilson_bounds
 
 
 @pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (37, 120)])
@@ -36,3 +36,20 @@ def test_empty_and_bad_input():
         wilson(6, 5, 0.95)
     with pytest.raises(ValueError, match="ci_level must be in"):
         wilson(1, 5, 1.0)
+
+
+def test_bounds_are_elementwise_and_equal_the_scalar_interval():
+    from statsmodels.stats.proportion import proportion_confint
+
+    counts = np.array([0, 13, 37, 50])
+    lo, hi = wilson_bounds(counts, 50, 0.95)
+    for k, a, b in zip(counts, lo, hi, strict=True):
+        elo, ehi = proportion_confint(int(k), 50, alpha=0.05, method="wilson")
+        assert a == pytest.approx(elo, abs=1e-15) and b == pytest.approx(ehi, abs=1e-15)
+        assert wilson(int(k), 50, 0.95)[1:] == pytest.approx((a, b), abs=1e-15)
+    with pytest.raises(ValueError, match=r"count must lie in \[0, n=5\]"):
+        wilson_bounds([1, 6], 5, 0.95)
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
+        wilson_bounds(0, 0, 0.95)
+    with pytest.raises(ValueError, match="ci_level must be in"):
+        wilson_bounds(1, 10, 1.0)

@@ -26,7 +26,6 @@ from .sde import (
     simulate_sde,
     simulate_sgd,
     whitened_noise_data,
-    wilson_interval,
 )
 
 __all__ = [
@@ -44,5 +43,4 @@ __all__ = [
     "simulate_sde",
     "simulate_sgd",
     "whitened_noise_data",
-    "wilson_interval",
 ]

@@ -60,7 +60,6 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -68,6 +67,7 @@ import torch
 from torch import Tensor
 
 from landscape.seeding import seeded_generator
+from landscape.stats.intervals import wilson_bounds
 
 __all__ = [
     "Basin",
@@ -81,7 +81,6 @@ __all__ = [
     "whitened_noise_data",
     "simulate_sde",
     "simulate_sgd",
-    "wilson_interval",
     "OccupancyRow",
     "OccupancyStudy",
     "occupancy_study",
@@ -425,26 +424,6 @@ def gibbs_occupancy(surface: Surface2D, temperature: float, *, grid: int = 201, 
     return (mass / mass.sum()).numpy()
 
 
-def wilson_interval(count: np.ndarray | int, total: int, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval(s) for binomial proportions ``count / total``.
-
-    Raises:
-        ValueError: ``total < 1``, counts outside ``[0, total]`` or confidence not in (0, 1).
-    """
-    _check_int("total", total)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    k = np.asarray(count, dtype=np.float64)
-    if np.any(k < 0) or np.any(k > total):
-        raise ValueError(f"counts must lie in [0, {total}], got {count!r}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = k / total
-    denom = 1 + z * z / total
-    center = (p + z * z / (2 * total)) / denom
-    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return center - half, center + half
-
-
 # ---------------------------------------------------------------------- simulation
 
 
@@ -713,7 +692,7 @@ def occupancy_study(
                                  num_runs=num_runs, init=init, seed=seed + j, device=device)
         idx = assign_basins(surface, final.cpu(), basins)
         counts = np.bincount(idx.numpy(), minlength=len(basins))
-        lo, hi = wilson_interval(counts, num_runs, confidence)
+        lo, hi = wilson_bounds(counts, num_runs, confidence)
         pred = predicted_occupancy(basins, T)
         agrees = bool(np.all((pred >= lo) & (pred <= hi)))
         gibbs = gibbs_occupancy(surface, T, grid=quadrature_grid)

@@ -29,7 +29,6 @@ from landscape.dynamics.escape import (
     escape_study,
     trial_rows,
 )
-from landscape.dynamics.sde import wilson_interval
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
@@ -46,6 +45,7 @@ from landscape.schema import (
 from landscape.schema import (
     rule as _rule,  # the field named ``rule`` below would shadow it
 )
+from landscape.stats.intervals import wilson_bounds
 
 __all__ = ["SOURCE_EXPERIMENT", "EscapeConfig", "run"]
 
@@ -145,7 +145,7 @@ def _per_type(rows: list[dict[str, Any]], noise_types: tuple[str, ...]) -> dict[
     for kind in noise_types:
         sub = [r for r in rows if r["noise_type"] == kind]
         escapes = sum(r["escape"] for r in sub)
-        lo, hi = wilson_interval(escapes, len(sub)) if sub else (float("nan"), float("nan"))
+        lo, hi = wilson_bounds(escapes, len(sub), 0.95) if sub else (float("nan"), float("nan"))
         per_type[kind] = {"trials": len(sub), "escapes": escapes, "escape_rate": _summary([float(r["escape"]) for r in sub])["mean"],
                           "escape_rate_ci95": [float(lo), float(hi)],
                           "escape_lambda_rate": _summary([float(r["escape_lambda"]) for r in sub])["mean"],
