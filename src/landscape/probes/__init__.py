@@ -15,7 +15,8 @@ records (see :mod:`landscape.probes.functional`). Modules, one method each:
 * :mod:`~landscape.probes.sharpness`: worst-case, average-case and adaptive sharpness;
 * :mod:`~landscape.probes.invariance`: ReLU rescalings (Dinh et al. 2017) and audits;
 * :mod:`~landscape.probes.intrinsic_dim`: random-subspace training (Li et al. 2018);
-* :mod:`~landscape.probes.phi`: the second plan's Phi(n, L, D) and the Phi-guided search.
+* :mod:`~landscape.probes.phi`: the second plan's Phi(n, L, D) of a network (the Phi-guided search is
+  the pipeline's ``phi_search`` stage).
 
 The SGD-as-SDE basin study is :mod:`landscape.dynamics`; the stages that run probes on
 trained runs are in :mod:`landscape.pipeline`.
