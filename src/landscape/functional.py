@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeGuard
 
@@ -388,24 +389,70 @@ def buffers_for(
 # ------------------------------------------------------------------------------- batches
 
 
-def move_to(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Move tensors in a pytree to ``device``; floating tensors are cast to ``dtype``."""
+def _map_tensors(fn: Callable[[Tensor], Any], obj: Any) -> Any:
+    """Apply ``fn`` to every tensor in a nest of mappings, lists and tuples, keeping the
+    containers' types.
 
-    def move(t: Any) -> Any:
-        if not isinstance(t, Tensor):
-            return t
+    Any ``collections.abc.Mapping`` counts (``dict``, ``OrderedDict``, ``UserDict``, ...),
+    not only the dict types ``torch.utils._pytree`` registers; a mapping type that cannot
+    be rebuilt from a dict comes back as a plain ``dict``. Named tuples keep their type;
+    other registered pytree nodes go through ``tree_map``.
+    """
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, Mapping):
+        items = {k: _map_tensors(fn, v) for k, v in obj.items()}
+        if isinstance(obj, defaultdict):
+            return defaultdict(obj.default_factory, items)
+        try:
+            return type(obj)(items)
+        except TypeError:
+            return items
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuple
+        return type(obj)(*(_map_tensors(fn, v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(fn, v) for v in obj)
+    return tree_map(lambda t: fn(t) if isinstance(t, Tensor) else t, obj)
+
+
+def _tensor_leaves(obj: Any) -> list[Tensor]:
+    """The tensors of a nest as :func:`_map_tensors` walks it, in order."""
+    leaves: list[Tensor] = []
+
+    def collect(t: Tensor) -> Tensor:
+        leaves.append(t)
+        return t
+
+    _map_tensors(collect, obj)
+    return leaves
+
+
+def move_to(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move the tensors of a nest (tensors inside any mappings, lists and tuples) to
+    ``device``; floating tensors are cast to ``dtype``.
+
+    The one place batches are cast: a float64 model gets float64 inputs whether they come
+    as a tensor, a ``dict``, a ``collections.UserDict`` or a list of them.
+    """
+
+    def move(t: Tensor) -> Tensor:
         if t.is_floating_point():
             return t.to(device=device, dtype=dtype, non_blocking=True)
         return t.to(device=device, non_blocking=True)
 
-    return tree_map(move, obj)
+    return _map_tensors(move, obj)
 
 
 def batch_size_of(inputs: Any, targets: Any) -> int:
+    """Leading dimension of the targets, else of the first batched tensor of the inputs.
+
+    Raises:
+        ValueError: neither holds a tensor with at least one dimension.
+    """
     for obj in (targets, inputs):
         if isinstance(obj, Tensor) and obj.ndim > 0:
             return int(obj.shape[0])
-    leaves = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, Tensor) and t.ndim > 0]
+    leaves = [t for t in _tensor_leaves(inputs) if t.ndim > 0]
     if not leaves:
         raise ValueError("cannot infer the batch size: neither targets nor inputs hold a batched tensor")
     return int(leaves[0].shape[0])

@@ -4,13 +4,16 @@ The references never go through ``landscape.curvature``: they put a deep copy of
 in the requested mode by hand and differentiate a function of the flat parameter vector
 twice with ``torch.autograd.functional`` (double backward), which DESIGN.md measured to be
 correct through LayerNorm and batch-statistics BatchNorm (unlike ``torch.func.hessian``).
+The function is the loss of all batches concatenated, one call of ``loss_fn`` under its
+own reduction, so no batch weighting of the engine's can leak into the reference.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -106,34 +109,63 @@ def _moded_copy(model: nn.Module, bn_mode: str) -> nn.Module:
     return ref
 
 
-def flat_loss(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    batches: Sequence[tuple[Tensor, Tensor]],
-    names: Sequence[str] | None = None,
-    bn_mode: str = "eval",
-) -> tuple[Callable[[Tensor], Tensor], Tensor]:
-    """The size-weighted mean loss as a function of the flat selected parameters, and theta0."""
-    ref = _moded_copy(model, bn_mode)
+def concat(parts: Sequence[Any]) -> Any:
+    """Concatenate batches' inputs or targets along dim 0 (tensors, or mappings of tensors)."""
+    if isinstance(parts[0], Mapping):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(list(parts))
+
+
+def _flat_layout(ref: nn.Module, names: Sequence[str] | None) -> tuple[list[str], list, list[int], Tensor]:
     named = dict(ref.named_parameters())
     names = list(names) if names is not None else [n for n, p in ref.named_parameters() if p.requires_grad]
     shapes = [named[n].shape for n in names]
-    sizes = [math.prod(s) for s in shapes]
     theta0 = torch.cat([named[n].detach().reshape(-1) for n in names])
-    total = sum(int(y.shape[0]) for _, y in batches)
+    return names, shapes, [math.prod(s) for s in shapes], theta0
 
-    def f(flat: Tensor) -> Tensor:
+
+def _outputs_fn(
+    ref: nn.Module, batches: Sequence[tuple[Any, Tensor]], names: list[str], shapes: list, sizes: list[int], bn_mode: str
+) -> Callable[[Tensor], Tensor]:
+    """flat parameters -> the outputs of all examples, concatenated along dim 0.
+
+    In eval mode (no batch statistics) one forward of all inputs concatenated; with batch
+    statistics each batch goes through on its own (its statistics are part of its
+    definition) and only the outputs are concatenated.
+    """
+    x_all = concat([x for x, _ in batches])
+
+    def outputs(flat: Tensor) -> Tensor:
         params = {n: c.reshape(s) for n, c, s in zip(names, flat.split(sizes), shapes)}
-        out = 0.0
-        for x, y in batches:
-            out = out + (y.shape[0] / total) * loss_fn(functional_call(ref, params, (x,)), y)
-        return out
+        if bn_mode == "batch":
+            return torch.cat([functional_call(ref, params, (x,)) for x, _ in batches])
+        return functional_call(ref, params, (x_all,))
 
-    return f, theta0
+    return outputs
+
+
+def flat_loss(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batches: Sequence[tuple[Any, Tensor]],
+    names: Sequence[str] | None = None,
+    bn_mode: str = "eval",
+) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """The loss of all batches CONCATENATED, ``loss_fn(outputs of all examples, all targets)``
+    under ``loss_fn``'s own reduction, as a function of the flat selected parameters; and theta0.
+
+    No batch weighting enters: one call of ``loss_fn`` on the concatenated data defines the
+    data-set loss (a mean over all terms, or their sum).
+    """
+    ref = _moded_copy(model, bn_mode)
+    names, shapes, sizes, theta0 = _flat_layout(ref, names)
+    outputs = _outputs_fn(ref, batches, names, shapes, sizes, bn_mode)
+    y_all = concat([y for _, y in batches])
+    return (lambda flat: loss_fn(outputs(flat), y_all)), theta0
 
 
 def reference_hessian(model, loss_fn, batches, names=None, bn_mode="eval") -> Tensor:
-    """Dense Hessian (P, P) by double backward on the flat parameter vector."""
+    """Dense Hessian (P, P) of the concatenated loss by double backward on the flat parameter vector."""
     f, theta0 = flat_loss(model, loss_fn, batches, names, bn_mode)
     return torch.autograd.functional.hessian(f, theta0)
 
@@ -146,26 +178,16 @@ def reference_gradient(model, loss_fn, batches, names=None, bn_mode="eval", thet
 
 
 def reference_ggn(model, loss_fn, batches, bn_mode="eval") -> Tensor:
-    """Dense sum_b (n_b/N) J_b^T H_b J_b with J_b and H_b from torch.autograd.functional."""
+    """Dense ``J^T H_z J`` of the concatenated loss: ``J`` the Jacobian (reverse mode) of all
+    outputs, ``H_z`` the Hessian (double backward) of ``loss_fn(z, all targets)`` in them."""
     ref = _moded_copy(model, bn_mode)
-    names = [n for n, p in ref.named_parameters() if p.requires_grad]
-    named = dict(ref.named_parameters())
-    shapes = [named[n].shape for n in names]
-    sizes = [math.prod(s) for s in shapes]
-    theta0 = torch.cat([named[n].detach().reshape(-1) for n in names])
-    total = sum(int(y.shape[0]) for _, y in batches)
-    G = torch.zeros(theta0.numel(), theta0.numel(), dtype=theta0.dtype)
-    for x, y in batches:
-
-        def out(flat: Tensor, x: Tensor = x) -> Tensor:
-            params = {n: c.reshape(s) for n, c, s in zip(names, flat.split(sizes), shapes)}
-            return functional_call(ref, params, (x,)).reshape(-1)
-
-        z = out(theta0).detach()
-        J = torch.autograd.functional.jacobian(out, theta0)  # (n*C, P)
-        Hz = torch.autograd.functional.hessian(lambda zz, y=y: loss_fn(zz.reshape(y.shape[0], -1), y), z)
-        G += (y.shape[0] / total) * J.T @ Hz @ J
-    return G
+    names, shapes, sizes, theta0 = _flat_layout(ref, None)
+    outputs = _outputs_fn(ref, batches, names, shapes, sizes, bn_mode)
+    y_all = concat([y for _, y in batches])
+    z = outputs(theta0).detach()
+    J = torch.autograd.functional.jacobian(lambda flat: outputs(flat).reshape(-1), theta0)  # (numel z, P)
+    Hz = torch.autograd.functional.hessian(lambda zz: loss_fn(zz.reshape(z.shape), y_all), z.reshape(-1))
+    return J.T @ Hz @ J
 
 
 def model_state(model: nn.Module) -> dict[str, Tensor]:

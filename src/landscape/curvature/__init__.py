@@ -2,7 +2,9 @@
 
 Operators (:class:`HessianOperator`, :class:`GGNOperator`, their distributed versions and
 :class:`GradientCovariance`) multiply blocks of vectors; estimators are free functions of
-any symmetric operator or dense symmetric tensor::
+any symmetric operator or dense symmetric tensor. An operator is the curvature of the
+loss over the whole data set, mean or sum as ``loss_fn`` reduces a batch (a callable
+without a ``reduction`` attribute or keyword states it: ``reduction="mean"``)::
 
     op = HessianOperator(model, loss_fn, data, bn_mode="eval")
     res = top_eigenpairs(op, k=5, which="LA", tol=1e-4, seed=0)
@@ -22,6 +24,7 @@ from landscape.curvature.lanczos import (
     top_eigenpairs,
 )
 from landscape.curvature.linop import DenseOperator, SymmetricOperator, as_operator
+from landscape.curvature.losses import REDUCTIONS, resolve_reduction
 from landscape.curvature.noise import (
     DifficultyIndex,
     GradientCovariance,
@@ -84,6 +87,7 @@ from landscape.functional import (
 __all__ = [
     "SymmetricOperator", "DenseOperator", "as_operator",
     "HessianOperator", "GGNOperator", "OperatorReport", "POINT_BN_MODES", "HVP_MODES",
+    "REDUCTIONS", "resolve_reduction",
     "parameter_vector", "trainable_parameter_names",
     "DistributedHessianOperator", "DistributedGGNOperator",
     "top_eigenpairs", "lanczos_tridiagonal", "Eigenpairs", "LanczosTridiagonal",

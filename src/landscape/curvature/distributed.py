@@ -1,12 +1,14 @@
 """Data-parallel Hessian and GGN operators under ``torch.distributed``.
 
-Each rank holds a shard of the data and the same model. With ``n_r`` examples on rank r
-and ``N = sum_r n_r``, the Hessian of the global mean loss is
-``H = sum_r (n_r / N) H_r`` where ``H_r`` is the Hessian of rank r's mean loss; each rank
-computes ``sum_{b in r} n_b H_b V`` (its batches' products weighted by batch size), one
-``all_reduce`` sums them and the result is divided by ``N``, so every rank holds the
-single-process product of the global mean loss. Products are Pearlmutter's (1994)
-exact Hessian-vector products, as in :mod:`landscape.curvature.operators`.
+Each rank holds a shard of the data and the same model; the operator is the curvature of
+the loss over all shards concatenated, under ``loss_fn``'s reduction. Each rank computes
+``sum_{b in r} w_b H_b V`` (its batches' products with the weights of
+:class:`~landscape.curvature.losses.BatchWeights`: ``n_b`` for a mean loss, 1 for a
+summed one), one ``all_reduce`` sums them and the result is divided by the global
+normaliser (``N = sum_r n_r`` for a mean loss without ignored targets, 1 for a sum), so
+every rank holds the single-process product of the global loss. Products are
+Pearlmutter's (1994) exact Hessian-vector products, as in
+:mod:`landscape.curvature.operators`.
 
 Works with any backend (gloo on CPU, NCCL under ``torchrun`` with the model on the rank's
 GPU): communication tensors live on the parameters' device. The process group must be
@@ -22,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from landscape.curvature.losses import REDUCTIONS, Reduction
 from landscape.curvature.operators import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_GRAPH_BUDGET_BYTES,
@@ -52,17 +55,25 @@ class _DistributedOperator(_CurvatureOperator):
         self.src = src
         count = torch.tensor([engine.num_examples], dtype=torch.int64, device=engine.device)
         dist.all_reduce(count, op=dist.ReduceOp.SUM, group=process_group)
-        dims = torch.tensor([engine.num_params, -engine.num_params], dtype=torch.int64, device=engine.device)
+        code = REDUCTIONS.index(str(engine.reduction))
+        dims = torch.tensor([engine.num_params, -engine.num_params, code, -code], dtype=torch.int64, device=engine.device)
         dist.all_reduce(dims, op=dist.ReduceOp.MAX, group=process_group)
         p_max, p_min = int(dims[0]), -int(dims[1])
         if p_max != p_min:
             raise RuntimeError(f"ranks disagree on the number of parameters: between {p_min} and {p_max}")
+        if int(dims[2]) != -int(dims[3]):
+            raise RuntimeError(f"ranks disagree on the reduction of loss_fn: this rank has {engine.reduction!r}")
         total = int(count[0])
         if total == 0:
-            raise ValueError("no rank's data yielded any example; the mean loss is undefined")
+            raise ValueError("no rank's data yielded any example; the loss over the data is undefined")
+        normaliser: int | float = 1
+        if engine.reduction == "mean":
+            z = torch.tensor([engine.normaliser], dtype=torch.float64, device=engine.device)
+            dist.all_reduce(z, op=dist.ReduceOp.SUM, group=process_group)
+            normaliser = total if float(z[0]) == total else float(z[0])
         self.local_num_examples = engine.num_examples
         self.rank = dist.get_rank(process_group)
-        self._init_from_engine(engine, world_size=world, num_examples=total)
+        self._init_from_engine(engine, world_size=world, num_examples=total, normaliser=normaliser)
 
     def _matmat(self, V: Tensor) -> Tensor:
         if self.broadcast_input:
@@ -70,23 +81,24 @@ class _DistributedOperator(_CurvatureOperator):
             dist.broadcast(V, group=self.process_group, group_src=self.src)
         out = self._engine.weighted_sum(V).contiguous()
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.process_group)
-        return out / self.num_examples
+        return self._normalised(out)
 
     def gradient(self) -> Tensor:
-        """Gradient (P,) of the global mean loss (collective: call on every rank)."""
+        """Gradient (P,) of the global loss (collective: call on every rank)."""
         g_sum, _ = self._engine.gradient_sum()
         dist.all_reduce(g_sum, op=dist.ReduceOp.SUM, group=self.process_group)
-        return g_sum / self.num_examples
+        return self._normalised(g_sum)
 
     def loss(self) -> Tensor:
-        """Global mean loss (collective: call on every rank)."""
+        """Global loss, mean or sum as ``loss_fn`` reduces (collective: call on every rank)."""
         _, l_sum = self._engine.gradient_sum()
         dist.all_reduce(l_sum, op=dist.ReduceOp.SUM, group=self.process_group)
-        return l_sum / self.num_examples
+        return self._normalised(l_sum)
 
 
 class DistributedHessianOperator(_DistributedOperator):
-    """Hessian of the global mean loss over the data shards of all ranks.
+    """Hessian of the global loss over the data shards of all ranks (mean or sum, as
+    ``loss_fn`` reduces; see :class:`~landscape.curvature.operators.HessianOperator`).
 
     Construction and every product are collective: all ranks of ``process_group`` must
     call them in the same order (as Lanczos with a common seed does). Arguments are those
@@ -116,6 +128,7 @@ class DistributedHessianOperator(_DistributedOperator):
         graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
         block_size: int = DEFAULT_BLOCK_SIZE,
         vectorize: bool | None = None,
+        reduction: Reduction | None = None,
         *,
         process_group: Any = None,
         broadcast_input: bool = True,
@@ -132,12 +145,13 @@ class DistributedHessianOperator(_DistributedOperator):
             graph_budget_bytes=graph_budget_bytes,
             block_size=block_size,
             vectorize=vectorize,
+            reduction=reduction,
         )
         self._setup(engine, process_group, broadcast_input, src)
 
 
 class DistributedGGNOperator(_DistributedOperator):
-    """Generalized Gauss-Newton matrix of the global mean loss over all ranks' shards.
+    """Generalized Gauss-Newton matrix of the global loss over all ranks' shards.
 
     Arguments as :class:`~landscape.curvature.operators.GGNOperator` plus
     ``process_group``, ``broadcast_input`` and ``src`` as :class:`DistributedHessianOperator`.
@@ -153,6 +167,7 @@ class DistributedGGNOperator(_DistributedOperator):
         output_hessian: str = "auto",
         block_size: int = DEFAULT_BLOCK_SIZE,
         vectorize: bool | None = None,
+        reduction: Reduction | None = None,
         *,
         process_group: Any = None,
         broadcast_input: bool = True,
@@ -168,5 +183,6 @@ class DistributedGGNOperator(_DistributedOperator):
             output_hessian=output_hessian,
             block_size=block_size,
             vectorize=vectorize,
+            reduction=reduction,
         )
         self._setup(engine, process_group, broadcast_input, src)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.lanczos import top_eigenpairs
+from landscape.curvature.losses import Reduction
 from landscape.curvature.noise import (
     difficulty_index,
     gradient_covariance,
@@ -77,12 +78,13 @@ def measure_curvature(
     noise_examples: int = 256,
     diag_probes: int = 20,
     seed: int = 0,
+    reduction: Reduction | None = None,
 ) -> CurvatureMeasurement:
-    """Measure the Hessian of the mean loss over ``batches`` at the model's current weights.
+    """Measure the Hessian of the loss over ``batches`` at the model's current weights.
 
     Args:
         model: the network (unchanged afterwards).
-        loss_fn: batch-mean loss ``loss_fn(logits, targets)``.
+        loss_fn: a batch's loss ``loss_fn(logits, targets)``, averaged or summed over it.
         batches: fixed ``(inputs, targets)`` batches (the probe subset).
         bn_mode: BatchNorm policy, ``"eval"`` or ``"batch"``.
         top_k: number of top (largest algebraic) eigenpairs by Lanczos; the RMT spike count
@@ -101,9 +103,10 @@ def measure_curvature(
             gradients and the noise covariance Sigma; 0 skips the noise figures.
         diag_probes: Hutchinson probes for diag(H) in the ``C ~ diag(H)`` check (0 skips it).
         seed: seed of every random start and probe.
+        reduction: "mean" or "sum" (None: read from ``loss_fn``), as for :class:`HessianOperator`.
     """
     started = time.perf_counter()
-    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
+    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
     summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed}
     summary["operator"].pop("param_names", None)
     P = op.shape[0]
@@ -178,7 +181,7 @@ def measure_curvature(
     tick("density")
     if per_layer:
         layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=per_layer_tol,
-                                     exact_max_dim=per_layer_matvecs, seed=seed)
+                                     exact_max_dim=per_layer_matvecs, seed=seed, reduction=reduction)
         summary["per_layer"] = [
             {"name": lc.name, "num_params": lc.num_params, "lambda_max": lc.top_eigenvalue, "trace": lc.trace,
              "trace_stderr": lc.trace_stderr}
@@ -251,6 +254,7 @@ def sharpness_summary(
     trace_method: str = "hutch++",
     noise_examples: int = 0,
     seed: int = 0,
+    reduction: Reduction | None = None,
 ) -> dict[str, float]:
     """The cheap figures measured at every training snapshot (curvature along training).
 
@@ -258,9 +262,10 @@ def sharpness_summary(
     ``noise_examples > 0`` also the gradient subspace at that point: the spectrum of the
     centred per-example gradient covariance Sigma of the first ``noise_examples`` examples
     (exact, by an SVD of the gradient matrix), summarised as its 90 %-energy rank, its stable
-    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`).
+    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`). ``reduction`` as
+    for :class:`HessianOperator`.
     """
-    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
+    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
     eig = top_eigenpairs(op, k=1, which="LA", tol=eig_tol, seed=seed)
     tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
     value = float(eig.values[0])

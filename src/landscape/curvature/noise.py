@@ -78,12 +78,14 @@ def per_sample_gradients(
 
     The model runs in eval mode (dropout off, BatchNorm with running statistics), since a
     per-example loss must not depend on the other examples of its batch. The example
-    loss is ``loss_fn(model(x_i[None]), y_i[None])`` (a batch-mean loss on a batch of one).
-    The mean of the rows is the gradient of the mean loss with ``bn_mode="eval"``.
+    loss is ``loss_fn(model(x_i[None]), y_i[None])`` (the loss of a batch of one, so the
+    same for a mean and a summed loss without sequence outputs). With ``bn_mode="eval"``
+    the mean of the rows is the gradient of a mean loss over the examples, their sum the
+    gradient of a summed one.
 
     Args:
         model: the network (unchanged afterwards).
-        loss_fn: ``loss_fn(outputs, targets)`` returning the batch-mean loss.
+        loss_fn: ``loss_fn(outputs, targets)`` returning a batch's loss (mean or sum).
         data: iterable of ``(inputs, targets)`` batches.
         params: parameter names (default: all trainable), flattened in
             ``named_parameters()`` order as in :class:`HessianOperator`.
@@ -94,7 +96,7 @@ def per_sample_gradients(
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    engine = _Engine(model, loss_fn, data, "eval", params, block_size=1)
+    engine = _Engine(model, loss_fn, data, "eval", params, block_size=1, weighted=False)
 
     def one_loss(theta: dict[str, Tensor], x: Any, y: Any) -> Tensor:
         xb = tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, x)

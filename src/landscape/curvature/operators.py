@@ -1,4 +1,4 @@
-"""Hessian and generalized Gauss-Newton operators of a model's mean loss.
+"""Hessian and generalized Gauss-Newton operators of a model's loss over a data set.
 
 Hessian-vector products use Pearlmutter's exact trick (B. A. Pearlmutter, "Fast exact
 multiplication by the Hessian", Neural Computation 1994): a second differentiation of the
@@ -31,6 +31,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from landscape.curvature.linop import SymmetricOperator
+from landscape.curvature.losses import (
+    REDUCTIONS,
+    BatchWeights,
+    Reduction,
+    closed_form_output_hessian,
+    output_hvp_closed_form,
+    resolve_reduction,
+)
 from landscape.functional import (
     POINT_BN_MODES,
     Batch,
@@ -50,6 +58,7 @@ __all__ = [
     "HVP_MODES",
     "OUTPUT_HESSIAN_MODES",
     "DEFAULT_GRAPH_BUDGET_BYTES",
+    "REDUCTIONS",
     "OperatorReport",
     "HessianOperator",
     "GGNOperator",
@@ -67,13 +76,6 @@ DEFAULT_GRAPH_BUDGET_BYTES: int = 2 * 1024**3
 
 DEFAULT_BLOCK_SIZE: int = 16
 """Default number of vectors multiplied in one vectorised pass."""
-
-
-
-
-# --------------------------------------------------------------------------------------
-# Parameter selection and flattening
-# --------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------
@@ -138,10 +140,14 @@ class OperatorReport:
 
 
 class _Engine:
-    """Model snapshot, data and the per-batch sum ``sum_b n_b M_b V`` of a curvature matrix.
+    """Model snapshot, data and the per-batch sum ``sum_b w_b M_b V`` of a curvature matrix.
 
-    ``M_b`` is the curvature of batch b's mean loss; dividing the sum by the number of
-    examples gives the curvature of the mean loss over all examples.
+    ``M_b`` is the curvature of batch b's loss ``loss_fn(model(x_b), y_b)`` and ``w_b`` its
+    weight in the loss over the data set (:class:`~landscape.curvature.reduction.BatchWeights`:
+    ``n_b`` for a mean loss, 1 for a summed one); dividing the sum by ``normaliser``
+    (``sum_b w_b`` for a mean, 1 for a sum) gives the curvature of the loss of all batches
+    concatenated. ``weighted=False`` (per-example uses) skips the reduction and leaves the
+    weighted sums unavailable.
     """
 
     kind = "base"
@@ -156,6 +162,8 @@ class _Engine:
         bn_mode: str,
         params: Sequence[str] | None,
         block_size: int,
+        reduction: str | None = None,
+        weighted: bool = True,
     ):
         check_bn_mode(bn_mode, allowed=POINT_BN_MODES)
         if not callable(loss_fn):
@@ -189,6 +197,11 @@ class _Engine:
         self.num_params = sum(t.numel() for t in self.theta.values())
         self.has_batchnorm = has_batchnorm(model)
         self.has_dropout = has_dropout(model)
+        # resolved here, after the callable check: a wrong loss_fn is reported as such
+        self.reduction = resolve_reduction(loss_fn, reduction) if weighted else None
+        self._weighting = BatchWeights(loss_fn, self.reduction) if self.reduction is not None else None
+        self.weights: list[int | float] = []  # w_b of every batch, from the construction pass
+        self.normaliser: int | float = 1
         self.num_examples = 0
         self.num_batches = 0
 
@@ -211,36 +224,64 @@ class _Engine:
         seq = [tensors[n] for n in self.names] if isinstance(tensors, Mapping) else list(tensors)
         return flatten_tensors(seq, batch_dims=1).T
 
-    def _count_pass(self) -> None:
-        n_total, n_batches = 0, 0
-        for _, _, n in self.batches():
-            n_total += n
-            n_batches += 1
-        self.num_examples, self.num_batches = n_total, n_batches
+    def _weight(self, targets: Any, n: int) -> int | float:
+        if self._weighting is None:
+            raise RuntimeError("this engine was built without a reduction; weighted sums need one")
+        return self._weighting.weight(targets, n)
 
-    def _check_count(self, n_total: int) -> None:
-        if n_total != self.num_examples:
+    def _finish_count(self, n_total: int, weights: list[int | float]) -> None:
+        self.num_examples, self.num_batches, self.weights = n_total, len(weights), weights
+        if self._weighting is not None:
+            self.normaliser = self._weighting.normaliser(weights)
+
+    def _count_pass(self) -> None:
+        n_total, weights = 0, []
+        for _, targets, n in self.batches():
+            n_total += n
+            weights.append(self._weight(targets, n) if self._weighting is not None else n)
+        self._finish_count(n_total, weights)
+
+    def _check_count(self, n_total: int, n_batches: int) -> None:
+        if n_total != self.num_examples or n_batches != self.num_batches:
             raise RuntimeError(
-                f"the data yielded {n_total} examples in this pass but {self.num_examples} at construction; "
-                "the operator needs the same data on every pass"
+                f"the data yielded {n_total} examples in this pass but {self.num_examples} at construction ({n_batches} "
+                f"batches now, {self.num_batches} then); the operator needs the same data on every pass"
             )
+
+    def weighted_batches(self) -> Iterator[tuple[Any, Any, int | float]]:
+        """``(inputs, targets, w_b)`` of every batch with a nonzero weight, checking on the way
+        that the data are those seen at construction (same batch and example counts)."""
+        n_total, i = 0, 0
+        for inputs, targets, n in self.batches():
+            if i >= self.num_batches:
+                self._check_count(n_total + n, i + 1)
+            w = self.weights[i]
+            n_total, i = n_total + n, i + 1
+            if w != 0:  # a batch whose targets are all ignored adds no loss term
+                yield inputs, targets, w
+        self._check_count(n_total, i)
 
     def weighted_sum(self, V: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @torch.enable_grad()
     def gradient_sum(self) -> tuple[Tensor, Tensor]:
-        """``(sum_b n_b g_b, sum_b n_b L_b)``: example-weighted gradient and loss sums."""
+        """``(sum_b w_b g_b, sum_b w_b L_b)``: weighted gradient and loss sums."""
         g_sum = torch.zeros(self.num_params, dtype=self.dtype, device=self.device)
         l_sum = torch.zeros((), dtype=self.dtype, device=self.device)
         with curvature_mode(self.model, self.bn_mode):
-            for inputs, targets, n in self.batches():
+            for inputs, targets, w in self.weighted_batches():
                 leaves = {k: t.detach().requires_grad_(True) for k, t in self.theta.items()}
                 loss = self.loss(leaves, inputs, targets)
                 grads = torch.autograd.grad(loss, [leaves[k] for k in self.names])
-                g_sum += n * flatten_tensors([g.detach() for g in grads])
-                l_sum += n * loss.detach()
+                g_sum += _scaled(w, flatten_tensors([g.detach() for g in grads]))
+                l_sum += _scaled(w, loss.detach())
         return g_sum, l_sum
+
+
+def _scaled(w: int | float, t: Tensor) -> Tensor:
+    """``w * t``, skipped for ``w == 1`` (a sum loss's weight: one pass over P less)."""
+    return t if w == 1 else w * t
 
 
 class _HessianEngine(_Engine):
@@ -257,17 +298,18 @@ class _HessianEngine(_Engine):
         graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
         block_size: int = DEFAULT_BLOCK_SIZE,
         vectorize: bool | None = None,
+        reduction: str | None = None,
     ):
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"unknown hvp_mode {hvp_mode!r}; allowed values are {list(HVP_MODES)}")
         if graph_budget_bytes is not None and (not isinstance(graph_budget_bytes, int) or graph_budget_bytes < 0):
             raise ValueError(f"graph_budget_bytes must be a non-negative int or None, got {graph_budget_bytes!r}")
-        super().__init__(model, loss_fn, data, bn_mode, params, block_size)
+        super().__init__(model, loss_fn, data, bn_mode, params, block_size, reduction)
         self.requested_mode = hvp_mode
         self.vectorize = _resolve_vectorize(vectorize, self.device)
         self.graph_budget_bytes = graph_budget_bytes
         self.graph_bytes: int | None = None
-        self._kept: list[tuple[int, list[Tensor], list[Tensor]]] = []
+        self._kept: list[tuple[int | float, list[Tensor], list[Tensor]]] = []
         self._sums: tuple[Tensor, Tensor] | None = None  # gradient and loss sums from the kept pass
         if hvp_mode in ("auto", "rev_rev_kept"):
             budget = graph_budget_bytes if hvp_mode == "auto" else None
@@ -286,7 +328,8 @@ class _HessianEngine(_Engine):
 
     @torch.enable_grad()
     def _build_kept_graphs(self, budget: int | None) -> bool:
-        """One pass: count examples and keep each batch's gradient graph while within budget."""
+        """One pass: count examples, weigh batches and keep each batch's gradient graph while
+        within budget."""
         storages: dict[int, int] = {}
 
         def pack(t: Tensor) -> Tensor:
@@ -298,24 +341,25 @@ class _HessianEngine(_Engine):
             return t
 
         keep = True
-        n_total, n_batches = 0, 0
+        n_total, weights = 0, []
         g_sum = torch.zeros(self.num_params, dtype=self.dtype, device=self.device)
         l_sum = torch.zeros((), dtype=self.dtype, device=self.device)
         with curvature_mode(self.model, self.bn_mode):
             for inputs, targets, n in self.batches():
                 n_total += n
-                n_batches += 1
-                if not keep:
+                w = self._weight(targets, n)
+                weights.append(w)
+                if not keep or w == 0:
                     continue
                 with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                     leaves, grads, loss = self._gradient_graph(inputs, targets, with_loss=True)
-                self._kept.append((n, leaves, grads))
-                g_sum += n * flatten_tensors([g.detach() for g in grads])
-                l_sum += n * loss.detach()
+                self._kept.append((w, leaves, grads))
+                g_sum += _scaled(w, flatten_tensors([g.detach() for g in grads]))
+                l_sum += _scaled(w, loss.detach())
                 if budget is not None and sum(storages.values()) > budget:
                     keep = False
                     self._kept.clear()
-        self.num_examples, self.num_batches = n_total, n_batches
+        self._finish_count(n_total, weights)
         if keep:
             self.graph_bytes = sum(storages.values())
             self._sums = (g_sum, l_sum)
@@ -403,23 +447,21 @@ class _HessianEngine(_Engine):
     @torch.enable_grad()
     def weighted_sum(self, V: Tensor) -> Tensor:
         if self.mode == "rev_rev_kept" and len(self._kept) == 1:  # one batch: scale in place, no accumulator
-            n, leaves, grads = self._kept[0]
-            return self._graph_products(leaves, grads, V, retain_last=True).mul_(n)
+            w, leaves, grads = self._kept[0]
+            out = self._graph_products(leaves, grads, V, retain_last=True)
+            return out if w == 1 else out.mul_(w)
         acc = torch.zeros_like(V)
         if self.mode == "rev_rev_kept":
-            for n, leaves, grads in self._kept:
-                acc += n * self._graph_products(leaves, grads, V, retain_last=True)
+            for w, leaves, grads in self._kept:
+                acc += _scaled(w, self._graph_products(leaves, grads, V, retain_last=True))
             return acc
-        n_total = 0
         with curvature_mode(self.model, self.bn_mode):
-            for inputs, targets, n in self.batches():
-                n_total += n
+            for inputs, targets, w in self.weighted_batches():
                 if self.mode == "rev_rev":
                     leaves, grads = self._gradient_graph(inputs, targets)
-                    acc += n * self._graph_products(leaves, grads, V, retain_last=False)
+                    acc += _scaled(w, self._graph_products(leaves, grads, V, retain_last=False))
                 else:
-                    acc += n * self._fwd_rev_products(inputs, targets, V)
-        self._check_count(n_total)
+                    acc += _scaled(w, self._fwd_rev_products(inputs, targets, V))
         return acc
 
 
@@ -432,18 +474,6 @@ def _resolve_vectorize(vectorize: bool | None, device: torch.device) -> bool:
     if not isinstance(vectorize, bool):
         raise ValueError(f"vectorize must be True, False or None, got {vectorize!r}")
     return vectorize
-
-
-def _cross_entropy_closed_form(loss_fn: Any) -> bool:
-    return (
-        isinstance(loss_fn, nn.CrossEntropyLoss)
-        and loss_fn.weight is None
-        and loss_fn.reduction in ("mean", "sum")
-    )
-
-
-def _mse_closed_form(loss_fn: Any) -> bool:
-    return isinstance(loss_fn, nn.MSELoss) and loss_fn.reduction in ("mean", "sum")
 
 
 class _GGNEngine(_Engine):
@@ -459,40 +489,24 @@ class _GGNEngine(_Engine):
         output_hessian: str = "auto",
         block_size: int = DEFAULT_BLOCK_SIZE,
         vectorize: bool | None = None,
+        reduction: str | None = None,
     ):
         if output_hessian not in OUTPUT_HESSIAN_MODES:
             raise ValueError(f"unknown output_hessian {output_hessian!r}; allowed values are {list(OUTPUT_HESSIAN_MODES)}")
-        super().__init__(model, loss_fn, data, bn_mode, params, block_size)
+        super().__init__(model, loss_fn, data, bn_mode, params, block_size, reduction)
         self.vectorize = _resolve_vectorize(vectorize, self.device)
         self.mode = "jvp_vjp"
         self.requested_mode = "jvp_vjp"
-        if output_hessian == "auto" and _cross_entropy_closed_form(loss_fn):
-            self.output_hessian = "closed_form_cross_entropy"
-        elif output_hessian == "auto" and _mse_closed_form(loss_fn):
-            self.output_hessian = "closed_form_mse"
-        else:
-            self.output_hessian = "autodiff"
+        self.output_hessian = closed_form_output_hessian(loss_fn) if output_hessian == "auto" else "autodiff"
         self.graph_bytes = None
         self.graph_budget_bytes = None
         self._count_pass()
 
     def _output_hvp(self, z: Tensor, targets: Any, U: Tensor) -> Tensor:
         """H_out U for a block U (k, *z.shape), H_out the Hessian of the loss in the outputs."""
-        # the closed forms are chosen only for an nn.MSELoss / nn.CrossEntropyLoss (see __init__)
-        loss_module: Any = self.loss_fn
-        if self.output_hessian == "closed_form_mse":
-            scale = 2.0 / z.numel() if loss_module.reduction == "mean" else 2.0
-            return scale * U
-        if self.output_hessian == "closed_form_cross_entropy" and isinstance(targets, Tensor) and not targets.is_floating_point():
-            # Hessian of -log softmax(z)_y in z is diag(p) - p p^T for every class y (also
-            # with label smoothing, a convex combination of such terms).
-            mask = (targets != loss_module.ignore_index).to(z.dtype).unsqueeze(1)  # (n, 1, ...)
-            p = torch.softmax(z, dim=1)
-            pu = p * U
-            hu = (pu - p * pu.sum(dim=2 if U.ndim > 2 else 1, keepdim=True)) * mask
-            if loss_module.reduction == "mean":
-                hu = hu / mask.sum()
-            return hu
+        closed = output_hvp_closed_form(self.output_hessian, self.loss_fn, z, targets, U)
+        if closed is not None:
+            return closed
         # Generic: double backward in the outputs (reverse-over-reverse on the small
         # output space; correct through any loss, unlike nested torch.func in torch 2.14).
         with torch.enable_grad():
@@ -540,12 +554,9 @@ class _GGNEngine(_Engine):
     @torch.enable_grad()
     def weighted_sum(self, V: Tensor) -> Tensor:
         acc = torch.zeros_like(V)
-        n_total = 0
         with curvature_mode(self.model, self.bn_mode):
-            for inputs, targets, n in self.batches():
-                n_total += n
-                acc += n * self._products(inputs, targets, V)
-        self._check_count(n_total)
+            for inputs, targets, w in self.weighted_batches():
+                acc += _scaled(w, self._products(inputs, targets, V))
         return acc
 
 
@@ -560,8 +571,13 @@ class _CurvatureOperator(SymmetricOperator):
     _engine: _Engine
     report: OperatorReport
 
-    def _init_from_engine(self, engine: _Engine, world_size: int = 1, num_examples: int | None = None) -> None:
+    def _init_from_engine(
+        self, engine: _Engine, world_size: int = 1, num_examples: int | None = None, normaliser: int | float | None = None
+    ) -> None:
         self._engine = engine
+        self._normaliser = engine.normaliser if normaliser is None else normaliser
+        if self._normaliser == 0:  # mean reduction, every class-index target ignored
+            raise ValueError("every target of the data is ignored by loss_fn; the mean loss is undefined")
         self.shape = (engine.num_params, engine.num_params)
         self.dtype = engine.dtype
         self.device = engine.device
@@ -589,8 +605,19 @@ class _CurvatureOperator(SymmetricOperator):
 
     @property
     def num_examples(self) -> int:
-        """Number of examples the mean loss runs over."""
+        """Number of examples in the data."""
         return self.report.num_examples
+
+    @property
+    def reduction(self) -> str:
+        """How the loss reduces over a batch and the data set: ``"mean"`` or ``"sum"``."""
+        return str(self._engine.reduction)
+
+    def _normalised(self, total: Tensor, in_place: bool = False) -> Tensor:
+        """``total / Z``: ``Z`` the sum of the batch weights (mean) or 1 (sum, no division)."""
+        if self._normaliser == 1:
+            return total
+        return total.div_(self._normaliser) if in_place else total / self._normaliser
 
     def parameter_vector(self) -> Tensor:
         """The parameters the operator was built at, flat (P,)."""
@@ -601,22 +628,28 @@ class _CurvatureOperator(SymmetricOperator):
         return dict(zip(self._engine.names, unflatten_vector(vector, self._engine.shapes), strict=True))
 
     def gradient(self) -> Tensor:
-        """Gradient (P,) of the mean loss at the operator's parameters (same modes); no extra
-        pass for a Hessian operator with kept graphs (computed when they were built)."""
+        """Gradient (P,) of the data-set loss (mean or sum, as ``loss_fn`` reduces) at the
+        operator's parameters (same modes); no extra pass for a Hessian operator with kept
+        graphs (computed when they were built)."""
         g_sum, _ = self._engine.gradient_sum()
-        return g_sum / self.num_examples
+        return self._normalised(g_sum)
 
     def loss(self) -> Tensor:
-        """The mean loss (scalar tensor) at the operator's parameters."""
+        """The data-set loss (scalar tensor: mean or sum, as ``loss_fn`` reduces) at the
+        operator's parameters."""
         _, l_sum = self._engine.gradient_sum()
-        return l_sum / self.num_examples
+        return self._normalised(l_sum)
 
 
 class HessianOperator(_CurvatureOperator):
-    """Hessian of the mean loss over all examples of all batches, as a symmetric operator.
+    """Hessian of the loss over the whole data set, as a symmetric operator.
 
-    ``H = sum_b (n_b / N) H_b`` where ``H_b`` is the Hessian of batch b's mean loss
-    ``loss_fn(model(x_b), y_b)`` and ``N = sum_b n_b``. Products are exact (no
+    The loss over the data set is that of all batches concatenated, under ``loss_fn``'s
+    reduction (as in curvlinops): for ``"mean"`` ``H = sum_b (n_b / N) H_b`` with ``H_b``
+    the Hessian of batch b's loss ``loss_fn(model(x_b), y_b)`` and ``N = sum_b n_b``
+    (class-index cross-entropy with ignored targets or class weights: weights by counted
+    targets, see :mod:`landscape.curvature.reduction`); for ``"sum"`` ``H = sum_b H_b``.
+    With ``bn_mode="batch"`` each batch keeps its own statistics. Products are exact (no
     approximation beyond floating point).
 
     Product variants (``hvp_mode``):
@@ -643,11 +676,13 @@ class HessianOperator(_CurvatureOperator):
         model: the network; its parameters fix the operator's dtype and device, and a
             snapshot of its parameters and buffers is taken here, so later changes to the
             model do not change the operator.
-        loss_fn: ``loss_fn(outputs, targets)`` returning the MEAN loss over the batch.
+        loss_fn: ``loss_fn(outputs, targets)`` returning the scalar loss of a batch,
+            averaged or summed over it (``reduction``).
         data: iterable of ``(inputs, targets)`` batches (a list, a DataLoader); iterated
             once at construction and once per product (except ``rev_rev_kept``), so it
-            must yield the same examples each time. Floating tensors are cast to the
-            parameters' dtype and all tensors moved to their device.
+            must yield the same examples each time. Floating tensors (also inside
+            mappings, lists and tuples) are cast to the parameters' dtype and all tensors
+            moved to their device.
         bn_mode: "eval" (BatchNorm running statistics) or "batch" (batch statistics,
             running statistics untouched). Dropout is always disabled.
         params: names of the parameters spanned (default: all trainable parameters);
@@ -657,9 +692,18 @@ class HessianOperator(_CurvatureOperator):
         block_size: maximum number of vectors per vectorised pass.
         vectorize: multiply blocks at once (True), column by column (False), or None
             (True except on CPU).
+        reduction: ``"mean"`` or ``"sum"``, how ``loss_fn`` reduces a batch; None reads
+            it from ``loss_fn.reduction`` (torch loss modules) or the default of its
+            ``reduction`` keyword (``torch.nn.functional`` losses), and any other
+            callable must state it. ``"none"`` is refused.
 
     Attributes:
         report: an :class:`OperatorReport`.
+        reduction: the resolved reduction.
+
+    Raises:
+        ValueError: a bad argument, a reduction that is neither "mean" nor "sum" or that
+            cannot be determined, or data without examples.
     """
 
     def __init__(
@@ -673,6 +717,7 @@ class HessianOperator(_CurvatureOperator):
         graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
         block_size: int = DEFAULT_BLOCK_SIZE,
         vectorize: bool | None = None,
+        reduction: Reduction | None = None,
     ):
         engine = _HessianEngine(
             model,
@@ -684,20 +729,23 @@ class HessianOperator(_CurvatureOperator):
             graph_budget_bytes=graph_budget_bytes,
             block_size=block_size,
             vectorize=vectorize,
+            reduction=reduction,
         )
         if engine.num_examples == 0:
-            raise ValueError("data yielded no examples; the mean loss is undefined")
+            raise ValueError("data yielded no examples; the loss over the data is undefined")
         self._init_from_engine(engine)
 
     def _matmat(self, V: Tensor) -> Tensor:
-        return self._engine.weighted_sum(V).div_(self.num_examples)  # a fresh tensor: divide in place
+        return self._normalised(self._engine.weighted_sum(V), in_place=True)  # a fresh tensor: divide in place
 
 
 class GGNOperator(_CurvatureOperator):
-    """Generalized Gauss-Newton matrix ``G = sum_b (n_b / N) J_b^T H_b J_b`` (PSD for convex losses).
+    """Generalized Gauss-Newton matrix of the loss over the data set (PSD for convex losses).
 
+    ``G = sum_b (n_b / N) J_b^T H_b J_b`` for a mean loss (weights as for
+    :class:`HessianOperator`), ``G = sum_b J_b^T H_b J_b`` for a summed one.
     ``J_b`` is the Jacobian of the model outputs of batch b with respect to the
-    parameters and ``H_b`` the Hessian of batch b's mean loss with respect to those
+    parameters and ``H_b`` the Hessian of batch b's loss with respect to those
     outputs (Schraudolph 2002). Products: ``J v`` by ``torch.func.jvp``, ``H_b u`` in
     closed form for ``nn.CrossEntropyLoss`` (class-index targets, no class weights:
     ``diag(p) - p p^T`` per position, divided by the number of non-ignored positions for
@@ -706,7 +754,8 @@ class GGNOperator(_CurvatureOperator):
 
     Args:
         model: the network (must return a single tensor).
-        loss_fn: ``loss_fn(outputs, targets)`` returning the mean loss over the batch.
+        loss_fn: ``loss_fn(outputs, targets)`` returning the scalar loss of a batch
+            (``reduction`` "mean" or "sum").
         data: iterable of ``(inputs, targets)`` batches; iterated once per product.
         bn_mode: "eval" or "batch", as for :class:`HessianOperator`.
         params: parameter names spanned (default all trainable).
@@ -714,6 +763,7 @@ class GGNOperator(_CurvatureOperator):
         block_size: maximum vectors per vectorised pass.
         vectorize: multiply blocks at once (True), column by column (False), or None
             (True except on CPU).
+        reduction: ``"mean"`` or ``"sum"``, as for :class:`HessianOperator`.
     """
 
     def __init__(
@@ -726,6 +776,7 @@ class GGNOperator(_CurvatureOperator):
         output_hessian: str = "auto",
         block_size: int = DEFAULT_BLOCK_SIZE,
         vectorize: bool | None = None,
+        reduction: Reduction | None = None,
     ):
         engine = _GGNEngine(
             model,
@@ -736,10 +787,11 @@ class GGNOperator(_CurvatureOperator):
             output_hessian=output_hessian,
             block_size=block_size,
             vectorize=vectorize,
+            reduction=reduction,
         )
         if engine.num_examples == 0:
-            raise ValueError("data yielded no examples; the mean loss is undefined")
+            raise ValueError("data yielded no examples; the loss over the data is undefined")
         self._init_from_engine(engine)
 
     def _matmat(self, V: Tensor) -> Tensor:
-        return self._engine.weighted_sum(V) / self.num_examples
+        return self._normalised(self._engine.weighted_sum(V))

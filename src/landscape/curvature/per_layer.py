@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.linop import SymmetricOperator
+from landscape.curvature.losses import Reduction
 from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator
 from landscape.functional import LossFn, trainable_parameter_names
 from landscape.io import to_jsonable
@@ -67,12 +68,12 @@ class LayerCurvature:
 
 @dataclasses.dataclass(frozen=True)
 class PerLayerCurvature:
-    """Per-group curvature of the Hessian of the mean loss.
+    """Per-group curvature of the Hessian of the loss over the data.
 
     Attributes:
         layers: one :class:`LayerCurvature` per group, in group order.
         bn_mode: BatchNorm policy used.
-        num_examples: examples in the mean loss.
+        num_examples: examples in the data.
         batch_order_dependent: as in :class:`~landscape.curvature.operators.OperatorReport`.
         seed: seed of the Krylov/stochastic estimators.
     """
@@ -275,14 +276,15 @@ def per_layer_curvature(
     tol: float = 1e-4,
     seed: int = 0,
     graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
+    reduction: Reduction | None = None,
 ) -> PerLayerCurvature:
     """Top eigenvalue and trace of each parameter group's diagonal Hessian block.
 
     Args:
         model: the network (unchanged afterwards).
-        loss_fn: ``loss_fn(outputs, targets)`` returning the batch-mean loss.
-        data: iterable of ``(inputs, targets)`` batches; the Hessian is of the
-            size-weighted mean loss over all of them.
+        loss_fn: ``loss_fn(outputs, targets)`` returning a batch's loss (mean or sum).
+        data: iterable of ``(inputs, targets)`` batches; the Hessian is of the loss over
+            all of them concatenated (see :class:`HessianOperator`).
         groups: ``{group name: [parameter names]}``; default
             :func:`default_parameter_groups` (one group per module owning parameters).
         bn_mode: "eval" or "batch" (see :class:`HessianOperator`).
@@ -295,6 +297,7 @@ def per_layer_curvature(
         tol: relative residual tolerance of the top eigenpair.
         seed: seed of the start vector and trace probes (the same for every group).
         graph_budget_bytes: memory budget of the kept gradient graph per group.
+        reduction: "mean" or "sum", as for :class:`HessianOperator` (None: from ``loss_fn``).
 
     Returns:
         :class:`PerLayerCurvature`.
@@ -313,7 +316,8 @@ def per_layer_curvature(
         if isinstance(names, str):
             raise ValueError(f"group {name!r} must list parameter names, got the string {names!r}")
         op = HessianOperator(
-            model, loss_fn, data, bn_mode=bn_mode, params=list(names), hvp_mode=hvp_mode, graph_budget_bytes=graph_budget_bytes
+            model, loss_fn, data, bn_mode=bn_mode, params=list(names), hvp_mode=hvp_mode, graph_budget_bytes=graph_budget_bytes,
+            reduction=reduction,
         )
         num_examples, order_dependent = op.num_examples, op.report.batch_order_dependent
         layers.append(_block_curvature(str(name), op, exact_max_dim, num_matvecs, trace_method, tol, seed))
