@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict, UserDict, defaultdict, namedtuple
+from types import MappingProxyType
+
 import pytest
 import torch
 from torch import nn
@@ -9,11 +12,14 @@ from torch import nn
 from landscape.functional import (
     BN_MODES,
     POINT_BN_MODES,
+    batch_size_of,
     check_bn_mode,
     eval_mode,
     first_batches,
     has_batchnorm,
     has_running_stats,
+    iter_batches,
+    move_to,
     probe_modes,
 )
 
@@ -65,3 +71,39 @@ def test_first_batches_cover_the_first_n_examples_in_order():
     batches = first_batches(x, y, n=7, batch_size=3, device="cpu")
     assert [b[1].tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
     assert torch.equal(torch.cat([b[0] for b in batches]), x[:7])
+
+
+Pair = namedtuple("Pair", ["a", "b"])
+
+
+def test_move_to_casts_floats_inside_any_mapping_and_sequence():
+    """Floating tensors in any Mapping (UserDict too), list, tuple or named tuple get the
+    parameters' dtype; integer tensors keep theirs; containers keep their types."""
+    f32, i64 = torch.ones(2, 3), torch.arange(2)
+    nest = {
+        "user": UserDict({"x": f32, "deep": [f32, (i64, UserDict({"z": f32}))]}),
+        "ordered": OrderedDict(x=f32),
+        "default": defaultdict(list, x=f32),
+        "proxy": MappingProxyType({"x": f32}),
+        "pair": Pair(f32, i64),
+        "other": "kept",
+    }
+    moved = move_to(nest, torch.device("cpu"), torch.float64)
+    assert type(moved["user"]) is UserDict and type(moved["ordered"]) is OrderedDict
+    assert type(moved["default"]) is defaultdict and moved["default"].default_factory is list
+    assert type(moved["pair"]) is Pair and type(moved["user"]["deep"][1]) is tuple
+    assert type(moved["proxy"]) is MappingProxyType
+    floats = [moved["user"]["x"], moved["user"]["deep"][0], moved["user"]["deep"][1][1]["z"], moved["ordered"]["x"],
+              moved["default"]["x"], moved["proxy"]["x"], moved["pair"].a]
+    assert all(t.dtype == torch.float64 and torch.equal(t, f32.double()) for t in floats)
+    assert moved["pair"].b.dtype == torch.int64 and moved["user"]["deep"][1][0].dtype == torch.int64
+    assert moved["other"] == "kept"
+    assert nest["user"]["x"].dtype == torch.float32  # the caller's batch is not modified
+
+
+def test_batch_size_from_inputs_in_a_userdict():
+    assert batch_size_of(UserDict({"x": torch.ones(5, 2)}), None) == 5
+    with pytest.raises(ValueError, match="cannot infer the batch size"):
+        batch_size_of(UserDict({"x": torch.tensor(1.0)}), None)
+    ((x, y, n),) = list(iter_batches([(UserDict({"x": torch.ones(4, 2)}), torch.zeros(4))], torch.device("cpu"), torch.float64))
+    assert n == 4 and x["x"].dtype == torch.float64 and y.dtype == torch.float64

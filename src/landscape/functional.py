@@ -404,8 +404,9 @@ def _map_tensors(fn: Callable[[Tensor], Any], obj: Any) -> Any:
         items = {k: _map_tensors(fn, v) for k, v in obj.items()}
         if isinstance(obj, defaultdict):
             return defaultdict(obj.default_factory, items)
+        rebuild: Callable[[dict], Any] = type(obj)  # dict, OrderedDict, UserDict, ... take a dict
         try:
-            return type(obj)(items)
+            return rebuild(items)
         except TypeError:
             return items
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuple

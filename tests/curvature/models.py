@@ -136,7 +136,7 @@ def _outputs_fn(
     x_all = concat([x for x, _ in batches])
 
     def outputs(flat: Tensor) -> Tensor:
-        params = {n: c.reshape(s) for n, c, s in zip(names, flat.split(sizes), shapes)}
+        params = {n: c.reshape(s) for n, c, s in zip(names, flat.split(sizes), shapes, strict=True)}
         if bn_mode == "batch":
             return torch.cat([functional_call(ref, params, (x,)) for x, _ in batches])
         return functional_call(ref, params, (x_all,))

@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from models import bn_mlp, classification_batches, rel_err
+from models import bn_mlp, classification_batches, reference_ggn, reference_gradient, reference_hessian, rel_err
 from torch import nn
 
 from landscape.curvature.distributed import DistributedGGNOperator, DistributedHessianOperator
 from landscape.curvature.operators import GGNOperator, HessianOperator
 
 CE = nn.CrossEntropyLoss()
+CE_SUM = nn.CrossEntropyLoss(reduction="sum")
 SIZES = (5, 3, 4, 6)
 SHARDS = {0: [0, 1], 1: [2, 3]}  # rank 0: 8 examples, rank 1: 10 examples
 CASES = [  # (name, bn_mode, hvp_mode)
@@ -64,6 +65,17 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         # without broadcasting, each rank multiplies its own block (same on both here)
         same = DistributedHessianOperator(model, CE, shard, bn_mode="eval", broadcast_input=False)
         out["no-broadcast"] = same @ _probe(P)
+        # the summed loss over all shards, and a mean over the targets that are not ignored
+        ignored = [(x, torch.where(torch.arange(len(y)) % (2 + rank) == 0, -100, y)) for x, y in shard]
+        for key, loss_fn, shard_data in (("sum", CE_SUM, shard), ("ignored", CE, ignored)):
+            hop = DistributedHessianOperator(model, loss_fn, shard_data, bn_mode="eval")
+            gop = DistributedGGNOperator(model, loss_fn, shard_data, bn_mode="eval")
+            out[key] = (hop @ V, gop @ V, hop.loss(), hop.gradient(), hop.reduction)
+        try:  # ranks that disagree on the reduction both stop (after the same collectives)
+            DistributedHessianOperator(model, CE_SUM if rank == 0 else CE, shard, bn_mode="eval")
+        except RuntimeError as exc:
+            out["disagree"] = str(exc)
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -114,3 +126,33 @@ def test_requires_initialised_process_group():
         DistributedHessianOperator(bn_mlp(), CE, classification_batches((3,)))
     with pytest.raises(RuntimeError, match="torch.distributed is not initialised"):
         DistributedGGNOperator(bn_mlp(), CE, classification_batches((3,)))
+
+
+def _ignored(data):
+    """The targets the ignore test of the workers uses: every 2nd (rank 0) / 3rd (rank 1) is ignored."""
+    shards = {r: [data[i] for i in SHARDS[r]] for r in SHARDS}
+    return [(x, torch.where(torch.arange(len(y)) % (2 + r) == 0, -100, y)) for r in SHARDS for x, y in shards[r]]
+
+
+@pytest.mark.parametrize("key", ["sum", "ignored"])
+def test_sum_and_counted_mean_match_the_concatenated_loss(distributed_results, key):
+    """Summed CE over all shards, and a CE mean over the targets that are not ignored (unequal
+    counts per shard), against the dense double-backward reference of the concatenated loss."""
+    model = bn_mlp(8, dropout=0.2)
+    data = classification_batches(SIZES, seed=8)
+    loss_fn, data = (CE_SUM, data) if key == "sum" else (CE, _ignored(data))
+    V = _probe(sum(p.numel() for p in model.parameters()))
+    H, G = reference_hessian(model, loss_fn, data), reference_ggn(model, loss_fn, data)
+    g = reference_gradient(model, loss_fn, data)
+    for res in distributed_results:
+        hv, gv, loss, grad, reduction = res[key]
+        assert reduction == ("sum" if key == "sum" else "mean")
+        assert rel_err(hv, H @ V) < 1e-10 and rel_err(gv, G @ V) < 1e-10
+        assert rel_err(grad, g) < 1e-10
+        f_loss = loss_fn(torch.cat([model.eval()(x) for x, _ in data]), torch.cat([y for _, y in data]))
+        assert torch.allclose(loss, f_loss.detach(), rtol=1e-12, atol=0)
+
+
+def test_ranks_disagreeing_on_the_reduction_stop(distributed_results):
+    for res in distributed_results:
+        assert "ranks disagree on the reduction of loss_fn" in res["disagree"]

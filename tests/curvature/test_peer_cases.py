@@ -119,7 +119,7 @@ class PeerCase:
 
     def build(self) -> tuple[nn.Module, Any, list[tuple[Any, Tensor]]]:
         g = torch.Generator().manual_seed(0)
-        data = [(w(torch.rand(shape, generator=g)), t(g)) for shape, t, w in zip(self.inputs, self.targets, self.wrap)]
+        data = [(w(torch.rand(shape, generator=g)), t(g)) for shape, t, w in zip(self.inputs, self.targets, self.wrap, strict=True)]
         return _float64(self.model(), seed=1), self.loss(), data
 
 

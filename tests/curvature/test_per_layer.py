@@ -143,3 +143,22 @@ def test_argument_errors():
         per_layer_curvature(model, CE, data, bn_mode="train")
     with pytest.raises(ValueError, match="tol must be > 0"):
         power_top_eigenvalue(DenseOperator(torch.eye(3, dtype=torch.float64)), tol=0)
+
+
+def test_summed_loss_blocks_match_the_concatenated_reference():
+    """reduction="sum" (stated for a plain function): the blocks of the summed loss's Hessian."""
+    model = bn_cnn()
+    data = classification_batches(SIZES, (1, 5, 5))
+
+    def summed(z, y):
+        return nn.functional.cross_entropy(z, y, reduction="sum")
+
+    H = reference_hessian(model, summed, data)
+    with pytest.raises(ValueError, match=r"pass reduction='mean'.*or reduction='sum'"):
+        per_layer_curvature(model, summed, data)
+    res = per_layer_curvature(model, summed, data, exact_max_dim=64, reduction="sum")
+    blocks = _blocks(model, H, default_parameter_groups(model))
+    for layer in res.layers:
+        B = blocks[layer.name]
+        assert layer.top_eigenvalue == pytest.approx(float(torch.linalg.eigvalsh(B)[-1]), rel=1e-9, abs=1e-12)
+        assert layer.trace == pytest.approx(float(torch.trace(B)), rel=1e-9, abs=1e-12)
