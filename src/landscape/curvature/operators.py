@@ -143,7 +143,7 @@ class _Engine:
     """Model snapshot, data and the per-batch sum ``sum_b w_b M_b V`` of a curvature matrix.
 
     ``M_b`` is the curvature of batch b's loss ``loss_fn(model(x_b), y_b)`` and ``w_b`` its
-    weight in the loss over the data set (:class:`~landscape.curvature.reduction.BatchWeights`:
+    weight in the loss over the data set (:class:`~landscape.curvature.losses.BatchWeights`:
     ``n_b`` for a mean loss, 1 for a summed one); dividing the sum by ``normaliser``
     (``sum_b w_b`` for a mean, 1 for a sum) gives the curvature of the loss of all batches
     concatenated. ``weighted=False`` (per-example uses) skips the reduction and leaves the
@@ -648,7 +648,7 @@ class HessianOperator(_CurvatureOperator):
     reduction (as in curvlinops): for ``"mean"`` ``H = sum_b (n_b / N) H_b`` with ``H_b``
     the Hessian of batch b's loss ``loss_fn(model(x_b), y_b)`` and ``N = sum_b n_b``
     (class-index cross-entropy with ignored targets or class weights: weights by counted
-    targets, see :mod:`landscape.curvature.reduction`); for ``"sum"`` ``H = sum_b H_b``.
+    targets, see :mod:`landscape.curvature.losses`); for ``"sum"`` ``H = sum_b H_b``.
     With ``bn_mode="batch"`` each batch keeps its own statistics. Products are exact (no
     approximation beyond floating point).
 
