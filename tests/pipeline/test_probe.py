@@ -402,7 +402,7 @@ def test_validate_stage_names_the_bad_probe_key(tmp_path):
 
 
 def test_every_probe_kind_is_a_probe_config_block_and_is_planned():
-    assert PROBES == ("barriers", "bezier", "scans", "sharpness", "invariance")
+    assert PROBES == ("barriers", "bezier", "scans", "sharpness", "invariance", "trajectory")
     assert sorted(PLAN_ORDER) == sorted(PROBE_KINDS)
     fields = {f.name: f for f in dataclasses.fields(ProbeConfig)}
     for name, kind in PROBE_KINDS.items():

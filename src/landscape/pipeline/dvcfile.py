@@ -270,7 +270,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             params=["seeds", f"experiments.{group}.dataset", *[f"probes.{group}.{k}" for k in settings]],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, cfg)),
                   rel(layout.measure_seeds(group, cfg))],
-            outs=[rel(out / "arrays.npz"), rel(out / "results.json"), rel(out / "config.json"), rel(out / "figures")],
+            outs=[rel(out / "arrays.npz"), rel(out / "results.json"), rel(out / "config.json"), rel(layout.probe_figures_dir(group, cfg))],
             metrics=[_nocache(rel(out / "metrics.json"))],
         )
     if "intrinsic_dim" in probes:

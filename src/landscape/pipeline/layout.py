@@ -109,6 +109,13 @@ class Layout:
     def probe_arrays(self, experiment: str, config: str) -> Path:
         return self.probes_dir(experiment, config) / "arrays.npz"
 
+    def probe_figures_dir(self, experiment: str, config: str) -> Path:
+        return self.probes_dir(experiment, config) / "figures"
+
+    def probe_figure(self, experiment: str, config: str, name: str) -> Path:
+        """One PNG figure of the probe stage (``name`` as its ``results.json`` records it)."""
+        return self.probe_figures_dir(experiment, config) / f"{name}.png"
+
     def probe_metrics(self, experiment: str, config: str) -> Path:
         """The probe stage's metrics (including the invariance audit's verdicts)."""
         return self.probes_dir(experiment, config) / "metrics.json"

@@ -4,7 +4,7 @@ Reads the config's trained runs (:func:`landscape.pipeline.runs.load_run`; runs 
 not complete are recorded and skipped), the Hessian Ritz vectors the ``measure`` stage
 cached (``krylov.pt``, when present) and the prepared splits; runs the probes that
 ``probes.<experiment>`` selects for the config (:data:`~landscape.pipeline.probe_kinds.PROBE_KINDS`:
-barriers, Bezier curves, scans, sharpness, invariance audit) and writes
+barriers, Bezier curves, scans, sharpness, invariance audit, trajectory) and writes
 ``probes/<experiment>/<config>/``: metrics.json (headline numbers), results.json
 (everything, keyed by seed / seed pair, with settings and BN policy), arrays.npz,
 figures/*.png, config.json.
@@ -57,6 +57,7 @@ from landscape.pipeline.probe_settings import (
     ScanSettings,
     Selecting,
     SharpnessSettings,
+    TrajectorySettings,
 )
 from landscape.pipeline.runs import load_run
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
@@ -70,7 +71,9 @@ from landscape.probes.scans import (
     plot_line,
     plot_surface,
 )
+from landscape.probes.trajectory import TrajectoryScan, plot_trajectory
 from landscape.schema import ConfigError, int_at_least, one_of, parse_config
+from landscape.training.checkpoint import list_snapshots
 
 __all__ = [
     "PROBES",
@@ -79,6 +82,7 @@ __all__ = [
     "ScanSettings",
     "SharpnessSettings",
     "InvarianceSettings",
+    "TrajectorySettings",
     "ProbeConfig",
     "TrainedRun",
     "ProbeReport",
@@ -108,8 +112,8 @@ class ProbeConfig(Selecting):
             ``"batch"`` (networks without BatchNorm use ``"eval"``).
         recal_examples: First examples of the training split used to recalibrate BatchNorm.
         recal_batch_size: Batch size of the recalibration passes.
-        barriers, bezier, scans, sharpness, invariance: Per-probe settings; each has a
-            ``configs`` selection.
+        barriers, bezier, scans, sharpness, invariance, trajectory: Per-probe settings;
+            each has a ``configs`` selection.
     """
 
     configs: str | tuple[str, ...] = field(default="all", metadata=SELECTION)
@@ -124,6 +128,7 @@ class ProbeConfig(Selecting):
     scans: ScanSettings = field(default_factory=ScanSettings)
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)
     invariance: InvarianceSettings = field(default_factory=InvarianceSettings)
+    trajectory: TrajectorySettings = field(default_factory=TrajectorySettings)
 
     def probes_for(self, config_name: str) -> tuple[str, ...]:
         """The probes selected for ``config_name``, in :data:`PROBES` order (none if the
@@ -170,6 +175,7 @@ class ProbeReport:
         line_scans: Line scans by name (for figures).
         plane_scans: Plane scans by name (for figures).
         paths: Path evaluations by name (for figures).
+        trajectories: Optimisation paths on their principal planes by name (for figures).
     """
 
     results: dict[str, Any]
@@ -178,6 +184,7 @@ class ProbeReport:
     line_scans: dict[str, tuple[LineScan, ...]]
     plane_scans: dict[str, PlaneScan]
     paths: dict[str, tuple[tuple[str, PathEvaluation], ...]]
+    trajectories: dict[str, TrajectoryScan] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.results
@@ -227,6 +234,11 @@ class ProbeReport:
                 ax.set_ylabel(f"{split} loss (bn={curves[0][1].bn_mode})")
                 ax.legend(fontsize=7)
             axes[0].set_title(name)
+            fig.tight_layout()
+            figs[name] = fig
+        for name, trajectory in self.trajectories.items():
+            fig = new_figure((6.5, 5.0))
+            plot_trajectory(trajectory, ax=fig.add_subplot(1, 1, 1))
             fig.tight_layout()
             figs[name] = fig
         return figs
@@ -355,7 +367,7 @@ def run_landscape_probes(
     results["timings_s"], results["cpu_s"] = timings, cpu
     results["workers"] = min(workers, max(1, len(tasks)))
     summary["wall_time_s"], summary["cpu_time_s"] = time.perf_counter() - t_start, sum(cpu.values())
-    return ProbeReport(results, summary, ctx.arrays, ctx.line_scans, ctx.plane_scans, ctx.paths)
+    return ProbeReport(results, summary, ctx.arrays, ctx.line_scans, ctx.plane_scans, ctx.paths, ctx.trajectories)
 
 
 # ======================================================================== validation
@@ -428,7 +440,8 @@ def load_trained_runs(
 
     A run that did not complete is a :class:`TrainedRun` without model (nor test error,
     state hash or Ritz pairs). A completed run carries the ``measure`` stage's Ritz values
-    and vectors when ``krylov.pt`` exists, and the BatchNorm policy of that Hessian.
+    and vectors when ``krylov.pt`` exists, the BatchNorm policy of that Hessian, the stored
+    run it came from and the paths of the weight snapshots it kept along training.
 
     Returns:
         The runs in ``seeds`` order, and the model spec ``{name, **options}`` of the first
@@ -450,7 +463,8 @@ def load_trained_runs(
         metrics = stored.metrics
         runs.append(TrainedRun(seed=seed, status=stored.status, model=stored.model,
                                test_error=float(metrics.get("test_error", float("nan"))),
-                               state_hash=metrics.get("state_hash"), ritz_values=values, ritz_vectors=vectors, ritz_bn_mode=ritz_bn))
+                               state_hash=metrics.get("state_hash"), ritz_values=values, ritz_vectors=vectors, ritz_bn_mode=ritz_bn,
+                               source=stored, snapshots=tuple(list_snapshots(layout.run(experiment, config, seed).checkpoints))))
         spec = spec or dict(stored.spec)
     return runs, spec
 
@@ -484,7 +498,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     run_hashes = {f"seed{r.seed}": r.state_hash for r in runs}
     probe_id = fingerprint(resolved, run_hashes, experiment, config)
     meta = {"experiment": experiment, "config": config, "dataset": dataset_key, "probe_id": probe_id}
-    figures_dir = out / "figures"
+    figures_dir = layout.probe_figures_dir(experiment, config)
     if figures_dir.is_dir():  # figures of probes no longer selected must not linger
         shutil.rmtree(figures_dir)
     figures_dir.mkdir(parents=True)  # a DVC output even when no selected probe draws

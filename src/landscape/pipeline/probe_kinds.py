@@ -18,6 +18,11 @@ results entry and headline numbers (``assemble``); its settings block is in
   (Kwon, Kim, Park & Choi 2021, *ASAM*) sharpness; one task per seed.
 * ``invariance``: flatness measures under a function-preserving ReLU rescaling (Dinh,
   Pascanu, Bengio & Bengio 2017); one task.
+* ``trajectory``: the optimisation path on the top-2 principal plane of its weight
+  snapshots with the loss on that plane (Li, Xu, Taylor, Studer & Goldstein 2018, section
+  7); one task per seed. The snapshots are the ones the run kept, or, when it kept too few,
+  those of a retraining from the run's initial weights with its recipe and seed, whose final
+  weights are checked against the run's (bit-identical on the same machine).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -43,9 +49,11 @@ from landscape.pipeline.probe_settings import (
     InvarianceSettings,
     ScanSettings,
     SharpnessSettings,
+    TrajectorySettings,
 )
+from landscape.pipeline.runs import StoredRun, initial_model
 from landscape.probes.connectivity import PathEvaluation, fit_bezier, linear_path
-from landscape.probes.functional import Batch, Evaluation, LossFn, Objective
+from landscape.probes.functional import Batch, Evaluation, LossFn, Objective, parameter_dict
 from landscape.probes.invariance import invariance_audit, rescale_layers
 from landscape.probes.permutation import align
 from landscape.probes.scans import (
@@ -60,6 +68,10 @@ from landscape.probes.sharpness import (
     average_sharpness,
     worst_case_sharpness,
 )
+from landscape.probes.trajectory import TrajectoryScan, trajectory_scan
+from landscape.schema import parse_config
+from landscape.training import randomize_labels, train_model
+from landscape.training.config import TrainConfig
 
 __all__ = [
     "TrainedRun",
@@ -89,6 +101,10 @@ class TrainedRun:
             measured).
         ritz_bn_mode: BatchNorm policy of the Hessian those vectors belong to (None if
             unknown).
+        source: The stored run (training settings, architecture; its initial weights are
+            :func:`~landscape.pipeline.runs.initial_model`), for the trajectory probe's
+            retraining (None when not loaded from a run directory).
+        snapshots: The weight snapshots the run kept along training, in epoch order.
     """
 
     seed: int
@@ -99,6 +115,8 @@ class TrainedRun:
     ritz_values: Tensor | None = None
     ritz_vectors: Tensor | None = None
     ritz_bn_mode: str | None = None
+    source: StoredRun | None = None
+    snapshots: tuple[Path, ...] = ()
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, float]:
@@ -168,7 +186,8 @@ class ProbeContext:
         model_spec: Model name and options of the config.
         loss_fn: ``loss_fn(outputs, targets)`` -> batch mean.
         ends: End-point evaluations by ``(seed, split)``, shared by every path.
-        arrays, line_scans, plane_scans, paths: Collectors of a task's arrays and plot data.
+        arrays, line_scans, plane_scans, paths, trajectories: Collectors of a task's arrays
+            and plot data.
     """
 
     template: nn.Module
@@ -190,16 +209,18 @@ class ProbeContext:
     line_scans: dict[str, tuple[LineScan, ...]] = field(default_factory=dict)
     plane_scans: dict[str, PlaneScan] = field(default_factory=dict)
     paths: dict[str, tuple[tuple[str, PathEvaluation], ...]] = field(default_factory=dict)
+    trajectories: dict[str, TrajectoryScan] = field(default_factory=dict)
 
     def fresh(self) -> ProbeContext:
         """A copy sharing everything but with empty collectors."""
-        return dataclasses.replace(self, arrays={}, line_scans={}, plane_scans={}, paths={})
+        return dataclasses.replace(self, arrays={}, line_scans={}, plane_scans={}, paths={}, trajectories={})
 
     def merge(self, other: ProbeContext) -> None:
         self.arrays.update(other.arrays)
         self.line_scans.update(other.line_scans)
         self.plane_scans.update(other.plane_scans)
         self.paths.update(other.paths)
+        self.trajectories.update(other.trajectories)
 
     def end_evals(self, a: int, b: int, split: str) -> tuple[Evaluation | None, Evaluation | None]:
         return self.ends.get((a, split)), self.ends.get((b, split))
@@ -516,6 +537,102 @@ def _assemble_invariance(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> t
     return outputs[("invariance",)][0]
 
 
+# ---------------------------------------------------------------------- trajectory
+
+
+def _plan_trajectory(ctx: ProbeContext) -> list[tuple]:
+    return [("trajectory", r.seed) for r in ctx.done[: ctx.settings["trajectory"].num_seeds]]
+
+
+def _stored_path(ctx: ProbeContext, run: TrainedRun) -> tuple[list[dict[str, Tensor]], list[str]]:
+    """The snapshots the run kept (parameters only), and its final weights if the last one is not them."""
+    final = ctx.params[run.seed]
+    states: list[dict[str, Tensor]] = []
+    labels: list[str] = []
+    for path in run.snapshots:
+        saved = torch.load(path, map_location=ctx.device, weights_only=False)
+        states.append({n: saved["state_dict"][n] for n in final})
+        labels.append(f"epoch {saved['epoch']}")
+    if not states or any(not torch.equal(states[-1][n], final[n]) for n in final):
+        states.append(final)
+        labels.append("final")
+    return states, labels
+
+
+def _retrained_path(ctx: ProbeContext, run: TrainedRun) -> tuple[list[dict[str, Tensor]], list[str], dict[str, Any]]:
+    """Train ``run`` again from its initial weights with its recipe, seed and data, keeping the
+    weights at initialisation and after every epoch; the final ones are checked against the run's."""
+    stored = run.source
+    if stored is None:
+        raise ValueError(f"seed {run.seed}: no stored run to retrain from (TrainedRun.source is None)")
+    cfg = parse_config(TrainConfig, stored.train, f"seed{run.seed} model.pt:train")
+    x, y = ctx.train_data
+    if cfg.random_labels:
+        y = randomize_labels(y, int(stored.model_kwargs["num_classes"]), run.seed)
+    model = initial_model(stored, ctx.device)
+    states = [parameter_dict(model)]
+
+    def keep(history: list[dict[str, float]]) -> None:  # after every epoch; weights only, the run is untouched
+        del history
+        states.append(parameter_dict(model))
+
+    test = (torch.cat([b[0] for b in ctx.test_b]), torch.cat([b[1] for b in ctx.test_b]))  # logged per epoch, not used
+    t0 = time.perf_counter()
+    result = train_model(model, (x, y), test, cfg, seed=run.seed, on_epoch=keep)
+    final = ctx.params[run.seed]
+    same = result.state_hash == run.state_hash
+    info = {"status": result.status, "epochs": result.epochs_completed, "steps": result.steps, "wall_s": time.perf_counter() - t0,
+            "state_hash": result.state_hash, "reproduces_run": same,
+            "distance_to_run": float(torch.cat([(states[-1][n] - final[n]).reshape(-1) for n in final]).norm())}
+    return states, ["init"] + [f"epoch {e + 1}" for e in range(len(states) - 1)], info
+
+
+def _trajectory_seed(ctx: ProbeContext, task: tuple) -> dict[str, Any]:
+    """The path of one run ``("trajectory", seed)`` on its principal plane, with the loss underneath."""
+    s: TrajectorySettings = ctx.settings["trajectory"]
+    seed = task[1]
+    run = next(r for r in ctx.done if r.seed == seed)
+    stored_count = len(run.snapshots) + 1  # the final weights close the path
+    use_stored = s.source == "stored" or (s.source == "auto" and stored_count >= s.min_stored)
+    entry: dict[str, Any] = {"source": "stored" if use_stored else "retrained", "stored_snapshots": len(run.snapshots)}
+    if use_stored:
+        states, labels = _stored_path(ctx, run)
+    else:
+        states, labels, entry["retrain"] = _retrained_path(ctx, run)
+        if entry["retrain"]["status"] != "completed":
+            return {**entry, "status": f"skipped: the retraining {entry['retrain']['status']}"}
+    if len(states) < 3:
+        return {**entry, "status": f"skipped: {len(states)} snapshots (a plane needs 3); set source: retrain or train.snapshot_every"}
+    res = trajectory_scan(ctx.template, states, ctx.train_b, num=s.plane_points, margin=s.margin, normalization=s.normalization,
+                          bias_policy=s.bias_policy, labels=labels, **ctx.common)
+    key, name = f"trajectory.seed{seed}", f"trajectory_seed{seed}"
+    _plane_arrays(ctx.arrays, key, res.plane)
+    ctx.arrays[f"{key}.coords"] = res.coords
+    ctx.arrays[f"{key}.residuals"] = res.residuals
+    ctx.arrays[f"{key}.path_losses"] = res.path_losses
+    ctx.arrays[f"{key}.projected_losses"] = res.projected_losses
+    ctx.trajectories[name] = res
+    pca = res.pca.to_dict()
+    entry.update({
+        "status": "done", "figure": name, "num_snapshots": len(states), "labels": list(res.labels),
+        "explained_variance_ratio": pca["explained_variance_ratio"], "pca_plane_fraction": pca["plane_fraction"],
+        "plane_fraction": res.plane_fraction, "normalization": res.normalization, "singular_values": pca["singular_values"],
+        "coords": res.coords.tolist(), "residuals": res.residuals.tolist(), "distances": pca["distances"],
+        "path_losses": res.path_losses.tolist(), "projected_losses": res.projected_losses.tolist(), "plane": _plane_summary(res.plane),
+    })
+    return entry
+
+
+def _assemble_trajectory(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    per_seed = {f"seed{t[1]}": out[0] for t, out in outputs.items() if t[0] == "trajectory"}
+    head = {k: {"pc1": v["explained_variance_ratio"][0], "pc2": v["explained_variance_ratio"][1], "plane_fraction": v["plane_fraction"],
+                "num_snapshots": v["num_snapshots"], "source": v["source"]}
+            for k, v in per_seed.items() if v.get("status") == "done"}
+    entry = {"status": "done", "seeds": per_seed, "settings": dataclasses.asdict(ctx.settings["trajectory"]), "bn_mode": ctx.bn_mode,
+             "data": "probe subset of the training split"}
+    return entry, head or None
+
+
 # ------------------------------------------------------------------------ registry
 
 
@@ -544,10 +661,11 @@ PROBE_KINDS: dict[str, ProbeKind] = {
     "scans": ProbeKind(ScanSettings, _plan_scans, _scan, _assemble_scans),
     "sharpness": ProbeKind(SharpnessSettings, _plan_sharpness, _sharpness_seed, _assemble_sharpness),
     "invariance": ProbeKind(InvarianceSettings, _plan_invariance, _invariance, _assemble_invariance),
+    "trajectory": ProbeKind(TrajectorySettings, _plan_trajectory, _trajectory_seed, _assemble_trajectory),
 }
 
 #: The order tasks are planned in: costliest kinds first, for a balanced worker load.
-PLAN_ORDER: tuple[str, ...] = ("bezier", "invariance", "barriers", "sharpness", "scans")
+PLAN_ORDER: tuple[str, ...] = ("bezier", "trajectory", "invariance", "barriers", "sharpness", "scans")
 
 
 def plan_tasks(ctx: ProbeContext, probes: Sequence[str]) -> list[tuple]:

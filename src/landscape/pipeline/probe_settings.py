@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from landscape.probes.connectivity import OBJECTIVES, SURROGATES
 from landscape.probes.functional import BIAS_POLICIES
+from landscape.probes.trajectory import NORMALIZATIONS
 from landscape.schema import (
     Checked,
     ConfigError,
@@ -31,6 +32,8 @@ __all__ = [
     "ScanSettings",
     "SharpnessSettings",
     "InvarianceSettings",
+    "TrajectorySettings",
+    "TRAJECTORY_SOURCES",
 ]
 
 
@@ -235,3 +238,41 @@ class InvarianceSettings(Selecting):
     slq_probes: int = field(default=2, metadata=int_at_least(1))
     slq_steps: int = field(default=30, metadata=int_at_least(2))
     rtol: float = field(default=0.01, metadata=number_above_zero())
+
+
+#: Where the trajectory probe takes its snapshots from (:class:`TrajectorySettings`).
+TRAJECTORY_SOURCES: tuple[str, ...] = ("auto", "stored", "retrain")
+
+
+@dataclass(frozen=True)
+class TrajectorySettings(Selecting):
+    """The optimisation path of the first ``num_seeds`` completed runs on the top-2 principal
+    plane of its weight snapshots, with the loss on that plane (Li et al. 2018, section 7).
+
+    Attributes:
+        configs: Configs that get the probe (default: none).
+        num_seeds: Completed runs drawn, in seed order (one task each).
+        source: Snapshots of the path: ``"stored"`` (the ones the run kept,
+            ``train.snapshot_every``, plus its final weights), ``"retrain"`` (train again from
+            the run's initial weights with its recipe, seed and data, keeping the weights after
+            every epoch; the final weights are checked against the run's state hash), or
+            ``"auto"`` (stored when the run kept at least ``min_stored``, else retrain).
+        min_stored: Least number of stored snapshot files plus one (the final weights) for
+            which ``"auto"`` takes the stored path.
+        plane_points: Grid points per axis of the plane.
+        margin: Extra fraction of the path's extent on each side of the grid.
+        normalization: ``"none"`` (unit principal directions: coordinates are parameter
+            distances, the path's projection is the PCA's) or ``"filter"``
+            (filter-normalised to the final weights, as the random planes are).
+        bias_policy: ``"zero"``, ``"keep"`` or ``"normalize"`` for 1-D parameters under
+            ``"filter"``.
+    """
+
+    configs: str | tuple[str, ...] = field(default=(), metadata=SELECTION)
+    num_seeds: int = field(default=1, metadata=int_at_least(1))
+    source: str = field(default="auto", metadata=one_of(TRAJECTORY_SOURCES))
+    min_stored: int = field(default=10, metadata=int_at_least(3))
+    plane_points: int = field(default=21, metadata=int_at_least(3))
+    margin: float = field(default=0.2, metadata=rule("a number >= 0", nonneg))
+    normalization: str = field(default="none", metadata=one_of(NORMALIZATIONS))
+    bias_policy: str = field(default="zero", metadata=one_of(BIAS_POLICIES))

@@ -1,5 +1,5 @@
-"""Landscape probes: scans, mode connectivity, permutation alignment, sharpness,
-reparametrisation audits and intrinsic dimension.
+"""Landscape probes: scans, optimisation trajectories, mode connectivity, permutation
+alignment, sharpness, reparametrisation audits and intrinsic dimension.
 
 Every probe evaluates parameter points of any ``nn.Module`` through
 ``torch.func.functional_call`` (the caller's model is never edited) under one explicit
@@ -9,6 +9,8 @@ records (see :mod:`landscape.probes.functional`). Modules, one method each:
 * :mod:`~landscape.probes.functional`: parameter layouts, BN policies, evaluation, filter
   normalisation (Li et al. 2018);
 * :mod:`~landscape.probes.scans`: line and plane scans, plots;
+* :mod:`~landscape.probes.trajectory`: the optimisation path on the top-2 principal plane of
+  its snapshots, with the loss surface of that plane (Li et al. 2018, section 7);
 * :mod:`~landscape.probes.connectivity`: straight-line barriers, Bezier curves (Garipov
   et al. 2018), the minimax path objective;
 * :mod:`~landscape.probes.permutation`: weight matching (Ainsworth et al. 2023);
@@ -92,6 +94,13 @@ from .sharpness import (
     average_sharpness,
     worst_case_sharpness,
 )
+from .trajectory import (
+    TrajectoryPCA,
+    TrajectoryScan,
+    plot_trajectory,
+    trajectory_pca,
+    trajectory_scan,
+)
 
 __all__ = [
     "BN_MODES",
@@ -111,6 +120,8 @@ __all__ = [
     "PlaneScan",
     "SharpnessResult",
     "SubspaceResult",
+    "TrajectoryPCA",
+    "TrajectoryScan",
     "adaptive_sharpness",
     "align",
     "apply_permutation",
@@ -137,6 +148,7 @@ __all__ = [
     "plot_contour",
     "plot_line",
     "plot_surface",
+    "plot_trajectory",
     "random_direction",
     "random_permutation",
     "random_plane_scan",
@@ -147,6 +159,8 @@ __all__ = [
     "three_point_plane",
     "three_point_plane_scan",
     "train_subspace",
+    "trajectory_pca",
+    "trajectory_scan",
     "unflatten_params",
     "weight_matching",
     "worst_case_sharpness",

@@ -399,18 +399,35 @@ def three_point_plane_scan(
     Raises:
         ValueError: ``num < 2``, ``margin < 0``, or collinear points.
     """
+    obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
+    basis = three_point_plane(obj.flat(theta_a), obj.flat(theta_b), obj.flat(theta_c))
+    gx, gy = _covering_grid(basis.coords, num, margin, xs, ys)
+    return _plane(obj, basis.origin, basis.u, basis.v, gx, gy, "three_points", basis.coords, ("a", "b", "c"), {"margin": margin})
+
+
+def _covering_grid(
+    points: np.ndarray,
+    num: int,
+    margin: float,
+    xs: Sequence[float] | np.ndarray | None,
+    ys: Sequence[float] | np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid axes covering the (k, 2) plane coordinates ``points``: ``num`` points per axis
+    over their bounding box widened by ``margin`` times its extent on each side (an axis of
+    zero extent gets a pad of ``1e-12 * margin``); explicit ``xs``/``ys`` win.
+
+    Raises:
+        ValueError: ``num < 2`` or ``margin < 0``.
+    """
     if isinstance(num, bool) or not isinstance(num, int) or num < 2:
         raise ValueError(f"num must be an integer >= 2, got {num!r}")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
-    obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
-    basis = three_point_plane(obj.flat(theta_a), obj.flat(theta_b), obj.flat(theta_c))
-    lo, hi = basis.coords.min(axis=0), basis.coords.max(axis=0)
-    span = hi - lo
-    gx = _grid(xs, np.linspace(lo[0] - margin * span[0], hi[0] + margin * span[0], num), "xs")
-    pad_y = margin * max(span[1], 1e-12)
-    gy = _grid(ys, np.linspace(lo[1] - pad_y, hi[1] + pad_y, num), "ys")
-    return _plane(obj, basis.origin, basis.u, basis.v, gx, gy, "three_points", basis.coords, ("a", "b", "c"), {"margin": margin})
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    pad = margin * np.maximum(hi - lo, 1e-12)
+    gx = _grid(xs, np.linspace(lo[0] - pad[0], hi[0] + pad[0], num), "xs")
+    gy = _grid(ys, np.linspace(lo[1] - pad[1], hi[1] + pad[1], num), "ys")
+    return gx, gy
 
 
 # ------------------------------------------------------------------------ plotting
