@@ -21,7 +21,7 @@ from landscape.curvature.lanczos import (
     lanczos_tridiagonal,
     top_eigenpairs,
 )
-from landscape.curvature.linop import DenseOperator, SymmetricOperator, as_operator
+from landscape.curvature.linop import DenseOperator, ObservedOperator, SymmetricOperator, as_operator
 from landscape.curvature.noise import (
     DifficultyIndex,
     GradientCovariance,
@@ -82,7 +82,7 @@ from landscape.functional import (
 )
 
 __all__ = [
-    "SymmetricOperator", "DenseOperator", "as_operator",
+    "SymmetricOperator", "DenseOperator", "ObservedOperator", "as_operator",
     "HessianOperator", "GGNOperator", "OperatorReport", "POINT_BN_MODES", "HVP_MODES",
     "parameter_vector", "trainable_parameter_names",
     "DistributedHessianOperator", "DistributedGGNOperator",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -275,6 +275,7 @@ def per_layer_curvature(
     tol: float = 1e-4,
     seed: int = 0,
     graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
+    on_group: Callable[[LayerCurvature], Any] | None = None,
 ) -> PerLayerCurvature:
     """Top eigenvalue and trace of each parameter group's diagonal Hessian block.
 
@@ -295,6 +296,7 @@ def per_layer_curvature(
         tol: relative residual tolerance of the top eigenpair.
         seed: seed of the start vector and trace probes (the same for every group).
         graph_budget_bytes: memory budget of the kept gradient graph per group.
+        on_group: called with each group's result as soon as it is done (progress).
 
     Returns:
         :class:`PerLayerCurvature`.
@@ -318,6 +320,8 @@ def per_layer_curvature(
         num_examples, order_dependent = op.num_examples, op.report.batch_order_dependent
         layers.append(_block_curvature(str(name), op, exact_max_dim, num_matvecs, trace_method, tol, seed))
         del op
+        if on_group is not None:
+            on_group(layers[-1])
     return PerLayerCurvature(
         layers=tuple(layers), bn_mode=bn_mode, num_examples=num_examples, batch_order_dependent=order_dependent, seed=seed
     )

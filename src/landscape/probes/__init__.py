@@ -30,6 +30,7 @@ from .connectivity import (
     evaluate_path,
     fit_bezier,
     linear_path,
+    plot_paths,
 )
 from .functional import (
     BN_MODES,
@@ -81,6 +82,7 @@ from .scans import (
     plot_contour,
     plot_line,
     plot_surface,
+    random_line_scan,
     random_plane_scan,
     three_point_plane,
     three_point_plane_scan,
@@ -136,9 +138,11 @@ __all__ = [
     "plane_scan",
     "plot_contour",
     "plot_line",
+    "plot_paths",
     "plot_surface",
     "random_direction",
     "random_permutation",
+    "random_line_scan",
     "random_plane_scan",
     "recalibrated_buffers",
     "rescale_layers",
