@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+#: The checkout these tests run from.
+REPO = Path(__file__).resolve().parents[2]
+
 
 def one_line_error(proc: subprocess.CompletedProcess, subcommand: str) -> str:
     """The single stderr line of a bad-input exit (code 2, no traceback, nothing on stdout)."""

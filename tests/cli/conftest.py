@@ -15,7 +15,7 @@ How the environment is made (once per test session and worker, about 10 s):
 
 The tests then run ``<venv>/bin/landscape`` (the console script pip generated from
 ``[project.scripts]``) in a scratch directory, with no ``PYTHONPATH``, an empty Hugging Face
-cache and ``HF_HUB_OFFLINE=1``.
+cache, ``HF_HUB_OFFLINE=1``, one CPU thread and bytecode caching on (as ``make`` runs).
 """
 
 from __future__ import annotations
@@ -32,11 +32,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import save_run_checkpoint, tiny_mlp
+from cli_helpers import REPO, save_run_checkpoint, tiny_mlp
 from packaging.requirements import Requirement
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -92,9 +89,11 @@ class CliEnv:
     script: Path
     env: dict[str, str]
 
-    def run(self, *args: str | os.PathLike, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.script), *map(str, args)], cwd=cwd, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+    def run(self, *args: str | os.PathLike, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+        """``landscape ARGS`` in ``cwd``; ``env`` entries override the venv's environment."""
+        return subprocess.run([str(self.script), *map(str, args)], cwd=cwd, env=self.env | (env or {}), capture_output=True,
+                              text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +124,9 @@ def cli(tmp_path_factory) -> CliEnv:
                    check=True, capture_output=True)
     checked = subprocess.run([*pip, "--python", str(python), "check"], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, f"the fresh venv misses declared requirements:\n{checked.stdout}{checked.stderr}"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    # PYTHONDONTWRITEBYTECODE goes, as in the Makefile: with it every run compiled torch, timm and torchvision from source
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(PATH=os.pathsep.join([str(venv / "bin"), env.get("PATH", "")]), HF_HUB_OFFLINE="1",
                HF_HOME=str(root / "hf_home"), HF_HUB_CACHE=str(root / "hf_home" / "hub"), OMP_NUM_THREADS="1")
     return CliEnv(root=root, python=python, script=venv / "bin" / "landscape", env=env)

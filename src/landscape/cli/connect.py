@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     theta_a, theta_b = parameter_dict(net_a.model), parameter_dict(net_b.model)
     ts = np.linspace(0.0, 1.0, args.points)
     timer = common.Timer()
+    loss_fn = common.loss_function(args.loss)
     with common.progress("linear path", args.points * len(batches), args.quiet) as bar:
-        line = linear_path(net_a.model, theta_a, theta_b, batches, ts=ts, loss_fn=common.counting_loss(common.loss_function(args.loss), bar),
+        line = linear_path(net_a.model, theta_a, theta_b, batches, ts=ts, loss_fn=common.counting_loss(loss_fn, bar),
                            bn_mode=args.bn_mode, recal_batches=recal)
     timer.tick("linear")
     result: dict[str, Any] = {"command": "connect", "model_a": net_a.record, "model_b": net_b.record, "data": data.record,
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         per_step = 1 if args.objective == "expected" else 9  # fit_bezier's default minimax grid has 9 points
         with common.progress("bezier", args.steps * per_step + args.points * len(batches), args.quiet) as bar:
             curve = fit_bezier(net_a.model, theta_a, theta_b, batches, num_bends=args.bends, objective=args.objective, steps=args.steps,
-                               lr=args.lr, seed=args.seed, eval_ts=ts, loss_fn=common.counting_loss(common.loss_function(args.loss), bar),
+                               lr=args.lr, seed=args.seed, eval_ts=ts, loss_fn=common.counting_loss(loss_fn, bar),
                                bn_mode=args.bn_mode, recal_batches=recal)
         result["bezier"] = curve.to_dict()
         paths["bezier"] = curve.train

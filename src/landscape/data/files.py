@@ -15,6 +15,7 @@ Inputs are a floating-point tensor (N, ...); targets a tensor (N, ...) with the 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def load_tensor_file(path: str | Path, split: str | None = None) -> TensorData:
         raise FileNotFoundError(f"data file {p} does not exist")
     try:
         saved = torch.load(p, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # pickle and zip errors
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # not a torch file
         raise ValueError(f"data file {p} is not a file torch.load can read: {exc}") from None
     accepted = "a mapping with 'inputs' and 'targets' (or 'x' and 'y'), a pair (inputs, targets), or a mapping of such splits"
     pair = _pair(saved)

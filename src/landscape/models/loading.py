@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,9 +68,9 @@ def _cached_pretrained_file(name: str) -> Path:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     cfg = timm.models.get_pretrained_cfg(name)
-    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not repo:
+    if cfg is None or not cfg.hf_hub_id:
         raise ValueError(f"model {name!r} has no pretrained weights on the Hugging Face hub that could be read from a local cache")
+    repo = cfg.hf_hub_id
     files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HF_WEIGHT_FILES
     for filename in files:
         found = try_to_load_from_cache(repo, filename)
@@ -147,7 +148,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise FileNotFoundError(f"checkpoint {p} does not exist")
     try:
         saved = torch.load(p, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # pickle and zip errors
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # not a torch file
         raise ValueError(f"checkpoint {p} is not a file torch.load can read: {exc}") from None
     if isinstance(saved, nn.Module):
         return Checkpoint(p, saved.state_dict(), meta={"saved_as": type(saved).__name__})
@@ -255,8 +256,8 @@ def check_inputs(model: nn.Module, inputs: Tensor, *, expected: tuple[int, ...] 
         with torch.no_grad():
             return model(example)
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         want = f"examples of shape {tuple(expected)}" if expected is not None else "another input shape"
-        raise ValueError(f"{what} has examples of shape {found}, but the model expects {want} ({first})") from None
+        raise ValueError(f"{what} has examples of shape {found}, but the model expects {want} ({reason})") from None
     finally:
         model.train(was_training)
