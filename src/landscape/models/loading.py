@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import math
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
