@@ -132,14 +132,10 @@ def test_pretrained_weights_come_from_the_local_cache(cli, tmp_path):
         pytest.param(["--bn-mode", "running"], r"unknown --bn-mode 'running'; accepted: eval, batch, recalibrate$", id="bn-mode"),
         pytest.param(["--bias-policy", "scale"], r"unknown --bias-policy 'scale'; accepted: zero, keep, normalize$", id="bias-policy"),
         pytest.param(["--data-options", "[1]"], r"argument --data-options: expected a JSON object", id="data-options"),
+        pytest.param(["--points", "1"], r"--points must be >= 2, got 1$", id="points"),
     ],
 )
 def test_bad_input_stops_with_one_line_naming_the_problem(cli, tiny_problem, args, expected):
     proc = cli.run("scan", "--checkpoint", tiny_problem["model"], "--data", tiny_problem["data"], *args, cwd=tiny_problem["root"])
     assert re.search(expected, one_line_error(proc, "scan")), proc.stderr
 
-
-def test_a_data_file_of_the_wrong_shape(cli, tiny_problem):
-    proc = cli.run("scan", "--checkpoint", tiny_problem["model"], "--data", tiny_problem["five_features"], cwd=tiny_problem["root"])
-    line = one_line_error(proc, "scan")
-    assert "has examples of shape (5,), but the model expects 4 features per example" in line

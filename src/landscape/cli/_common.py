@@ -359,12 +359,12 @@ def load_model(args: argparse.Namespace, data: DataInput, checkpoint: Path | Non
 
 
 @contextmanager
-def progress(desc: str, total: int | None, quiet: bool) -> Iterator[Any]:
-    """A tqdm bar on stderr (a no-op bar with ``quiet``); ``update(n)`` advances it."""
+def progress(desc: str, total: int | None, quiet: bool, unit: str = "mv") -> Iterator[Any]:
+    """A tqdm bar on stderr (a no-op bar with ``quiet``); ``update(n)`` advances it by n ``unit``
+    (``mv``: operator-vector products; ``batch``: loss evaluations of one batch; ``layer``)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="mv" if desc != "per-layer" else "layer", disable=quiet, file=sys.stderr,
-               dynamic_ncols=True, leave=True)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True, leave=True)
     try:
         yield bar
     finally:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     ts = np.linspace(0.0, 1.0, args.points)
     timer = common.Timer()
     loss_fn = common.loss_function(args.loss)
-    with common.progress("linear path", args.points * len(batches), args.quiet) as bar:
+    with common.progress("linear path", args.points * len(batches), args.quiet, unit="batch") as bar:
         line = linear_path(net_a.model, theta_a, theta_b, batches, ts=ts, loss_fn=common.counting_loss(loss_fn, bar),
                            bn_mode=args.bn_mode, recal_batches=recal)
     timer.tick("linear")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     paths = {"linear": line}
     if args.bezier:
         per_step = 1 if args.objective == "expected" else 9  # fit_bezier's default minimax grid has 9 points
-        with common.progress("bezier", args.steps * per_step + args.points * len(batches), args.quiet) as bar:
+        with common.progress("bezier", args.steps * per_step + args.points * len(batches), args.quiet, unit="batch") as bar:
             curve = fit_bezier(net_a.model, theta_a, theta_b, batches, num_bends=args.bends, objective=args.objective, steps=args.steps,
                                lr=args.lr, seed=args.seed, eval_ts=ts, loss_fn=common.counting_loss(loss_fn, bar),
                                bn_mode=args.bn_mode, recal_batches=recal)

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         from landscape.curvature.per_layer import default_parameter_groups
 
         groups = default_parameter_groups(net.model)
-        with common.progress("per-layer", len(groups), args.quiet) as bar:
+        with common.progress("per-layer", len(groups), args.quiet, unit="layer") as bar:
             layers = per_layer_curvature(net.model, loss_fn, batches, groups, bn_mode=args.bn_mode, num_matvecs=args.per_layer_matvecs,
                                          exact_max_dim=args.per_layer_matvecs, tol=args.tol, seed=args.seed,
                                          on_group=lambda _: bar.update(1))

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     recal = batches if args.bn_mode == "recalibrate" else None
     timer = common.Timer()
     total = len(batches) * args.points**args.dims
-    with common.progress(f"scan {args.dims}d", total, args.quiet) as bar:
+    with common.progress(f"scan {args.dims}d", total, args.quiet, unit="batch") as bar:
         loss_fn = common.counting_loss(common.loss_function(args.loss), bar)
         options: dict[str, Any] = {"seed": args.seed, "bias_policy": args.bias_policy, "loss_fn": loss_fn, "bn_mode": args.bn_mode,
                                    "recal_batches": recal}
