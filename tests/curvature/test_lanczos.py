@@ -304,3 +304,14 @@ def test_store_products_saves_the_verification(outliers_and_bulk, counting, stop
     torch.testing.assert_close(stored.values, plain.values, rtol=1e-10, atol=0)
     true = torch.linalg.vector_norm(q.matrix @ stored.vectors - stored.vectors * stored.values, dim=0) / stored.values.abs()
     torch.testing.assert_close(stored.true_residuals, true, rtol=1e-6, atol=1e-14)
+
+
+def test_residual_norms_certify_the_distance_to_an_eigenvalue(known_spectrum, counting):
+    res = top_eigenpairs(known_spectrum.matrix, k=4, which="LA", tol=1e-3, seed=2, verify=False)
+    op = counting(known_spectrum.matrix)
+    norms = res.residual_norms(op)
+    assert op.count == 4  # one block product of k columns
+    A, V = known_spectrum.matrix, res.vectors
+    assert torch.allclose(norms, (A @ V - V * res.values).norm(dim=0), rtol=1e-12, atol=0)
+    nearest = (res.values[:, None] - known_spectrum.eigenvalues[None, :]).abs().min(dim=1).values
+    assert torch.all(nearest <= norms + 1e-12)

@@ -68,7 +68,9 @@ def test_krylov_path_and_user_groups():
     data = classification_batches(SIZES)
     H = reference_hessian(model, CE, data)
     groups = {"first": ["0.weight", "0.bias"], "norm+head": ["1.weight", "1.bias", "3.weight", "3.bias"]}
-    res = per_layer_curvature(model, CE, data, groups=groups, exact_max_dim=0, num_matvecs=10, tol=1e-10, seed=3)
+    seen = []
+    res = per_layer_curvature(model, CE, data, groups=groups, exact_max_dim=0, num_matvecs=10, tol=1e-10, seed=3, on_group=seen.append)
+    assert seen == list(res.layers)  # each group reported as soon as it is done
     blocks = _blocks(model, H, groups)
     for layer in res.layers:
         B = blocks[layer.name]

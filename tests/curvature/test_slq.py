@@ -202,3 +202,14 @@ def test_errors(known_spectrum):
         quadrature_from_tridiagonals(torch.ones(2, 4), torch.ones(2, 4))
     with pytest.raises(ValueError, match="dim must be an int >= 1"):
         density_from_tridiagonals(torch.ones(4), torch.ones(3), dim=0)
+
+
+def test_curvature_part_is_sum_of_log1p_over_eps(psd_spectrum, small_indefinite):
+    """With identity probes and P steps SLQ is exact: curvature_part = sum ln(1 + max(lambda, 0) / eps)."""
+    for A, lam in ((psd_spectrum.matrix, psd_spectrum.eigenvalues), small_indefinite):
+        P, eps = A.shape[0], 0.05
+        est = logdet(A, eps=eps, probes=torch.eye(P, dtype=torch.float64), num_steps=P)
+        exact = float(torch.log1p(lam.clamp_min(0) / eps).sum())
+        assert est.curvature_part == pytest.approx(exact, rel=1e-9, abs=1e-9)
+        assert est.curvature_part == pytest.approx(est.value - P * math.log(eps), rel=1e-12)
+    assert math.isnan(logdet(psd_spectrum.matrix, eps=0.0, floor=1e-3, num_probes=1, num_steps=3).curvature_part)

@@ -168,3 +168,13 @@ def test_errors(known_spectrum):
         trace(A, 30, "hutchinson", dtype=torch.int32)
     with pytest.raises(ValueError, match="probe kind must be one of"):
         random_probes(3, 2, generator=torch.Generator(), kind="cauchy")
+
+
+def test_interval_is_value_plus_minus_normal_quantile_times_stderr(known_spectrum):
+    est = trace(known_spectrum.matrix, num_matvecs=30, method="hutchinson", seed=0)
+    lo, hi = est.interval(0.95)
+    assert (hi - lo) / 2 == pytest.approx(1.959963984540054 * est.stderr, rel=1e-12) and (lo + hi) / 2 == pytest.approx(est.value)
+    exact = exact_trace(known_spectrum.matrix)
+    assert exact.interval(0.99) == (exact.value, exact.value)
+    with pytest.raises(ValueError, match=r"ci_level must be in \(0, 1\), got 1.5"):
+        est.interval(1.5)

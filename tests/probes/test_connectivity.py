@@ -11,7 +11,7 @@ import torch
 from probe_helpers import DUMMY, Surface, classification_batches, identity_loss, make_mlp
 
 from landscape.io import to_jsonable
-from landscape.probes.connectivity import BezierCurve, barrier_heights, evaluate_path, fit_bezier, linear_path
+from landscape.probes.connectivity import BezierCurve, barrier_heights, evaluate_path, fit_bezier, linear_path, plot_paths
 from landscape.probes.functional import evaluate, flatten_params, parameter_dict
 
 KW = dict(loss_fn=identity_loss, bn_mode="eval")
@@ -165,3 +165,21 @@ def test_known_end_evaluations_are_reused_not_recomputed(monkeypatch):
         linear_path(model, ta, tb, batches[:1], end_evals=ends, **kw)
     with pytest.raises(ValueError, match=r"end_evals must be a pair"):
         linear_path(model, ta, tb, batches, end_evals=ends[:1], **kw)
+
+
+def test_plot_paths_draws_each_path_with_its_barrier():
+    from matplotlib.figure import Figure
+
+    model = make_mlp()
+    batches = classification_batches()
+    a, b = parameter_dict(model), {n: t + 0.3 for n, t in parameter_dict(model).items()}
+    path = linear_path(model, a, b, batches, ts=np.linspace(0, 1, 5), bn_mode="eval")
+    fig = plot_paths({"linear": path}, metric="error")
+    assert isinstance(fig, Figure)
+    (legend,) = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == f"linear (barrier {path.error_barrier:.3g})"
+    fig.canvas.draw()
+    with pytest.raises(ValueError, match="metric must be 'loss' or 'error', got 'acc'"):
+        plot_paths({"linear": path}, metric="acc")
+    with pytest.raises(ValueError, match="needs at least one path"):
+        plot_paths({})

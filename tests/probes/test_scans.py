@@ -20,6 +20,7 @@ from landscape.probes.scans import (
     plot_contour,
     plot_line,
     plot_surface,
+    random_line_scan,
     random_plane_scan,
     three_point_plane,
     three_point_plane_scan,
@@ -178,3 +179,17 @@ def test_hessian_plane_with_curvature_eigenvectors_matches_local_quadratic():
     scan = hessian_plane_scan(model, theta, v1, v2, batches, xs=[-h, 0.0, h], ys=[0.0], bn_mode="eval")
     curvature_x = (scan.Z[0, 0] - 2 * scan.Z[0, 1] + scan.Z[0, 2]) / h**2
     assert curvature_x == pytest.approx(pairs.values[0].item(), rel=1e-4)
+
+
+def test_random_line_is_the_random_planes_first_axis():
+    batches = classification_batches()
+    model = make_mlp()
+    theta = parameter_dict(model)
+    xs = np.array([-0.5, 0.0, 0.5])
+    line = random_line_scan(model, theta, batches, seed=7, alphas=xs, bn_mode="eval")
+    plane = random_plane_scan(model, theta, batches, seed=7, xs=xs, bn_mode="eval")
+    np.testing.assert_array_equal(line.losses, plane.Z[1])  # y = 0 row
+    d1 = random_direction(theta, generator=torch.Generator().manual_seed(7))
+    assert line.kind == "direction" and line.step_norm == pytest.approx(float(flatten_params(d1).norm()), rel=1e-13)
+    point = flatten_params(theta) + 0.5 * flatten_params(d1)
+    assert line.losses[2] == pytest.approx(evaluate(model, point, batches, bn_mode="eval").loss, rel=1e-13)

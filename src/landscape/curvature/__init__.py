@@ -23,7 +23,7 @@ from landscape.curvature.lanczos import (
     lanczos_tridiagonal,
     top_eigenpairs,
 )
-from landscape.curvature.linop import DenseOperator, SymmetricOperator, as_operator
+from landscape.curvature.linop import DenseOperator, ObservedOperator, SymmetricOperator, as_operator
 from landscape.curvature.losses import REDUCTIONS, resolve_reduction
 from landscape.curvature.noise import (
     DifficultyIndex,
@@ -85,7 +85,7 @@ from landscape.functional import (
 )
 
 __all__ = [
-    "SymmetricOperator", "DenseOperator", "as_operator",
+    "SymmetricOperator", "DenseOperator", "ObservedOperator", "as_operator",
     "HessianOperator", "GGNOperator", "OperatorReport", "POINT_BN_MODES", "HVP_MODES",
     "REDUCTIONS", "resolve_reduction",
     "parameter_vector", "trainable_parameter_names",

@@ -94,6 +94,17 @@ class Eigenpairs:
     value_errors: Tensor | None = None
     stop: str = "residual"
 
+    def residual_norms(self, op: SymmetricOperator | Tensor) -> Tensor:
+        """(k,) absolute residual norms ``||A y_i - theta_i y_i||`` from one block product of k columns.
+
+        For a unit vector ``y_i`` some eigenvalue of ``A`` lies within this distance of
+        ``theta_i`` (a certificate in eigenvalue units, whatever the scale of ``theta_i``).
+        """
+        op = as_operator(op)
+        V = self.vectors.to(dtype=op.dtype, device=op.device)
+        R = op.matmat(V) - V * self.values.to(dtype=op.dtype, device=op.device)
+        return R.norm(dim=0).to(self.values.dtype)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the (P, k) vectors are left out; save them with torch)."""
         return {

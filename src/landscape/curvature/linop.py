@@ -8,13 +8,14 @@ ground truth in tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SymmetricOperator", "DenseOperator", "as_operator"]
+__all__ = ["SymmetricOperator", "DenseOperator", "ObservedOperator", "as_operator"]
 
 
 class SymmetricOperator:
@@ -86,6 +87,26 @@ class DenseOperator(SymmetricOperator):
 
     def to_dense(self) -> Tensor:
         return self.matrix
+
+
+class ObservedOperator(SymmetricOperator):
+    """An operator that reports its products: ``on_products(k)`` after each block of k columns.
+
+    The products are the wrapped operator's own, so every estimator gives the same result
+    on it; the callback drives progress bars or budgets (e.g. ``tqdm.update``).
+    """
+
+    def __init__(self, inner: SymmetricOperator, on_products: Callable[[int], Any]):
+        self.inner = inner
+        self.on_products = on_products
+        self.shape = inner.shape
+        self.dtype = inner.dtype
+        self.device = inner.device
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        out = self.inner.matmat(V)
+        self.on_products(int(V.shape[1]))
+        return out
 
 
 def as_operator(A: SymmetricOperator | Tensor) -> SymmetricOperator:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -277,6 +277,7 @@ def per_layer_curvature(
     seed: int = 0,
     graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
     reduction: Reduction | None = None,
+    on_group: Callable[[LayerCurvature], Any] | None = None,
 ) -> PerLayerCurvature:
     """Top eigenvalue and trace of each parameter group's diagonal Hessian block.
 
@@ -298,6 +299,7 @@ def per_layer_curvature(
         seed: seed of the start vector and trace probes (the same for every group).
         graph_budget_bytes: memory budget of the kept gradient graph per group.
         reduction: "mean" or "sum", as for :class:`HessianOperator` (None: from ``loss_fn``).
+        on_group: called with each group's result as soon as it is done (progress).
 
     Returns:
         :class:`PerLayerCurvature`.
@@ -322,6 +324,8 @@ def per_layer_curvature(
         num_examples, order_dependent = op.num_examples, op.report.batch_order_dependent
         layers.append(_block_curvature(str(name), op, exact_max_dim, num_matvecs, trace_method, tol, seed))
         del op
+        if on_group is not None:
+            on_group(layers[-1])
     return PerLayerCurvature(
         layers=tuple(layers), bn_mode=bn_mode, num_examples=num_examples, batch_order_dependent=order_dependent, seed=seed
     )

@@ -146,6 +146,16 @@ class LogDetEstimate:
     num_matvecs: int
     dim: int
 
+    @property
+    def curvature_part(self) -> float:
+        """``log det(A + eps I) - P ln eps = sum_i ln(1 + lambda_i / eps)``, the part of the
+        log-determinant that curvature adds to the flat ``P ln eps`` (with the default
+        ``floor = eps``, each term is ``ln(1 + max(lambda_i, 0) / eps)``); same ``stderr``.
+        NaN for ``eps = 0``."""
+        if self.eps <= 0:
+            return math.nan
+        return self.value - self.dim * math.log(self.eps)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "value": self.value,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import torch
@@ -63,6 +64,18 @@ class TraceEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "stderr": self.stderr, "num_matvecs": self.num_matvecs, "method": self.method}
+
+    def interval(self, ci_level: float = 0.95) -> tuple[float, float]:
+        """Normal-approximation interval ``value +- z stderr``, z the two-sided normal quantile
+        of ``ci_level``; ``(value, value)`` when exact, NaNs when ``stderr`` is NaN.
+
+        Raises:
+            ValueError: ``ci_level`` outside (0, 1).
+        """
+        if not 0 < ci_level < 1:
+            raise ValueError(f"ci_level must be in (0, 1), got {ci_level!r}")
+        half = NormalDist().inv_cdf(0.5 + ci_level / 2) * self.stderr
+        return self.value - half, self.value + half
 
 
 def random_probes(

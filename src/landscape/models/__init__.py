@@ -5,11 +5,15 @@ names: ours (``mlp``, ``cnn_small``, ``vgg_small``, ``resnet_small``, ``vit_smal
 registered with timm's ``register_model``) and timm's ``resnet18`` / ``resnet34``.
 ``init_scale`` multiplies the initial Linear/Conv weights of any of them
 (``landscape.models.init_scale``); ``describe`` reports size and BN/LN/skip/dropout.
+``create_model`` also builds any other timm architecture; ``read_checkpoint`` and
+``load_weights`` load weight files with errors that name every mismatch
+(``landscape.models.loading``).
 """
 
 from .describe import ModelDescription, describe
 from .factory import MODEL_NAMES, OUR_MODEL_NAMES, TIMM_MODEL_NAMES, build_model
 from .init_scale import is_scaled_layer, scale_init_
+from .loading import Checkpoint, check_inputs, create_model, input_shape, load_weights, model_origin, read_checkpoint
 
 __all__ = [
     "MODEL_NAMES",
@@ -17,6 +21,13 @@ __all__ = [
     "TIMM_MODEL_NAMES",
     "ModelDescription",
     "build_model",
+    "create_model",
+    "model_origin",
+    "Checkpoint",
+    "read_checkpoint",
+    "load_weights",
+    "input_shape",
+    "check_inputs",
     "describe",
     "is_scaled_layer",
     "scale_init_",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from landscape.io import read_json
-from landscape.models import build_model
+from landscape.models import build_model, load_weights, read_checkpoint
 from landscape.pipeline.layout import Layout
 
 __all__ = ["StoredRun", "load_run", "run_status", "initial_model"]
@@ -72,13 +72,12 @@ def load_run(layout: Layout, experiment: str, config: str, seed: int, device: to
         return StoredRun(seed=seed, status=status, metrics=metrics)
     if not paths.model.is_file():
         raise FileNotFoundError(f"run {experiment}/{config}/seed{seed} completed but {paths.model} is missing")
-    saved = torch.load(paths.model, map_location="cpu", weights_only=False)
-    spec, model_kwargs = dict(saved["model"]), dict(saved["model_kwargs"])
+    saved = read_checkpoint(paths.model)
+    spec, model_kwargs = dict(saved.meta["model"]), dict(saved.meta["model_kwargs"])
     run = StoredRun(seed=seed, status=status, metrics=metrics, spec=spec, model_kwargs=model_kwargs)
-    model = build_model(spec["name"], **run.build_kwargs)
-    model.load_state_dict(saved["state_dict"])
+    model = load_weights(build_model(spec["name"], **run.build_kwargs), saved.state_dict, source=str(paths.model))
     return StoredRun(seed=seed, status=status, metrics=metrics, spec=spec, model_kwargs=model_kwargs, model=model.to(device),
-                     train=dict(saved.get("train") or {}))
+                     train=dict(saved.meta.get("train") or {}))
 
 
 def initial_model(run: StoredRun, device: torch.device | str = "cpu") -> nn.Module:

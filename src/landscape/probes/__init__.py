@@ -32,6 +32,7 @@ from .connectivity import (
     evaluate_path,
     fit_bezier,
     linear_path,
+    plot_paths,
 )
 from .functional import (
     BN_MODES,
@@ -83,6 +84,7 @@ from .scans import (
     plot_contour,
     plot_line,
     plot_surface,
+    random_line_scan,
     random_plane_scan,
     three_point_plane,
     three_point_plane_scan,
@@ -147,10 +149,12 @@ __all__ = [
     "plane_scan",
     "plot_contour",
     "plot_line",
+    "plot_paths",
     "plot_surface",
     "plot_trajectory",
     "random_direction",
     "random_permutation",
+    "random_line_scan",
     "random_plane_scan",
     "recalibrated_buffers",
     "rescale_layers",

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from landscape.seeding import seeded_generator
 
 from .functional import Batch, BNMode, Evaluation, LossFn, Objective, Params
+from .scans import _figure
 
 __all__ = [
     "OBJECTIVES",
@@ -62,6 +63,7 @@ __all__ = [
     "linear_path",
     "evaluate_path",
     "fit_bezier",
+    "plot_paths",
 ]
 
 OBJECTIVES: tuple[str, ...] = ("expected", "minimax")
@@ -432,3 +434,32 @@ def fit_bezier(
         "train_bn": "running" if obj.bn_mode == "eval" else "batch",
     }
     return BezierResult(curve, train, test, torch.stack(history).cpu().numpy(), settings)
+
+
+def plot_paths(paths: Mapping[str, PathEvaluation], *, metric: str = "loss", log: bool = False) -> Any:
+    """Loss (or error) along each path against ``t``, end points marked; returns the Figure.
+
+    Args:
+        paths: Evaluations by legend label (e.g. ``{"linear": ..., "bezier": ...}``).
+        metric: ``"loss"`` or ``"error"``.
+        log: Logarithmic y axis.
+
+    Raises:
+        ValueError: No paths or an unknown ``metric``.
+    """
+    if not paths:
+        raise ValueError("plot_paths needs at least one path evaluation")
+    if metric not in ("loss", "error"):
+        raise ValueError(f"metric must be 'loss' or 'error', got {metric!r}")
+    fig = _figure((5.0, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, ev in paths.items():
+        values = ev.losses if metric == "loss" else ev.errors
+        barrier = ev.barrier if metric == "loss" else ev.error_barrier
+        ax.plot(ev.ts, values, marker=".", label=f"{label} (barrier {barrier:.3g})")
+    ax.set_xlabel("t")
+    ax.set_ylabel(f"{metric} (bn={next(iter(paths.values())).bn_mode})")
+    if log:
+        ax.set_yscale("log")
+    ax.legend()
+    return fig

@@ -3,7 +3,7 @@
 * Line scan between two solutions, ``theta(alpha) = (1 - alpha) theta_0 + alpha theta_1``
   on ``alpha in [-0.5, 1.5]`` (first research plan, section 3.3; Goodfellow, Vinyals &
   Saxe 2015, *Qualitatively characterizing neural network optimization problems*).
-* Line scan along a direction, ``theta + alpha d``.
+* Line scan along a direction, ``theta + alpha d``, given or filter-normalised random.
 * Plane scans ``theta + x d_1 + y d_2`` along
 
   - two zero-mean Gaussian directions, filter-normalised (Li, Xu, Taylor, Studer &
@@ -45,6 +45,7 @@ __all__ = [
     "PlaneBasis",
     "line_scan",
     "direction_scan",
+    "random_line_scan",
     "plane_scan",
     "random_plane_scan",
     "hessian_plane_scan",
@@ -274,6 +275,44 @@ def plane_scan(
     return _plane(obj, obj.flat(theta), obj.flat(d1), obj.flat(d2), gx, gy, "directions", np.zeros((1, 2)), ("theta",), {})
 
 
+def _random_directions(obj: Objective, theta: Tensor, seed: int, bias_policy: str, count: int) -> list[Tensor]:
+    """``count`` filter-normalised Gaussian directions at ``theta``, drawn in turn from ``seeded_generator(seed)``."""
+    as_dict = obj.unflatten(theta)
+    gen = seeded_generator(seed)
+    return [obj.flat(random_direction(as_dict, generator=gen, bias_policy=bias_policy)) for _ in range(count)]
+
+
+def random_line_scan(
+    model: nn.Module,
+    theta: Params,
+    batches: Sequence[Batch],
+    *,
+    seed: int,
+    bias_policy: str = "zero",
+    alphas: Sequence[float] | np.ndarray | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    bn_mode: BNMode,
+    recal_batches: Sequence[Batch] | None = None,
+    buffers: Mapping[str, Tensor] | None = None,
+) -> LineScan:
+    """Loss along ``theta + alpha d``, ``d`` one filter-normalised Gaussian direction (Li et al. 2018).
+
+    ``d`` is the first direction :func:`random_plane_scan` draws with the same ``seed`` and
+    ``bias_policy``, so this line is that plane's ``y = 0`` axis.
+
+    Args:
+        seed: Seed of the direction.
+        bias_policy: ``"zero"`` (default), ``"keep"`` or ``"normalize"`` (module docstring).
+        alphas: Default 41 points on [-1, 1]. Other arguments as :func:`line_scan`.
+    """
+    obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
+    a = _grid(alphas, np.linspace(-1.0, 1.0, 41), "alphas")
+    t = obj.flat(theta)
+    (d,) = _random_directions(obj, t, seed, bias_policy, 1)
+    losses, errors = _scan_points(obj, t, [d], a[:, None])
+    return LineScan(a, losses, errors, "direction", obj.bn_mode, float(d.norm()))
+
+
 def random_plane_scan(
     model: nn.Module,
     theta: Params,
@@ -304,10 +343,7 @@ def random_plane_scan(
     gx = _grid(xs, np.linspace(-1.0, 1.0, 21), "xs")
     gy = _grid(ys, gx, "ys")
     t = obj.flat(theta)
-    as_dict = obj.unflatten(t)
-    gen = seeded_generator(seed)
-    d1 = obj.flat(random_direction(as_dict, generator=gen, bias_policy=bias_policy))
-    d2 = obj.flat(random_direction(as_dict, generator=gen, bias_policy=bias_policy))
+    d1, d2 = _random_directions(obj, t, seed, bias_policy, 2)
     settings = {"seed": int(seed), "bias_policy": bias_policy, "cosine_d1_d2": float(d1 @ d2 / (d1.norm() * d2.norm()))}
     return _plane(obj, t, d1, d2, gx, gy, "random", np.zeros((1, 2)), ("theta",), settings)
 

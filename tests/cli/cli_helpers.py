@@ -1,0 +1,42 @@
+"""Helpers of the CLI tests (``from cli_helpers import ...``): the one-line error check and tiny MLPs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+
+#: The checkout these tests run from.
+REPO = Path(__file__).resolve().parents[2]
+
+
+def one_line_error(proc: subprocess.CompletedProcess, subcommand: str) -> str:
+    """The single stderr line of a bad-input exit (code 2, no traceback, nothing on stdout)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"landscape {subcommand}: error: "), lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- small problems
+
+
+def tiny_mlp(seed: int, width: int = 6) -> torch.nn.Module:
+    """The registered ``mlp`` on 4 features, 3 classes, one hidden layer: P = 11 width + 3."""
+    from landscape.models import build_model
+
+    return build_model("mlp", num_classes=3, in_features=4, width=width, depth=1, seed=seed).double()
+
+
+TINY_SPEC = {"name": "mlp", "width": 6, "depth": 1}
+TINY_KWARGS = {"in_features": 4, "num_classes": 3}
+
+
+def save_run_checkpoint(path: Path, model: torch.nn.Module, width: int = 6) -> Path:
+    """``model.pt`` in the train stage's format (architecture recorded)."""
+    torch.save({"state_dict": model.state_dict(), "model": dict(TINY_SPEC, width=width), "model_kwargs": dict(TINY_KWARGS),
+                "seed": 0, "status": "completed"}, path)
+    return path
