@@ -77,6 +77,6 @@ def split_grouped_entries(text: str) -> str:
 class SphinxRoles(griffe.Extension):
     """Rewrite every loaded docstring with :func:`render_roles` and :func:`split_grouped_entries`."""
 
-    def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+    def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:  # noqa: ARG002  (griffe passes the loader and more)
         if obj.docstring is not None:
             obj.docstring.value = split_grouped_entries(render_roles(obj.docstring.value))

@@ -119,7 +119,7 @@ def stage_table() -> str:
     return "\n".join(rows)
 
 
-def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:  # noqa: ARG001  (MkDocs passes these by name)
     if STAGES_MARKER in markdown:
         markdown = markdown.replace(STAGES_MARKER, stage_table())
     return markdown
