@@ -1,6 +1,7 @@
 # make repro    : create .venv, install pinned dependencies, run the DVC pipeline, render the report
 # make test     : same set-up, then make lint, then the test suite
 # make lint     : ruff check and mypy on src/, stages/ and tools/ (configured in pyproject.toml)
+# make docs    : same set-up plus the docs extras, then the documentation site (mkdocs build --strict -> site/)
 # make dvc.yaml : regenerate dvc.yaml from params.yaml and the stage scripts' imports (make repro does it)
 # make fast-dvc : opt in to the DVC params cache for this .venv (tools/dvc_params_cache.py: patches
 #                 DVC internals, only on the dvc version of constraints.txt; no-op dvc repro 15 s -> 8 s);
@@ -19,7 +20,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export ONEDNN_MAX_CPU_ISA := AVX2
 export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
 
-.PHONY: help repro test lint setup dvc.yaml fast-dvc slow-dvc profile validate bench clean-venv
+.PHONY: help repro test lint docs setup dvc.yaml fast-dvc slow-dvc profile validate bench clean-venv
 
 setup: $(STAMP)
 
@@ -60,6 +61,19 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+
+# docs: the docs extras (mkdocs-material, mkdocstrings, MathJax from a wheel) into .venv once, then a
+# strict build (a warning, a broken link or a resource fetched from another host stops it); the
+# examples in docs/ run in the test suite (tests/test_docs_examples.py)
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q --no-compile --no-build-isolation -e '.[docs]' -c constraints.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "docs: site/index.html"
 
 profile:
 	@test -n "$(PROFILE)" || { echo "error: make profile needs PROFILE=<name>; profiles: $$(ls profiles | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }

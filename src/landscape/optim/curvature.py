@@ -111,7 +111,10 @@ class CurvatureAdaptiveSGD(CurvatureProbeMixin, torch.optim.SGD):
     Args:
         params: parameters or parameter groups.
         lr: base learning rate ``eta_0`` (a scheduler may change it; the factor applies on top).
-        momentum, dampening, weight_decay, nesterov: as ``torch.optim.SGD``.
+        momentum: as in ``torch.optim.SGD``.
+        dampening: as in ``torch.optim.SGD``.
+        weight_decay: as in ``torch.optim.SGD``.
+        nesterov: as in ``torch.optim.SGD``.
         gamma: curvature sensitivity (>= 0); 0 gives plain SGD exactly, with no products.
         every: steps between estimates of ``||H_t||_2`` (the value is held in between).
         power_steps: warm-started power iterations per estimate.
@@ -166,7 +169,9 @@ class HybridAdam(CurvatureProbeMixin, torch.optim.Adam):
     Args:
         params: parameters or parameter groups.
         lr: learning rate ``eta``.
-        betas, eps, weight_decay: as ``torch.optim.Adam``.
+        betas: as in ``torch.optim.Adam``.
+        eps: as in ``torch.optim.Adam``.
+        weight_decay: as in ``torch.optim.Adam``.
         mu: weight of the eigenvector step (>= 0); 0 gives plain Adam exactly, with no products.
         every: steps between eigenvector estimates (the vector is held in between).
         power_steps: warm-started power iterations per estimate.

@@ -451,6 +451,8 @@ def intrinsic_dim_ci(
 ) -> IntrinsicDimCI:
     """Repeat :func:`search_intrinsic_dim` over seeds; percentile bootstrap CI of the mean.
 
+    Other arguments as :func:`search_intrinsic_dim`.
+
     Args:
         performance_fn: ``(d, seed) -> performance`` (e.g. :func:`subspace_performance`).
         baseline: Full-space performance.
@@ -458,7 +460,6 @@ def intrinsic_dim_ci(
         confidence: CI level in (0, 1).
         num_bootstrap: Resamples (>= 100).
         bootstrap_seed: Seed of the resampling (NumPy generator).
-        Other arguments as :func:`search_intrinsic_dim`.
 
     Raises:
         ValueError: Fewer than 2 seeds, bad ``confidence`` or ``num_bootstrap``.

@@ -264,10 +264,11 @@ def plane_scan(
 ) -> PlaneScan:
     """Loss on the grid ``theta + x d_1 + y d_2`` (directions used as given).
 
+    Other arguments as :func:`line_scan`.
+
     Args:
         xs: First coordinates, default 21 points on [-1, 1].
         ys: Second coordinates, default as ``xs``.
-        Other arguments as :func:`line_scan`.
     """
     obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
     gx = _grid(xs, np.linspace(-1.0, 1.0, 21), "xs")
@@ -333,11 +334,12 @@ def random_plane_scan(
     :func:`~landscape.probes.functional.random_direction` (same seed, same directions, on
     any device). They are not orthogonalised (in high dimension they nearly are).
 
+    Other arguments as :func:`plane_scan`.
+
     Args:
         seed: Seed of the directions.
         bias_policy: ``"zero"`` (default), ``"keep"`` or ``"normalize"`` for ``ndim <= 1``
             parameters (module docstring).
-        Other arguments as :func:`plane_scan`.
     """
     obj = Objective(model, batches, loss_fn=loss_fn, bn_mode=bn_mode, recal_batches=recal_batches, buffers=buffers)
     gx = _grid(xs, np.linspace(-1.0, 1.0, 21), "xs")
@@ -426,11 +428,13 @@ def three_point_plane_scan(
 ) -> PlaneScan:
     """Plane scan through three solutions (Garipov et al. 2018), points at their coordinates.
 
+    Other arguments as :func:`plane_scan`.
+
     Args:
         num: Grid points per axis when ``xs``/``ys`` are not given.
         margin: Extra fraction of the points' bounding box on each side (default grid).
-        xs, ys: Explicit grid coordinates in the orthonormal frame (override ``num``).
-        Other arguments as :func:`plane_scan`.
+        xs: Explicit first grid coordinates in the orthonormal frame (override ``num``).
+        ys: Explicit second grid coordinates (override ``num``).
 
     Raises:
         ValueError: ``num < 2``, ``margin < 0``, or collinear points.

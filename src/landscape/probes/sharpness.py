@@ -313,11 +313,12 @@ def average_sharpness(
 ) -> AverageSharpnessResult:
     """Average-case sharpness ``E_z L(theta + sigma s * z) - L(theta)``, ``z ~ N(0, I)``.
 
+    Other arguments as :func:`worst_case_sharpness`.
+
     Args:
         sigma: Noise scale (``s = 1``, or ``|theta| + xi`` when ``adaptive``).
         num_samples: Monte-Carlo draws (>= 2, for the standard error).
         seed: Seed of the draws (CPU generator, float64, then cast: same draws on any device).
-        Other arguments as :func:`worst_case_sharpness`.
 
     Raises:
         ValueError: ``sigma <= 0``, ``num_samples < 2`` or ``xi < 0``.
