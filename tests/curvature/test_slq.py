@@ -160,7 +160,7 @@ def test_num_steps_capped_at_dimension(counting):
 
 def test_deterministic_and_batched(known_spectrum):
     a = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2)
-    b = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2, probe_batch=2)
+    b = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2, probe_batch_size=2)
     torch.testing.assert_close(a.alphas, b.alphas, rtol=0, atol=1e-12)
     torch.testing.assert_close(a.density, b.density, rtol=0, atol=1e-12)
     c = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2)
@@ -184,8 +184,8 @@ def test_errors(known_spectrum):
         spectral_density(A, num_probes=0)
     with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
         spectral_density(A, num_steps=0)
-    with pytest.raises(ValueError, match="probe_batch must be an int >= 1"):
-        spectral_density(A, probe_batch=0)
+    with pytest.raises(ValueError, match="probe_batch_size must be an int >= 1"):
+        spectral_density(A, probe_batch_size=0)
     with pytest.raises(ValueError, match=r"probes must have shape \(300, n\)"):
         spectral_density(A, probes=torch.ones(5, 2))
     with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
