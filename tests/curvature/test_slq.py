@@ -168,6 +168,25 @@ def test_deterministic_and_batched(known_spectrum):
     assert set(a.to_dict()) >= {"nodes", "weights", "grid", "density", "moments", "moments_stderr", "sigma"}
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_probe_batches_run_the_same_probes(known_spectrum, counting, batch):
+    """Each group draws only its own probes, the same as one draw of all; the Lanczos bases of
+    at most ``batch`` probes are held (the operator sees blocks of that width). Tolerance
+    1e-10 absolute on a spectrum of norm 50 (products of other widths round differently)."""
+    A = known_spectrum.matrix
+    whole = slq_tridiagonals(A, num_probes=5, num_steps=15, seed=2)
+    op = counting(A)
+    part = slq_tridiagonals(op, num_probes=5, num_steps=15, seed=2, probe_batch_size=batch, basis_device="cpu")
+    assert op.widest == batch and part[2] == whole[2] == 75
+    torch.testing.assert_close(part[0], whole[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(part[1], whole[1], rtol=0, atol=1e-10)
+    ld_whole, ld_part = logdet(A, num_probes=5, num_steps=15, seed=2), logdet(A, num_probes=5, num_steps=15, seed=2, probe_batch_size=batch)
+    assert ld_part.value == pytest.approx(ld_whole.value, rel=1e-12)
+    probes = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    given = slq_tridiagonals(A, num_steps=10, probes=probes)
+    torch.testing.assert_close(slq_tridiagonals(A, num_steps=10, probes=probes, probe_batch_size=batch)[0], given[0], rtol=0, atol=1e-10)
+
+
 def test_zero_dimension():
     empty = torch.zeros(0, 0, dtype=torch.float64)
     est = logdet(empty, eps=1e-3)

@@ -68,12 +68,13 @@ def dense_covariance_bytes(num_samples: int, num_params: int, itemsize: int) -> 
 
 def streamed_covariance_bytes(num_samples: int, num_params: int, itemsize: int, *, panel_rows: int,
                               chunk_size: int, num_vectors: int = 0) -> int:
-    """Peak bytes of the streamed storage: ``(panel_rows + chunk_size + k) P`` gradient
-    numbers, four (P,) vectors (mean, two diagonals, an accumulator) and two N x N matrices
-    (Gram and its eigenvectors; with N > P two P x P ones). Activations of the vectorised
-    per-sample pass (``chunk_size`` examples) come on top."""
+    """Peak bytes of the streamed storage: ``(panel_rows + 2 chunk_size + k) P`` gradient
+    numbers (the panel, a chunk and its per-parameter gradients while they are flattened, k
+    eigenvectors), four (P,) vectors (mean, two diagonals, an accumulator) and two N x N
+    matrices (Gram and its eigenvectors; with N > P two P x P ones). Activations of the
+    vectorised per-sample pass (``chunk_size`` examples) come on top."""
     n, p = num_samples, num_params
-    return itemsize * ((min(panel_rows, n) + chunk_size + num_vectors + 4) * p + 2 * min(n, p) ** 2)
+    return itemsize * ((min(panel_rows, n) + 2 * chunk_size + num_vectors + 4) * p + 2 * min(n, p) ** 2)
 
 
 def _check_positive(name: str, value: Any) -> int:
@@ -154,7 +155,9 @@ class PerSampleGradients:
                     y = tree_map(lambda t, s=s, e=e: t[s:e] if isinstance(t, Tensor) else t, targets)
                     with curvature_mode(self.model, "eval"):
                         grads = self._per_example(self._engine.theta, x, y)
-                    yield index, flatten_tensors([grads[k] for k in self.names], batch_dims=1).detach()
+                    flat = flatten_tensors([grads[k] for k in self.names], batch_dims=1).detach()
+                    del grads  # one (rows, P) copy in flight, not two
+                    yield index, flat
                 index += 1
                 if index >= stop:
                     return
@@ -295,7 +298,7 @@ class GradientCovariance(SymmetricOperator):
             yield 0, self.centred
             return
         for index, J in self._pass(first):
-            yield index, J - self.mean
+            yield index, J.sub_(self.mean)  # J is a fresh tensor of the pass: centre it in place
 
     def _streamed_gram(self) -> Tensor:
         """K = Gc Gc^T / N (N, N), panel by panel (module docstring)."""
@@ -308,19 +311,16 @@ class GradientCovariance(SymmetricOperator):
             while last < len(spans) and spans[last][1] - spans[first][0] <= self.panel_rows:
                 last += 1
             p0, p1 = spans[first][0], spans[last - 1][1]
-            held: list[Tensor] = []
-            panel = torch.empty(0)
+            panel = torch.empty(p1 - p0, self.shape[0], dtype=self.dtype, device=self.device)
             for index, C in self._centred_chunks(first):
                 if first == 0 and self._diag is not None:
                     self._diag += (C * C).sum(0)
+                r0, r1 = spans[index]
                 if index < last:
-                    held.append(C)
+                    panel[r0 - p0 : r1 - p0] = C
                     if index == last - 1:
-                        panel = torch.cat(held) if len(held) > 1 else held[0]
-                        held = []
                         K[p0:p1, p0:p1] = panel @ panel.T / N
                     continue
-                r0, r1 = spans[index]
                 block = panel @ C.T / N
                 K[p0:p1, r0:r1] = block
                 K[r0:r1, p0:p1] = block.T

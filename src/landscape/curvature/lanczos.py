@@ -139,7 +139,9 @@ def lanczos_basis_bytes(num_params: int, k: int, *, max_basis: int | None = None
                         store_products: bool = False) -> int:
     """Bytes of the vectors :func:`top_eigenpairs` holds: ``(k + max_basis + 1) P`` basis rows
     (the k locked rows of the multiplicity pass included), ``max_basis P`` more with
-    ``store_products``, and the k Ritz vectors returned; ``max_basis`` as its default."""
+    ``store_products``, and the k Ritz vectors; ``max_basis`` as its default. Transients
+    come on top: a thick restart rotates up to ``max_basis`` rows into a new block, and the
+    Rayleigh-Ritz step after a multiplicity replacement holds a few blocks of k rows."""
     m = min(num_params, max(2 * k + 1, 20)) if max_basis is None else min(num_params, max_basis)
     return itemsize * num_params * (2 * k + m + 1 + (m if store_products else 0))
 
