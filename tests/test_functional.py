@@ -107,3 +107,45 @@ def test_batch_size_from_inputs_in_a_userdict():
         batch_size_of(UserDict({"x": torch.tensor(1.0)}), None)
     ((x, y, n),) = list(iter_batches([(UserDict({"x": torch.ones(4, 2)}), torch.zeros(4))], torch.device("cpu"), torch.float64))
     assert n == 4 and x["x"].dtype == torch.float64 and y.dtype == torch.float64
+
+
+def test_math_attention_switches_fused_attention_off_and_restores_it_even_on_error():
+    from timm.layers import Attention
+
+    from landscape.functional import curvature_mode, math_attention
+
+    model = nn.Sequential(Attention(8, num_heads=2), Attention(8, num_heads=2))
+    model[1].fused_attn = False  # a mixed state must come back as it was
+    before = [m.fused_attn for m in model]
+    flags = torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()
+    for context in (math_attention, lambda m: curvature_mode(m, "batch")):
+        with pytest.raises(RuntimeError, match="inside"), context(model):
+            assert [m.fused_attn for m in model] == [False, False]
+            assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+            raise RuntimeError("inside")
+        assert [m.fused_attn for m in model] == before
+        assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()) == flags
+    with eval_mode(model):  # evaluation keeps the fused kernels
+        assert [m.fused_attn for m in model] == before
+
+
+def test_math_attention_gives_scaled_dot_product_attention_a_double_backward():
+    import torch.nn.functional as F
+
+    from landscape.functional import math_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    u = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
+
+    def hvp(attend):
+        x = q.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((attend(x, k, v) ** 2).sum(), x, create_graph=True)
+        return torch.autograd.grad((grad * u).sum(), x)[0]
+
+    def written_out(q, k, v):
+        return torch.softmax(q @ k.transpose(-2, -1) / 2.0, dim=-1) @ v  # scale 1/sqrt(4)
+
+    with math_attention(nn.Identity()):
+        fused = hvp(F.scaled_dot_product_attention)
+    assert torch.allclose(fused, hvp(written_out), rtol=1e-12, atol=1e-12)

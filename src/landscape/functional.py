@@ -10,7 +10,9 @@ parameters and buffers; this module owns what they share:
 - the BatchNorm policy, one for all (:data:`BN_MODES`): ``eval`` (running statistics),
   ``batch`` (batch statistics, running statistics untouched) and, for perturbed points,
   ``recalibrate`` (running statistics recomputed at the point on recalibration batches).
-  Curvature at a fixed point takes ``eval`` or ``batch`` (:data:`POINT_BN_MODES`).
+  Curvature at a fixed point takes ``eval`` or ``batch`` (:data:`POINT_BN_MODES`);
+- attention on its plain-math path (:func:`math_attention`) wherever a forward is
+  differentiated twice: the fused kernels have no double backward and no forward mode.
 
 The caller's model is never modified: modes and flags are restored on exit, also on error.
 """
@@ -26,6 +28,7 @@ from typing import Any, Literal, TypeGuard
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_map
 
@@ -52,6 +55,7 @@ __all__ = [
     "has_running_stats",
     "has_dropout",
     "curvature_mode",
+    "math_attention",
     "eval_mode",
     "probe_modes",
     "fresh_bn_buffers",
@@ -266,15 +270,35 @@ def has_dropout(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
-    """Temporarily put ``model`` in the mode curvature is measured in; restore it after.
+def math_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Attention on its plain-math path for the duration; flags restored after, also on error.
 
-    All modules go to eval mode (dropout off). With ``bn_mode="batch"``, BatchNorm layers
-    use batch statistics: they are switched to training mode with
-    ``track_running_stats=False``, so their running statistics and ``num_batches_tracked``
-    are neither read nor written. Every module's ``training`` flag and every BatchNorm's
-    ``track_running_stats`` are restored on exit, also on error.
+    The fused attention kernels (``F.scaled_dot_product_attention``'s flash, memory-efficient
+    and cuDNN backends; on CPU its flash kernel) have no double backward and no forward-mode
+    derivative in torch 2.14, so a Hessian-vector product (double backward or
+    forward-over-reverse) or a Jacobian-vector product through them fails. Inside this
+    context every module with a boolean ``fused_attn`` attribute (timm's ``Attention`` and
+    the other timm attention layers) takes its written-out path (scores, softmax, weighted
+    sum) and any direct ``scaled_dot_product_attention`` call takes the math backend
+    (``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``). Both are compositions of ordinary
+    differentiable ops. Training may keep the fused kernels; curvature enters this context
+    (:func:`curvature_mode` does). The SDPA backend choice is process-wide state of torch
+    and is restored on exit.
     """
+    fused = [(m, flag) for m in model.modules() if isinstance(flag := getattr(m, "fused_attn", None), bool)]
+    try:
+        for m, _ in fused:
+            setattr(m, "fused_attn", False)  # noqa: B010  (an attribute nn.Module does not declare)
+        with sdpa_kernel(SDPBackend.MATH):
+            yield model
+    finally:
+        for m, flag in fused:
+            setattr(m, "fused_attn", flag)  # noqa: B010
+
+
+@contextlib.contextmanager
+def _point_modes(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
+    """Eval mode with BatchNorm per ``bn_mode`` (see :func:`curvature_mode`); restored on exit."""
     check_bn_mode(bn_mode, allowed=POINT_BN_MODES)
     flags = [(m, m.training) for m in model.modules()]
     tracked: list[tuple[nn.modules.batchnorm._BatchNorm, bool]] = []
@@ -294,11 +318,28 @@ def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def curvature_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in the mode curvature is measured in; restore it after.
+
+    All modules go to eval mode (dropout off). With ``bn_mode="batch"``, BatchNorm layers
+    use batch statistics: they are switched to training mode with
+    ``track_running_stats=False``, so their running statistics and ``num_batches_tracked``
+    are neither read nor written. Attention runs on its math path (:func:`math_attention`),
+    so the forward can be differentiated twice and in forward mode. Every module's
+    ``training`` flag, every BatchNorm's ``track_running_stats`` and every attention flag are
+    restored on exit, also on error.
+    """
+    with _point_modes(model, bn_mode), math_attention(model):
+        yield model
+
 
 def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
     """Every module in eval mode (BN running statistics, no dropout), flags restored after:
-    the ``eval`` policy as a context (:func:`curvature_mode` with ``bn_mode="eval"``)."""
-    return curvature_mode(model, "eval")
+    the ``eval`` policy as a context (:func:`curvature_mode` with ``bn_mode="eval"``, but
+    attention keeps its fused kernels: this context is for evaluation, not curvature)."""
+    return _point_modes(model, "eval")
+
 
 def has_running_stats(model: nn.Module) -> bool:
     """Whether the model contains a BatchNorm layer that tracks running statistics (the

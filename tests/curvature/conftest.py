@@ -26,7 +26,8 @@ class Quadratic:
 
 
 class CountingOperator(SymmetricOperator):
-    """Wraps an operator and counts operator-vector products (columns of each block)."""
+    """Wraps an operator and counts operator-vector products (columns of each block), calls
+    and the widest block."""
 
     def __init__(self, inner: SymmetricOperator):
         self.inner = inner
@@ -35,10 +36,12 @@ class CountingOperator(SymmetricOperator):
         self.device = inner.device
         self.count = 0
         self.calls = 0
+        self.widest = 0
 
     def _matmat(self, V: Tensor) -> Tensor:
         self.count += V.shape[1]
         self.calls += 1
+        self.widest = max(self.widest, V.shape[1])
         return self.inner.matmat(V)
 
 

@@ -315,3 +315,38 @@ def test_residual_norms_certify_the_distance_to_an_eigenvalue(known_spectrum, co
     assert torch.allclose(norms, (A @ V - V * res.values).norm(dim=0), rtol=1e-12, atol=0)
     nearest = (res.values[:, None] - known_spectrum.eigenvalues[None, :]).abs().min(dim=1).values
     assert torch.all(nearest <= norms + 1e-12)
+
+
+BASIS_DEVICES = [("cpu", "cpu")] + ([("cuda", "cpu")] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("op_device, basis_device", BASIS_DEVICES, ids=[f"op-{o}-basis-{b}" for o, b in BASIS_DEVICES])
+def test_off_device_basis_equals_on_device(known_spectrum, op_device, basis_device):
+    """The basis on ``basis_device``, products on the operator's device: the same pairs and
+    tridiagonals as with the basis beside the operator (on a GPU operator, to rounding)."""
+    A = known_spectrum.matrix.to(op_device)
+    on = top_eigenpairs(A, k=4, tol=1e-10, seed=3)
+    off = top_eigenpairs(A, k=4, tol=1e-10, seed=3, basis_device=basis_device)
+    assert off.vectors.device == torch.device(basis_device) and on.vectors.device == A.device
+    assert off.num_matvecs == on.num_matvecs
+    torch.testing.assert_close(off.values, on.values.cpu(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(off.vectors, on.vectors.cpu(), rtol=0, atol=1e-8)
+    v0 = torch.randn(known_spectrum.dim, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tri_on = lanczos_tridiagonal(A, v0, 20, return_basis=True)
+    tri_off = lanczos_tridiagonal(A, v0, 20, return_basis=True, basis_device=basis_device)
+    assert tri_off.basis is not None and tri_off.basis.device == torch.device(basis_device)
+    torch.testing.assert_close(tri_off.alpha, tri_on.alpha.cpu(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(tri_off.beta, tri_on.beta.cpu(), rtol=0, atol=1e-10)
+
+
+def test_stated_basis_memory_matches_the_basis_held(known_spectrum):
+    from landscape.curvature.lanczos import lanczos_basis_bytes, tridiagonal_basis_bytes
+
+    v0 = torch.ones(known_spectrum.dim, 3, dtype=torch.float64)
+    tri = lanczos_tridiagonal(known_spectrum.matrix, v0, 25, return_basis=True)
+    assert tri.basis is not None
+    assert tridiagonal_basis_bytes(300, 3, 25) == tri.basis.numel() * tri.basis.element_size() == 3 * 25 * 300 * 8
+    assert tridiagonal_basis_bytes(300, 3, 1000, itemsize=4) == 3 * 300 * 300 * 4  # steps capped at P
+    # default basis of k = 5: max(2k + 1, 20) = 20 rows, k locked rows, one residual row and the k pairs
+    assert lanczos_basis_bytes(10**6, 5) == 8 * 10**6 * (20 + 1 + 2 * 5)
+    assert lanczos_basis_bytes(10**6, 5, max_basis=40, itemsize=4, store_products=True) == 4 * 10**6 * (40 + 40 + 1 + 10)

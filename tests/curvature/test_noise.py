@@ -10,15 +10,13 @@ from models import bn_cnn, bn_mlp, classification_batches, model_state, referenc
 from torch import nn
 
 from landscape.curvature.linop import DenseOperator
+from landscape.curvature.covariance import GradientCovariance, gradient_covariance, per_sample_gradients
 from landscape.curvature.noise import (
-    GradientCovariance,
     difficulty_index,
-    gradient_covariance,
     gradient_rank,
     noise_alignment,
     noise_curvature_correlation,
     operator_diagonal,
-    per_sample_gradients,
     subspace_alignment,
 )
 from landscape.curvature.operators import HessianOperator

@@ -160,12 +160,31 @@ def test_num_steps_capped_at_dimension(counting):
 
 def test_deterministic_and_batched(known_spectrum):
     a = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2)
-    b = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2, probe_batch=2)
+    b = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2, probe_batch_size=2)
     torch.testing.assert_close(a.alphas, b.alphas, rtol=0, atol=1e-12)
     torch.testing.assert_close(a.density, b.density, rtol=0, atol=1e-12)
     c = spectral_density(known_spectrum.matrix, num_probes=5, num_steps=15, seed=2)
     assert torch.equal(a.nodes, c.nodes)
     assert set(a.to_dict()) >= {"nodes", "weights", "grid", "density", "moments", "moments_stderr", "sigma"}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_probe_batches_run_the_same_probes(known_spectrum, counting, batch):
+    """Each group draws only its own probes, the same as one draw of all; the Lanczos bases of
+    at most ``batch`` probes are held (the operator sees blocks of that width). Tolerance
+    1e-10 absolute on a spectrum of norm 50 (products of other widths round differently)."""
+    A = known_spectrum.matrix
+    whole = slq_tridiagonals(A, num_probes=5, num_steps=15, seed=2)
+    op = counting(A)
+    part = slq_tridiagonals(op, num_probes=5, num_steps=15, seed=2, probe_batch_size=batch, basis_device="cpu")
+    assert op.widest == batch and part[2] == whole[2] == 75
+    torch.testing.assert_close(part[0], whole[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(part[1], whole[1], rtol=0, atol=1e-10)
+    ld_whole, ld_part = logdet(A, num_probes=5, num_steps=15, seed=2), logdet(A, num_probes=5, num_steps=15, seed=2, probe_batch_size=batch)
+    assert ld_part.value == pytest.approx(ld_whole.value, rel=1e-12)
+    probes = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    given = slq_tridiagonals(A, num_steps=10, probes=probes)
+    torch.testing.assert_close(slq_tridiagonals(A, num_steps=10, probes=probes, probe_batch_size=batch)[0], given[0], rtol=0, atol=1e-10)
 
 
 def test_zero_dimension():
@@ -184,8 +203,8 @@ def test_errors(known_spectrum):
         spectral_density(A, num_probes=0)
     with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
         spectral_density(A, num_steps=0)
-    with pytest.raises(ValueError, match="probe_batch must be an int >= 1"):
-        spectral_density(A, probe_batch=0)
+    with pytest.raises(ValueError, match="probe_batch_size must be an int >= 1"):
+        spectral_density(A, probe_batch_size=0)
     with pytest.raises(ValueError, match=r"probes must have shape \(300, n\)"):
         spectral_density(A, probes=torch.ones(5, 2))
     with pytest.raises(ValueError, match="sigma must be a finite number > 0"):

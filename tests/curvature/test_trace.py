@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from landscape.curvature.trace import TRACE_METHODS, exact_trace, random_probes, trace
+from landscape.curvature.trace import TRACE_METHODS, exact_trace, probe_blocks, random_probes, trace
 
 METHODS = sorted(TRACE_METHODS)
 SEEDS = range(200)
@@ -178,3 +178,35 @@ def test_interval_is_value_plus_minus_normal_quantile_times_stderr(known_spectru
     assert exact.interval(0.99) == (exact.value, exact.value)
     with pytest.raises(ValueError, match=r"ci_level must be in \(0, 1\), got 1.5"):
         est.interval(1.5)
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "gaussian", "sphere"])
+@pytest.mark.parametrize("batch", [1, 3, 7, 9])
+def test_probe_blocks_are_the_columns_of_one_draw(kind, batch):
+    g_whole, g_blocks = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    whole = random_probes(1001, 9, generator=g_whole, kind=kind)
+    blocks = list(probe_blocks(1001, 9, generator=g_blocks, kind=kind, batch_size=batch))
+    assert [b.shape[1] for b in blocks] == [min(batch, 9 - j) for j in range(0, 9, batch)]
+    assert torch.equal(torch.cat(blocks, dim=1), whole)
+    assert torch.equal(g_blocks.get_state(), g_whole.get_state())  # the next draw is the same too
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_probe_batches_give_the_same_estimate(known_spectrum, counting, method, batch):
+    A = known_spectrum.matrix
+    whole = trace(A, 60, method, seed=3)
+    op = counting(A)
+    part = trace(op, 60, method, seed=3, probe_batch_size=batch)
+    assert op.widest == batch  # at most that many probes multiplied at once
+    assert part.value == pytest.approx(whole.value, rel=1e-12, abs=1e-12 * float(A.abs().max()))
+    assert part.stderr == pytest.approx(whole.stderr, rel=1e-10)
+    assert part.num_matvecs == whole.num_matvecs
+    assert trace(A, 60, method, seed=3, probe_batch_size=100) == whole  # one block: the same path
+
+
+def test_probe_batch_errors(known_spectrum):
+    with pytest.raises(ValueError, match="xtrace needs all its test vectors at once"):
+        trace(known_spectrum.matrix, 30, "xtrace", probe_batch_size=4)
+    with pytest.raises(ValueError, match="probe_batch_size must be an int >= 1 or None, got 0"):
+        trace(known_spectrum.matrix, 30, "hutchinson", probe_batch_size=0)

@@ -188,3 +188,23 @@ def test_study_errors():
         escape_study(well, well.start, basis=torch.eye(10, dtype=D)[:, :1], **_config(batch_size=100, steps=2, restarts=1))
     with pytest.raises(ValueError, match="unknown escape rule 'either'"):
         escape_study(well, well.start, basis=torch.eye(10, dtype=D)[:, :1], **_config(rule="either", steps=2, restarts=1))
+
+
+def test_model_landscape_hvp_through_fused_attention():
+    """A ViT keeps its fused attention for losses and gradients; the HVP takes the math path."""
+    from landscape.models import build_model
+
+    model = build_model("vit_small_32", seed=0, in_chans=1, img_size=8, num_classes=3, patch_size=4, embed_dim=8,
+                        depth=1, num_heads=2).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 1, 8, 8, generator=g, dtype=D), torch.randint(0, 3, (6,), generator=g)
+    land = ModelLandscape(model, (x, y), chunk_size=4)
+    theta = land.theta0
+    v = torch.randn(theta.numel(), generator=g, dtype=D)
+    v /= v.norm()
+    h = 1e-3  # fourth-order stencil of the fused-path gradient: truncation ~ h^4
+    fd = (-land.gradient(theta + 2 * h * v) + 8 * land.gradient(theta + h * v) - 8 * land.gradient(theta - h * v)
+          + land.gradient(theta - 2 * h * v)) / (12 * h)
+    hv = land.hvp(theta, v)
+    assert float((hv - fd).norm() / fd.norm()) < 1e-8
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))

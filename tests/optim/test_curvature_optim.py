@@ -189,3 +189,20 @@ def test_training_loop_drives_curvature_optimizers(name, knob):
     assert on_hash != plain_hash
     assert on_history[-1]["hvps_total"] == 3 * math.ceil(2 * 3 / 2)  # 6 steps, estimate every 2nd
     assert on_history[-1]["curvature_estimate"] > 0
+
+
+def test_training_loop_estimates_curvature_through_fused_attention():
+    """Estimate steps build their loss on attention's math path; the model keeps fused kernels."""
+    from landscape.models import build_model
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 1, 8, 8, generator=gen)
+    y = torch.randint(0, 3, (48,), generator=gen)
+    model = build_model("vit_small_32", seed=0, in_chans=1, img_size=8, num_classes=3, patch_size=4, embed_dim=8,
+                        depth=1, num_heads=2)
+    cfg = TrainConfig(optimizer="curvature_adaptive", epochs=1, batch_size=16, lr=0.05, schedule="constant",
+                      weight_decay=0.0, curvature_gamma=0.5, curvature_every=2, power_steps=2)
+    result = train_model(model, (x[:32], y[:32]), (x[32:], y[32:]), cfg, seed=0)
+    assert result.history[-1]["hvps_total"] == 2 * 1  # 2 steps, one estimate of 2 products
+    assert result.history[-1]["curvature_estimate"] != 0
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))

@@ -13,6 +13,15 @@ without a ``reduction`` attribute or keyword states it: ``reduction="mean"``)::
     ld = logdet(op, eps=1e-3, seed=0)
 """
 
+from landscape.curvature.covariance import (
+    CovarianceEigenpairs,
+    GradientCovariance,
+    PerSampleGradients,
+    dense_covariance_bytes,
+    gradient_covariance,
+    per_sample_gradients,
+    streamed_covariance_bytes,
+)
 from landscape.curvature.distributed import (
     DistributedGGNOperator,
     DistributedHessianOperator,
@@ -27,17 +36,14 @@ from landscape.curvature.linop import DenseOperator, ObservedOperator, Symmetric
 from landscape.curvature.losses import REDUCTIONS, resolve_reduction
 from landscape.curvature.noise import (
     DifficultyIndex,
-    GradientCovariance,
     GradientRank,
     NoiseAlignment,
     SubspaceAlignment,
     difficulty_index,
-    gradient_covariance,
     gradient_rank,
     noise_alignment,
     noise_curvature_correlation,
     operator_diagonal,
-    per_sample_gradients,
     subspace_alignment,
 )
 from landscape.curvature.operators import (
@@ -96,7 +102,8 @@ __all__ = [
     "density_from_tridiagonals", "logdet_from_tridiagonals", "SpectralDensity", "LogDetEstimate", "GaussQuadrature",
     "fit_semicircle", "fit_marchenko_pastur", "spiked_outliers", "SemicircleFit", "MarchenkoPasturFit",
     "per_layer_curvature", "PerLayerCurvature", "LayerCurvature",
-    "per_sample_gradients", "GradientCovariance", "gradient_covariance", "gradient_rank", "GradientRank",
+    "per_sample_gradients", "PerSampleGradients", "GradientCovariance", "CovarianceEigenpairs", "gradient_covariance",
+    "dense_covariance_bytes", "streamed_covariance_bytes", "gradient_rank", "GradientRank",
     "subspace_alignment", "SubspaceAlignment", "noise_alignment", "NoiseAlignment",
     "difficulty_index", "DifficultyIndex", "operator_diagonal", "noise_curvature_correlation",
 ]

@@ -1,6 +1,6 @@
 """Lanczos on a symmetric operator: extreme eigenpairs and Krylov tridiagonals.
 
-Two entry points, both in torch on the operator's device:
+Two entry points, in torch on the operator's device (or the basis on ``basis_device``):
 
 * :func:`top_eigenpairs`: thick-restart Lanczos (Wu & Simon, "Thick-restart Lanczos
   method for large symmetric eigenvalue problems", SIAM J. Matrix Anal. Appl. 2000; the
@@ -22,7 +22,10 @@ projected matrix stays exact and the number of steps is the requested one.
 
 The basis may be kept in a wider dtype than the operator (``dtype=torch.float64`` on a
 float32 operator): blocks are cast to the operator's dtype for each product and the
-result is cast back (see :meth:`SymmetricOperator.matmat`).
+result is cast back (see :meth:`SymmetricOperator.matmat`). It may also be kept off the
+operator's device (``basis_device="cpu"`` for a GPU operator): then only the vector being
+multiplied and its product cross to the device, and the orthogonalisation runs where the
+basis is. :func:`lanczos_basis_bytes` and :func:`tridiagonal_basis_bytes` state the memory.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.trace import random_probes
 from landscape.seeding import seeded_generator
 
-__all__ = ["Eigenpairs", "LanczosTridiagonal", "top_eigenpairs", "lanczos_tridiagonal", "WHICH", "STOP_RULES"]
+__all__ = ["Eigenpairs", "LanczosTridiagonal", "top_eigenpairs", "lanczos_tridiagonal", "lanczos_basis_bytes",
+           "tridiagonal_basis_bytes", "WHICH", "STOP_RULES"]
 
 WHICH = ("LA", "SA", "LM")
 STOP_RULES = ("residual", "value")
@@ -140,6 +144,27 @@ class LanczosTridiagonal:
 
     def to_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha.tolist(), "beta": self.beta.tolist(), "num_matvecs": self.num_matvecs}
+
+
+def lanczos_basis_bytes(num_params: int, k: int, *, max_basis: int | None = None, itemsize: int = 8,
+                        store_products: bool = False) -> int:
+    """Bytes of the vectors :func:`top_eigenpairs` holds: ``(k + max_basis + 1) P`` basis rows
+    (the k locked rows of the multiplicity pass included), ``max_basis P`` more with
+    ``store_products``, and the k Ritz vectors; ``max_basis`` as its default. Transients
+    come on top: a thick restart rotates up to ``max_basis`` rows into a new block, and the
+    Rayleigh-Ritz step after a multiplicity replacement holds a few blocks of k rows."""
+    m = min(num_params, max(2 * k + 1, 20)) if max_basis is None else min(num_params, max_basis)
+    return itemsize * num_params * (2 * k + m + 1 + (m if store_products else 0))
+
+
+def tridiagonal_basis_bytes(num_params: int, num_vectors: int, num_steps: int, *, itemsize: int = 8) -> int:
+    """Bytes of the bases :func:`lanczos_tridiagonal` holds: ``b m P`` for b start vectors run
+    side by side and m steps (SLQ: b = its ``probe_batch_size``, or all probes)."""
+    return itemsize * num_params * num_vectors * min(num_steps, num_params)
+
+
+def _basis_device(op: SymmetricOperator, basis_device: torch.device | str | None) -> torch.device:
+    return op.device if basis_device is None else torch.device(basis_device)
 
 
 def _working_dtype(op: SymmetricOperator, dtype: torch.dtype | None) -> torch.dtype:
@@ -463,6 +488,7 @@ def top_eigenpairs(
     check_multiplicity: bool = True,
     stop: str = "residual",
     store_products: bool = False,
+    basis_device: torch.device | str | None = None,
 ) -> Eigenpairs:
     """k extreme eigenpairs of a symmetric operator by thick-restart Lanczos.
 
@@ -527,6 +553,9 @@ def top_eigenpairs(
         store_products: keep the product ``A q`` of every basis vector (twice the basis
             memory), so the verification and the Rayleigh-Ritz step after a replacement
             take their products from those (``A Y = (A Q) U``) instead of spending k more.
+        basis_device: where the basis lives and the orthogonalisation runs (default: the
+            operator's device; ``"cpu"`` keeps a GPU operator's device memory to one block);
+            the vectors are returned there. Memory: :func:`lanczos_basis_bytes`.
 
     Returns:
         :class:`Eigenpairs`.
@@ -556,7 +585,7 @@ def top_eigenpairs(
         )
     lanczos_budget = budget - n_verify
 
-    device = op.device
+    device = _basis_device(op, basis_device)
     gen = seeded_generator(seed)
     eps = _noise_eps(op, wdtype)
     tiny = torch.finfo(wdtype).tiny
@@ -691,6 +720,7 @@ def lanczos_tridiagonal(
     dtype: torch.dtype | None = None,
     seed: int = 0,
     return_basis: bool = False,
+    basis_device: torch.device | str | None = None,
 ) -> LanczosTridiagonal:
     """Lanczos tridiagonalisation with full reorthogonalisation from one or more start vectors.
 
@@ -709,7 +739,8 @@ def lanczos_tridiagonal(
         dtype: dtype of the basis and coefficients (default: the operator's).
         seed: seed for fresh vectors after a breakdown.
         return_basis: also return the orthonormal basis (memory b m P numbers are held
-            either way; this only keeps them).
+            either way, :func:`tridiagonal_basis_bytes`; this only keeps them).
+        basis_device: where the bases and coefficients live (default: the operator's device).
 
     Returns:
         :class:`LanczosTridiagonal` with ``num_matvecs = b * m``.
@@ -724,7 +755,8 @@ def lanczos_tridiagonal(
         raise ValueError(f"v0 must have shape ({P},) or ({P}, b), got {tuple(v0.shape)}")
     wdtype = _working_dtype(op, dtype)
     single = v0.ndim == 1
-    V0 = v0.detach().reshape(P, -1).to(device=op.device, dtype=wdtype)
+    device = _basis_device(op, basis_device)
+    V0 = v0.detach().reshape(P, -1).to(device=device, dtype=wdtype)
     b = V0.shape[1]
     norms = torch.linalg.vector_norm(V0, dim=0)
     if b == 0 or not bool(torch.isfinite(norms).all()) or bool((norms == 0).any()):
@@ -732,10 +764,10 @@ def lanczos_tridiagonal(
     m = min(num_steps, P)
     gen = seeded_generator(seed)
     eps = _noise_eps(op, wdtype)
-    Q = torch.zeros(b, m, P, dtype=wdtype, device=op.device)
-    alpha = torch.zeros(b, m, dtype=wdtype, device=op.device)
-    beta = torch.zeros(b, max(m - 1, 0), dtype=wdtype, device=op.device)
-    anorm = torch.zeros(b, dtype=wdtype, device=op.device)
+    Q = torch.zeros(b, m, P, dtype=wdtype, device=device)
+    alpha = torch.zeros(b, m, dtype=wdtype, device=device)
+    beta = torch.zeros(b, max(m - 1, 0), dtype=wdtype, device=device)
+    anorm = torch.zeros(b, dtype=wdtype, device=device)
     q = (V0 / norms).T.contiguous()  # (b, P)
     for j in range(m):
         Q[:, j] = q

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape.curvature.covariance import DEFAULT_COVARIANCE_MEMORY_BYTES, gradient_covariance
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.losses import Reduction
 from landscape.curvature.noise import (
     difficulty_index,
-    gradient_covariance,
     gradient_rank,
     noise_alignment,
     noise_curvature_correlation,
@@ -79,6 +79,9 @@ def measure_curvature(
     diag_probes: int = 20,
     seed: int = 0,
     reduction: Reduction | None = None,
+    probe_batch_size: int | None = None,
+    noise_memory_bytes: int = DEFAULT_COVARIANCE_MEMORY_BYTES,
+    basis_device: torch.device | str | None = None,
 ) -> CurvatureMeasurement:
     """Measure the Hessian of the loss over ``batches`` at the model's current weights.
 
@@ -104,6 +107,12 @@ def measure_curvature(
         diag_probes: Hutchinson probes for diag(H) in the ``C ~ diag(H)`` check (0 skips it).
         seed: seed of every random start and probe.
         reduction: "mean" or "sum" (None: read from ``loss_fn``), as for :class:`HessianOperator`.
+        probe_batch_size: SLQ and trace probes materialised at once (default: all); the
+            probes and so the figures are the same, up to the last digits of sums.
+        noise_memory_bytes: budget of the per-sample gradients held at once for Sigma
+            (:func:`~landscape.curvature.covariance.gradient_covariance`: dense when it fits).
+        basis_device: where Lanczos bases live (default: the operator's device; "cpu"
+            keeps a GPU's memory free of them).
     """
     started = time.perf_counter()
     op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
@@ -122,7 +131,8 @@ def measure_curvature(
     # The Lanczos-relation certificates are the reported residuals; skipping the explicit
     # verification product (k matvecs) and the repeated-eigenvalue pass keeps top_k = 2C
     # (the spike count's need) at about the cost that top_k = C with both had.
-    eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed, verify=False, check_multiplicity=False)
+    eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed, verify=False, check_multiplicity=False,
+                         basis_device=basis_device)
     abs_bounds = eig.residuals * eig.values.abs().clamp_min(torch.finfo(eig.values.dtype).tiny)
     summary["eigenvalues"] = {
         "values": eig.values.tolist(),
@@ -136,14 +146,16 @@ def measure_curvature(
     summary["lambda_max_err"] = float(abs_bounds[0])
     tick("eigenvalues")
 
-    tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
+    tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed,
+                        probe_batch_size=probe_batch_size if trace_method != "xtrace" else None)
     summary["trace"] = tr.value
     summary["trace_stderr"] = tr.stderr
     summary["trace_method"] = trace_method
     summary["trace_num_matvecs"] = tr.num_matvecs
     tick("trace")
 
-    dens = spectral_density(op, num_probes=slq_probes, num_steps=min(slq_steps, P), seed=seed)
+    dens = spectral_density(op, num_probes=slq_probes, num_steps=min(slq_steps, P), seed=seed,
+                            probe_batch_size=probe_batch_size, basis_device=basis_device)
     ld = logdet_from_tridiagonals(dens.alphas, dens.betas, P, logdet_eps)
     summary["density"] = {
         "moments": dens.moments.tolist(),
@@ -192,7 +204,7 @@ def measure_curvature(
     if noise_examples > 0:
         noise_batch = _first_examples(batches, noise_examples)
         have = int(noise_batch[1].shape[0])
-        sigma = gradient_covariance(model, loss_fn, [noise_batch])
+        sigma = gradient_covariance(model, loss_fn, [noise_batch], memory_bytes=noise_memory_bytes)
         rank = gradient_rank(sigma)
         align = noise_alignment(eig.vectors, sigma)
         diff = difficulty_index(lambda_max, tr.value, align.kappa)

@@ -1,11 +1,8 @@
-"""Gradient noise: per-sample gradients, their covariance and its geometry against the Hessian.
+"""Gradient noise: the geometry of the gradient covariance against the Hessian.
 
-* Per-sample gradients by ``torch.func.vmap`` over ``torch.func.grad`` of a one-example
-  loss (the per-example gradient trick; Goodfellow 2015, "Efficient per-example gradient
-  computations"), chunked to bound memory.
-* Gradient covariance ``Sigma = (1/N) sum_i g_i g_i^T - g g^T`` (eq. (5) of the first
-  research plan), stored as the centred (N, P) gradient matrix: a low-rank operator whose
-  nonzero eigenpairs come exactly from the N x N Gram matrix.
+* Per-sample gradients and the gradient covariance ``Sigma = (1/N) sum_i g_i g_i^T - g g^T``
+  (eq. (5) of the first research plan), dense or streamed in bounded memory, live in
+  :mod:`landscape.curvature.covariance` (re-exported here).
 * Gradient rank (energy rank, stable ranks), principal angles between subspaces
   (Bjorck & Golub 1973; small angles from sines as in Knyazev & Argentati 2002), the
   share of noise energy in the sharp Hessian directions (cf. Zhu et al. 2019, "The
@@ -21,26 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.func import grad, vmap
-from torch.utils._pytree import tree_map
+from torch import Tensor
 
+from landscape.curvature.covariance import GradientCovariance
 from landscape.curvature.linop import SymmetricOperator, as_operator
-from landscape.curvature.operators import _Engine
-from landscape.functional import LossFn, curvature_mode, flatten_tensors
 from landscape.io import to_jsonable
 from landscape.seeding import seeded_generator
 
 __all__ = [
-    "per_sample_gradients",
-    "GradientCovariance",
-    "CovarianceEigenpairs",
-    "gradient_covariance",
     "GradientRank",
     "gradient_rank",
     "SubspaceAlignment",
@@ -60,178 +49,6 @@ DIAGONAL_METHODS: tuple[str, ...] = ("exact", "hutchinson")
 
 def _fields_dict(obj: Any) -> dict[str, Any]:
     return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-
-
-# --------------------------------------------------------------------------------------
-# Per-sample gradients and covariance
-# --------------------------------------------------------------------------------------
-
-
-def per_sample_gradients(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Iterable[tuple[Any, Any]],
-    params: Sequence[str] | None = None,
-    chunk_size: int | None = 64,
-) -> Tensor:
-    """Gradients of each example's loss, stacked (N, P).
-
-    The model runs in eval mode (dropout off, BatchNorm with running statistics), since a
-    per-example loss must not depend on the other examples of its batch. The example
-    loss is ``loss_fn(model(x_i[None]), y_i[None])`` (the loss of a batch of one, so the
-    same for a mean and a summed loss without sequence outputs). With ``bn_mode="eval"``
-    the mean of the rows is the gradient of a mean loss over the examples, their sum the
-    gradient of a summed one.
-
-    Args:
-        model: the network (unchanged afterwards).
-        loss_fn: ``loss_fn(outputs, targets)`` returning a batch's loss (mean or sum).
-        data: iterable of ``(inputs, targets)`` batches.
-        params: parameter names (default: all trainable), flattened in
-            ``named_parameters()`` order as in :class:`HessianOperator`.
-        chunk_size: examples per vectorised chunk (None: a whole batch at once).
-
-    Returns:
-        Tensor (N, P) in the parameters' dtype and device.
-    """
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    engine = _Engine(model, loss_fn, data, "eval", params, block_size=1, weighted=False)
-
-    def one_loss(theta: dict[str, Tensor], x: Any, y: Any) -> Tensor:
-        xb = tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, x)
-        yb = tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, y)
-        return loss_fn(engine.forward(theta, xb), yb)
-
-    per_example = vmap(grad(one_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
-    rows = []
-    with curvature_mode(model, "eval"):
-        for inputs, targets, _ in engine.batches():
-            grads = per_example(engine.theta, inputs, targets)
-            rows.append(flatten_tensors([grads[n] for n in engine.names], batch_dims=1).detach())
-    if not rows:
-        raise ValueError("data yielded no examples")
-    return torch.cat(rows, dim=0)
-
-
-@dataclasses.dataclass(frozen=True)
-class CovarianceEigenpairs:
-    """Leading eigenpairs of a gradient covariance.
-
-    Attributes:
-        values: (k,) eigenvalues, descending (>= 0).
-        vectors: (P, k) orthonormal eigenvectors.
-        numerical_rank: eigenvalues above ``max(N, P) * eps * lambda_max``.
-    """
-
-    values: Tensor
-    vectors: Tensor
-    numerical_rank: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (vectors left out)."""
-        return {"values": self.values.tolist(), "numerical_rank": self.numerical_rank}
-
-
-class GradientCovariance(SymmetricOperator):
-    """``Sigma = (1/N) sum_i g_i g_i^T - g g^T`` from per-sample gradients, as an operator.
-
-    Stores the centred matrix ``Gc = G - 1 g^T`` (N, P); ``Sigma V = Gc^T (Gc V) / N``
-    costs O(N P k) and the rank is at most N - 1.
-
-    Args:
-        per_sample: (N, P) per-sample gradients, N >= 2.
-
-    Attributes:
-        mean: (P,) mean gradient ``g``.
-        centred: (N, P) centred gradients.
-        num_samples: N.
-    """
-
-    def __init__(self, per_sample: Tensor):
-        if per_sample.ndim != 2 or per_sample.shape[0] < 2:
-            raise ValueError(f"per_sample must be (N, P) with N >= 2, got shape {tuple(per_sample.shape)}")
-        G = per_sample.detach()
-        self.num_samples = int(G.shape[0])
-        self.mean = G.mean(0)
-        self.centred = G - self.mean
-        self.second_moment_diag = (G * G).mean(0)
-        self.shape = (int(G.shape[1]), int(G.shape[1]))
-        self.dtype = G.dtype
-        self.device = G.device
-        self._eig: tuple[Tensor, Tensor, int] | None = None
-
-    def _matmat(self, V: Tensor) -> Tensor:
-        return self.centred.T @ (self.centred @ V) / self.num_samples
-
-    def diagonal(self) -> Tensor:
-        """diag(Sigma) (P,): per-parameter gradient variance."""
-        return (self.centred * self.centred).mean(0)
-
-    def second_moment_diagonal(self) -> Tensor:
-        """diag(C) (P,) of the uncentred second moment ``C = (1/N) sum_i g_i g_i^T``."""
-        return self.second_moment_diag
-
-    def trace(self) -> float:
-        """tr(Sigma) = ||Gc||_F^2 / N."""
-        return float((self.centred * self.centred).sum() / self.num_samples)
-
-    def _spectrum(self) -> tuple[Tensor, Tensor, int]:
-        """All nonzero-capable eigenpairs (descending), via the smaller of Gram and P x P."""
-        if self._eig is None:
-            N, P = self.centred.shape
-            if N <= P:
-                K = self.centred @ self.centred.T / N
-                evals, A = torch.linalg.eigh(0.5 * (K + K.T))
-            else:
-                S = self.centred.T @ self.centred / N
-                evals, A = torch.linalg.eigh(0.5 * (S + S.T))
-            evals, A = evals.flip(0), A.flip(1)
-            lam_max = float(evals[0]) if evals.numel() else 0.0
-            eps = torch.finfo(self.dtype).eps
-            rank = int((evals > max(N, P) * eps * lam_max).sum()) if lam_max > 0 else 0
-            # Eigenvalues of a PSD matrix below zero are rounding; clamp them.
-            evals = evals.clamp_min(0)
-            if N <= P:
-                lam = evals[:rank]
-                vectors = self.centred.T @ A[:, :rank] / torch.sqrt(N * lam)
-            else:
-                vectors = A[:, :rank]
-            self._eig = (evals, vectors, rank)
-        return self._eig
-
-    def eigenvalues(self) -> Tensor:
-        """All min(N, P) eigenvalues of the nonzero-capable part, descending."""
-        return self._spectrum()[0]
-
-    def eigenpairs(self, k: int | None = None) -> CovarianceEigenpairs:
-        """Top-k eigenpairs, exact (dense ``eigh`` of the N x N Gram matrix or of Sigma).
-
-        Args:
-            k: number of pairs; default and maximum the numerical rank (eigenvectors of
-                zero eigenvalues are not determined by the Gram route).
-        """
-        evals, vectors, rank = self._spectrum()
-        if k is None:
-            k = rank
-        if not isinstance(k, int) or k < 0 or k > rank:
-            raise ValueError(f"k must be an int in [0, numerical rank = {rank}], got {k!r}")
-        return CovarianceEigenpairs(values=evals[:k].clone(), vectors=vectors[:, :k].clone(), numerical_rank=rank)
-
-    def frobenius_norm_sq(self) -> float:
-        """||Sigma||_F^2 = sum of squared eigenvalues."""
-        return float((self.eigenvalues() ** 2).sum())
-
-
-def gradient_covariance(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Iterable[tuple[Any, Any]],
-    params: Sequence[str] | None = None,
-    chunk_size: int | None = 64,
-) -> GradientCovariance:
-    """:class:`GradientCovariance` of the per-sample gradients of ``data`` (eval mode)."""
-    return GradientCovariance(per_sample_gradients(model, loss_fn, data, params=params, chunk_size=chunk_size))
 
 
 # --------------------------------------------------------------------------------------
@@ -284,7 +101,7 @@ def gradient_rank(sigma: GradientCovariance, energy: float = 0.9) -> GradientRan
     if not isinstance(energy, (int, float)) or not 0 < energy <= 1:
         raise ValueError(f"energy must be in (0, 1], got {energy!r}")
     evals = sigma.eigenvalues().double()
-    rank = sigma._spectrum()[2]
+    rank = sigma.numerical_rank
     total = float(evals.sum())
     lam_max = float(evals[0])
     if total <= 0:
@@ -425,11 +242,11 @@ def noise_alignment(hessian_vectors: Tensor, sigma: GradientCovariance) -> Noise
     total = sigma.trace()
     if total <= 0:
         return NoiseAlignment(k, math.nan, math.nan, k / P, None, "zero covariance")
-    captured = float((sigma.centred @ Q).pow(2).sum()) / sigma.num_samples
+    captured = sigma.projected_energy(Q)
     evals = sigma.eigenvalues()
     kappa = min(max(captured / total, 0.0), 1.0)  # exact ratio of non-negatives; clamp rounding only
     kappa_max = float(evals[:k].sum()) / total
-    eig = sigma.eigenpairs(min(k, sigma._spectrum()[2]))
+    eig = sigma.eigenpairs(min(k, sigma.numerical_rank))
     alignment = subspace_alignment(Q, eig.vectors) if eig.vectors.shape[1] > 0 else None
     return NoiseAlignment(k=k, kappa=kappa, kappa_max=min(kappa_max, 1.0), kappa_random=k / P, alignment=alignment, status="ok")
 

@@ -20,6 +20,7 @@ One Krylov pass can be cached: :func:`spectral_density` keeps the tridiagonals, 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from landscape.curvature.lanczos import lanczos_tridiagonal
 from landscape.curvature.linop import SymmetricOperator, as_operator
-from landscape.curvature.trace import PROBE_KINDS, random_probes
+from landscape.curvature.trace import PROBE_KINDS, probe_blocks
 from landscape.seeding import seeded_generator
 
 __all__ = [
@@ -204,17 +205,22 @@ def quadrature_from_tridiagonals(alphas: Tensor, betas: Tensor) -> GaussQuadratu
     return GaussQuadrature(nodes=nodes, weights=weights)
 
 
-def _probe_block(P: int, num_probes: int, seed: int, probe: str, probes: Tensor | None, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _probe_groups(P: int, num_probes: int, seed: int, probe: str, probes: Tensor | None, dtype: torch.dtype,
+                  device: torch.device, batch: int | None) -> Iterator[Tensor]:
+    """The probes, at most ``batch`` at a time (the same probes for every ``batch``)."""
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"probe_batch_size must be an int >= 1 or None, got {batch!r}")
     if probes is not None:
         if probes.ndim != 2 or probes.shape[0] != P or probes.shape[1] < 1:
             raise ValueError(f"probes must have shape ({P}, n) with n >= 1, got {tuple(probes.shape)}")
-        return probes.detach().to(device=device, dtype=dtype)
+        step = probes.shape[1] if batch is None else batch
+        return (probes[:, i : i + step].detach().to(device=device, dtype=dtype) for i in range(0, probes.shape[1], step))
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be an int >= 1, got {num_probes!r}")
     if probe not in PROBE_KINDS:
         raise ValueError(f"probe must be one of {PROBE_KINDS}, got {probe!r}")
     gen = seeded_generator(seed)
-    return random_probes(P, num_probes, generator=gen, kind=probe, dtype=dtype, device=device)
+    return probe_blocks(P, num_probes, generator=gen, kind=probe, dtype=dtype, device=device, batch_size=batch)
 
 
 def slq_tridiagonals(
@@ -226,7 +232,8 @@ def slq_tridiagonals(
     probe: str = "rademacher",
     probes: Tensor | None = None,
     dtype: torch.dtype | None = None,
-    probe_batch: int | None = None,
+    probe_batch_size: int | None = None,
+    basis_device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """The Krylov pass of SLQ: Lanczos tridiagonals from random probes.
 
@@ -238,8 +245,13 @@ def slq_tridiagonals(
         probe: "rademacher", "gaussian" or "sphere" (see :func:`random_probes`).
         probes: explicit (P, n) probes instead of random ones.
         dtype: dtype of the Lanczos bases (default: the operator's).
-        probe_batch: probes run side by side per group (default: all); memory is
-            ``probe_batch * num_steps * P`` numbers.
+        probe_batch_size: probes run side by side per group (default: all), and the most
+            probes materialised at once; the bases hold ``probe_batch_size * num_steps * P``
+            numbers (:func:`~landscape.curvature.lanczos.tridiagonal_basis_bytes`). The
+            probes are the same for every group size; after a Lanczos breakdown (rare: an
+            invariant Krylov space) the fresh vector is drawn per group, so the tridiagonals
+            then depend on the grouping.
+        basis_device: where the bases live (default: the operator's device).
 
     Returns:
         ``(alphas (n, m), betas (n, m-1), num_matvecs)``.
@@ -250,15 +262,11 @@ def slq_tridiagonals(
         raise ValueError("the operator has dimension 0; SLQ needs P >= 1")
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
-    if probe_batch is not None and (isinstance(probe_batch, bool) or not isinstance(probe_batch, int) or probe_batch < 1):
-        raise ValueError(f"probe_batch must be an int >= 1 or None, got {probe_batch!r}")
     wdtype = op.dtype if dtype is None else dtype
-    V = _probe_block(P, num_probes, seed, probe, probes, wdtype, op.device)
-    n = V.shape[1]
-    batch = n if probe_batch is None else probe_batch
+    device = op.device if basis_device is None else torch.device(basis_device)
     alphas, betas, mv = [], [], 0
-    for g, i in enumerate(range(0, n, batch)):
-        tri = lanczos_tridiagonal(op, V[:, i : i + batch], num_steps, dtype=wdtype, seed=seed + 7919 * (g + 1))
+    for g, V in enumerate(_probe_groups(P, num_probes, seed, probe, probes, wdtype, device, probe_batch_size)):
+        tri = lanczos_tridiagonal(op, V, num_steps, dtype=wdtype, seed=seed + 7919 * (g + 1), basis_device=device)
         alphas.append(tri.alpha)
         betas.append(tri.beta)
         mv += tri.num_matvecs
@@ -355,7 +363,8 @@ def spectral_density(
     grid: Tensor | None = None,
     num_grid: int = 1000,
     dtype: torch.dtype | None = None,
-    probe_batch: int | None = None,
+    probe_batch_size: int | None = None,
+    basis_device: torch.device | str | None = None,
 ) -> SpectralDensity:
     """SLQ eigenvalue density of a symmetric operator (Ubaru et al. 2017; Ghorbani et al. 2019).
 
@@ -374,12 +383,13 @@ def spectral_density(
         grid: evaluation points; default ``num_grid`` points over the nodes +- 6 sigma.
         num_grid: grid size when ``grid`` is None.
         dtype: dtype of the Lanczos bases (default: the operator's).
-        probe_batch: probes run side by side per group (default: all).
+        probe_batch_size: probes run side by side per group (default: all; see
+            :func:`slq_tridiagonals`).
+        basis_device: where the Lanczos bases live (default: the operator's device).
     """
     op = as_operator(op)
-    alphas, betas, mv = slq_tridiagonals(
-        op, num_probes, num_steps, seed, probe=probe, probes=probes, dtype=dtype, probe_batch=probe_batch
-    )
+    alphas, betas, mv = slq_tridiagonals(op, num_probes, num_steps, seed, probe=probe, probes=probes, dtype=dtype,
+                                         probe_batch_size=probe_batch_size, basis_device=basis_device)
     return density_from_tridiagonals(alphas, betas, op.shape[0], sigma=sigma, grid=grid, num_grid=num_grid, num_matvecs=mv)
 
 
@@ -440,7 +450,8 @@ def logdet(
     probe: str = "rademacher",
     probes: Tensor | None = None,
     dtype: torch.dtype | None = None,
-    probe_batch: int | None = None,
+    probe_batch_size: int | None = None,
+    basis_device: torch.device | str | None = None,
 ) -> LogDetEstimate:
     """``log det(A + eps I) = tr log(A + eps I)`` by stochastic Lanczos quadrature.
 
@@ -466,13 +477,14 @@ def logdet(
         probes: explicit (P, n) probes; with ``probes = I`` and ``num_steps = P`` the
             result is ``sum_i log(max(lambda_i + eps, floor))`` exactly.
         dtype: dtype of the Lanczos bases (default: the operator's).
-        probe_batch: probes run side by side per group (default: all).
+        probe_batch_size: probes run side by side per group (default: all; see
+            :func:`slq_tridiagonals`).
+        basis_device: where the Lanczos bases live (default: the operator's device).
     """
     op = as_operator(op)
     floor_v = _check_eps_floor(eps, floor)
     if op.shape[0] == 0:
         return LogDetEstimate(0.0, 0.0, float(eps), floor_v, 0.0, 0, 0, 0, 0)
-    alphas, betas, mv = slq_tridiagonals(
-        op, num_probes, num_steps, seed, probe=probe, probes=probes, dtype=dtype, probe_batch=probe_batch
-    )
+    alphas, betas, mv = slq_tridiagonals(op, num_probes, num_steps, seed, probe=probe, probes=probes, dtype=dtype,
+                                         probe_batch_size=probe_batch_size, basis_device=basis_device)
     return logdet_from_tridiagonals(alphas, betas, op.shape[0], eps, floor=floor_v, num_matvecs=mv)

@@ -15,12 +15,18 @@ were spent (never more than the budget).
   test vectors, each used both in the low-rank sketch and, leave-one-out, as a
   Hutchinson probe; the exchangeable average of the ``s`` leave-one-out estimates,
   with the paper's error estimate std(tr_i) / sqrt(s).
+
+Memory: ``probe_batch_size`` bounds the probe vectors (and their products) materialised at
+once for Hutchinson and the Hutch++ remainder; the probes are the same as without it
+(:func:`probe_blocks`), so only the last digits of the sums can move. Hutch++ keeps its
+sketch basis Q (P, num_matvecs // 3) whole; XTrace needs all its test vectors at once.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -39,6 +45,7 @@ __all__ = [
     "xtrace",
     "exact_trace",
     "random_probes",
+    "probe_blocks",
     "TRACE_METHODS",
 ]
 
@@ -114,6 +121,51 @@ def random_probes(
     return out.to(device=device, dtype=dtype)
 
 
+def probe_blocks(
+    num_rows: int,
+    num_cols: int,
+    *,
+    generator: torch.Generator,
+    kind: str = "rademacher",
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+) -> Iterator[Tensor]:
+    """The columns of :func:`random_probes` ``(num_rows, num_cols, ...)`` in blocks of at most
+    ``batch_size``, each equal to those columns of the whole draw; once the iterator is
+    exhausted ``generator`` is where the whole draw leaves it.
+
+    Without ``batch_size`` (or with ``batch_size >= num_cols``) the one block is the whole
+    draw. Rademacher blocks redraw the stream from the saved generator state in row chunks of
+    about ``batch_size * num_rows`` numbers and keep their columns (the CPU generator fills
+    ``randint`` serially, so a row chunk is the matching rows of the whole draw): memory
+    O(batch_size * num_rows), random-number work ``num_cols / batch_size`` whole draws.
+    Gaussian and sphere probes are drawn whole on the CPU (host memory) and moved to
+    ``device`` block by block.
+    """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"probe_batch_size must be an int >= 1 or None, got {batch_size!r}")
+    if batch_size is None or batch_size >= num_cols:
+        yield random_probes(num_rows, num_cols, generator=generator, kind=kind, dtype=dtype, device=device)
+        return
+    if kind != "rademacher":
+        host = random_probes(num_rows, num_cols, generator=generator, kind=kind, dtype=torch.float64, device="cpu")
+        for j in range(0, num_cols, batch_size):
+            yield host[:, j : j + batch_size].to(device=device, dtype=dtype)
+        return
+    start = generator.get_state()
+    rows = max(1, batch_size * num_rows // num_cols)
+    replay = torch.Generator()
+    for j in range(0, num_cols, batch_size):
+        replay.set_state(start)
+        parts = [
+            torch.randint(0, 2, (min(rows, num_rows - i), num_cols), generator=replay, dtype=torch.int8)[:, j : j + batch_size]
+            for i in range(0, num_rows, rows)
+        ]
+        yield (2 * torch.cat(parts) - 1).to(torch.float64).to(device=device, dtype=dtype)
+    generator.set_state(replay.get_state())
+
+
 def _apply(op: SymmetricOperator, X: Tensor, block_size: int | None) -> Tensor:
     """``op @ X`` for a (P, n) block, optionally in column chunks of ``block_size``."""
     if block_size is None or X.shape[1] <= block_size:
@@ -164,6 +216,7 @@ def hutchinson(
     *,
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    probe_batch_size: int | None = None,
 ) -> TraceEstimate:
     """Hutchinson's estimator ``(1/n) sum_i z_i^T A z_i`` with n = ``num_matvecs`` Rademacher probes.
 
@@ -173,6 +226,8 @@ def hutchinson(
         seed: seed of the CPU generator drawing the probes.
         dtype: working dtype of the probes (default: the operator's).
         block_size: apply the operator to at most this many columns at once.
+        probe_batch_size: materialise at most this many probes (and products) at once
+            (default: all); the probes and the estimate are the same.
     """
     op = as_operator(op)
     wdtype = _check_common(num_matvecs, block_size, dtype, op)
@@ -182,8 +237,8 @@ def hutchinson(
     if P == 0:
         return TraceEstimate(0.0, 0.0, 0, "hutchinson")
     gen = seeded_generator(seed)
-    Z = random_probes(P, num_matvecs, generator=gen, dtype=wdtype, device=op.device)
-    samples = (Z * _apply(op, Z, block_size)).sum(dim=0)
+    blocks = probe_blocks(P, num_matvecs, generator=gen, dtype=wdtype, device=op.device, batch_size=probe_batch_size)
+    samples = torch.cat([(Z * _apply(op, Z, block_size)).sum(dim=0) for Z in blocks])
     value, stderr = _mean_stderr(samples)
     return TraceEstimate(value, stderr, num_matvecs, "hutchinson")
 
@@ -195,6 +250,7 @@ def hutchpp(
     *,
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    probe_batch_size: int | None = None,
 ) -> TraceEstimate:
     """Hutch++ (Meyer et al. 2021): low-rank deflation plus Hutchinson on the remainder.
 
@@ -213,6 +269,8 @@ def hutchpp(
         seed: seed of the CPU generator drawing S and G.
         dtype: working dtype (default: the operator's).
         block_size: apply the operator to at most this many columns at once.
+        probe_batch_size: materialise at most this many columns of S, Q or G (and their
+            products) at once beside Q (default: all); the probes are the same.
     """
     op = as_operator(op)
     wdtype = _check_common(num_matvecs, block_size, dtype, op)
@@ -226,13 +284,20 @@ def hutchpp(
         return TraceEstimate(exact_trace(op, dtype=wdtype, block_size=block_size).value, 0.0, P, "hutch++")
     n_h = num_matvecs - 2 * s
     gen = seeded_generator(seed)
-    S = random_probes(P, s, generator=gen, dtype=wdtype, device=op.device)
-    G = random_probes(P, n_h, generator=gen, dtype=wdtype, device=op.device)
-    Q, _ = torch.linalg.qr(_apply(op, S, block_size))
-    low_rank = (Q * _apply(op, Q, block_size)).sum()
-    G = G - Q @ (Q.T @ G)
-    G = G - Q @ (Q.T @ G)  # second pass: keeps G' orthogonal to Q in finite precision
-    samples = (G * _apply(op, G, block_size)).sum(dim=0)
+    draw = functools.partial(probe_blocks, generator=gen, dtype=wdtype, device=op.device, batch_size=probe_batch_size)
+    sketch = [_apply(op, S, block_size) for S in draw(P, s)]  # S drawn before G, as one draw of both
+    Q, _ = torch.linalg.qr(sketch[0] if len(sketch) == 1 else torch.cat(sketch, dim=1))
+    del sketch
+    step = s if probe_batch_size is None else probe_batch_size
+    parts = [(Qb * _apply(op, Qb, block_size)).sum() for Qb in (Q[:, j : j + step] for j in range(0, s, step))]
+    low_rank = parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+
+    def remainder(G: Tensor) -> Tensor:
+        G = G - Q @ (Q.T @ G)
+        G = G - Q @ (Q.T @ G)  # second pass: keeps G' orthogonal to Q in finite precision
+        return (G * _apply(op, G, block_size)).sum(dim=0)
+
+    samples = torch.cat([remainder(G) for G in draw(P, n_h)])
     rest, stderr = _mean_stderr(samples)
     return TraceEstimate(float(low_rank) + rest, stderr, 2 * s + n_h, "hutch++")
 
@@ -318,6 +383,7 @@ def trace(
     *,
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    probe_batch_size: int | None = None,
 ) -> TraceEstimate:
     """Estimate ``tr(A)`` with at most ``num_matvecs`` operator-vector products.
 
@@ -328,7 +394,13 @@ def trace(
         seed: seed of the CPU generator drawing the probes.
         dtype: working dtype (default: the operator's).
         block_size: apply the operator to at most this many columns at once.
+        probe_batch_size: "hutchinson" and "hutch++" only: materialise at most this many
+            probe vectors at once (default: all); the estimate is the same.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"unknown trace method {method!r}; choose one of {sorted(TRACE_METHODS)}")
-    return TRACE_METHODS[method](op, num_matvecs, seed, dtype=dtype, block_size=block_size)
+    if probe_batch_size is None:
+        return TRACE_METHODS[method](op, num_matvecs, seed, dtype=dtype, block_size=block_size)
+    if method == "xtrace":
+        raise ValueError("xtrace needs all its test vectors at once; probe_batch_size works with 'hutchinson' and 'hutch++'")
+    return TRACE_METHODS[method](op, num_matvecs, seed, dtype=dtype, block_size=block_size, probe_batch_size=probe_batch_size)

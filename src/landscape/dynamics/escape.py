@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from landscape.curvature.lanczos import top_eigenpairs
 from landscape.curvature.linop import SymmetricOperator
-from landscape.functional import BNMode, LossFn
+from landscape.functional import BNMode, LossFn, math_attention
 from landscape.probes.functional import Objective, flatten_params, parameter_dict
 from landscape.seeding import seeded_generator
 
@@ -120,7 +120,9 @@ class ModelLandscape:
 
     def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
         t = theta.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(self.objective.loss(t), t, create_graph=True)
+        with math_attention(self.objective.model):  # fused attention has no double backward
+            loss = self.objective.loss(t)
+        (g,) = torch.autograd.grad(loss, t, create_graph=True)
         (hv,) = torch.autograd.grad(g @ v, t)
         return hv
 

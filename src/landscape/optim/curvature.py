@@ -78,13 +78,16 @@ class CurvatureProbeMixin:
         """Hessian-vector products spent so far (the cost to report beside wall time)."""
         return int(self.param_groups[0]["probe_num_hvps"])
 
-    def _estimate_due(self) -> bool:
+    def estimate_due(self) -> bool:
+        """Whether this step's :meth:`backward` runs the power iteration: the loss it gets is
+        then differentiated twice, so its forward must avoid fused attention kernels
+        (build it under :func:`landscape.functional.math_attention`)."""
         group = self.param_groups[0]
         return self._probe_active and group["probe_step"] % group["probe_every"] == 0
 
     def backward(self, loss: Tensor) -> None:
         """Fill ``.grad`` from ``loss``; on estimate steps also refresh the power estimate."""
-        if not self._estimate_due():
+        if not self.estimate_due():
             loss.backward()
             return
         params = self._params()

@@ -35,8 +35,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape.curvature.covariance import gradient_covariance
 from landscape.curvature.lanczos import top_eigenpairs
-from landscape.curvature.noise import GradientRank, gradient_covariance, gradient_rank
+from landscape.curvature.noise import GradientRank, gradient_rank
 from landscape.curvature.operators import HessianOperator
 from landscape.curvature.trace import trace as estimate_trace
 

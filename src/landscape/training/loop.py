@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape.functional import math_attention
 from landscape.io import sha256_tensors
 from landscape.optim import CurvatureProbeMixin
 from landscape.seeding import epoch_seed, seeded_generator
@@ -233,7 +234,9 @@ def train_model(
                 xb, yb = x_train[idx], y_train[idx]
                 if cfg.augment:
                     xb = random_crop_flip(xb, gen)
-                with autocast():
+                # a loss the optimizer differentiates twice needs attention's math path
+                second_order = isinstance(optimizer, CurvatureProbeMixin) and optimizer.estimate_due()
+                with autocast(), math_attention(model) if second_order else contextlib.nullcontext():
                     logits = model(xb)
                     loss = F.cross_entropy(logits.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
