@@ -28,7 +28,7 @@ from landscape.curvature.noise import (
     noise_curvature_correlation,
     operator_diagonal,
 )
-from landscape.curvature.operators import HessianOperator
+from landscape.curvature.operators import HessianOperator, _CurvatureOperator
 from landscape.curvature.per_layer import per_layer_curvature
 from landscape.curvature.rmt import fit_spiked_bulk
 from landscape.curvature.slq import logdet_from_tridiagonals, spectral_density
@@ -37,6 +37,8 @@ from landscape.curvature.trace import trace as estimate_trace
 __all__ = ["CurvatureMeasurement", "measure_curvature", "sharpness_summary"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+OperatorClass = Callable[..., _CurvatureOperator]
+"""``HessianOperator`` or a factory with its signature ``(model, loss_fn, data, bn_mode=..., params=...)``."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def measure_curvature(
     noise_examples: int = 256,
     diag_probes: int = 20,
     seed: int = 0,
+    hessian: OperatorClass = HessianOperator,
 ) -> CurvatureMeasurement:
     """Measure the Hessian of the mean loss over ``batches`` at the model's current weights.
 
@@ -101,10 +104,18 @@ def measure_curvature(
             gradients and the noise covariance Sigma; 0 skips the noise figures.
         diag_probes: Hutchinson probes for diag(H) in the ``C ~ diag(H)`` check (0 skips it).
         seed: seed of every random start and probe.
+        hessian: the operator class of the whole Hessian and of the per-layer blocks (e.g.
+            :func:`~landscape.curvature.distributed.sharded_hessian_operator` under
+            ``torchrun``: every rank passes all ``batches``, multiplies with its shard and
+            gets the same results). The noise figures use the first ``noise_examples``
+            examples of ``batches`` in this process, whatever the operator.
+
+    Precision: the Hessian follows the model's and inputs' dtype (float32 or float64, the
+    caller's choice); the summary records it as ``dtype``.
     """
     started = time.perf_counter()
-    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
-    summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed}
+    op = hessian(model, loss_fn, batches, bn_mode=bn_mode)
+    summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed, "dtype": str(op.dtype).removeprefix("torch.")}
     summary["operator"].pop("param_names", None)
     P = op.shape[0]
     timings: dict[str, float] = {}
@@ -178,7 +189,7 @@ def measure_curvature(
     tick("density")
     if per_layer:
         layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=per_layer_tol,
-                                     exact_max_dim=per_layer_matvecs, seed=seed)
+                                     exact_max_dim=per_layer_matvecs, seed=seed, hessian=hessian)
         summary["per_layer"] = [
             {"name": lc.name, "num_params": lc.num_params, "lambda_max": lc.top_eigenvalue, "trace": lc.trace,
              "trace_stderr": lc.trace_stderr}
@@ -251,6 +262,7 @@ def sharpness_summary(
     trace_method: str = "hutch++",
     noise_examples: int = 0,
     seed: int = 0,
+    hessian: OperatorClass = HessianOperator,
 ) -> dict[str, float]:
     """The cheap figures measured at every training snapshot (curvature along training).
 
@@ -258,9 +270,10 @@ def sharpness_summary(
     ``noise_examples > 0`` also the gradient subspace at that point: the spectrum of the
     centred per-example gradient covariance Sigma of the first ``noise_examples`` examples
     (exact, by an SVD of the gradient matrix), summarised as its 90 %-energy rank, its stable
-    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`).
+    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`). ``hessian`` as in
+    :func:`measure_curvature`.
     """
-    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode)
+    op = hessian(model, loss_fn, batches, bn_mode=bn_mode)
     eig = top_eigenpairs(op, k=1, which="LA", tol=eig_tol, seed=seed)
     tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
     value = float(eig.values[0])

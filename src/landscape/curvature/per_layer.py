@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from landscape.curvature.linop import SymmetricOperator
-from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator
+from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator, _CurvatureOperator
 from landscape.functional import LossFn, trainable_parameter_names
 from landscape.io import to_jsonable
 from landscape.seeding import seeded_generator
@@ -188,7 +188,7 @@ def _hutchinson(op: SymmetricOperator, num_matvecs: int, seed: int) -> tuple[flo
 
 def _block_curvature(
     name: str,
-    op: HessianOperator,
+    op: _CurvatureOperator,
     exact_max_dim: int,
     num_matvecs: int,
     trace_method: str,
@@ -275,6 +275,7 @@ def per_layer_curvature(
     tol: float = 1e-4,
     seed: int = 0,
     graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
+    hessian: Callable[..., _CurvatureOperator] = HessianOperator,
 ) -> PerLayerCurvature:
     """Top eigenvalue and trace of each parameter group's diagonal Hessian block.
 
@@ -295,6 +296,8 @@ def per_layer_curvature(
         tol: relative residual tolerance of the top eigenpair.
         seed: seed of the start vector and trace probes (the same for every group).
         graph_budget_bytes: memory budget of the kept gradient graph per group.
+        hessian: the operator class (or a factory with its signature), e.g.
+            :func:`~landscape.curvature.distributed.sharded_hessian_operator` under ``torchrun``.
 
     Returns:
         :class:`PerLayerCurvature`.
@@ -312,7 +315,7 @@ def per_layer_curvature(
     for name, names in groups.items():
         if isinstance(names, str):
             raise ValueError(f"group {name!r} must list parameter names, got the string {names!r}")
-        op = HessianOperator(
+        op = hessian(
             model, loss_fn, data, bn_mode=bn_mode, params=list(names), hvp_mode=hvp_mode, graph_budget_bytes=graph_budget_bytes
         )
         num_examples, order_dependent = op.num_examples, op.report.batch_order_dependent

@@ -4,14 +4,21 @@
 names: ours (``mlp``, ``cnn_small``, ``vgg_small``, ``resnet_small``, ``vit_small_32``,
 registered with timm's ``register_model``) and timm's ``resnet18`` / ``resnet34``.
 ``init_scale`` multiplies the initial Linear/Conv weights of any of them
-(``landscape.models.init_scale``); ``describe`` reports size and BN/LN/skip/dropout.
+(``landscape.models.init_scale``); ``describe`` reports size and BN/LN/skip/dropout;
+``grad_checkpointing`` recomputes the blocks of the large models in the backward pass
+(``landscape.models.checkpointing``).
 """
 
+from .checkpointing import CHECKPOINTABLE, checkpoint_units, grad_checkpointing, set_grad_checkpointing
 from .describe import ModelDescription, describe
 from .factory import MODEL_NAMES, OUR_MODEL_NAMES, TIMM_MODEL_NAMES, build_model
 from .init_scale import is_scaled_layer, scale_init_
 
 __all__ = [
+    "CHECKPOINTABLE",
+    "checkpoint_units",
+    "grad_checkpointing",
+    "set_grad_checkpointing",
     "MODEL_NAMES",
     "OUR_MODEL_NAMES",
     "TIMM_MODEL_NAMES",
