@@ -9,9 +9,10 @@ restored), so the gradients are those of the plain network.
 
 BatchNorm: a train-mode forward updates the running statistics, and the recomputation would
 update them a second time (timm's own ``set_grad_checkpointing`` does: its running means and
-``num_batches_tracked`` then differ from a plain run's). Here the buffers are put back after
-the recomputation (which normalises with the same batch statistics as the first pass), so a
-checkpointed run ends with the plain run's ``state_dict``, buffers included.
+``num_batches_tracked`` then differ from a plain run's). Here the recomputation updates them
+with momentum 0 (no change; it normalises with the same batch statistics as the first pass)
+and the batch counter is set back, so a checkpointed run ends with the plain run's
+``state_dict``, buffers included.
 
 Blocks per architecture (:func:`checkpoint_units`): timm's ResNets (``resnet18``,
 ``resnet34``): every residual block of ``layer1..layer4``; ViTs (``vit_small_32``): every
@@ -64,25 +65,32 @@ def checkpoint_units(model: nn.Module) -> list[nn.Module]:
 
 
 class _RunningStatsRestored:
-    """Puts the running statistics (and ``num_batches_tracked``) of ``block``'s train-mode
-    BatchNorm layers back as they were on entry, when the block is left: the recomputation
-    normalises with the same batch statistics and passes the same tensors as the first
-    forward, and its update of the running buffers is undone. Re-enterable (a double
+    """During a recomputation, ``block``'s train-mode BatchNorm layers update their running
+    statistics with momentum 0 (``running = 1 * running + 0 * batch``: unchanged, while the
+    layer normalises with the same batch statistics and saves the same tensors as in the
+    first forward) and ``num_batches_tracked`` is set back on exit. The running buffers are
+    never written from outside the BatchNorm op: a later double backward through the
+    recomputed graph still finds them at the version it saved. Re-enterable (a double
     backward recomputes a block more than once)."""
 
     def __init__(self, block: nn.Module):
         self.block = block
-        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.kept: list[tuple[_BatchNorm, float | None, torch.Tensor | None]] = []
 
     def __enter__(self) -> None:
-        self.kept = [(buf, buf.clone()) for m in self.block.modules()
-                     if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
-                     for buf in (m.running_mean, m.running_var, m.num_batches_tracked) if buf is not None]
+        self.kept = []
+        for m in self.block.modules():
+            if isinstance(m, _BatchNorm) and m.training and m.track_running_stats:
+                counter = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
+                self.kept.append((m, m.momentum, counter))
+                m.momentum = 0.0
 
     def __exit__(self, *exc: object) -> None:
         with torch.no_grad():
-            for buf, value in self.kept:
-                buf.copy_(value)
+            for m, momentum, counter in self.kept:
+                m.momentum = momentum
+                if counter is not None and m.num_batches_tracked is not None:
+                    m.num_batches_tracked.copy_(counter)
         self.kept = []
 
 
