@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from models import bn_mlp, classification_batches, reference_ggn, reference_gradient, reference_hessian, rel_err
 from torch import nn
 
-from landscape.curvature.distributed import DistributedGGNOperator, DistributedHessianOperator
+from landscape.curvature.distributed import DistributedGGNOperator, DistributedHessianOperator, sharded_hessian_operator
 from landscape.curvature.operators import GGNOperator, HessianOperator
 
 CE = nn.CrossEntropyLoss()
@@ -75,7 +75,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             DistributedHessianOperator(model, CE_SUM if rank == 0 else CE, shard, bn_mode="eval")
         except RuntimeError as exc:
             out["disagree"] = str(exc)
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+        # every rank passes all batches; the factory keeps batches rank, rank + 2, ... (whole batches)
+        sharded = sharded_hessian_operator(model, CE, data, bn_mode="batch", params=["0.weight", "1.weight"])
+        out["sharded"] = sharded @ _probe(sharded.shape[0])
+        out["sharded-local"] = sharded.local_num_examples
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -109,6 +112,10 @@ def test_products_equal_single_process(distributed_results):
         assert rel_err(res["empty-shard"], single @ V) < 1e-6
         assert rel_err(res["no-broadcast"], single @ V) < 1e-6
     assert [res["local_num_examples"] for res in distributed_results] == [8, 10]
+    block = HessianOperator(model, CE, data, bn_mode="batch", params=["0.weight", "1.weight"])
+    for res in distributed_results:
+        assert rel_err(res["sharded"], block @ _probe(block.shape[0])) < 1e-10
+    assert [res["sharded-local"] for res in distributed_results] == [SIZES[0] + SIZES[2], SIZES[1] + SIZES[3]]
 
 
 def test_size_weighting_is_global(distributed_results):

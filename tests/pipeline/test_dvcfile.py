@@ -107,3 +107,17 @@ def test_every_entry_depends_on_validation_first() -> None:
             assert "data/params_validated.json" in entry.get("do", entry)["deps"], name
     assert yaml.safe_load(render(load_params(REPO / "params.yaml")))["stages"]["validate"]["outs"] == [
         {"data/params_validated.json": {"cache": False}}]
+
+
+def test_tensorboard_directories_are_outputs_of_the_groups_that_log_them() -> None:
+    params = load_params(REPO / "params.yaml")
+    tb = "runs/h1_batch/${item.config}/seed${item.seed}/tb"
+    assert all(tb not in str(o) for o in generate(params)["stages"]["train_h1_batch"]["outs"])  # default profile: off
+    changed = copy.deepcopy(params)
+    first = next(iter(changed["experiments"]["h1_batch"]["configs"].values()))
+    first["train"] = {**first["train"], "tensorboard": True}
+    stages = generate(changed)["stages"]
+    assert {tb: {"cache": False}} in stages["train_h1_batch"]["outs"]
+    assert all("/tb" not in str(o) for o in stages["train_h2_arch"]["outs"])
+    paper = generate(load_params(REPO / "profiles" / "paper.yaml"))["stages"]
+    assert {tb: {"cache": False}} in paper["train_h1_batch"]["outs"]

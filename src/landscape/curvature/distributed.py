@@ -35,7 +35,7 @@ from landscape.curvature.operators import (
 )
 from landscape.functional import LossFn
 
-__all__ = ["DistributedHessianOperator", "DistributedGGNOperator"]
+__all__ = ["DistributedHessianOperator", "DistributedGGNOperator", "sharded_hessian_operator"]
 
 
 def _require_initialized() -> None:
@@ -186,3 +186,31 @@ class DistributedGGNOperator(_DistributedOperator):
             reduction=reduction,
         )
         self._setup(engine, process_group, broadcast_input, src)
+
+
+def sharded_hessian_operator(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Iterable[tuple[Any, Any]],
+    bn_mode: str = "eval",
+    params: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> DistributedHessianOperator:
+    """:class:`DistributedHessianOperator` of the mean loss over all of ``data``, with this
+    rank's shard taken from it: the batches ``rank, rank + world_size, ...`` of the process
+    group (whole batches, so ``bn_mode="batch"`` sees the batches the single-process
+    :class:`~landscape.curvature.operators.HessianOperator` sees). Every rank passes the same
+    ``data``; a rank beyond the number of batches holds an empty shard. Same signature as
+    ``HessianOperator``, so it can stand in for it wherever an operator class is a parameter
+    (``measure_curvature(hessian=...)``). Collective: call on every rank.
+
+    Args:
+        model, loss_fn, data, bn_mode, params: as :class:`HessianOperator`.
+        **kwargs: further ``DistributedHessianOperator`` arguments (``hvp_mode``,
+            ``graph_budget_bytes``, ``process_group``, ...).
+    """
+    _require_initialized()
+    group = kwargs.get("process_group")
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    shard = list(data)[rank::world]
+    return DistributedHessianOperator(model, loss_fn, shard, bn_mode=bn_mode, params=params, **kwargs)

@@ -29,7 +29,7 @@ from landscape.curvature.noise import (
     noise_curvature_correlation,
     operator_diagonal,
 )
-from landscape.curvature.operators import HessianOperator
+from landscape.curvature.operators import HessianOperator, _CurvatureOperator
 from landscape.curvature.per_layer import per_layer_curvature
 from landscape.curvature.rmt import fit_spiked_bulk
 from landscape.curvature.slq import logdet_from_tridiagonals, spectral_density
@@ -38,6 +38,8 @@ from landscape.curvature.trace import trace as estimate_trace
 __all__ = ["CurvatureMeasurement", "measure_curvature", "sharpness_summary"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+OperatorClass = Callable[..., _CurvatureOperator]
+"""``HessianOperator`` or a factory with its signature ``(model, loss_fn, data, bn_mode=..., params=...)``."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def measure_curvature(
     probe_batch_size: int | None = None,
     noise_memory_bytes: int = DEFAULT_COVARIANCE_MEMORY_BYTES,
     basis_device: torch.device | str | None = None,
+    hessian: OperatorClass = HessianOperator,
 ) -> CurvatureMeasurement:
     """Measure the Hessian of the loss over ``batches`` at the model's current weights.
 
@@ -113,10 +116,18 @@ def measure_curvature(
             (:func:`~landscape.curvature.covariance.gradient_covariance`: dense when it fits).
         basis_device: where Lanczos bases live (default: the operator's device; "cpu"
             keeps a GPU's memory free of them).
+        hessian: the operator class of the whole Hessian and of the per-layer blocks (e.g.
+            :func:`~landscape.curvature.distributed.sharded_hessian_operator` under
+            ``torchrun``: every rank passes all ``batches``, multiplies with its shard and
+            gets the same results). The noise figures use the first ``noise_examples``
+            examples of ``batches`` in this process, whatever the operator.
+
+    Precision: the Hessian follows the model's and inputs' dtype (float32 or float64, the
+    caller's choice); the summary records it as ``dtype``.
     """
     started = time.perf_counter()
-    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
-    summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed}
+    op = hessian(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
+    summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed, "dtype": str(op.dtype).removeprefix("torch.")}
     summary["operator"].pop("param_names", None)
     P = op.shape[0]
     timings: dict[str, float] = {}
@@ -193,7 +204,7 @@ def measure_curvature(
     tick("density")
     if per_layer:
         layers = per_layer_curvature(model, loss_fn, batches, bn_mode=bn_mode, num_matvecs=per_layer_matvecs, tol=per_layer_tol,
-                                     exact_max_dim=per_layer_matvecs, seed=seed, reduction=reduction)
+                                     exact_max_dim=per_layer_matvecs, seed=seed, reduction=reduction, hessian=hessian)
         summary["per_layer"] = [
             {"name": lc.name, "num_params": lc.num_params, "lambda_max": lc.top_eigenvalue, "trace": lc.trace,
              "trace_stderr": lc.trace_stderr}
@@ -267,6 +278,7 @@ def sharpness_summary(
     noise_examples: int = 0,
     seed: int = 0,
     reduction: Reduction | None = None,
+    hessian: OperatorClass = HessianOperator,
 ) -> dict[str, float]:
     """The cheap figures measured at every training snapshot (curvature along training).
 
@@ -274,10 +286,10 @@ def sharpness_summary(
     ``noise_examples > 0`` also the gradient subspace at that point: the spectrum of the
     centred per-example gradient covariance Sigma of the first ``noise_examples`` examples
     (exact, by an SVD of the gradient matrix), summarised as its 90 %-energy rank, its stable
-    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`). ``reduction`` as
-    for :class:`HessianOperator`.
+    ranks, tr(Sigma) and lambda_max(Sigma) (see :func:`gradient_rank`). ``reduction`` and
+    ``hessian`` as in :func:`measure_curvature`.
     """
-    op = HessianOperator(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
+    op = hessian(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
     eig = top_eigenpairs(op, k=1, which="LA", tol=eig_tol, seed=seed)
     tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed)
     value = float(eig.values[0])

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from landscape.curvature.linop import SymmetricOperator
 from landscape.curvature.losses import Reduction
-from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator
+from landscape.curvature.operators import DEFAULT_GRAPH_BUDGET_BYTES, HessianOperator, _CurvatureOperator
 from landscape.functional import LossFn, trainable_parameter_names
 from landscape.io import to_jsonable
 from landscape.seeding import seeded_generator
@@ -189,7 +189,7 @@ def _hutchinson(op: SymmetricOperator, num_matvecs: int, seed: int) -> tuple[flo
 
 def _block_curvature(
     name: str,
-    op: HessianOperator,
+    op: _CurvatureOperator,
     exact_max_dim: int,
     num_matvecs: int,
     trace_method: str,
@@ -278,6 +278,7 @@ def per_layer_curvature(
     graph_budget_bytes: int | None = DEFAULT_GRAPH_BUDGET_BYTES,
     reduction: Reduction | None = None,
     on_group: Callable[[LayerCurvature], Any] | None = None,
+    hessian: Callable[..., _CurvatureOperator] = HessianOperator,
 ) -> PerLayerCurvature:
     """Top eigenvalue and trace of each parameter group's diagonal Hessian block.
 
@@ -300,6 +301,8 @@ def per_layer_curvature(
         graph_budget_bytes: memory budget of the kept gradient graph per group.
         reduction: "mean" or "sum", as for :class:`HessianOperator` (None: from ``loss_fn``).
         on_group: called with each group's result as soon as it is done (progress).
+        hessian: the operator class (or a factory with its signature), e.g.
+            :func:`~landscape.curvature.distributed.sharded_hessian_operator` under ``torchrun``.
 
     Returns:
         :class:`PerLayerCurvature`.
@@ -317,7 +320,7 @@ def per_layer_curvature(
     for name, names in groups.items():
         if isinstance(names, str):
             raise ValueError(f"group {name!r} must list parameter names, got the string {names!r}")
-        op = HessianOperator(
+        op = hessian(
             model, loss_fn, data, bn_mode=bn_mode, params=list(names), hvp_mode=hvp_mode, graph_budget_bytes=graph_budget_bytes,
             reduction=reduction,
         )

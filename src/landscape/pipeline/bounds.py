@@ -644,7 +644,7 @@ def parse_bounds_section(values: Any, experiments: Mapping[str, Any]) -> dict[st
             raise ConfigError(
                 f"bounds.sanity needs random_labels false for real={sanity['real']!r} and true for random={sanity['random']!r}"
             )
-        same = lambda t: {**dataclasses.asdict(t), "random_labels": None, "snapshot_every": None}  # noqa: E731
+        same = lambda t: {**t.recipe(), "random_labels": None, "snapshot_every": None}  # noqa: E731
         if dict(specs["real"].model) != dict(specs["random"].model) or same(specs["real"].train) != same(specs["random"].train):
             raise ConfigError(
                 f"bounds.sanity: {sanity['real']!r} and {sanity['random']!r} must be the same network and training "

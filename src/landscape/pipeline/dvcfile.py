@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import load_params
+from landscape.pipeline.params import load_params, logs_tensorboard
 
 __all__ = ["import_closure", "code_deps", "generate", "render", "check", "VALIDATED"]
 
@@ -239,7 +239,8 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             cmd_args=f" --experiment {group} --config ${{item.config}} --seed ${{item.seed}}",
             params=[f"experiments.{group}.dataset", f"experiments.{group}.configs.${{item.config}}"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}"))],
-            outs=[rel(run.model), {rel(run.checkpoints): {"persist": True, "cache": False}}],
+            outs=[rel(run.model), {rel(run.checkpoints): {"persist": True, "cache": False}},
+                  *([_nocache(rel(run.tensorboard))] if logs_tensorboard(params, group) else [])],
             metrics=[_nocache(rel(run.metrics))],
             plots=[{rel(run.dvclive / "plots" / "metrics"): {"x": "step", "cache": False}}],
         )

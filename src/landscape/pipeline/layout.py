@@ -5,7 +5,7 @@ Stages, table readers, notebooks and ``dvc.yaml`` generation take their paths fr
 
 ```
 data/prepared/<dataset>/{splits.pt, meta.json}
-runs/<experiment>/<config>/seed<k>/{model.pt, metrics.json, checkpoints/, dvclive/}
+runs/<experiment>/<config>/seed<k>/{model.pt, metrics.json, checkpoints/, dvclive/, tb/}
 measure/<experiment>/<config>/{metrics.json, seeds/seed<k>/{curvature.json, krylov.pt}}
 probes/<experiment>/<config>/{results.json, arrays.npz, config.json, figures/, metrics.json}
 probes/{intrinsic_dim, sde}/...
@@ -46,6 +46,11 @@ class RunPaths:
     @property
     def dvclive(self) -> Path:
         return self.dir / "dvclive"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of the per-epoch curves (``train.tensorboard: true``)."""
+        return self.dir / "tb"
 
     @property
     def logged_metrics(self) -> Path:

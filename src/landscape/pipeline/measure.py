@@ -5,6 +5,18 @@ with residual bounds, trace, SLQ density, log-det, RMT bulk fit, per-layer figur
 gradient-noise covariance and its alignment), written to
 ``measure/<exp>/<cfg>/seeds/seed<k>/{curvature.json, krylov.pt}``; a diverged run is recorded
 as skipped, never measured; ``measure/<exp>/<cfg>/metrics.json`` summarises the seeds.
+
+Execution: with k visible GPUs, seed ``i`` is measured on GPU ``i mod k`` (one spawned process
+per GPU); on the CPU the seeds share forked workers. Under ``torchrun`` with ``WORLD_SIZE`` > 1
+every rank takes part in each seed's products (the probe batches are sharded over the ranks,
+:func:`~landscape.curvature.distributed.sharded_hessian_operator`) and rank 0 writes::
+
+    torchrun --nproc_per_node 4 stages/measure.py --experiment h2_arch --config resnet18
+    dvc commit measure_h2_arch@resnet18      # record the outputs in dvc.lock
+
+The curvature precision is ``curvature.<exp>.dtype`` (float32 or float64; the model and inputs
+are cast to it); it and the runtime settings (determinism switches, devices, world size) are
+recorded in ``curvature.json`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -21,19 +33,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from landscape.curvature.measure import measure_curvature, sharpness_summary
+from landscape.curvature.distributed import sharded_hessian_operator
+from landscape.curvature.measure import OperatorClass, measure_curvature, sharpness_summary
+from landscape.curvature.operators import HessianOperator
 from landscape.io import torch_save, write_json
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.parallel import map_forked
+from landscape.pipeline.parallel import map_on_devices
 from landscape.pipeline.params import experiment_dataset, section
 from landscape.pipeline.runs import initial_model, load_run
-from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
+from landscape.pipeline.runtime import (
+    DistributedContext,
+    configure_torch,
+    cpu_workers,
+    distributed_context,
+    process_group,
+    visible_devices,
+)
+from landscape.reproducibility import device_record
 from landscape.schema import nonneg, parse_config, positive, rule
 from landscape.training.checkpoint import list_snapshots
 
 __all__ = ["CurvatureConfig", "measure_settings", "measure_seed", "run"]
 
 Batch = tuple[Tensor, Tensor]
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,8 @@ class CurvatureConfig:
         diag_probes: Hutchinson probes for diag(H) (the ``C ~ diag(H)`` check; 0 skips).
         along_training_matvecs: trace budget at each training snapshot (lambda_max and
             trace along training, when the run kept snapshots).
+        dtype: precision of the curvature computations, ``float32`` or ``float64`` (the
+            network and the probe inputs are cast to it; TF32 is off either way).
     """
 
     num_examples: int = field(default=1000, metadata=rule("an int >= 2", lambda x: x >= 2))
@@ -81,6 +106,7 @@ class CurvatureConfig:
     noise_examples: int = field(default=256, metadata=rule("an int >= 0", nonneg))
     diag_probes: int = field(default=20, metadata=rule("an int >= 0", nonneg))
     along_training_matvecs: int = field(default=20, metadata=rule("an int >= 4", lambda x: x >= 4))
+    dtype: str = field(default="float32", metadata=rule(f"one of {list(DTYPES)}", lambda x: x in DTYPES))
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -95,21 +121,39 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
 _AT_INIT_KEYS = ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")
 
 
+def _on(batches: list[Batch], device: torch.device, dtype: torch.dtype) -> list[Batch]:
+    """The batches on ``device``, floating-point inputs cast to ``dtype`` (token ids stay whole)."""
+    return [(x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device), y.to(device)) for x, y in batches]
+
+
 def measure_seed(layout: Layout, experiment: str, config: str, cfg: CurvatureConfig, batches: list[Batch],
-                 device: torch.device, seed: int) -> dict[str, Any]:
-    """Measure one seed's run; write its ``curvature.json`` and ``krylov.pt``; return the summary."""
+                 runtime: dict[str, Any], seed: int, device: torch.device,
+                 world: DistributedContext | None = None) -> dict[str, Any]:
+    """Measure one seed's run on ``device``; write its ``curvature.json`` and ``krylov.pt``
+    (on rank 0 only under ``torchrun``); return the summary.
+
+    ``batches`` may be on the CPU (they are moved to ``device`` and cast to ``cfg.dtype``);
+    ``runtime`` is what :func:`~landscape.pipeline.runtime.configure_torch` returned.
+    """
     settings = measure_settings(cfg)
+    writes = world is None or world.is_main
     out = layout.measure_seed(experiment, config, seed)
     stored = load_run(layout, experiment, config, seed, device)
     if stored.status != "completed" or stored.model is None:
         summary: dict[str, Any] = {"status": f"skipped: run {stored.status}"}
-        write_json(out / "curvature.json", summary)
+        if writes:
+            write_json(out / "curvature.json", summary)
         return summary
-    model = stored.model
-    result = measure_curvature(model, F.cross_entropy, batches, seed=seed, **settings)
-    summary = {"status": "measured", "num_examples": sum(int(b[0].shape[0]) for b in batches), "settings": settings, **result.summary}
+    dtype = DTYPES[cfg.dtype]
+    model = stored.model.to(dtype)
+    batches = _on(batches, device, dtype)
+    hessian: OperatorClass = HessianOperator if world is None else sharded_hessian_operator
+    result = measure_curvature(model, F.cross_entropy, batches, seed=seed, hessian=hessian, **settings)
+    summary = {"status": "measured", "num_examples": sum(int(b[0].shape[0]) for b in batches),
+               "settings": {**settings, "dtype": cfg.dtype}, **result.summary,
+               "runtime": {**runtime, **device_record(device), "world_size": 1 if world is None else world.world_size}}
     if cfg.at_init:
-        init = measure_curvature(initial_model(stored, device), F.cross_entropy, batches, seed=seed,
+        init = measure_curvature(initial_model(stored, device).to(dtype), F.cross_entropy, batches, seed=seed, hessian=hessian,
                                  **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
         summary["at_init"] = {k: init.summary[k] for k in _AT_INIT_KEYS}
     along = []
@@ -119,19 +163,20 @@ def measure_seed(layout: Layout, experiment: str, config: str, cfg: CurvatureCon
         along.append({"epoch": state["epoch"], **sharpness_summary(
             model, F.cross_entropy, batches, bn_mode=cfg.bn_mode, eig_tol=cfg.eig_tol,
             trace_matvecs=cfg.along_training_matvecs, trace_method=cfg.trace_method,
-            noise_examples=cfg.noise_examples, seed=seed)})
+            noise_examples=cfg.noise_examples, seed=seed, hessian=hessian)})
     if along:
         summary["along_training"] = along
-    torch_save(out / "krylov.pt", result.krylov)
-    write_json(out / "curvature.json", summary)
-    print(f"{experiment}/{config}/seed{seed}: lambda_max={summary['lambda_max']:.4g} "
-          f"trace={summary['trace']:.4g} logdet={summary['logdet']:.4g} ({summary['wall_time_s']:.1f}s)", flush=True)
+    if writes:
+        torch_save(out / "krylov.pt", result.krylov)
+        write_json(out / "curvature.json", summary)
+        print(f"{experiment}/{config}/seed{seed}: lambda_max={summary['lambda_max']:.4g} "
+              f"trace={summary['trace']:.4g} logdet={summary['logdet']:.4g} ({summary['wall_time_s']:.1f}s)", flush=True)
     return summary
 
 
 def measure_settings(cfg: CurvatureConfig) -> dict[str, Any]:
     """Keyword arguments of ``measure_curvature`` (the settings recorded in ``curvature.json``)."""
-    skipped = ("num_examples", "batch_size", "at_init", "along_training_matvecs")
+    skipped = ("num_examples", "batch_size", "at_init", "along_training_matvecs", "dtype")
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skipped}
 
 
@@ -140,15 +185,24 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     cfg = parse_config(CurvatureConfig, section(params, "curvature", experiment), f"curvature.{experiment}")
     dataset_key = experiment_dataset(params, experiment)
     seeds = list(section(params, "seeds"))
-    configure_torch()
-    device = pick_device()
+    runtime = configure_torch()
+    world = distributed_context()
     data = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)
     x, y = data["probe"]
-    x, y = x[: cfg.num_examples].to(device), y[: cfg.num_examples].to(device)
+    x, y = x[: cfg.num_examples], y[: cfg.num_examples]
     batches = [(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]) for i in range(0, x.shape[0], cfg.batch_size)]
-    job = functools.partial(measure_seed, layout, experiment, config, cfg, batches, device)
-    # seeds are independent and each is seeded: same results in any order and worker count
-    per_seed = dict(zip(seeds, map_forked(job, seeds, cpu_workers(device, len(seeds))), strict=True))
+    if world is not None:  # torchrun: every rank takes part in each seed's products, rank 0 writes
+        device = world.device()
+        devices = [device]
+        with process_group(world, device):
+            per_seed = {s: measure_seed(layout, experiment, config, cfg, batches, runtime, s, device, world) for s in seeds}
+        if not world.is_main:
+            return
+    else:
+        # seeds are independent and each is seeded: same results in any order, worker or device count
+        devices = visible_devices()
+        job = functools.partial(measure_seed, layout, experiment, config, cfg, batches, runtime)
+        per_seed = dict(zip(seeds, map_on_devices(job, seeds, devices, cpu_workers(devices[0], len(seeds))), strict=True))
     measured = [s for s in per_seed.values() if s.get("status") == "measured"]
     metrics = {
         "seeds_measured": len(measured),
@@ -158,5 +212,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
         "logdet": _mean_sd([s["logdet"] for s in measured]),
         "outlier_count": _mean_sd([s["rmt"]["outlier_count"] for s in measured]),
         "kappa": _mean_sd([s["noise"]["kappa"] for s in measured if "noise" in s]),
+        "dtype": cfg.dtype,
+        "runtime": {**runtime, "devices": [str(d) for d in devices], "world_size": 1 if world is None else world.world_size},
     }
     write_json(layout.measure_dir(experiment, config) / "metrics.json", metrics)

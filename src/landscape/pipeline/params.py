@@ -47,6 +47,14 @@ def experiment_dataset(params: Mapping[str, Any], experiment: str) -> str:
     return str(key)
 
 
+def logs_tensorboard(params: Mapping[str, Any], experiment: str) -> bool:
+    """Whether any config of ``experiments.<experiment>`` sets ``train.tensorboard: true``: the
+    group's train entries then declare ``tb/`` as an output (an entry with it off leaves the
+    directory empty)."""
+    configs = section(params, "experiments", experiment).get("configs") or {}
+    return any(bool(((spec or {}).get("train") or {}).get("tensorboard", False)) for spec in configs.values())
+
+
 def fingerprint(*parts: Any) -> str:
     """Stable SHA-256 of JSON-serialisable parts (config, seed, data hash)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

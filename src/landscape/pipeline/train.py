@@ -1,15 +1,16 @@
 """train stage: train one (experiment, config, seed) entry of the sweep.
 
 Writes ``runs/<experiment>/<config>/seed<k>/``: ``model.pt`` (final weights + config),
-``metrics.json`` (status, final metrics, state hash), ``dvclive/`` (per-epoch curves) and
+``metrics.json`` (status, final metrics, state hash, the runtime settings: determinism
+switches, device, gradient checkpointing), ``dvclive/`` (per-epoch curves), with
+``train.tensorboard: true`` also ``tb/`` (the same curves as TensorBoard event files), and
 ``checkpoints/last.pt`` (kept by DVC between runs, so a killed run resumes). A diverged run
-is recorded with ``status: diverged`` and the stage still succeeds.
+is recorded with ``status: diverged`` and the stage still succeeds. Seed ``k`` trains on
+visible device ``k mod (number of devices)``, so entries run side by side spread over the GPUs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,17 @@ from typing import Any
 import torch
 
 from landscape.io import sha256_file, torch_save, write_json
-from landscape.models import build_model
+from landscape.models import build_model, checkpoint_units
 from landscape.pipeline.cli import StageError
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import experiment_dataset, fingerprint, section
-from landscape.pipeline.runtime import configure_torch, pick_device
+from landscape.pipeline.params import experiment_dataset, fingerprint, logs_tensorboard, section
+from landscape.pipeline.runtime import configure_torch, device_for
+from landscape.reproducibility import device_record, record_nondeterministic_ops
 from landscape.schema import parse_config
 from landscape.training import randomize_labels, train_model
 from landscape.training.config import RunConfig
 
-__all__ = ["run_config", "LiveLog", "run"]
+__all__ = ["run_config", "LiveLog", "TensorBoardLog", "EpochLogs", "run"]
 
 
 def run_config(params: Mapping[str, Any], experiment: str, config: str) -> RunConfig:
@@ -76,6 +78,58 @@ class LiveLog:
         Path(self.directory, "plots", "metrics").mkdir(parents=True, exist_ok=True)
 
 
+class TensorBoardLog:
+    """TensorBoard event files of the per-epoch history (``torch.utils.tensorboard``), written
+    beside DVCLive's log with the same replay rule as :class:`LiveLog`: each process starts a
+    fresh directory (DVC removes the old one before the entry reruns) and logs every epoch of
+    the history once, restored epochs included. Scalars are tagged by their history key and
+    stepped by epoch (1-based, like DVCLive's ``step`` + 1)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.writer: Any = None
+        self.logged = 0
+
+    def __call__(self, history: list[dict[str, float]]) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=self.directory)
+        for row in history[self.logged :]:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key, value, global_step=int(row["epoch"]))
+        self.writer.flush()
+        self.logged = len(history)
+
+    def close(self, history: list[dict[str, float]]) -> None:
+        self(history)
+        self.writer.close()
+
+
+class EpochLogs:
+    """The per-epoch callbacks of a run (DVCLive, and TensorBoard when asked), called in turn."""
+
+    def __init__(self, *logs: LiveLog | TensorBoardLog):
+        self.logs = logs
+
+    def __call__(self, history: list[dict[str, float]]) -> None:
+        for log in self.logs:
+            log(history)
+
+    def close(self, history: list[dict[str, float]]) -> None:
+        for log in self.logs:
+            log.close(history)
+
+
+def _check_tensorboard(where: str) -> None:
+    try:
+        import tensorboard  # noqa: F401  (SummaryWriter needs the package)
+    except ImportError:
+        raise StageError(f"{where}.train.tensorboard=true needs the tensorboard package "
+                         "(pip install -r requirements.txt -c constraints.txt), or set it to false") from None
+
+
 def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str, seed: int) -> None:
     """Train ``experiments.<experiment>.configs.<config>`` under ``seed`` and write its run directory."""
     cfg = run_config(params, experiment, config)
@@ -91,9 +145,11 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str,
         raise StageError(f"{where}.train.batch_size={cfg.train.batch_size} exceeds the {n_train} training examples of {dataset_key}")
     if cfg.train.random_labels:
         y_train = randomize_labels(y_train, data["num_classes"], seed)
+    if cfg.train.tensorboard:
+        _check_tensorboard(where)
 
-    configure_torch()
-    device = pick_device()
+    runtime = configure_torch()
+    device = device_for(seed)
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
     shape = tuple(x_train.shape[1:])
     if len(shape) == 3:  # images (C, H, W)
@@ -105,20 +161,25 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str,
         model = build_model(cfg.model["name"], num_classes=data["num_classes"], **model_kwargs).to(device)
     except (ValueError, TypeError) as exc:
         raise StageError(f"{where}.model: {exc}") from None
+    if cfg.train.grad_checkpointing:
+        try:
+            checkpoint_units(model)
+        except ValueError as exc:
+            raise StageError(f"{where}.train.grad_checkpointing: {exc}") from None
 
     out = layout.run(experiment, config, seed)
     data_hash = sha256_file(data_file)
-    run_id = fingerprint(dataclasses.asdict(cfg.train), dict(cfg.model), seed, data_hash)
-    live_log = LiveLog(str(out.dvclive))
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
+    recipe = cfg.train.recipe()  # execution-only switches (checkpointing, TensorBoard) leave the run's identity alone
+    run_id = fingerprint(recipe, dict(cfg.model), seed, data_hash)
+    logs = EpochLogs(LiveLog(str(out.dvclive)), *([TensorBoardLog(str(out.tensorboard))] if cfg.train.tensorboard else []))
+    with record_nondeterministic_ops() as nondeterministic:
         result = train_model(model, (x_train, y_train), data["test"], cfg.train, seed=seed,
-                             checkpoint_dir=out.checkpoints, fingerprint=run_id, on_epoch=live_log, progress=True)
+                             checkpoint_dir=out.checkpoints, fingerprint=run_id, on_epoch=logs, progress=True)
     torch_save(out.model, {
         "state_dict": model.state_dict(),
         "model": dict(cfg.model),
         "model_kwargs": {**model_kwargs, "num_classes": data["num_classes"]},
-        "train": dataclasses.asdict(cfg.train),
+        "train": recipe,
         "experiment": experiment,
         "config": config,
         "seed": seed,
@@ -137,9 +198,13 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str,
         "num_params": sum(p.numel() for p in model.parameters()),
         "device": result.device,
         "amp": result.amp,
+        "runtime": {**runtime, **device_record(device), "grad_checkpointing": cfg.train.grad_checkpointing,
+                    "nondeterministic_ops": list(nondeterministic)},
         **result.final,
     }
     write_json(out.metrics, metrics)
-    live_log.close(list(result.history))
+    logs.close(list(result.history))
+    if logs_tensorboard(params, experiment):
+        out.tensorboard.mkdir(parents=True, exist_ok=True)  # a declared output, empty when this config logs none
     print(f"{experiment}/{config}/seed{seed}: {result.status}, "
           f"test_error={result.final.get('test_error', float('nan')):.4f}, {result.wall_time_s:.1f}s")

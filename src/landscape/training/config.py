@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from landscape.schema import ConfigError, nonneg, positive, rule
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "RunConfig"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "EXECUTION_ONLY", "TrainConfig", "RunConfig"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "curvature_adaptive", "hybrid")
 SCHEDULES = ("constant", "cosine", "step")
+EXECUTION_ONLY = ("grad_checkpointing", "tensorboard")
+"""Settings that change how a run executes or what it logs, never its weights (a checkpointed
+run's ``state_dict`` is bit-identical to the plain run's): left out of :meth:`TrainConfig.recipe`."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,11 @@ class TrainConfig:
             eigenvector; 0 is plain Adam.
         curvature_every: steps between the power-iteration estimates of those two.
         power_steps: warm-started power iterations (Hessian-vector products) per estimate.
+        grad_checkpointing: recompute each block's activations in the backward pass
+            (less activation memory, about one more forward pass); for the models of
+            ``landscape.models.CHECKPOINTABLE``. Same weights as without.
+        tensorboard: also write TensorBoard event files of the per-epoch curves (the train
+            stage, beside DVCLive's).
     """
 
     epochs: int = field(default=10, metadata=rule("an int >= 1", lambda x: x >= 1))
@@ -74,6 +83,13 @@ class TrainConfig:
     hybrid_mu: float = field(default=0.0, metadata=rule("a float >= 0", nonneg))
     curvature_every: int = field(default=10, metadata=rule("an int >= 1", lambda x: x >= 1))
     power_steps: int = field(default=3, metadata=rule("an int >= 1", lambda x: x >= 1))
+    grad_checkpointing: bool = False
+    tensorboard: bool = False
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that determine the trained weights: every field except
+        :data:`EXECUTION_ONLY` (stored with the model, and part of the run's fingerprint)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
 
     def __post_init__(self) -> None:
         if self.nesterov and (self.optimizer not in ("sgd", "curvature_adaptive") or self.momentum == 0):

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from landscape.functional import math_attention
 from landscape.io import sha256_tensors
+from landscape.models.checkpointing import grad_checkpointing
 from landscape.optim import CurvatureProbeMixin
 from landscape.seeding import epoch_seed, seeded_generator
 from landscape.training.augment import random_crop_flip
@@ -155,9 +155,32 @@ def train_model(
         on_epoch: called with the history after every epoch (after the checkpoint).
         progress: show a tqdm bar over epochs.
 
+    With ``cfg.grad_checkpointing`` the model's blocks are checkpointed during the run
+    (:mod:`landscape.models.checkpointing`; same weights, less activation memory) and
+    plain again afterwards.
+
     Raises:
-        ValueError: the batch size exceeds the number of training examples.
+        ValueError: the batch size exceeds the number of training examples, or
+            ``cfg.grad_checkpointing`` is set for a model without known blocks.
     """
+    with grad_checkpointing(model, cfg.grad_checkpointing):
+        return _train(model, train_data, test_data, cfg, seed=seed, checkpoint_dir=checkpoint_dir,
+                      fingerprint=fingerprint, on_epoch=on_epoch, progress=progress)
+
+
+def _train(
+    model: nn.Module,
+    train_data: tuple[Tensor, Tensor],
+    test_data: tuple[Tensor, Tensor],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    checkpoint_dir: str | Path | None,
+    fingerprint: str,
+    on_epoch: Callable[[list[dict[str, float]]], None] | None,
+    progress: bool,
+) -> TrainResult:
+    """:func:`train_model`'s loop (the model as it is: checkpointed or not)."""
     started = time.perf_counter()
     device = next(model.parameters()).device
     x_train, y_train = train_data[0].to(device), train_data[1].to(device)
@@ -215,9 +238,13 @@ def train_model(
         if amp != "off"
         else contextlib.nullcontext
     )
-    bar = tqdm(range(start_epoch, cfg.epochs), desc="train", disable=not progress, initial=start_epoch, total=cfg.epochs)
+    epochs: Any = range(start_epoch, cfg.epochs)
+    if progress:
+        from tqdm.auto import tqdm  # imported only for a bar: the library runs without tqdm otherwise
+
+        epochs = tqdm(epochs, desc="train", initial=start_epoch, total=cfg.epochs)
     model.train()
-    for epoch in bar:
+    for epoch in epochs:
         if status != "running":
             break
         epoch_started = time.perf_counter()
@@ -286,7 +313,8 @@ def train_model(
         if isinstance(optimizer, CurvatureProbeMixin):  # what the curvature-aware step costs
             history[-1]["hvps_total"] = float(optimizer.num_hvps)
             history[-1]["curvature_estimate"] = optimizer.curvature_estimate
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", test_err=f"{test_error:.3f}")
+        if progress:
+            epochs.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", test_err=f"{test_error:.3f}")
         if epoch + 1 == cfg.epochs:
             status = "completed"
         if keep_snapshots and checkpoint_dir is not None and (epoch + 1) % cfg.snapshot_every == 0:
