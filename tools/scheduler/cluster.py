@@ -98,7 +98,7 @@ class SlurmExecutor(Executor):
         self.max_jobs, self.poll_s, self.grace_s, self.signal_delay_s = max_jobs, poll_s, grace_s, signal_delay_s
         self.submitted = 0
         self._last_poll = float("-inf")
-        import cloudpickle
+        import cloudpickle  # type: ignore[import-untyped]
 
         from tools.scheduler import worker
 
