@@ -19,12 +19,12 @@ from landscape.bounds.gaussians import complement_curvature, hessian_posterior, 
 from landscape.bounds.kl import kl_inv_upper
 from landscape.bounds.pacbayes import PriorVarianceGrid
 from landscape.bounds.posterior import split_indices
+from landscape.io import to_jsonable
 from landscape.pipeline.bounds import BoundsConfig, InvalidBoundError, bounds_for_run, parse_bounds_section
 from landscape.pipeline.validate import validate_pipeline_params
 from landscape.schema import ConfigError, parse_config
-from landscape.training.config import TrainConfig
-from landscape.io import to_jsonable
 from landscape.training import train_model
+from landscape.training.config import TrainConfig
 
 F64 = torch.float64
 CENTRES = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]])

@@ -9,15 +9,23 @@ repo of their own, so the two modules run on the two xdist workers side by side.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from repo_copy import copy_on_ci_profile
+from lock_compare import compare_outputs, files_of, lock_outs, pipeline_entries
+from repo_copy import copy_on_ci_profile, restored
 from repo_copy import dvc as _dvc
 from repo_copy import edit_params as _edit_params
-from repo_copy import restored
+from repo_copy import env as _env
 from repo_copy import run as _run
 
 # `make test` runs pytest-xdist with --dist loadscope: this module is one unit on one worker, so
@@ -319,3 +327,150 @@ def test_every_figure_of_every_page_has_data(ci_repo):
     from test_report_pages import assert_pages_have_data
 
     assert_pages_have_data(ci_repo / "reports", ci_repo / "notebooks")
+
+
+# ---------------------------------------------------------------------------- beyond one machine
+# The ci run above, again through a single-node SLURM on this machine (tests/pipeline/slurm_cluster.py),
+# and shared through an S3 remote (moto's server). Both reuse ci_repo: a copy of it for SLURM.
+
+SLURM_RESOURCES = "default: {gpus: 0, cpus: 1, mem_gb: 1, time_min: 30}\n"
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    from slurm_cluster import Unavailable, cluster
+
+    try:
+        with cluster() as extra:
+            yield {**_env(), **extra}
+    except Unavailable as exc:
+        print(f"single-node SLURM unavailable: {exc}")
+        pytest.skip(f"single-node SLURM unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def slurm_repo(ci_repo, slurm_env, tmp_path_factory) -> Path:
+    """A copy of ci_repo whose train and measure entries were rerun as SLURM jobs."""
+    repo = tmp_path_factory.mktemp("slurm") / "repo"
+    shutil.copytree(ci_repo, repo, symlinks=True)
+    shutil.rmtree(repo / "runs")
+    shutil.rmtree(repo / "measure")
+    (repo / "resources.slurm.yaml").write_text(SLURM_RESOURCES)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tools.scheduler", "--executor", "slurm", "--resources", "resources.slurm.yaml",
+                           "train_*", "measure_*"], cwd=repo, env=slurm_env, capture_output=True, text=True, timeout=900)
+    LOGS["slurm"] = proc.stdout + proc.stderr
+    print(f"train and measure entries as SLURM jobs: {time.monotonic() - start:.0f} s")
+    assert proc.returncode == 0, LOGS["slurm"][-3000:]
+    return repo
+
+
+def test_train_and_measure_entries_as_slurm_jobs_give_the_local_runs_dvc_lock_md5s(ci_repo, slurm_repo):
+    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
+    n_train = sum(len(spec["configs"] or {}) for spec in params["experiments"].values()) * len(params["seeds"])
+    n_measure = len(_measure_entries(params))
+    assert f"train_*: {n_train} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
+    assert f"measure_*: {n_measure} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
+    log = (slurm_repo / ".dvc" / "tmp" / "prerun" / "train_h1_batch@b32-0.log").read_text()
+    assert re.match(r"== train_h1_batch@b32-0: job \d+ \(restart 0\)", log), log[:300]  # ran as a SLURM job
+    names = {n for n in pipeline_entries(ci_repo) if n.startswith(("train_", "measure_"))}
+    assert len(names) == n_train + n_measure
+    count, problems = compare_outputs(ci_repo, slurm_repo, names)
+    assert problems == [] and count > 10 * n_train
+    assert "up to date" in _dvc("status", *sorted(names), cwd=slurm_repo).stdout  # each committed as dvc repro would
+    # (the analyses downstream are stale: their inputs' wall-clock fields changed)
+
+
+def _epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:  # not written yet, or being replaced
+        return -1
+
+
+def test_scancel_mid_training_requeues_the_job_and_it_resumes_bit_identical(slurm_repo, slurm_env):
+    stage, epochs = "train_h1_batch@b32-0", 8
+    run = slurm_repo / "runs" / "h1_batch" / "b32" / "seed0"
+
+    def longer(p):  # the bounds' sanity pair must stay the same training but for the labels: edit both
+        for exp, cfg in (("h1_batch", "b32"), ("sanity", "random_labels")):
+            p["experiments"][exp]["configs"][cfg]["train"].update(epochs=epochs, batch_size=16)
+    _edit_params(slurm_repo, longer)
+    shutil.rmtree(run / "checkpoints")
+    coordinator = subprocess.Popen([sys.executable, "-m", "tools.scheduler", "--executor", "slurm", "--resources",
+                                    "resources.slurm.yaml", "validate", stage], cwd=slurm_repo, env=slurm_env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _epoch(run / "checkpoints" / "last.pt") < 2:
+            assert coordinator.poll() is None and time.monotonic() < deadline, "the job ended before it could be cancelled"
+            time.sleep(0.05)
+        job = subprocess.run(["squeue", "-h", "-n", stage, "-o", "%i"], env=slurm_env, capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(["scancel", job], env=slurm_env, check=True)
+        killed_at = _epoch(run / "checkpoints" / "last.pt")
+        out, _ = coordinator.communicate(timeout=300)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+    assert coordinator.returncode == 0 and 2 <= killed_at < epochs, out[-3000:]
+    assert f"{stage} job {job} ended without a result (JobState=CANCELLED" in out and "requeued (attempt 2 of at most 4)" in out, out[-3000:]
+    assert f"prerun {stage}: 1 committed (0 forked), 0 failed, 0 left to dvc repro, 1 requeued" in out, out[-3000:]
+    headers = re.findall(r"== train_h1_batch@b32-0: job (\d+) \(restart 0\)", (slurm_repo / ".dvc" / "tmp" / "prerun" / f"{stage}.log").read_text())
+    assert len(headers) == 2 and headers[0] == job != headers[1]  # cancelled job, then the resubmitted one
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
+    resumed_model = (run / "model.pt").read_bytes()
+    assert "up to date" in _dvc("status", stage, cwd=slurm_repo).stdout
+
+    shutil.rmtree(run / "checkpoints")  # the same entry uninterrupted, from scratch, by plain dvc repro
+    _dvc("repro", "--force", "--single-item", stage, cwd=slurm_repo)
+    uninterrupted = json.loads((run / "metrics.json").read_text())
+    assert uninterrupted["resumed_from_epoch"] == 0 and resumed["state_hash"] == uninterrupted["state_hash"]
+    assert (run / "model.pt").read_bytes() == resumed_model
+    lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
+    assert len(lines) == 1 + epochs
+
+
+def test_results_round_trip_through_an_s3_remote_to_a_fresh_clone(ci_repo, tmp_path):
+    """dvc push to an S3 server (moto's, on 127.0.0.1), a fresh git clone, dvc pull: nothing stale,
+    nothing rerun, and every output and report page bit-identical."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in creds}
+    os.environ.update(creds)  # repo_copy's subprocess environment is this process's
+    try:
+        url = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="landscape-results")
+        _dvc("remote", "add", "-d", "shared", "s3://landscape-results/ci", cwd=ci_repo)
+        _dvc("remote", "modify", "shared", "endpointurl", url, cwd=ci_repo)
+        # what the repository commits: dvc.lock, the remote's address and the report pages (git-tracked outputs)
+        _run(["git", "add", "dvc.lock", ".dvc/config", "reports"], ci_repo)
+        _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], ci_repo)
+        pushed = _dvc("push", cwd=ci_repo).stdout
+        LOGS["push"] = pushed
+        clone = tmp_path / "clone"
+        _run(["git", "clone", "-q", str(ci_repo), str(clone)], tmp_path)
+        pulled = _dvc("pull", cwd=clone).stdout
+        status = _dvc("status", cwd=clone).stdout
+        repro = _dvc("repro", cwd=clone).stdout
+        print(f"dvc push: {pushed.strip().splitlines()[-1]}\ndvc pull (fresh clone): {pulled.strip().splitlines()[-1]}\n"
+              f"dvc status: {status.strip()}")
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    assert "files added" in pulled and "Data and pipelines are up to date." in status, pulled + status
+    assert "Running stage" not in repro
+    outs = lock_outs(ci_repo, pipeline_entries(ci_repo))
+    files = [f for path, md5 in outs.items() for f in files_of(ci_repo, path, md5)]
+    assert len(files) > 200 and any(f.startswith("reports/") for f in files)
+    assert [f for f in files if (clone / f).read_bytes() != (ci_repo / f).read_bytes()] == []
+    for page in yaml.safe_load((ci_repo / "params.yaml").read_text())["report"]["pages"]:
+        assert (clone / "reports" / f"{page}.html").read_bytes() == (ci_repo / "reports" / f"{page}.html").read_bytes()

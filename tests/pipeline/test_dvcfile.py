@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -105,8 +106,33 @@ def test_every_entry_depends_on_validation_first() -> None:
     for name, entry in stages.items():
         if name != "validate":
             assert "data/params_validated.json" in entry.get("do", entry)["deps"], name
-    assert yaml.safe_load(render(load_params(REPO / "params.yaml")))["stages"]["validate"]["outs"] == [
-        {"data/params_validated.json": {"cache": False}}]
+    assert yaml.safe_load(render(load_params(REPO / "params.yaml")))["stages"]["validate"]["outs"] == ["data/params_validated.json"]
+
+
+def _declared(entry: dict) -> list[tuple[str, dict]]:
+    """(path, options) of every output, metric and plot of a dvc.yaml entry."""
+    out = []
+    for kind in ("outs", "metrics", "plots"):
+        for item in entry.get(kind, []):
+            out += list(item.items()) if isinstance(item, dict) else [(item, {})]
+    return out
+
+
+def test_every_output_is_in_the_dvc_cache_but_the_report_pages_which_git_tracks() -> None:
+    """A remote can share every result: only outputs that git versions may stay out of the cache."""
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+    for profile in PROFILES:
+        params = load_params(profile)
+        uncached = []
+        for name, entry in generate(params)["stages"].items():
+            for path, options in _declared(entry.get("do", entry)):
+                assert options.get("persist") is not True or options.get("cache", True), (name, path)
+                if options.get("cache", True) is False:
+                    uncached.append(path)
+        pages = [f"reports/{page}.html" for page in params["report"]["pages"]]
+        assert sorted(uncached) == sorted(pages), profile
+    default_pages = load_params(REPO / "params.yaml")["report"]["pages"]
+    assert {f"reports/{page}.html" for page in default_pages} <= tracked
 
 
 def test_tensorboard_directories_are_outputs_of_the_groups_that_log_them() -> None:
@@ -117,7 +143,7 @@ def test_tensorboard_directories_are_outputs_of_the_groups_that_log_them() -> No
     first = next(iter(changed["experiments"]["h1_batch"]["configs"].values()))
     first["train"] = {**first["train"], "tensorboard": True}
     stages = generate(changed)["stages"]
-    assert {tb: {"cache": False}} in stages["train_h1_batch"]["outs"]
+    assert tb in stages["train_h1_batch"]["outs"]
     assert all("/tb" not in str(o) for o in stages["train_h2_arch"]["outs"])
     paper = generate(load_params(REPO / "profiles" / "paper.yaml"))["stages"]
-    assert {tb: {"cache": False}} in paper["train_h1_batch"]["outs"]
+    assert tb in paper["train_h1_batch"]["outs"]

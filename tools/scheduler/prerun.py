@@ -1,47 +1,58 @@
-"""Run stale, mutually independent DVC stage entries N at a time and commit each one.
+"""The coordinator: run stale, mutually independent DVC stage entries on an executor, commit each one.
 
-Usage: python -m tools.scheduler [--jobs 2] [--no-preload] [WAVE ...]   (from the repo root)
-       (a WAVE is a comma-separated list of stage-name patterns, e.g. 'train_*,sde';
-       default: the waves of this repo's dvc.yaml, DEFAULT_WAVES; `make repro` runs this
-       and then `dvc repro`)
+Usage: python -m tools.scheduler [--executor local|slurm] [--jobs N] [--resources FILE]
+                                 [--gpus 0,1,...] [--max-requeues 3] [--no-preload] [WAVE ...]
+       (from the repo root; a WAVE is a comma-separated list of stage-name patterns, e.g.
+       'train_*,sde'; default: the waves of this repo's dvc.yaml, DEFAULT_WAVES; `make repro`
+       runs this and then `dvc repro`)
 
-``dvc repro`` runs one entry at a time. On a 2-core CPU that leaves a core idle: training
-is single-threaded (bit-identical results need it) and each entry spends about 4.5 s on
-imports. This script runs the stale entries of each wave, in order, ``--jobs`` at a time,
-exactly as ``dvc repro`` would run them (the entry's own command, in its working
-directory, with DVC_ROOT and DVC_STAGE set, its non-persistent outputs removed first), and
-records each success with ``dvc commit`` (hashes into dvc.lock, outputs into the cache).
-The ``dvc repro`` that follows finds those entries up to date and runs the rest.
+``dvc repro`` runs one entry at a time. This process runs the stale entries of each wave, in
+order, on an executor (tools/scheduler/executor.py), exactly as ``dvc repro`` would run them
+(the entry's own command, in its working directory, with DVC_ROOT and DVC_STAGE set, its
+non-persistent outputs removed first), and records each success as ``dvc commit`` would
+(hashes into dvc.lock, outputs into the cache). It is the only writer of ``dvc.lock`` and of
+the cache: it holds DVC's repo lock for each wave, and executors only run commands. The
+``dvc repro`` that follows finds those entries up to date and runs the rest.
 
-A plain ``python stages/<x>.py ARGS`` command runs in a fork of one interpreter that has
-imported torch, timm and dvclive once per wave (tools/scheduler/zygote.py; about 5 s of CPU saved
-per entry); anything else, or ``--no-preload``, runs in a fresh shell process. The
-pipeline test checks that an entry rerun by plain ``dvc repro`` reproduces the forked
-entry's outputs bit for bit.
+Executors:
+
+- ``local`` (default): child processes of this machine, ``--jobs`` at a time (default 2,
+  or LANDSCAPE_JOBS). A plain ``python stages/<x>.py ARGS`` command runs in a fork of one
+  interpreter that imported torch, timm and dvclive once per wave (tools/scheduler/zygote.py;
+  about 5 s of CPU saved per entry); ``--no-preload`` runs every entry in a fresh process.
+  On a GPU machine each entry gets GPUs of its own (its ``gpus`` resource; none: the CPU)
+  through CUDA_VISIBLE_DEVICES (tools/scheduler/local.py).
+- ``slurm``: one SLURM job per entry through submitit, with its resources (GPUs, CPUs,
+  memory, time, partition) from ``--resources`` (tools/scheduler/resources.py); up to
+  ``--jobs`` submitted at once (default 256). Run the coordinator where ``sbatch`` works
+  and the repo, its ``.venv`` and its DVC cache are on the filesystem the nodes share
+  (tools/scheduler/cluster.py).
+
+A run that is killed from outside (a signal, ``scancel``, preemption, node failure, the time
+limit) is submitted again, up to ``--max-requeues`` times per entry; a train entry resumes
+from its last checkpoint (``persist: true`` outputs are kept between attempts) and ends
+bit-identical to an uninterrupted run. A command that exits non-zero is not retried.
 
 What it never does: run an entry whose upstream is stale (left to ``dvc repro``, which
 orders it), or commit a failed entry (``dvc repro`` reruns it and stops with its error).
 Each entry's output goes to .dvc/tmp/prerun/<entry>.log; a failure prints its tail.
-Interrupting stops the running entries; their checkpoints resume on the next run.
+Interrupting stops (or ``scancel``s) the running entries; their checkpoints resume on the next run.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fnmatch
-import json
 import logging
 import os
-import select
-import shlex
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tools.scheduler.executor import Entry, Executor, Outcome
+from tools.scheduler.resources import ResourceTable, load_resources
 
 if TYPE_CHECKING:  # dvc ships no type information: these are Any to mypy, names to the reader
     from dvc.repo import Repo
@@ -54,16 +65,20 @@ DEFAULT_WAVES = (("validate",), ("prepare@*",), ("train_*", "intrinsic_dim", "sd
 # Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
 # first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
 DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
+DEFAULT_RESOURCES = "resources.yaml"
+"""The resources file at the repo root, read when it exists and no other is named."""
+EXECUTORS = ("local", "slurm", "submitit-local")
 
 
 @dataclass
 class WaveResult:
-    """Entries of one wave: committed, failed (not committed), left to dvc repro."""
+    """Entries of one wave: committed, failed (not committed), left to dvc repro, and requeued (killed, run again)."""
 
     committed: list[str] = field(default_factory=list)
     forked: int = 0  # of the entries run, how many in forks of the zygote
     failed: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)  # one name per requeue
     seconds: float = 0.0
 
 
@@ -100,166 +115,9 @@ def select_entries(repo: Repo, patterns: list[str]) -> tuple[list[Stage], list[S
     return ready, deferred
 
 
-_SHELL_SYNTAX = set("|&;<>()$`\\\"'*?[]#~=%{}")
-
-
-def _python_script(cmd: str) -> list[str] | None:
-    """``[script, *args]`` when ``cmd`` is a plain ``python <script>.py ARGS``, else None."""
-    try:
-        tokens = shlex.split(cmd)
-    except ValueError:
-        return None
-    if len(tokens) < 2 or tokens[0] not in ("python", "python3") or not tokens[1].endswith(".py"):
-        return None
-    found = shutil.which(tokens[0])  # the interpreter the shell would run must be the zygote's
-    if found is None or os.path.realpath(found) != os.path.realpath(sys.executable):
-        return None
-    if any(ch in _SHELL_SYNTAX for ch in cmd):
-        return None
-    return tokens[1:]
-
-
-class _Job:
-    """One running entry: its stage and log; :class:`_ShellJob` and :class:`_ForkJob` say how it runs."""
-
-    forked = False
-
-    def __init__(self, stage: Stage, log: Path):
-        self.stage, self.log = stage, log
-
-    def poll(self) -> int | None:
-        """The exit code once the entry has ended, else None."""
-        raise NotImplementedError
-
-    def terminate(self) -> None:
-        """Stop the entry and its process group."""
-        raise NotImplementedError
-
-
-class _ShellJob(_Job):
-    """One running entry in a shell subprocess."""
-
-    def __init__(self, stage: Stage, log: Path, proc: subprocess.Popen[bytes]):
-        super().__init__(stage, log)
-        self.proc = proc
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def terminate(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 15)
-        self.proc.wait()
-
-
-class _ForkJob(_Job):
-    """One running entry, a forked child of the zygote."""
-
-    forked = True
-
-    def __init__(self, stage: Stage, log: Path, zygote: _Zygote, job_id: int):
-        super().__init__(stage, log)
-        self.zygote, self.id = zygote, job_id
-
-    def poll(self) -> int | None:
-        return self.zygote.exit_code(self.id)
-
-    def terminate(self) -> None:
-        pid = self.zygote.pids.get(self.id)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, 15)
-
-
-class _Zygote:
-    """Client of tools/scheduler/zygote.py: entries run in forks of one pre-imported interpreter."""
-
-    def __init__(self, root: Path, preload: tuple[str, ...]):
-        self.root, self.preload = root, preload
-        self.proc: subprocess.Popen[bytes] | None = None  # started by the first python entry
-        self.pids: dict[int, int] = {}
-        self.exits: dict[int, int] = {}
-        self.next_id = 0
-        self.alive = True
-        self._buffer = b""
-
-    def _handle(self, line: bytes) -> None:
-        msg = json.loads(line)
-        if "pid" in msg:
-            self.pids[msg["id"]] = msg["pid"]
-        else:
-            self.exits[msg["id"]] = msg["exit"]
-
-    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
-        """The zygote's stdin and stdout (it is started on the first call)."""
-        if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py")), *self.preload],
-                                         cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-        if self.proc.stdin is None or self.proc.stdout is None:  # unreachable: both are pipes
-            raise RuntimeError("zygote started without pipes")
-        return self.proc.stdin, self.proc.stdout
-
-    def start(self, script: list[str], cwd: str, env: dict[str, str], log: Path) -> int | None:
-        """Fork ``python script...`` in the zygote; the job id, or None if the zygote is gone."""
-        stdin, _ = self._pipes()
-        job_id, self.next_id = self.next_id, self.next_id + 1
-        request = {"id": job_id, "script": script[0], "args": script[1:], "cwd": cwd, "env": env, "log": str(log)}
-        try:
-            stdin.write((json.dumps(request) + "\n").encode())
-            stdin.flush()
-            while job_id not in self.pids:
-                if not self._read():
-                    raise BrokenPipeError
-        except (BrokenPipeError, OSError):
-            self.alive = False
-            return None
-        return job_id
-
-    def exit_code(self, job_id: int) -> int | None:
-        if job_id not in self.exits and select.select([self._pipes()[1]], [], [], 0)[0] and not self._read():
-            self.alive = False  # the zygote died: its children's fate is unknown, count them failed
-            return self.exits.get(job_id, 1)
-        return self.exits.get(job_id)
-
-    def _read(self) -> bool:
-        """Read what the zygote wrote (waiting for it); False at end of file."""
-        chunk = os.read(self._pipes()[1].fileno(), 65536)
-        if not chunk:
-            return False
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self._handle(line)
-        return True
-
-    def close(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(OSError):
-            self._pipes()[0].close()
-        self.proc.wait()
-
-
-def _launch(stage: Stage, zygote: _Zygote | None) -> _Job:
-    """Start ``stage``'s command as ``dvc repro`` would (outputs removed, env set)."""
-    stage.remove_outs(ignore_remove=False, force=False)
-    env = dict(os.environ, DVC_ROOT=stage.repo.root_dir, DVC_STAGE=stage.addressing)
-    log = _log_path(stage)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
-    script = _python_script(cmds[0]) if len(cmds) == 1 else None
-    if script is not None and zygote is not None and zygote.alive:
-        job_id = zygote.start(script, stage.wdir, env, log)
-        if job_id is not None:
-            return _ForkJob(stage, log, zygote, job_id)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(["/bin/sh", "-c", " && ".join(f"({c})" for c in cmds)], cwd=stage.wdir, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    return _ShellJob(stage, log, proc)
-
-
 def _tail(path: Path, lines: int = 20) -> str:
+    if not path.is_file():
+        return "(no log)"
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
     return "\n".join(text[-lines:])
 
@@ -270,39 +128,60 @@ def _record(stages: list[Stage]) -> None:
         stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
 
 
-def run_wave(stages: list[Stage], jobs: int, record_every_s: float = 30.0, preload: tuple[str, ...] = ()) -> WaveResult:
-    """Run ``stages`` ``jobs`` at a time; commit each one that exits 0.
+def entry_of(stage: Stage, resources: ResourceTable, attempt: int = 1) -> Entry:
+    """What ``dvc repro`` would run for ``stage``: its commands, working directory and variables."""
+    cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+    return Entry(name=stage.addressing, cmds=tuple(cmds), wdir=str(Path(stage.wdir).resolve()),
+                 env={"DVC_ROOT": str(Path(stage.repo.root_dir).resolve()), "DVC_STAGE": stage.addressing},
+                 log=_log_path(stage), resources=resources.for_entry(stage.addressing), attempt=attempt)
+
+
+def run_wave(stages: list[Stage], executor: Executor, resources: ResourceTable | None = None, max_requeues: int = 3,
+             record_every_s: float = 30.0) -> WaveResult:
+    """Run ``stages`` on ``executor``; commit each one that ends ``done``, requeue each one killed.
 
     A finished entry's slot is refilled before its outputs are hashed and cached; lock
     entries are written in batches (every ``record_every_s`` and at the end), since one
     dvc.lock rewrite costs about as much as an entry's start-up. An entry finished but not
     yet recorded when the wave is interrupted is recorded; one still running is stopped.
-    With ``preload`` (module names), plain ``python stages/<x>.py`` commands run in forks
-    of one interpreter that imported those modules once (tools/scheduler/zygote.py).
+    An entry killed from outside is started again (outputs not removed: a train entry's
+    checkpoints are ``persist``) up to ``max_requeues`` times, then counted failed.
     """
     from tqdm import tqdm
 
+    resources = resources or ResourceTable()
     result = WaveResult()
     start = last_record = time.monotonic()
-    pending = list(stages)
-    running: dict[Stage, _Job] = {}
+    pending = [(stage, entry_of(stage, resources)) for stage in stages]
+    running: dict[Any, Stage] = {}
+    attempts: dict[Stage, int] = {}
     unrecorded: list[Stage] = []
-    bar = tqdm(total=len(stages), desc="prerun", unit="entry", file=sys.stdout, disable=not stages)
-    zygote = _Zygote(Path.cwd(), preload) if preload and stages else None
+    bar = tqdm(total=len(stages), desc=f"prerun ({executor.name})", unit="entry", file=sys.stdout, disable=not stages)
     try:
         while pending or running:
-            finished = []
-            for stage, job in list(running.items()):
-                code = job.poll()
-                if code is not None:
-                    del running[stage]
-                    finished.append((stage, code))
-            while pending and len(running) < jobs:
-                stage = pending.pop(0)
-                running[stage] = _launch(stage, zygote)
-                result.forked += running[stage].forked
-            for stage, code in finished:
-                if code == 0:
+            finished: list[tuple[Stage, Outcome]] = []
+            for handle, outcome in executor.poll(list(running)):
+                finished.append((running.pop(handle), outcome))
+            requeue = [(stage, outcome) for stage, outcome in finished if outcome.state == "killed" and attempts[stage] <= max_requeues]
+            for stage, outcome in requeue:
+                tqdm.write(f"prerun: {stage.addressing} {outcome.detail}; requeued "
+                           f"(attempt {attempts[stage] + 1} of at most {max_requeues + 1})")
+                result.requeued.append(stage.addressing)
+                pending.insert(0, (stage, entry_of(stage, resources, attempts[stage] + 1)))
+            for stage, entry in [item for item in pending if executor.can_start(item[1])]:  # first fit, in order
+                if not executor.can_start(entry):  # an earlier start took the slot or the GPUs
+                    continue
+                pending.remove((stage, entry))
+                if stage not in attempts:
+                    stage.remove_outs(ignore_remove=False, force=False)  # as dvc repro; persistent outputs stay
+                attempts[stage] = attempts.get(stage, 0) + 1
+                handle = executor.start(entry)
+                running[handle] = stage
+                result.forked += executor.forked(handle)
+            for stage, outcome in finished:
+                if (stage, outcome) in requeue:
+                    continue
+                if outcome.state == "done":
                     try:
                         stage.save()  # hashes of deps and outs, as dvc repro records them
                         stage.commit()  # outputs into the cache
@@ -316,7 +195,7 @@ def run_wave(stages: list[Stage], jobs: int, record_every_s: float = 30.0, prelo
                 else:
                     result.failed.append(stage.addressing)
                     log = _log_path(stage)
-                    tqdm.write(f"prerun: {stage.addressing} exited {code} (left to dvc repro); log {log}:\n{_tail(log)}")
+                    tqdm.write(f"prerun: {stage.addressing} {outcome.detail} (left to dvc repro); log {log}:\n{_tail(log)}")
                 bar.update(1)
             if unrecorded and time.monotonic() - last_record > record_every_s:
                 _record(unrecorded)
@@ -324,17 +203,35 @@ def run_wave(stages: list[Stage], jobs: int, record_every_s: float = 30.0, prelo
             if not finished:
                 time.sleep(0.1)
     finally:
-        for job in running.values():  # interrupted: stop the children, commit nothing partial
-            job.terminate()
-        if zygote is not None:
-            zygote.close()
+        for handle in running:  # interrupted: stop the entries, commit nothing partial
+            executor.cancel(handle)
         _record(unrecorded)
         bar.close()
     result.seconds = time.monotonic() - start
     return result
 
 
-def prerun_wave(patterns: list[str], jobs: int, preload: tuple[str, ...] = DEFAULT_PRELOAD) -> WaveResult:
+def make_executor(kind: str, jobs: int | None = None, preload: tuple[str, ...] = DEFAULT_PRELOAD, gpus: list[str] | None = None,
+                  folder: str | os.PathLike[str] | None = None, **options: Any) -> Executor:
+    """An executor by name (``local``, ``slurm``, ``submitit-local``) for the repo in the working directory.
+
+    ``jobs``: entries at once (local, default 2) or submitted at once (slurm, default 256).
+    ``folder``: submitit's job folder (default ``.dvc/tmp/prerun/submitit``, on the shared filesystem).
+    ``options``: further keywords of :class:`tools.scheduler.cluster.SlurmExecutor` (``poll_s``, ``grace_s``, ...).
+    """
+    if kind == "local":
+        from tools.scheduler.local import LocalExecutor
+
+        return LocalExecutor(jobs=2 if jobs is None else jobs, preload=preload, gpus=gpus, root=Path.cwd())
+    if kind in ("slurm", "submitit-local"):
+        from tools.scheduler.cluster import SlurmExecutor
+
+        return SlurmExecutor(Path(folder or Path(".dvc", "tmp", "prerun", "submitit")).resolve(),
+                             max_jobs=256 if jobs is None else jobs, backend="slurm" if kind == "slurm" else "local", **options)
+    raise ValueError(f"unknown executor {kind!r}; executors: {list(EXECUTORS)}")
+
+
+def prerun_wave(patterns: list[str], executor: Executor, resources: ResourceTable | None = None, max_requeues: int = 3) -> WaveResult:
     """One wave in the DVC repo of the working directory (dvc.yaml and dvc.lock read afresh)."""
     from dvc.repo import Repo, lock_repo
 
@@ -342,24 +239,38 @@ def prerun_wave(patterns: list[str], jobs: int, preload: tuple[str, ...] = DEFAU
     try:
         with lock_repo(repo):  # as dvc repro does: no other dvc command writes meanwhile
             ready, deferred = select_entries(repo, patterns)
-            result = run_wave(ready, jobs, preload=preload)
+            result = run_wave(ready, executor, resources, max_requeues)
         result.deferred = [s.addressing for s in deferred]
     finally:
         repo.close()
+    requeued = f", {len(result.requeued)} requeued" if result.requeued else ""
     print(f"prerun {','.join(patterns)}: {len(result.committed)} committed ({result.forked} forked), {len(result.failed)} failed, "
-          f"{len(result.deferred)} left to dvc repro, {result.seconds:.0f} s")
+          f"{len(result.deferred)} left to dvc repro{requeued}, {result.seconds:.0f} s")
     return result
 
 
-def prerun(waves: list[list[str]], jobs: int = 2, root: str | os.PathLike[str] = ROOT,
-           preload: tuple[str, ...] = DEFAULT_PRELOAD) -> list[WaveResult]:
-    """Run each wave of stage patterns in turn in the DVC repo at ``root``; see the module docstring."""
-    if jobs < 1:
+def prerun(waves: list[list[str]], jobs: int | None = 2, root: str | os.PathLike[str] = ROOT,
+           preload: tuple[str, ...] = DEFAULT_PRELOAD, executor: str = "local", resources: str | os.PathLike[str] | None = None,
+           gpus: list[str] | None = None, max_requeues: int = 3, **options: Any) -> list[WaveResult]:
+    """Run each wave of stage patterns in turn in the DVC repo at ``root``; see the module docstring.
+
+    ``resources``: a resources file (default: ``root/resources.yaml`` when it exists, else every
+    entry gets :class:`tools.scheduler.resources.Resources` defaults).
+    """
+    if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if max_requeues < 0:
+        raise ValueError(f"max_requeues must be >= 0, got {max_requeues}")
+    default = Path(root, DEFAULT_RESOURCES)
+    table = load_resources(resources if resources is not None else default if default.is_file() else None)
     cwd = os.getcwd()
     os.chdir(root)  # stage addresses (and DVC_STAGE) are relative to the working directory
     try:
-        return [prerun_wave(patterns, jobs, preload) for patterns in waves]
+        runner = make_executor(executor, jobs, preload, gpus, **options)
+        try:
+            return [prerun_wave(patterns, runner, table, max_requeues) for patterns in waves]
+        finally:
+            runner.close()
     finally:
         os.chdir(cwd)
 
@@ -368,14 +279,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.scheduler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("waves", nargs="*", help="comma-separated stage-name patterns, one argument per wave (default: DEFAULT_WAVES)")
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("LANDSCAPE_JOBS", "2")))
-    parser.add_argument("--no-preload", action="store_true", help="run every entry in a fresh process (no zygote)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="where entries run: local processes, SLURM jobs, or submitit's local executor (tests)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="entries at once (local; default LANDSCAPE_JOBS or 2) or submitted at once (slurm; default 256)")
+    parser.add_argument("--resources", default=None, help=f"resources file (default: {DEFAULT_RESOURCES} at the repo root)")
+    parser.add_argument("--gpus", default=None, help="local: comma-separated device ids to give out (default: CUDA_VISIBLE_DEVICES "
+                                                     "or every GPU nvidia-smi lists; '' for none)")
+    parser.add_argument("--max-requeues", type=int, default=3, help="times a killed entry is submitted again (default 3)")
+    parser.add_argument("--no-preload", action="store_true", help="local: run every entry in a fresh process (no zygote)")
     args = parser.parse_args()
     waves = [[p for p in w.split(",") if p] for w in args.waves] or [list(w) for w in DEFAULT_WAVES]
+    jobs = args.jobs if args.jobs is not None else int(os.environ["LANDSCAPE_JOBS"]) if (
+        args.executor == "local" and "LANDSCAPE_JOBS" in os.environ) else None
+    gpus = None if args.gpus is None else [g for g in args.gpus.split(",") if g.strip()]
     logging.getLogger("dvc").setLevel(logging.WARNING)  # one "Updating lock file" line per commit otherwise
     try:
-        prerun(waves, jobs=args.jobs, preload=() if args.no_preload else DEFAULT_PRELOAD)
-    except ValueError as exc:
+        prerun(waves, jobs=jobs, preload=() if args.no_preload else DEFAULT_PRELOAD, executor=args.executor,
+               resources=args.resources, gpus=gpus, max_requeues=args.max_requeues)
+    except (ValueError, RuntimeError) as exc:
         sys.exit(f"error: {exc}")
 
 

@@ -204,8 +204,10 @@ class _Builder:
         return entry
 
 
-def _nocache(path: str, **extra: Any) -> dict[str, Any]:
-    return {path: {**extra, "cache": False}}
+def _in_git(path: str) -> dict[str, Any]:
+    """An output committed to git instead of the DVC cache: only the report pages (git carries
+    them to every clone, and the repository's README links them)."""
+    return {path: {"cache": False}}
 
 
 def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[str, Any]:
@@ -219,7 +221,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
     stages["validate"] = {
         "cmd": "python stages/validate.py --stamp",
         "deps": [*b.code("validate"), "params.yaml"],
-        "outs": [_nocache(VALIDATED)],
+        "outs": [VALIDATED],
     }
     stages["prepare"] = {
         "foreach": "${datasets}",
@@ -228,7 +230,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             "params": ["datasets.${key}"],
             "deps": [*b.code("prepare"), VALIDATED],
             "outs": [rel(layout.prepared("${key}"))],
-            "metrics": [_nocache(rel(layout.prepared_meta("${key}")))],
+            "metrics": [rel(layout.prepared_meta("${key}"))],
         },
     }
     for group in params["experiments"]:
@@ -239,10 +241,10 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             cmd_args=f" --experiment {group} --config ${{item.config}} --seed ${{item.seed}}",
             params=[f"experiments.{group}.dataset", f"experiments.{group}.configs.${{item.config}}"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}"))],
-            outs=[rel(run.model), {rel(run.checkpoints): {"persist": True, "cache": False}},
-                  *([_nocache(rel(run.tensorboard))] if logs_tensorboard(params, group) else [])],
-            metrics=[_nocache(rel(run.metrics))],
-            plots=[{rel(run.dvclive / "plots" / "metrics"): {"x": "step", "cache": False}}],
+            outs=[rel(run.model), {rel(run.checkpoints): {"persist": True}},
+                  *([rel(run.tensorboard)] if logs_tensorboard(params, group) else [])],
+            metrics=[rel(run.metrics), rel(run.dvclive / "metrics.json")],  # the latter: DVCLive's summary
+            plots=[{rel(run.dvclive / "plots" / "metrics"): {"x": "step"}}],
         )
     for group in params["experiments"]:
         if group not in (params.get("curvature") or {}):
@@ -254,8 +256,8 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             cmd_args=f" --experiment {group} --config {cfg}",
             params=["seeds", f"curvature.{group}", f"experiments.{group}.dataset"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, cfg))],
-            outs=[_nocache(rel(layout.measure_seeds(group, cfg)))],
-            metrics=[_nocache(rel(layout.measure_dir(group, cfg) / "metrics.json"))],
+            outs=[rel(layout.measure_seeds(group, cfg))],
+            metrics=[rel(layout.measure_dir(group, cfg) / "metrics.json")],
         )
     probes = params.get("probes") or {}
     for group in params["experiments"]:
@@ -272,7 +274,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, cfg)),
                   rel(layout.measure_seeds(group, cfg))],
             outs=[rel(out / "arrays.npz"), rel(out / "results.json"), rel(out / "config.json"), rel(layout.probe_figures_dir(group, cfg))],
-            metrics=[_nocache(rel(out / "metrics.json"))],
+            metrics=[rel(out / "metrics.json")],
         )
     if "intrinsic_dim" in probes:
         out = layout.intrinsic_dim_dir
@@ -280,14 +282,14 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             "intrinsic_dim", params=["probes.intrinsic_dim"],
             data=[rel(layout.prepared("${probes.intrinsic_dim.model.dataset}"))],
             outs=[rel(out / "results.json"), rel(out / "config.json"), rel(out / "figures")],
-            metrics=[_nocache(rel(out / "metrics.json"))],
+            metrics=[rel(out / "metrics.json")],
         )
     if "sde" in probes:
         out = layout.sde_dir
         stages["sde"] = b.stage(
             "sde", params=["probes.sde"], data=[],
             outs=[rel(out / n) for n in ("results.json", "table.json", "table.md", "config.json", "figures")],
-            metrics=[_nocache(rel(out / "metrics.json"))],
+            metrics=[rel(out / "metrics.json")],
         )
     if "bounds" in params:
         groups = sorted({name.partition("/")[0] for name in params["bounds"]["runs"]})
@@ -297,8 +299,8 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             data=[*[rel(layout.prepared(f"${{experiments.{g}.dataset}}")) for g in groups],
                   *[rel(layout.experiment_runs(g)) for g in groups],
                   *[rel(layout.measure_dir(g, "x").parent) for g in measured]],
-            outs=[_nocache(rel(layout.bounds_dir / "runs"))],
-            metrics=[_nocache(rel(layout.bounds_dir / "metrics.json"))],
+            outs=[rel(layout.bounds_dir / "runs")],
+            metrics=[rel(layout.bounds_dir / "metrics.json")],
         )
     if "escape" in params:
         group = "h1_batch"
@@ -307,8 +309,8 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             "escape", params=["seeds", "escape", f"experiments.{group}.dataset"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, "${escape.config}")),
                   rel(layout.measure_seeds(group, "${escape.config}"))],
-            outs=[_nocache(rel(out / "results.json")), _nocache(rel(out / "trials.json"))],
-            metrics=[_nocache(rel(out / "metrics.json"))],
+            outs=[rel(out / "results.json"), rel(out / "trials.json")],
+            metrics=[rel(out / "metrics.json")],
         )
     analysed = [rel(layout.experiment_runs(g)) for g in _measured_groups(params)]
     if "phi" in params:
@@ -316,14 +318,14 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         stages["phi_search"] = b.stage(
             "phi_search", params=["seeds", "phi"],
             data=[rel(layout.prepared("${phi.dataset}")), *analysed, "measure"],
-            outs=[_nocache(rel(out / "results.json"))], metrics=[_nocache(rel(out / "metrics.json"))],
+            outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
     if "optimizers" in params:
         out = layout.optimizers_dir
         stages["optimizers"] = b.stage(
             "optimizers", params=["seeds", "optimizers", "experiments.${optimizers.experiment}.configs"],
             data=[rel(layout.experiment_runs("${optimizers.experiment}"))],
-            outs=[_nocache(rel(out / "results.json"))], metrics=[_nocache(rel(out / "metrics.json"))],
+            outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
     if "spectra_scaling" in params:
         out = layout.spectra_scaling_dir
@@ -332,7 +334,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             params=["seeds", "spectra_scaling", "experiments.${spectra_scaling.scaling_experiment}.configs",
                     "experiments.${spectra_scaling.batch_experiment}.configs"],
             data=["measure"],
-            outs=[_nocache(rel(out / "results.json"))], metrics=[_nocache(rel(out / "metrics.json"))],
+            outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
     if "hypotheses" in params:
         out = layout.hypotheses_dir
@@ -344,7 +346,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             "hypotheses",
             params=["seeds", "hypotheses", "experiments.${hypotheses.h1_experiment}.configs",
                     "experiments.${hypotheses.h2_experiment}.configs"],
-            data=data, outs=[_nocache(rel(out / "results.json"))], metrics=[_nocache(rel(out / "metrics.json"))],
+            data=data, outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
     if "report" in params:
         pages = list(params["report"]["pages"])
@@ -358,7 +360,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         stages["report"] = b.stage(
             "report", params=["profile", "report.pages"],
             data=[*[rel(n) for n in notebooks], *inputs], extra_code=notebooks,
-            outs=[_nocache(rel(layout.report(p))) for p in pages], metrics=[],
+            outs=[_in_git(rel(layout.report(p))) for p in pages], metrics=[],
         )
     del root
     return {"stages": stages}
