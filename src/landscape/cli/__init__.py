@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "curvature",
     "scan",
     "connect",
+    "trajectory",
     "schedule",
 )
 

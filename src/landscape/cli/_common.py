@@ -335,7 +335,9 @@ def load_model(args: argparse.Namespace, data: DataInput, checkpoint: Path | Non
                                      "(and its options with --model-kwargs)")
                 name, origin = args.model, "state_dict"
                 kwargs = _size_kwargs(args.model, shape, data.num_classes) | args.model_kwargs
-            model = load_weights(create_model(name, seed=args.seed, **kwargs), ck.state_dict, source=f"{role} {path}")
+            # cast before loading, so a float64 checkpoint keeps every digit under --dtype float64
+            model = create_model(name, seed=args.seed, **kwargs).to(dtype=getattr(torch, args.dtype))
+            model = load_weights(model, ck.state_dict, source=f"{role} {path}")
             source = {"origin": origin, "path": str(path)}
         else:
             if args.model is None:
