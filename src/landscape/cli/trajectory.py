@@ -62,7 +62,8 @@ def _snapshot_files(args: argparse.Namespace) -> list[Path]:
         from landscape.training.checkpoint import list_snapshots
 
         if not args.run_dir.is_dir():
-            raise common.UsageError(f"--run {args.run_dir} is not a directory; expected a train-stage run directory runs/<exp>/<cfg>/seed<k>")
+            raise common.UsageError(f"--run {args.run_dir} is not a directory; "
+                                    "expected a train-stage run directory runs/<exp>/<cfg>/seed<k>")
         final = args.run_dir / "model.pt"
         if not final.is_file():
             raise common.UsageError(f"--run {args.run_dir} has no model.pt (the train stage's final weights)")
