@@ -1,16 +1,26 @@
 """``profiles/paper_smoke.yaml``, generated from ``profiles/paper.yaml`` by one shrinking rule set.
 
 The smoke profile runs every code path of the paper profile on a CPU in a few minutes: the
-same experiment groups and configs, the same model architectures (ResNet-18/34, ViT-S/4, the
-LM, the MLP grid ...), the same data set loaders, curvature sections, probes, bounds runs
-and analyses, and so the same ``dvc.yaml`` stage names. Only sizes change, by the rules
-below (a count is recognised by its key, wherever it sits):
+same experiment groups (so the same ``dvc.yaml`` stages), the same model architectures
+(ResNet-18/34, ViT-S/4, the LM, the MLP grid ...) and optimizers, the same data set loaders,
+curvature sections, probe kinds and analyses. Configs that repeat a code path are dropped
+and sizes shrink, by the rules below (a count is recognised by its key, wherever it sits):
+
+* **configs** (:func:`select_configs`): per group, the first config of each distinct
+  (model, optimizer) pair; where those share one batch size but the group varies it (the
+  batch-size groups), also the largest batch; and the configs ``bounds.sanity`` and
+  ``escape.config`` name. Sections that list configs (probe groups and kinds, ``bounds.runs``,
+  ``spectra_scaling.plot_configs``, the optimizers' levels) keep the kept ones. What is
+  dropped differs from a kept config only in training hyper-parameters (a sweep's rate,
+  momentum, weight decay, augmentation; H1's intermediate batch sizes; the large-rate level).
 
 * **seeds**: the first two (every seed-pair analysis still has a pair); ``min_pairs`` at
   most the number of seeds.
 * **data**: ``download: false`` (the end-to-end test writes small files in each set's own
-  format under ``root``), CIFAR md5 checks off (those files are not the release), at most
-  32 probe examples, at most 600 synthetic examples, WikiText-2 context / 4.
+  format under ``root``), CIFAR md5 checks off (those files are not the release), images
+  downsampled to 8 x 8 by the loaders' ``image_size`` (every architecture still applies:
+  ViT-S/4 sees 2 x 2 patches, VGG's three poolings end at 1 x 1), at most 32 probe
+  examples, at most 600 synthetic examples, WikiText-2 context / 4.
 * **models**: every width / 32 (at least 4): ``width`` of our architectures, timm's
   ResNet ``channels`` (64, 128, 256, 512) and ``stem_width`` 64, the transformers'
   ``embed_dim`` (ViT-S 384, rounded up to a multiple of ``num_heads``); the Phi grid's
@@ -19,7 +29,8 @@ below (a count is recognised by its key, wherever it sits):
   distinct), evaluation batches at most 256, a checkpoint every epoch, weight snapshots
   every epoch where the paper keeps them.
 * **everything else**: epochs, examples, batches, products, probes, steps, restarts,
-  draws and search ranges capped at a few (``CAPS``), the SDE horizon at 10; tolerances no finer than 1e-2; seed
+  draws and search ranges capped at a few (``CAPS``), the SDE horizon at 10; Lanczos
+  tolerances no finer than 0.1 (0.5 per layer, set where per-layer curvature is on); seed
   lists cut to two; the bounds' grids and the analyses' settings otherwise kept.
 
 ``shrink_profile`` is the transformation; ``python -m landscape.pipeline.smoke`` writes the
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 from collections.abc import Mapping
@@ -40,7 +52,7 @@ import yaml
 
 from landscape.pipeline.params import load_params
 
-__all__ = ["CAPS", "WIDTH_DIVISOR", "BATCH_DIVISOR", "SMOKE_SEEDS", "shrink_profile", "render", "main"]
+__all__ = ["CAPS", "WIDTH_DIVISOR", "BATCH_DIVISOR", "SMOKE_SEEDS", "select_configs", "shrink_profile", "render", "main"]
 
 SMOKE_SEEDS = 2
 WIDTH_DIVISOR = 32
@@ -58,7 +70,7 @@ TIMM_RESNETS = ("resnet18", "resnet34")
 #: Upper bounds on counts, by the last key of their path (anywhere outside ``experiments``).
 CAPS: dict[str, int] = {
     # examples
-    "probe_size": 32, "num_examples": 32, "test_examples": 32, "recal_examples": 32, "train_examples": 64,
+    "probe_size": 32, "num_examples": 16, "test_examples": 32, "recal_examples": 32, "train_examples": 64,
     "eval_examples": 32, "pilot_examples": 32, "mixture_test": 32, "noise_examples": 16, "n": 600,
     "dataset_size": 100, "model_samples": 500,
     # passes, products, probes, steps
@@ -74,9 +86,11 @@ CAPS: dict[str, int] = {
 }
 #: Upper bounds on continuous sizes (the SDE's simulated time).
 FLOAT_CAPS: dict[str, float] = {"horizon": 10.0}
-#: Tolerances no finer than this.
-MIN_TOL = 1e-2
-_TOLS = ("eig_tol", "per_layer_tol")
+#: Tolerances no finer than these (relative Ritz residuals).
+MIN_TOL = {"eig_tol": 0.1, "per_layer_tol": 0.5}
+#: Side of every image data set (area downsampling by the loader's own ``image_size``).
+IMAGE_SIZE = 8
+IMAGE_SETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "tiny_imagenet", "mnist5k")
 
 
 def _width(value: int) -> int:
@@ -124,9 +138,12 @@ def _shrink_dataset(spec: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(out.get("options") or {})
     if out.get("name") in ("cifar10", "cifar100"):
         options["verify_md5"] = False
+    if out.get("name") in IMAGE_SETS:
+        options["image_size"] = min(int(options.get("image_size") or IMAGE_SIZE), IMAGE_SIZE)
     if "context" in options:
-        options["context"] = max(4, int(options["context"]) // 4)
-        options["stride"] = min(int(options.get("stride", options["context"])), options["context"])
+        context = max(4, int(options["context"]) // 4)
+        options["context"] = context
+        options["stride"] = min(int(options.get("stride") or context), context)
     if options:
         out["options"] = options
     return out
@@ -143,8 +160,8 @@ def _capped(node: Any) -> Any:
     for key, value in node.items():
         if key in CAPS and isinstance(value, int) and not isinstance(value, bool):
             out[key] = min(value, CAPS[key])
-        elif key in _TOLS and isinstance(value, float):
-            out[key] = max(value, MIN_TOL)
+        elif key in MIN_TOL and isinstance(value, float):
+            out[key] = max(value, MIN_TOL[key])
         elif key == "seeds" and isinstance(value, list):
             out[key] = list(value)[:SMOKE_SEEDS]
         elif key in FLOAT_CAPS and isinstance(value, float):
@@ -158,6 +175,50 @@ def _capped(node: Any) -> Any:
     return out
 
 
+def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per experiment group, the configs the smoke profile keeps (module docstring): the first
+    of each distinct (model, optimizer), the largest batch where the kept ones share one
+    batch size but the group varies it, and those ``bounds.sanity`` and ``escape.config`` name."""
+    named = set(((paper.get("bounds") or {}).get("sanity") or {}).values())
+    if "escape" in paper:
+        from landscape.pipeline.escape import SOURCE_EXPERIMENT
+
+        named.add(f"{SOURCE_EXPERIMENT}/{paper['escape']['config']}")
+    out: dict[str, list[str]] = {}
+    for group, spec in paper["experiments"].items():
+        configs = spec.get("configs") or {}
+        seen, keep = set(), []
+        for name, cfg in configs.items():
+            key = (json.dumps(cfg["model"], sort_keys=True), cfg["train"].get("optimizer", "sgd"))
+            if key not in seen or f"{group}/{name}" in named:
+                seen.add(key)
+                keep.append(name)
+        batches = {int(c["train"].get("batch_size", 128)) for c in configs.values()}
+        if len({int(configs[n]["train"].get("batch_size", 128)) for n in keep}) == 1 < len(batches):
+            largest = max(configs, key=lambda n: int(configs[n]["train"].get("batch_size", 128)))
+            keep.append(largest)
+        out[group] = [n for n in configs if n in keep]  # the paper's order
+    return out
+
+
+def _kept_references(section: Any, kept: Mapping[str, list[str]], group: str | None = None) -> Any:
+    """``section`` with the configs lists (``configs`` of a probe group and its kinds, the
+    ``"<group>/<config>"`` lists of bounds and spectra_scaling, the optimizers' levels)
+    restricted to ``kept``."""
+    runs = {f"{g}/{c}" for g, cs in kept.items() for c in cs}
+    if isinstance(section, Mapping):
+        out = {}
+        for key, value in section.items():
+            if key == "configs" and isinstance(value, list) and group is not None:
+                out[key] = [c for c in value if c in kept[group]]
+            elif key in ("runs", "plot_configs") and isinstance(value, list):
+                out[key] = [r for r in value if r in runs]
+            else:
+                out[key] = _kept_references(value, kept, group)
+        return out
+    return section
+
+
 def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
     """The smoke profile of ``paper`` (a loaded params mapping): same structure, tiny sizes.
 
@@ -165,9 +226,10 @@ def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
         paper: ``profiles/paper.yaml`` as loaded (merge keys resolved).
 
     Returns:
-        A new params mapping: ``profile: paper_smoke`` and every size shrunk by the rules of
-        the module docstring; keys, groups, configs, model names and analyses exactly as
-        in ``paper``. The ``templates`` block is dropped (its anchors are resolved already).
+        A new params mapping: ``profile: paper_smoke``, the configs of :func:`select_configs`
+        and every size shrunk by the rules of the module docstring; stage groups, model
+        architectures, data set loaders and analyses exactly as in ``paper``. The
+        ``templates`` block is dropped (its anchors are resolved already).
 
     Raises:
         ValueError: ``paper`` is not a params mapping with ``experiments``.
@@ -177,12 +239,25 @@ def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
     paper = copy.deepcopy(dict(paper))
     out = _capped({k: v for k, v in paper.items() if k not in ("templates", "datasets", "experiments")})
     out["profile"] = "paper_smoke"
+    for c in (out.get("curvature") or {}).values():
+        if c.get("per_layer", True):
+            c["per_layer_tol"] = max(float(c.get("per_layer_tol", 0.0)), MIN_TOL["per_layer_tol"])
     out["datasets"] = {name: _shrink_dataset(spec) for name, spec in (paper.get("datasets") or {}).items()}
+    kept = select_configs(paper)
     out["experiments"] = {
         group: {**spec, "configs": {name: {**cfg, "model": _shrink_model(cfg["model"]), "train": _shrink_train(cfg["train"])}
-                                    for name, cfg in (spec.get("configs") or {}).items()}}
+                                    for name, cfg in (spec.get("configs") or {}).items() if name in kept[group]}}
         for group, spec in paper["experiments"].items()
     }
+    for key in ("bounds", "spectra_scaling"):
+        if key in out:
+            out[key] = _kept_references(out[key], kept)
+    if "probes" in out:
+        out["probes"] = {g: (_kept_references(s, kept, g) if g in kept else s) for g, s in out["probes"].items()}
+    if "optimizers" in out:
+        group = out["optimizers"]["experiment"]
+        levels = {lv: [c for c in cs if c in kept[group]] for lv, cs in out["optimizers"]["levels"].items()}
+        out["optimizers"]["levels"] = {lv: cs for lv, cs in levels.items() if cs}
     return {key: out[key] for key in paper if key in out}  # the paper profile's section order
 
 
