@@ -138,6 +138,11 @@ class Plan:
     def gpu_hours(self) -> float:
         return sum(e.gpu_seconds for e in self.entries) / 3600
 
+    @property
+    def cpu_hours(self) -> float:
+        """Single-thread CPU hours of the same products (the measured prices, unscaled)."""
+        return sum(e.cpu_seconds for e in self.entries) / 3600
+
     def too_big(self) -> list[EntryEstimate]:
         return [e for e in self.entries if e.peak_bytes > self.device_memory]
 
@@ -567,9 +572,9 @@ def format_plan(plan: Plan) -> str:
     for stage, s in plan.by_stage().items():
         if stage in CPU_ONLY:
             continue
-        lines.append(f"{stage:<20} {s['entries']:>7} {s['peak_bytes'] / GiB:>12.2f} {s['gpu_hours']:>9.1f}")
-    lines.append(f"total: {plan.gpu_hours:,.1f} GPU-hours on one device with {plan.device_memory / GiB:.0f} GiB "
-                 f"(GPU time = CPU time / {plan.options.gpu_throughput:g})")
+        lines.append(f"{stage:<20} {s['entries']:>7} {s['peak_bytes'] / GiB:>12.2f} {s['gpu_hours']:>9.2f}")
+    lines.append(f"total: {plan.gpu_hours:,.2f} GPU-hours on one device with {plan.device_memory / GiB:.0f} GiB "
+                 f"(GPU time = CPU time / {plan.options.gpu_throughput:g}; {plan.cpu_hours:,.2f} single-thread CPU hours)")
     return "\n".join(lines)
 
 
@@ -603,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         from landscape.io import write_json
 
         write_json(args.json, {"device_memory": memory, "gpu_throughput": args.gpu_throughput, "gpu_hours": plan.gpu_hours,
+                               "cpu_hours": plan.cpu_hours,
                                "by_stage": plan.by_stage(), "entries": [e.to_dict() for e in plan.entries]})
     too_big = plan.too_big()
     if too_big:

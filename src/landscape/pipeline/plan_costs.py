@@ -8,7 +8,8 @@ process of a single-threaded parent (``fork`` keeps imports out of the measureme
 * ``gradient``: forward and backward of the batch-mean cross-entropy (one SGD step's
   products; the optimizer's state is added by the planner from the parameter count);
 * ``hvp``: a :class:`~landscape.curvature.HessianOperator` over the batch (its kept
-  gradient graph, ``rev_rev_kept``) and one Hessian-vector product.
+  gradient graph, ``rev_rev_kept``) and one Hessian-vector product, with attention on its
+  math path (timm's ``fused_attn`` off: the fused kernels have no double backward).
 
 Memory is the rise of the child's peak resident set (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs`` before the operation) over its resident set just before it;
@@ -196,6 +197,9 @@ def _one(spec: ModelSpec, width: int | None, op: str, batch: int, repeats: int) 
     def work() -> None:
         nonlocal best, graph
         if op == "hvp":
+            for module in model.modules():  # curvature takes attention's math path (fused kernels have no double backward)
+                if hasattr(module, "fused_attn"):
+                    module.fused_attn = False
             hop = HessianOperator(model, F.cross_entropy, [(x, y)])
             graph = int(hop.report.graph_bytes or 0)
             v = torch.randn(hop.shape[0])
