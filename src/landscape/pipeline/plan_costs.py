@@ -199,7 +199,7 @@ def _one(spec: ModelSpec, width: int | None, op: str, batch: int, repeats: int) 
         if op == "hvp":
             for module in model.modules():  # curvature takes attention's math path (fused kernels have no double backward)
                 if hasattr(module, "fused_attn"):
-                    module.fused_attn = False
+                    setattr(module, "fused_attn", False)  # noqa: B010
             hop = HessianOperator(model, F.cross_entropy, [(x, y)])
             graph = int(hop.report.graph_bytes or 0)
             v = torch.randn(hop.shape[0])
