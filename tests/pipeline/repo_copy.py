@@ -1,5 +1,5 @@
-"""Helpers of the end-to-end tests: a temporary git copy of this repo on the `ci` profile,
-and subprocess wrappers for its stages and DVC."""
+"""Helpers of the end-to-end tests: a temporary git copy of this repo on one profile (`ci`,
+`paper_smoke`), and subprocess wrappers for its stages and DVC."""
 
 from __future__ import annotations
 
@@ -44,9 +44,14 @@ def edit_params(repo: Path, edit: Callable[[dict], object]) -> None:
 
 
 def copy_on_ci_profile(dest: Path) -> Path:
+    """:func:`copy_on_profile` with the ``ci`` profile."""
+    return copy_on_profile(dest, "ci")
+
+
+def copy_on_profile(dest: Path, profile: str, before_commit: Callable[[Path], object] | None = None) -> Path:
     """Tracked and untracked (not ignored) files of this checkout, without results, committed
-    to a fresh git repo at ``dest`` with ``profiles/ci.yaml`` as params.yaml and its generated
-    dvc.yaml; validated."""
+    to a fresh git repo at ``dest`` with ``profiles/<profile>.yaml`` as params.yaml and its
+    generated dvc.yaml; validated. ``before_commit(dest)`` may add files first (data)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         src = REPO / rel
@@ -54,24 +59,27 @@ def copy_on_ci_profile(dest: Path) -> Path:
             dst = dest / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
-    shutil.copy2(dest / "profiles" / "ci.yaml", dest / "params.yaml")
-    run([sys.executable, "-m", "landscape.pipeline.dvcfile"], dest)  # as `make profile PROFILE=ci`
+    shutil.copy2(dest / "profiles" / f"{profile}.yaml", dest / "params.yaml")
+    run([sys.executable, "-m", "landscape.pipeline.dvcfile"], dest)  # as `make profile PROFILE=<profile>`
+    if before_commit is not None:
+        before_commit(dest)
     run(["git", "init", "-q"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci copy", "--allow-empty"], dest)
     run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci profile"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"{profile} profile"], dest)
     run([sys.executable, "stages/validate.py"], dest)
     return dest
 
 
 @contextmanager
 def restored(repo: Path, *dirs: Path) -> Iterator[None]:
-    """Put ``dirs``, ``dvc.lock`` and ``params.yaml`` back as they were on exit: tests share
+    """Put ``dirs``, ``dvc.lock``, ``dvc.yaml`` and ``params.yaml`` back as they were on exit: tests share
     a repo, and one that reruns entries must leave it as it found it for the next."""
     backup = repo.parent / f"backup-{time.monotonic_ns()}"
+    backup.mkdir()
     for path in dirs:
         shutil.copytree(path, backup / path.relative_to(repo))
-    for name in ("dvc.lock", "params.yaml"):
+    for name in ("dvc.lock", "dvc.yaml", "params.yaml"):
         shutil.copy2(repo / name, backup / name)
     try:
         yield
@@ -79,6 +87,6 @@ def restored(repo: Path, *dirs: Path) -> Iterator[None]:
         for path in dirs:
             shutil.rmtree(path, ignore_errors=True)
             shutil.copytree(backup / path.relative_to(repo), path)
-        for name in ("dvc.lock", "params.yaml"):
+        for name in ("dvc.lock", "dvc.yaml", "params.yaml"):
             shutil.copy2(backup / name, repo / name)
         shutil.rmtree(backup)

@@ -123,3 +123,47 @@ def test_bad_params_and_missing_data_stop_with_clear_errors(b32_repo):
         assert too_big.returncode == 2 and "batch_size=5000 exceeds the" in too_big.stderr
     finally:
         (b32_repo / "params.yaml").write_text(original)
+
+
+def test_bounds_priors_resume_after_sigkill_and_finished_priors_are_skipped(b32_repo):
+    """The bounds stage trains one prior network per seed (paper profile: 50 in one stage):
+    killed while training the second, the rerun keeps the first (bytes unchanged), resumes the
+    second from its checkpoint, and bounds exactly as an uninterrupted run."""
+    priors, runs = b32_repo / "bounds" / "priors" / "h1_batch" / "b32", b32_repo / "bounds" / "runs"
+    ignore, epochs = ("wall_time_s",), 300  # about 10 ms an epoch: a window of seconds for the kill
+    with restored(b32_repo):
+        def one_run(p):
+            p["bounds"].update(runs=["h1_batch/b32"], sanity=None)
+            p["bounds"]["settings"].update(prior_epochs=epochs, mc_draws=200)
+        _edit_params(b32_repo, one_run)
+        _run([sys.executable, "-m", "landscape.pipeline.dvcfile"], b32_repo)  # bounds now reads runs/h1_batch alone
+        sequential = {**env(), "LANDSCAPE_WORKERS": "1"}  # seed 0's prior, then seed 1's
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "bounds"], cwd=b32_repo, env=sequential,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not (priors / "seed0" / "prior.pt").is_file() or _checkpoint_epoch(priors / "seed1" / "checkpoints" / "last.pt") < 2:
+            assert proc.poll() is None, "the stage ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = _checkpoint_epoch(priors / "seed1" / "checkpoints" / "last.pt")
+        assert 2 <= killed_at < epochs and not (priors / "seed1" / "prior.pt").exists()
+        first = (priors / "seed0" / "prior.pt").read_bytes()
+
+        _dvc("repro", "--single-item", "bounds", cwd=b32_repo)
+        assert (priors / "seed0" / "prior.pt").read_bytes() == first  # finished prior: loaded, not retrained
+        resumed = torch.load(priors / "seed1" / "prior.pt", map_location="cpu", weights_only=False)
+        assert resumed["status"] == "completed" and resumed["epochs_completed"] == epochs
+        assert resumed["resumed_from_epoch"] >= killed_at and not (priors / "seed1" / "checkpoints").exists()
+        bounded = {s: json.loads((runs / "h1_batch" / "b32" / f"seed{s}" / "bounds.json").read_text()) for s in (0, 1)}
+
+        shutil.rmtree(b32_repo / "bounds" / "priors")
+        _dvc("repro", "--single-item", "--force", "bounds", cwd=b32_repo)
+        fresh = torch.load(priors / "seed1" / "prior.pt", map_location="cpu", weights_only=False)
+        assert fresh["resumed_from_epoch"] == 0 and fresh["state_hash"] == resumed["state_hash"]
+        for s in (0, 1):
+            again = json.loads((runs / "h1_batch" / "b32" / f"seed{s}" / "bounds.json").read_text())
+            assert {k: v for k, v in again.items() if k not in ignore} == {k: v for k, v in bounded[s].items() if k not in ignore}
+            assert bounded[s]["prior"]["kind"] == "trained" and bounded[s]["prior"]["epochs"] == epochs
+    shutil.rmtree(b32_repo / "bounds")

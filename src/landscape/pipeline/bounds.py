@@ -62,12 +62,13 @@ never assumed.
 Outputs (paths from :class:`~landscape.pipeline.layout.Layout`):
 ``bounds/runs/<exp>/<cfg>/seed<k>/bounds.json`` per seed (a diverged or unmeasured run is
 recorded as skipped) and ``bounds/metrics.json`` (per run: mean/sd of each bound, test
-errors, orderings; the random-label sanity pair ``bounds.sanity``).
+errors, orderings; the random-label sanity pair ``bounds.sanity``). Each prior network is
+kept in ``bounds/priors/<exp>/<cfg>/seed<k>/`` (checkpointed while it trains, ``persist`` in
+DVC): a killed stage resumes the prior it was training and skips the finished ones.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import statistics
@@ -75,6 +76,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Real
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -104,6 +106,7 @@ from landscape.bounds.posterior import (
 )
 from landscape.functional import eval_mode
 from landscape.io import read_json, write_json
+from landscape.pipeline.bounds_prior import train_prior
 from landscape.pipeline.cli import StageError
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
@@ -112,7 +115,7 @@ from landscape.pipeline.runs import initial_model, load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.schema import Checked, ConfigError, parse_config, rule
 from landscape.seeding import seeded_generator
-from landscape.training import randomize_labels, train_model
+from landscape.training import randomize_labels
 from landscape.training.config import RunConfig, TrainConfig
 
 __all__ = [
@@ -300,29 +303,6 @@ def _score(err: float, cov: GaussianFamily, dist_sq: float, common: dict) -> tup
     return choice.result.bound, choice.kl.kl
 
 
-def _train_prior(
-    model: nn.Module,
-    init_state: Mapping[str, Tensor],
-    data: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
-    train_config: TrainConfig,
-    epochs: int | None,
-    seed: int,
-) -> tuple[nn.Module, str, int]:
-    """A copy of ``model`` reset to ``init_state`` and trained on ``data`` alone."""
-    prior = copy.deepcopy(model)
-    try:
-        prior.load_state_dict(dict(init_state))
-    except RuntimeError as exc:
-        raise ValueError(f"init_state must be a full state_dict of the model to train the prior from it: {exc}") from None
-    cfg = train_config if epochs is None else dataclasses.replace(train_config, epochs=epochs)
-    if cfg.batch_size > data[1].shape[0]:
-        cfg = dataclasses.replace(cfg, batch_size=int(data[1].shape[0]))
-    result = train_model(prior, data, test, cfg, seed=seed)
-    prior.eval()
-    return prior, result.status, result.epochs_completed
-
-
 def bounds_for_run(
     model: nn.Module,
     init_state: Mapping[str, Tensor],
@@ -334,6 +314,7 @@ def bounds_for_run(
     train_config: TrainConfig | None = None,
     config: BoundsConfig | None = None,
     seed: int,
+    prior_dir: str | Path | None = None,
 ) -> RunBounds:
     """Occam, isotropic and eq (8) PAC-Bayes bounds of one trained network (module docstring).
 
@@ -354,6 +335,9 @@ def bounds_for_run(
         config: Settings (default :class:`BoundsConfig()`).
         seed: The run's seed: split, prior training and every draw (the result is a
             deterministic function of it).
+        prior_dir: Where the trained prior is checkpointed and kept, so that a killed
+            stage resumes it and a rerun skips it (:mod:`~landscape.pipeline.bounds_prior`);
+            ``None`` trains it in memory.
 
     Returns:
         :class:`RunBounds`.
@@ -424,8 +408,8 @@ def bounds_for_run(
         if prior_idx.numel() > 0:
             sub = (train[0][prior_idx.to(device)], train[1][prior_idx.to(device)])
             assert train_config is not None  # checked above: prior_fraction > 0
-            prior_net, prior_status, prior_epochs = _train_prior(
-                model, init_state, sub, test, train_config, config.prior_epochs, seed
+            prior_net, prior_status, prior_epochs = train_prior(
+                model, init_state, sub, test, train_config, config.prior_epochs, seed, prior_dir
             )
             prior_flat = dict(prior_net.named_parameters())
             w_p = torch.cat([prior_flat[nm].detach().reshape(-1).to(_F64) for nm in names])
@@ -697,6 +681,7 @@ def _bound_seed(layout: Layout, cfg: BoundsConfig, data: dict, device: torch.dev
         train_config=train_cfg,
         config=cfg,
         seed=seed,
+        prior_dir=layout.bounds_prior(experiment, config, seed),
     )
     summary = {"status": "bounded", "random_labels": train_cfg.random_labels, "wall_time_s": time.perf_counter() - started,
                **result.to_dict()}

@@ -299,7 +299,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             data=[*[rel(layout.prepared(f"${{experiments.{g}.dataset}}")) for g in groups],
                   *[rel(layout.experiment_runs(g)) for g in groups],
                   *[rel(layout.measure_dir(g, "x").parent) for g in measured]],
-            outs=[rel(layout.bounds_dir / "runs")],
+            outs=[rel(layout.bounds_dir / "runs"), {rel(layout.bounds_priors): {"persist": True}}],
             metrics=[rel(layout.bounds_dir / "metrics.json")],
         )
     if "escape" in params:

@@ -9,7 +9,7 @@ runs/<experiment>/<config>/seed<k>/{model.pt, metrics.json, checkpoints/, dvcliv
 measure/<experiment>/<config>/{metrics.json, seeds/seed<k>/{curvature.json, krylov.pt}}
 probes/<experiment>/<config>/{results.json, arrays.npz, config.json, figures/, metrics.json}
 probes/{intrinsic_dim, sde}/...
-bounds/{runs/<experiment>/<config>/seed<k>/bounds.json, metrics.json, ...}
+bounds/{runs/<experiment>/<config>/seed<k>/bounds.json, priors/..., metrics.json}
 escape/ phi_search/ optimizers/ spectra_scaling/ hypotheses/ reports/
 ```
 """
@@ -152,6 +152,15 @@ class Layout:
     def bounds_run(self, experiment: str, config: str, seed: int) -> Path:
         """One seed's bounds of a run listed in ``bounds.runs``."""
         return self.bounds_dir / "runs" / experiment / config / f"seed{seed}" / "bounds.json"
+
+    @property
+    def bounds_priors(self) -> Path:
+        """Prior networks of the bounds (checkpoints and finished priors), kept between runs."""
+        return self.bounds_dir / "priors"
+
+    def bounds_prior(self, experiment: str, config: str, seed: int) -> Path:
+        """Directory of one seed's prior network (``landscape.pipeline.bounds_prior``)."""
+        return self.bounds_priors / experiment / config / f"seed{seed}"
 
     @property
     def bounds_metrics(self) -> Path:

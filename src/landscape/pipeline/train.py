@@ -28,13 +28,24 @@ from landscape.schema import parse_config
 from landscape.training import randomize_labels, train_model
 from landscape.training.config import RunConfig
 
-__all__ = ["run_config", "LiveLog", "TensorBoardLog", "EpochLogs", "run"]
+__all__ = ["run_config", "input_kwargs", "LiveLog", "TensorBoardLog", "EpochLogs", "run"]
 
 
 def run_config(params: Mapping[str, Any], experiment: str, config: str) -> RunConfig:
     """The ``experiments.<experiment>.configs.<config>`` section as a :class:`RunConfig`."""
     where = f"experiments.{experiment}.configs.{config}"
     return parse_config(RunConfig, section(params, "experiments", experiment, "configs", config), where)
+
+
+def input_kwargs(model: Mapping[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """A config's model options plus the input size arguments its data need: ``in_chans``
+    and ``img_size`` for images (C, H, W), ``in_features`` for vectors or token windows (D,)."""
+    kwargs = {k: v for k, v in model.items() if k != "name"}
+    if len(input_shape) == 3:  # images (C, H, W)
+        kwargs.update(in_chans=input_shape[0], img_size=input_shape[1])
+    else:  # feature vectors (D,): the MLP; token windows: the LM's context
+        kwargs["in_features"] = input_shape[0]
+    return kwargs
 
 
 class LiveLog:
@@ -150,12 +161,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str,
 
     runtime = configure_torch()
     device = device_for(seed)
-    model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    shape = tuple(x_train.shape[1:])
-    if len(shape) == 3:  # images (C, H, W)
-        model_kwargs.update(in_chans=shape[0], img_size=shape[1])
-    else:  # feature vectors (D,): only the MLP takes them
-        model_kwargs["in_features"] = shape[0]
+    model_kwargs = input_kwargs(cfg.model, tuple(x_train.shape[1:]))
     torch.manual_seed(seed)
     try:
         model = build_model(cfg.model["name"], num_classes=data["num_classes"], **model_kwargs).to(device)

@@ -1,0 +1,313 @@
+"""``profiles/paper_smoke.yaml``, generated from ``profiles/paper.yaml`` by one shrinking rule set.
+
+The smoke profile runs every code path of the paper profile on a CPU in a few minutes: the
+same experiment groups (so the same ``dvc.yaml`` stages), the same model architectures
+(ResNet-18/34, ViT-S/4, the LM, the MLP grid ...) and optimizers, the same data set loaders,
+curvature sections, probe kinds and analyses. Configs that repeat a code path are dropped
+and sizes shrink, by the rules below (a count is recognised by its key, wherever it sits):
+
+* **configs** (:func:`select_configs`): per group, the first config of each distinct
+  (model, optimizer) pair; where those share one batch size but the group varies it (the
+  batch-size groups), also the largest batch; and the configs ``bounds.sanity`` and
+  ``escape.config`` name. Sections that list configs (probe groups and kinds, ``bounds.runs``,
+  ``spectra_scaling.plot_configs``, the optimizers' levels) keep the kept ones. What is
+  dropped differs from a kept config only in training hyper-parameters (a sweep's rate,
+  momentum, weight decay, augmentation; H1's intermediate batch sizes; the large-rate level).
+
+* **seeds**: the first two (every seed-pair analysis still has a pair); ``min_pairs`` at
+  most the number of seeds.
+* **data**: ``download: false`` (the end-to-end test writes small files in each set's own
+  format under ``root``), CIFAR md5 checks off (those files are not the release), images
+  downsampled to 8 x 8 by the loaders' ``image_size`` (every architecture still applies:
+  ViT-S/4 sees 2 x 2 patches, VGG's three poolings end at 1 x 1), at most 32 probe
+  examples, at most 600 synthetic examples, WikiText-2 context / 4.
+* **models**: every width / 32 (at least 4): ``width`` of our architectures, timm's
+  ResNet ``channels`` (64, 128, 256, 512) and ``stem_width`` 64, the transformers'
+  ``embed_dim`` (ViT-S 384, rounded up to a multiple of ``num_heads``); the Phi grid's
+  ``widths`` too. Depths, block counts, heads, patch size and normalisation are kept.
+* **training** of the runs: 1 epoch, batch sizes / 16 (at least 4, so the sizes stay
+  distinct), evaluation batches at most 256, a checkpoint every epoch, weight snapshots
+  every epoch where the paper keeps them.
+* **everything else**: epochs, examples, batches, products, probes, steps, restarts,
+  draws and search ranges capped at a few (``CAPS``), the SDE horizon at 10; Lanczos
+  tolerances no finer than 0.1 (0.5 per layer, set where per-layer curvature is on); seed
+  lists cut to two; the bounds' grids and the analyses' settings otherwise kept.
+
+``shrink_profile`` is the transformation; ``python -m landscape.pipeline.smoke`` writes the
+file and ``--check`` fails (naming the first difference) when it is stale, as a test does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from landscape.pipeline.params import load_params
+
+__all__ = ["CAPS", "WIDTH_DIVISOR", "BATCH_DIVISOR", "SMOKE_SEEDS", "select_configs", "shrink_profile", "render", "main"]
+
+SMOKE_SEEDS = 2
+WIDTH_DIVISOR = 32
+BATCH_DIVISOR = 16
+MIN_WIDTH = 4
+MIN_BATCH = 4
+#: timm ResNet defaults the paper profile leaves implicit (``timm.models.resnet.ResNet``).
+TIMM_RESNET_CHANNELS = (64, 128, 256, 512)
+TIMM_RESNET_STEM = 64
+#: Widths our transformers default to (``vit_small_32``: ViT-S).
+DEFAULT_EMBED_DIM = {"vit_small_32": 384, "lm_transformer": 128}
+DEFAULT_HEADS = {"vit_small_32": 6, "lm_transformer": 4}
+TIMM_RESNETS = ("resnet18", "resnet34")
+
+#: Upper bounds on counts, by the last key of their path (anywhere outside ``experiments``).
+CAPS: dict[str, int] = {
+    # examples
+    "probe_size": 32, "num_examples": 16, "test_examples": 32, "recal_examples": 32, "train_examples": 64,
+    "eval_examples": 32, "pilot_examples": 32, "mixture_test": 32, "noise_examples": 16, "n": 600,
+    "dataset_size": 100, "model_samples": 500,
+    # passes, products, probes, steps
+    "epochs": 1, "batch_size": 16, "recal_batch_size": 16, "chunk_size": 16, "eval_batch_size": 256,
+    "top_k": 8, "trace_matvecs": 12, "slq_probes": 2, "slq_steps": 12, "per_layer_matvecs": 4, "diag_probes": 4,
+    "eig_matvecs": 10, "along_training_matvecs": 8,
+    "steps": 10, "restarts": 1, "align_restarts": 1, "align_max_sweeps": 5, "num_samples": 3, "num_points": 5,
+    "line_points": 5, "plane_points": 3, "minimax_points": 3, "num_pairs": 1, "barrier_points": 3, "check_every": 5,
+    # draws, resamples, grids
+    "mc_draws": 300, "test_draws": 2, "pilot_draws": 2, "num_runs": 100, "num_bootstrap": 200, "n_boot": 200,
+    "quadrature_grid": 51, "num_params": 60, "num_constraints": 3, "d_min": 4, "d_max": 64,
+    "min_pairs": SMOKE_SEEDS,
+}
+#: Upper bounds on continuous sizes (the SDE's simulated time).
+FLOAT_CAPS: dict[str, float] = {"horizon": 10.0}
+#: Tolerances no finer than these (relative Ritz residuals).
+MIN_TOL = {"eig_tol": 0.1, "per_layer_tol": 0.5}
+#: Side of every image data set (area downsampling by the loader's own ``image_size``).
+IMAGE_SIZE = 8
+IMAGE_SETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "tiny_imagenet", "mnist5k")
+
+
+def _width(value: int) -> int:
+    return max(MIN_WIDTH, int(value) // WIDTH_DIVISOR)
+
+
+def _batch(value: int) -> int:
+    return max(MIN_BATCH, int(value) // BATCH_DIVISOR)
+
+
+def _shrink_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """Widths / ``WIDTH_DIVISOR`` for any registered architecture (module docstring)."""
+    out = dict(model)
+    name = out.get("name")
+    if "width" in out:
+        out["width"] = _width(out["width"])
+    if name in TIMM_RESNETS:
+        out["channels"] = [_width(c) for c in out.get("channels", TIMM_RESNET_CHANNELS)]
+        out["stem_width"] = _width(out.get("stem_width", TIMM_RESNET_STEM))
+    if name in DEFAULT_EMBED_DIM:
+        heads = int(out.get("num_heads", DEFAULT_HEADS[name]))
+        dim = _width(out.get("embed_dim", DEFAULT_EMBED_DIM[name]))
+        out["embed_dim"] = heads * math.ceil(dim / heads)
+    return out
+
+
+def _shrink_train(train: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's training: 1 epoch, batch / ``BATCH_DIVISOR``, checkpoints (and snapshots) every epoch."""
+    capped = _capped({k: v for k, v in train.items() if k != "batch_size"})
+    out = {k: (_batch(v) if k == "batch_size" else capped[k]) for k, v in train.items()}
+    out["batch_size"] = _batch(train.get("batch_size", 128))
+    out["checkpoint_every"] = 1
+    if out.get("snapshot_every"):
+        out["snapshot_every"] = 1
+    if "power_steps" in out:
+        out["power_steps"] = min(int(out["power_steps"]), 2)
+    return out
+
+
+def _shrink_dataset(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Local files only (no download, no release md5), few probe / synthetic examples, shorter LM context."""
+    out = _capped(spec)
+    if "download" in out:
+        out["download"] = False
+    options = dict(out.get("options") or {})
+    if out.get("name") in ("cifar10", "cifar100"):
+        options["verify_md5"] = False
+    if out.get("name") in IMAGE_SETS:
+        options["image_size"] = min(int(options.get("image_size") or IMAGE_SIZE), IMAGE_SIZE)
+    if "context" in options:
+        context = max(4, int(options["context"]) // 4)
+        options["context"] = context
+        options["stride"] = min(int(options.get("stride") or context), context)
+    if options:
+        out["options"] = options
+    return out
+
+
+def _capped(node: Any) -> Any:
+    """Every count capped by ``CAPS``, tolerance floored at ``MIN_TOL``, seed list cut to
+    ``SMOKE_SEEDS``, width (and the Phi grid's ``widths``) divided, model mapping shrunk; recursively."""
+    if isinstance(node, list):
+        return [_capped(v) for v in node]
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in CAPS and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = min(value, CAPS[key])
+        elif key in MIN_TOL and isinstance(value, float):
+            out[key] = max(value, MIN_TOL[key])
+        elif key == "seeds" and isinstance(value, list):
+            out[key] = list(value)[:SMOKE_SEEDS]
+        elif key in FLOAT_CAPS and isinstance(value, float):
+            out[key] = min(value, FLOAT_CAPS[key])
+        elif key == "widths" and isinstance(value, list) and all(isinstance(w, int) for w in value):  # the Phi grid
+            out[key] = sorted({_width(w) for w in value})
+        elif key == "model" and isinstance(value, Mapping) and "name" in value:
+            out[key] = _shrink_model(value)
+        else:
+            out[key] = _capped(value)
+    return out
+
+
+def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per experiment group, the configs the smoke profile keeps (module docstring): the first
+    of each distinct (model, optimizer), the largest batch where the kept ones share one
+    batch size but the group varies it, and those ``bounds.sanity`` and ``escape.config`` name."""
+    named = set(((paper.get("bounds") or {}).get("sanity") or {}).values())
+    if "escape" in paper:
+        from landscape.pipeline.escape import SOURCE_EXPERIMENT
+
+        named.add(f"{SOURCE_EXPERIMENT}/{paper['escape']['config']}")
+    out: dict[str, list[str]] = {}
+    for group, spec in paper["experiments"].items():
+        configs = spec.get("configs") or {}
+        seen, keep = set(), []
+        for name, cfg in configs.items():
+            key = (json.dumps(cfg["model"], sort_keys=True), cfg["train"].get("optimizer", "sgd"))
+            if key not in seen or f"{group}/{name}" in named:
+                seen.add(key)
+                keep.append(name)
+        batches = {int(c["train"].get("batch_size", 128)) for c in configs.values()}
+        if len({int(configs[n]["train"].get("batch_size", 128)) for n in keep}) == 1 < len(batches):
+            largest = max(configs, key=lambda n: int(configs[n]["train"].get("batch_size", 128)))
+            keep.append(largest)
+        out[group] = [n for n in configs if n in keep]  # the paper's order
+    return out
+
+
+def _kept_references(section: Any, kept: Mapping[str, list[str]], group: str | None = None) -> Any:
+    """``section`` with the configs lists (``configs`` of a probe group and its kinds, the
+    ``"<group>/<config>"`` lists of bounds and spectra_scaling, the optimizers' levels)
+    restricted to ``kept``."""
+    runs = {f"{g}/{c}" for g, cs in kept.items() for c in cs}
+    if isinstance(section, Mapping):
+        out = {}
+        for key, value in section.items():
+            if key == "configs" and isinstance(value, list) and group is not None:
+                out[key] = [c for c in value if c in kept[group]]
+            elif key in ("runs", "plot_configs") and isinstance(value, list):
+                out[key] = [r for r in value if r in runs]
+            else:
+                out[key] = _kept_references(value, kept, group)
+        return out
+    return section
+
+
+def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
+    """The smoke profile of ``paper`` (a loaded params mapping): same structure, tiny sizes.
+
+    Args:
+        paper: ``profiles/paper.yaml`` as loaded (merge keys resolved).
+
+    Returns:
+        A new params mapping: ``profile: paper_smoke``, the configs of :func:`select_configs`
+        and every size shrunk by the rules of the module docstring; stage groups, model
+        architectures, data set loaders and analyses exactly as in ``paper``. The
+        ``templates`` block is dropped (its anchors are resolved already).
+
+    Raises:
+        ValueError: ``paper`` is not a params mapping with ``experiments``.
+    """
+    if not isinstance(paper, Mapping) or not isinstance(paper.get("experiments"), Mapping):
+        raise ValueError(f"paper must be a params mapping with an `experiments` section, got {type(paper).__name__}")
+    paper = copy.deepcopy(dict(paper))
+    out = _capped({k: v for k, v in paper.items() if k not in ("templates", "datasets", "experiments")})
+    out["profile"] = "paper_smoke"
+    for c in (out.get("curvature") or {}).values():
+        if c.get("per_layer", True):
+            c["per_layer_tol"] = max(float(c.get("per_layer_tol", 0.0)), MIN_TOL["per_layer_tol"])
+    out["datasets"] = {name: _shrink_dataset(spec) for name, spec in (paper.get("datasets") or {}).items()}
+    kept = select_configs(paper)
+    out["experiments"] = {
+        group: {**spec, "configs": {name: {**cfg, "model": _shrink_model(cfg["model"]), "train": _shrink_train(cfg["train"])}
+                                    for name, cfg in (spec.get("configs") or {}).items() if name in kept[group]}}
+        for group, spec in paper["experiments"].items()
+    }
+    for key in ("bounds", "spectra_scaling"):
+        if key in out:
+            out[key] = _kept_references(out[key], kept)
+    if "probes" in out:
+        out["probes"] = {g: (_kept_references(s, kept, g) if g in kept else s) for g, s in out["probes"].items()}
+    if "optimizers" in out:
+        group = out["optimizers"]["experiment"]
+        levels = {lv: [c for c in cs if c in kept[group]] for lv, cs in out["optimizers"]["levels"].items()}
+        out["optimizers"]["levels"] = {lv: cs for lv, cs in levels.items() if cs}
+    return {key: out[key] for key in paper if key in out}  # the paper profile's section order
+
+
+HEADER = """\
+# GENERATED from profiles/paper.yaml by `python -m landscape.pipeline.smoke`; do not edit by hand.
+# The paper profile's groups, configs, models, data set loaders and analyses at tiny sizes
+# (rules: landscape/pipeline/smoke.py), for a CPU end-to-end run (tests/pipeline/test_paper_smoke.py
+# writes the data files in each set's own format under data/raw). Apply: make profile PROFILE=paper_smoke.
+"""
+
+
+def render(paper: Mapping[str, Any]) -> str:
+    """``paper_smoke.yaml`` text for the loaded paper profile."""
+    return HEADER + yaml.safe_dump(shrink_profile(paper), sort_keys=False, default_flow_style=None, width=140)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in list(a) + [k for k in b if k not in a]:
+            if key not in a or key not in b:
+                return f"{path}.{key}".lstrip(".") + (" only in the generated profile" if key in a else " only in the file")
+            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{path.lstrip('.')}: generated {a!r}, file {b!r}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paper", default="profiles/paper.yaml", help="the paper profile (default: %(default)s)")
+    parser.add_argument("--out", default="profiles/paper_smoke.yaml", help="the smoke profile (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated profile")
+    args = parser.parse_args(argv)
+    paper = load_params(args.paper)
+    out = Path(args.out)
+    if args.check:
+        have = load_params(out) if out.is_file() else {}
+        diff = _first_difference(shrink_profile(paper), have)
+        if diff:
+            print(f"{out} is stale against {args.paper}: {diff}; regenerate it with `python -m landscape.pipeline.smoke`",
+                  file=sys.stderr)
+            return 1
+        return 0
+    from landscape.io import write_text
+
+    write_text(out, render(paper))
+    print(f"wrote {out} from {args.paper}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The planner (landscape.pipeline.plan): byte sizes, data sizes, product counts, the refusal of
+an entry that cannot fit, and its peak-memory estimates against the measured peak resident-set
+rise of the same entries run in a subprocess on this CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from landscape.pipeline import plan as planner
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.plan import GiB, PlanOptions, data_shape, parse_bytes, plan_profile
+from landscape.pipeline.plan_costs import CostCache, ModelSpec, peak_rss_rise
+
+REPO = Path(__file__).resolve().parents[2]
+#: The stated accuracy of the planner's peak-memory estimate on this CPU.
+FACTOR = 1.5
+
+MLP = {"name": "mlp", "depth": 3, "activation": "relu", "norm": "none"}
+PARAMS = {
+    "profile": "plan_test",
+    "seeds": [0],
+    "datasets": {"gmm": {"name": "gaussian_mixture", "options": {"num_classes": 10, "dim": 256, "separation": 3.0, "n": 1200, "seed": 0},
+                         "test_fraction": 0.25, "probe_size": 256, "split_seed": 0, "normalize": True}},
+    "experiments": {
+        "big": {"dataset": "gmm", "configs": {"w2048": {"model": {**MLP, "width": 2048},
+                                                        "train": {"epochs": 2, "batch_size": 300, "lr": 0.01, "momentum": 0.9,
+                                                                  "checkpoint_every": 100}}}},
+        "curv": {"dataset": "gmm", "configs": {"w512": {"model": {**MLP, "width": 512}, "train": {"epochs": 1, "batch_size": 100}}}},
+    },
+    "curvature": {"curv": {"num_examples": 256, "batch_size": 128, "top_k": 10, "eig_tol": 0.01, "trace_matvecs": 30, "slq_probes": 2,
+                           "slq_steps": 20, "per_layer": False, "noise_examples": 64, "diag_probes": 4}},
+}
+
+
+def test_parse_bytes_binary_and_decimal_units():
+    assert parse_bytes("80GiB") == 80 * 1024**3 and parse_bytes("80G") == 80 * 1024**3
+    assert parse_bytes("141GB") == 141e9 and parse_bytes("512MiB") == 512 * 1024**2 and parse_bytes("1e9") == 1e9
+    with pytest.raises(ValueError, match="device memory must look like '80GiB'.*got '80 gigs'"):
+        parse_bytes("80 gigs")
+
+
+def test_data_sizes_known_published_and_synthetic(tmp_path):
+    paper = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
+    cifar = data_shape(paper, "cifar100", tmp_path)
+    assert (cifar.n_train, cifar.n_test, cifar.input_shape, cifar.num_classes) == (50_000, 10_000, (3, 32, 32), 100)
+    tiny = data_shape(paper, "tiny_imagenet", tmp_path)
+    assert (tiny.n_train, tiny.input_shape, tiny.num_classes) == (100_000, (3, 64, 64), 200)
+    lm = data_shape(paper, "wikitext2", tmp_path)  # (2,088,628 - 64) // 16 windows of 64 tokens, 10,000 words
+    assert (lm.n_train, lm.input_shape, lm.num_classes) == ((2_088_628 - 64) // 16, (64,), 10_000)
+    gmm = data_shape(PARAMS, "gmm", tmp_path)
+    assert (gmm.n_train, gmm.n_test, gmm.n_probe, gmm.input_shape) == (900, 300, 256, (256,))
+    with pytest.raises(ValueError, match="no known size for data set 'nope'"):
+        data_shape({"datasets": {"x": {"name": "nope"}}}, "x", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def costs(tmp_path_factory) -> CostCache:
+    return CostCache(tmp_path_factory.mktemp("plan") / "costs.json")
+
+
+@pytest.fixture(scope="module")
+def small_plan(costs):
+    return plan_profile(PARAMS, 64 * GiB, PlanOptions(device="cpu"), costs)
+
+
+def test_products_are_counted_from_the_settings(small_plan, costs):
+    entries = {e.entry: e for e in small_plan.entries}
+    assert entries["train_big@w2048-0"].products == {"gradients": 2 * (900 // 300)}
+    pricer = planner.Pricer(costs.get(ModelSpec.of(PARAMS["experiments"]["curv"]["configs"]["w512"]["model"], (256,), 10)),
+                            PlanOptions(device="cpu"))
+    c = PARAMS["curvature"]["curv"]
+    lanczos = pricer.lanczos_products(10)
+    assert lanczos == 21 + planner.LANCZOS_RESTARTS * (21 - 15)  # basis max(2k+1, 20) = 21, keep k + (m - k) // 2 = 15
+    assert entries["measure_curv@w512"].products["hvps"] == lanczos + c["trace_matvecs"] + 2 * 20 + c["diag_probes"]
+    assert entries["measure_curv@w512"].peak_part == "per-sample gradients"
+    assert small_plan.gpu_hours > 0 and not small_plan.too_big()
+
+
+def test_an_entry_that_cannot_fit_is_named_with_its_need(tmp_path, costs, small_plan, capsys):
+    need = {e.entry: e.peak_bytes for e in small_plan.entries}
+    assert need["measure_curv@w512"] > 2 * need["train_big@w2048-0"]
+    stated = (need["measure_curv@w512"] + need["train_big@w2048-0"]) / 2  # fits one, not the other
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump(PARAMS))
+    costs.save()
+    rc = planner.main(["--profile", str(profile), "--device", "cpu", "--device-memory", f"{stated / 2**20:.0f}MiB", "--costs", str(costs.path)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "DOES NOT FIT" in out and "measuring" not in err  # unit costs from the cache
+    assert f"error: measure_curv@w512 needs about {need['measure_curv@w512'] / GiB:.1f} GiB of device memory" in err
+    assert "train_big@w2048-0" not in err
+    rc = planner.main(["--profile", str(profile), "--device-memory", "lots"])
+    assert rc == 2 and "device memory must look like" in capsys.readouterr().err
+
+
+_ENTRY = """
+import json, sys
+import landscape, torch, dvclive  # imported before the measurement, as a stage's imports are
+from pathlib import Path
+import yaml
+from landscape.pipeline import measure, train
+from landscape.pipeline.layout import Layout
+from landscape.pipeline.plan_costs import peak_rss_rise
+torch.set_num_threads(1)
+params = yaml.safe_load(Path(sys.argv[1]).read_text())
+layout = Layout(Path(sys.argv[2]))
+kind, exp, cfg = sys.argv[3:6]
+call = (lambda: train.run(params, layout, exp, cfg, 0)) if kind == "train" else (lambda: measure.run(params, layout, exp, cfg))
+print(json.dumps({"rise": peak_rss_rise(call)[1]}))
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_estimates_match_measured_peaks_on_this_cpu(tmp_path, small_plan):
+    """A training entry (parameters, momentum, data, activations at batch 300) and a measure
+    entry (Lanczos basis, Hutch++ sketch, SLQ bases, 64 per-sample gradients and their centred
+    copy), each run as the stage runs it in a fresh process: the planner's CPU estimate is within
+    FACTOR of the rise of the peak resident set."""
+    from landscape.pipeline import prepare, train
+
+    layout = Layout(tmp_path)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(PARAMS))
+    prepare.run(PARAMS, layout, "gmm")
+    train.run(PARAMS, layout, "curv", "w512", 0)  # the measure entry's input
+    script = tmp_path / "entry.py"
+    script.write_text(_ENTRY)
+    environ = {**os.environ, "LANDSCAPE_WORKERS": "1", "OMP_NUM_THREADS": "1"}
+    estimates = {e.entry: e.peak_bytes for e in small_plan.entries}
+    for kind, exp, cfg, entry in (("train", "big", "w2048", "train_big@w2048-0"), ("measure", "curv", "w512", "measure_curv@w512")):
+        proc = subprocess.run([sys.executable, str(script), str(params_file), str(tmp_path), kind, exp, cfg],
+                              capture_output=True, text=True, env=environ, check=True)
+        measured = json.loads(proc.stdout.strip().splitlines()[-1])["rise"]
+        ratio = estimates[entry] / measured
+        print(f"{entry}: estimated {estimates[entry] / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB, ratio {ratio:.2f}")
+        assert 1 / FACTOR <= ratio <= FACTOR, f"{entry}: estimated {estimates[entry] / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB"
+
+
+def test_peak_rss_rise_sees_an_allocation():
+    import torch
+
+    _, rise = peak_rss_rise(lambda: torch.ones(64 * 2**20 // 4).sum())
+    assert 60 * 2**20 <= rise <= 80 * 2**20
