@@ -93,7 +93,7 @@ def test_an_entry_that_cannot_fit_is_named_with_its_need(tmp_path, costs, small_
     rc = planner.main(["--profile", str(profile), "--device", "cpu", "--device-memory", f"{stated / 2**20:.0f}MiB", "--costs", str(costs.path)])
     out, err = capsys.readouterr()
     assert rc == 1 and "DOES NOT FIT" in out and "measuring" not in err  # unit costs from the cache
-    assert f"error: measure_curv@w512 needs about {need['measure_curv@w512'] / GiB:.1f} GiB of device memory" in err
+    assert f"error: measure_curv@w512 needs about {planner.format_bytes(need['measure_curv@w512'])} of device memory" in err
     assert "train_big@w2048-0" not in err
     rc = planner.main(["--profile", str(profile), "--device-memory", "lots"])
     assert rc == 2 and "device memory must look like" in capsys.readouterr().err

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "scan",
     "connect",
     "trajectory",
+    "plan",
     "schedule",
 )
 

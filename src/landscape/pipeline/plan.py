@@ -25,8 +25,9 @@ How an estimate is made:
 * **Memory by phase.** Peak = what stays resident (parameters, the data on the device,
   optimizer state, the kept gradient graphs of the HVP operator) + the largest phase: an
   operation's measured working memory, the Lanczos basis ``(k + m + 1) P``, the Hutch++
-  sketch, the SLQ bases ``probes * steps * P``, the per-sample gradient matrix and its
-  centred copy ``2 N P`` (float32), the dense intrinsic-dimension projection ``P d``. On a
+  sketch, the SLQ bases ``probes * steps * P``, the gradient covariance (dense, about
+  ``3 N P`` float32, when that fits the estimator's default budget; else streamed, a panel of
+  rows and the ``N x N`` Gram matrix), the dense intrinsic-dimension projection ``P d``. On a
   GPU block products are vectorised over up to ``GPU_VECTOR_BLOCK`` vectors (their working
   memory multiplies) and ``CUDA_OVERHEAD`` (context, cuBLAS/cuDNN workspaces) is added.
 * **GPU time** = CPU time of the same products / ``--gpu-throughput`` (default
@@ -53,7 +54,7 @@ from typing import Any
 
 from landscape.pipeline.plan_costs import CostCache, ModelCost, ModelSpec, OpCost
 
-__all__ = ["DataShape", "EntryEstimate", "Plan", "PlanOptions", "plan_profile", "parse_bytes", "main"]
+__all__ = ["DataShape", "EntryEstimate", "Plan", "PlanOptions", "plan_profile", "parse_bytes", "format_bytes", "main"]
 
 F32 = 4
 GiB = 1024**3
@@ -63,6 +64,9 @@ CUDA_OVERHEAD = 1 * GiB
 LANCZOS_RESTARTS = 3
 PER_LAYER_LANCZOS = 20  # products of one module's top eigenvalue at per_layer_tol (one basis of 20)
 PER_SAMPLE_COST = 2.0  # per-sample gradients (vmap, chunks of 64) vs one batched gradient, per example
+#: Streamed covariance: about a + n / (b * panel_rows) passes over the n examples (mean, Gram panels,
+#: diagonals, eigenvectors), fitted to the passes of bench/results/memory.md (3.9-17.7 passes, within 10%).
+STREAMED_PASSES = (3.5, 2.0)
 CPU_ONLY = ("validate", "prepare", "sde", "optimizers", "spectra_scaling", "hypotheses", "report")
 
 #: Published sizes: (official train, official test, input shape, classes).
@@ -262,10 +266,21 @@ class Pricer:
         return (k + m + 1) * self.P * F32
 
     def per_sample(self, n: int) -> tuple[float, float]:
-        """(seconds, bytes) of ``n`` per-sample gradients and the centred covariance copy (dense)."""
+        """(seconds, bytes) of the gradient covariance of ``n`` per-sample gradients, as
+        :func:`~landscape.curvature.covariance.gradient_covariance` stores it under its default
+        budget: dense (the (n, P) matrix and its centred copy) when that fits, else streamed
+        through the Gram matrix (never n x P; ``STREAMED_PASSES`` passes over the examples)."""
+        from landscape.curvature.covariance import DEFAULT_COVARIANCE_MEMORY_BYTES as budget
+        from landscape.curvature.covariance import dense_covariance_bytes, streamed_covariance_bytes
+
         chunk = min(64, n)
-        seconds = PER_SAMPLE_COST * self.pass_seconds(self.cost.gradient, n, chunk)
-        return seconds, 2 * n * self.P * F32 + self.cost.gradient.bytes(chunk) + chunk * self.P * F32
+        one_pass = PER_SAMPLE_COST * self.pass_seconds(self.cost.gradient, n, chunk)
+        working = self.cost.gradient.bytes(chunk)
+        if dense_covariance_bytes(n, self.P, F32) <= budget:
+            return one_pass, dense_covariance_bytes(n, self.P, F32) + working
+        panel = max(chunk, budget // (self.P * F32) - chunk)
+        passes = STREAMED_PASSES[0] + n / (STREAMED_PASSES[1] * panel)
+        return passes * one_pass, streamed_covariance_bytes(n, self.P, F32, panel_rows=panel, chunk_size=chunk) + working
 
 
 def _finish(e: EntryEstimate, resident: float, phases: Mapping[str, float], options: PlanOptions) -> EntryEstimate:
@@ -573,13 +588,24 @@ def format_plan(plan: Plan) -> str:
         if stage in CPU_ONLY:
             continue
         lines.append(f"{stage:<20} {s['entries']:>7} {s['peak_bytes'] / GiB:>12.2f} {s['gpu_hours']:>9.2f}")
-    lines.append(f"total: {plan.gpu_hours:,.2f} GPU-hours on one device with {plan.device_memory / GiB:.0f} GiB "
+    lines.append(f"total: {plan.gpu_hours:,.2f} GPU-hours on one device with {format_bytes(plan.device_memory)} "
                  f"(GPU time = CPU time / {plan.options.gpu_throughput:g}; {plan.cpu_hours:,.2f} single-thread CPU hours)")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def format_bytes(n: float) -> str:
+    """``n`` bytes as GiB with one decimal, or MiB below 1 GiB (``"1.5 GiB"``, ``"12.3 MiB"``)."""
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / 2**20:.1f} MiB"
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m landscape.pipeline.plan") -> int:
+    """Print the plan of ``--profile``; exit code 0, 1 (an entry does not fit) or 2 (bad input).
+
+    Args:
+        argv: the arguments (``sys.argv[1:]`` when None).
+        prog: the name errors and ``--help`` print (``landscape plan`` from the CLI).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="params.yaml", help="params file or profile (default: %(default)s)")
     parser.add_argument("--device-memory", default="80GiB", help="memory of one device, e.g. 80GiB, 141GB (default: %(default)s)")
     parser.add_argument("--gpu-throughput", type=float, default=GPU_THROUGHPUT,
@@ -601,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_profile(params, memory, PlanOptions(args.device, args.gpu_throughput, Path(".")), CostCache(args.costs),
                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(format_plan(plan))
     if args.json:
@@ -613,8 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     too_big = plan.too_big()
     if too_big:
         for e in too_big:
-            print(f"error: {e.entry} needs about {e.peak_bytes / GiB:.1f} GiB of device memory (peak: {e.peak_part}), "
-                  f"more than the stated {memory / GiB:.1f} GiB", file=sys.stderr)
+            print(f"{prog}: error: {e.entry} needs about {format_bytes(e.peak_bytes)} of device memory (peak: {e.peak_part}), "
+                  f"more than the stated {format_bytes(memory)}", file=sys.stderr)
         return 1
     return 0
 
