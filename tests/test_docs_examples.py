@@ -52,7 +52,7 @@ PAGES_WITH_CODE = [p for p in PAGES if any(lang in RUN for lang, _, _ in fenced_
 
 def test_the_docs_are_found():
     names = {p.relative_to(DOCS).as_posix() for p in PAGES_WITH_CODE}
-    assert {"quickstart.md", "bounds/kl.md", "probes/scans.md", "howto/own-model.md"} <= names
+    assert {"quickstart.md", "cli.md", "bounds/kl.md", "probes/scans.md", "probes/trajectory.md", "howto/own-model.md"} <= names
 
 
 def test_fences_parse():

@@ -32,7 +32,7 @@ SRC = REPO / "src" / "landscape"
 
 API_PACKAGES: tuple[str, ...] = (
     "curvature", "probes", "bounds", "dynamics", "stats", "models", "data", "training", "optim",
-    "functional", "seeding", "io", "schema",
+    "functional", "seeding", "io", "schema", "cli",
 )
 """The public packages and modules with an API page, in navigation order."""
 
