@@ -139,3 +139,16 @@ def test_two_gloo_ranks_give_the_single_process_results(single, tmp_path):
         assert _close(ours, ref, 1e-10) == []
     metrics = read_json(layout.measure_dir("exp", "a") / "metrics.json")
     assert metrics["runtime"]["world_size"] == 2 and metrics["seeds_measured"] == 2
+
+
+@pytest.mark.parametrize(("over", "match"), [
+    ({"bottom_k": -1}, r"curvature\.exp\.bottom_k=-1 .*an int >= 0"),
+    ({"negative_tau": -0.5}, r"curvature\.exp\.negative_tau=-0\.5 .*a float >= 0"),
+    ({"logdet_eps_relative": 0.0}, r"curvature\.exp\.logdet_eps_relative=0\.0 .*a float > 0"),
+    ({"logdet_eps": 1e-3}, r"logdet_eps"),  # the absolute eps is gone: eps follows lambda_max
+])
+def test_new_settings_are_validated(over, match):
+    from landscape.schema import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=match):
+        parse_config(measure.CurvatureConfig, {**CURVATURE, **over}, "curvature.exp")
