@@ -12,6 +12,7 @@ from landscape.curvature.slq import (
     density_from_tridiagonals,
     logdet,
     logdet_from_tridiagonals,
+    mass_below,
     quadrature_from_tridiagonals,
     slq_tridiagonals,
     spectral_density,
@@ -232,3 +233,44 @@ def test_curvature_part_is_sum_of_log1p_over_eps(psd_spectrum, small_indefinite)
         assert est.curvature_part == pytest.approx(exact, rel=1e-9, abs=1e-9)
         assert est.curvature_part == pytest.approx(est.value - P * math.log(eps), rel=1e-12)
     assert math.isnan(logdet(psd_spectrum.matrix, eps=0.0, floor=1e-3, num_probes=1, num_steps=3).curvature_part)
+
+
+def _spectrum_with_negatives() -> tuple[torch.Tensor, torch.Tensor]:
+    """Q diag(lambda) Q^T (P = 60) with eigenvalues below -eps, in (-eps, 0), and positive ones (eps = 0.1)."""
+    g = torch.Generator().manual_seed(11)
+    special = torch.tensor([-2.0, -0.5, -0.15, -0.05, -0.01, 1e-3, 0.05, 0.5, 3.0, 10.0], dtype=torch.float64)
+    rest = torch.empty(50, dtype=torch.float64).uniform_(-0.3, 2.0, generator=g)
+    lam = torch.cat([special, rest])
+    Q, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
+    A = (Q * lam) @ Q.T
+    return 0.5 * (A + A.T), lam
+
+
+def test_curvature_part_is_sum_log1p_with_negatives_counted_as_zero():
+    A, lam = _spectrum_with_negatives()
+    eps, P = 0.1, lam.numel()
+    est = logdet(A, eps=eps, probes=torch.eye(P, dtype=torch.float64), num_steps=P)
+    # ln(1 + max(lambda, 0) / eps): every lambda <= 0 adds 0, those <= -eps (-2, -0.5, -0.15) as well as those in (-eps, 0)
+    expected = float(torch.log1p(lam.clamp_min(0) / eps).sum())
+    assert est.curvature_part == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert est.curvature_part == pytest.approx(est.value - P * math.log(eps), rel=1e-12)
+    assert est.clamped_mass == pytest.approx(float((lam < 0).double().mean()), abs=1e-9)
+    # the raw log-det is dominated by P ln eps; the curvature part is what the spectrum adds
+    assert abs(P * math.log(eps)) > abs(expected)
+
+
+def test_mass_below_exact_with_identity_probes_and_unbiased_with_random_ones():
+    A, lam = _spectrum_with_negatives()
+    P = lam.numel()
+    alphas, betas, _ = slq_tridiagonals(A, probes=torch.eye(P, dtype=torch.float64), num_steps=P)
+    for t in (0.0, -0.1, -1.0):
+        m = mass_below(alphas, betas, t)
+        assert m.value == pytest.approx(float((lam < t).double().mean()), abs=1e-9) and m.threshold == t
+    # random Rademacher probes with m = P steps: each probe's Gauss rule is exact, v^T 1[A < 0] v / P is unbiased
+    draws = torch.tensor([mass_below(*slq_tridiagonals(A, num_probes=4, num_steps=P, seed=s)[:2], 0.0).value for s in range(60)])
+    truth = float((lam < 0).double().mean())
+    assert abs(float(draws.mean()) - truth) <= 4 * float(draws.std()) / math.sqrt(60)
+    one = mass_below(*slq_tridiagonals(A, num_probes=1, num_steps=P, seed=0)[:2])
+    assert math.isnan(one.stderr) and one.num_probes == 1
+    with pytest.raises(ValueError, match=r"threshold must be a finite number, got nan"):
+        mass_below(alphas, betas, float("nan"))

@@ -47,8 +47,8 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
                    {"status": "completed", "test_error": err, "train_loss": loss, "gen_gap": err * 2, "train_error": 0.0})
             if f"b{b}" not in missing_curvature:
                 _write(root / f"measure/h1_batch/b{b}/seeds/seed{seed}/curvature.json",
-                       {"status": "measured", "lambda_max": float(np.exp(log_lam)), "trace": float(np.exp(log_lam)) * 5,
-                        "logdet": -100.0 + log_lam, "rmt": {"outlier_count": 3}, "noise": {"kappa": 0.2 + rng.uniform(0, 0.1), "difficulty_index": 1.0}})
+                       {"status": "measured", "lambda_max": float(np.exp(log_lam)), "spectral_norm": float(np.exp(log_lam)),
+                        "trace": float(np.exp(log_lam)) * 5, "logdet": -1e5 + rng.normal(0, 50.0), "logdet_curvature": 10.0 * log_lam, "rmt": {"outlier_count": 3}, "noise": {"kappa": 0.2 + rng.uniform(0, 0.1), "difficulty_index": 1.0}})
             if bounds:
                 base = 0.3 + rng.normal(0, 0.01)
                 _write(root / f"bounds/runs/h1_batch/b{b}/seed{seed}/bounds.json",
@@ -58,7 +58,7 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
             lam = 20.0 * (0.6 if skip else 1.0) * math.exp(rng.normal(0, 0.1))
             _write(root / f"runs/h2_arch/{cfg}/seed{seed}/metrics.json", {"status": "completed", "test_error": 0.05, "train_loss": 0.01, "gen_gap": 0.1})
             _write(root / f"measure/h2_arch/{cfg}/seeds/seed{seed}/curvature.json",
-                   {"status": "measured", "lambda_max": lam, "trace": lam * 10, "logdet": 1.0, "rmt": {"outlier_count": 5 - 2 * bool(skip) + seed % 2}})
+                   {"status": "measured", "lambda_max": lam, "spectral_norm": lam, "trace": lam * 10, "logdet": 1.0, "logdet_curvature": 1.0, "rmt": {"outlier_count": 5 - 2 * bool(skip) + seed % 2}})
     if barriers:
         for cfg, spec in EXPERIMENTS["h2_arch"]["configs"].items():
             pairs = {f"s{a}-s{b}": {"test": {"raw": {"barrier": (0.1 if spec["model"].get("skip") else 0.5) + rng.normal(0, 0.02)}}}
@@ -102,6 +102,9 @@ def test_planted_effects_found_with_all_inputs(tmp_path):
     assert r["tau[lambda_max,test_error]"]["effect"] > 0.3 and r["tau[lambda_max,test_error]"]["supported"]
     assert r["tau[lambda_max,test_error]"]["extra"]["invariance_verdict"] == "not invariant"
     assert r["tau[kappa,test_error]"]["extra"]["invariance_verdict"] == "not audited"
+    # the log-det enters the rankings by its curvature part (planted 10 log lambda_max), not the raw value
+    assert r["tau[logdet_curvature,test_error]"]["effect"] > 0.3 and r["tau[logdet_curvature,test_error]"]["supported"]
+    assert not any(name.startswith("tau[logdet,") for name in r)
     flat = headline(res)
     assert flat["H1"]["tested"] and flat["H1"]["supported"] is True
     json.dumps(flat)

@@ -21,7 +21,7 @@ from landscape.training.checkpoint import save_snapshot
 
 SPEC = {"name": "mlp", "width": 6, "depth": 2, "norm": "bn"}
 KWARGS = {"num_classes": 3, "in_features": 4}
-CURVATURE = {"num_examples": 40, "batch_size": 10, "at_init": True, "top_k": 4, "eig_tol": 1e-6, "trace_matvecs": 12,
+CURVATURE = {"num_examples": 40, "batch_size": 10, "at_init": True, "top_k": 4, "bottom_k": 2, "eig_tol": 1e-6, "trace_matvecs": 12,
              "slq_probes": 2, "slq_steps": 10, "per_layer": True, "per_layer_matvecs": 4, "noise_examples": 16,
              "diag_probes": 4, "along_training_matvecs": 8, "dtype": "float64"}
 PARAMS = {
@@ -57,10 +57,12 @@ def _write_inputs(layout: Layout) -> None:
 def _figures(summary: dict) -> dict[str, float]:
     """Every curvature number of a seed's curvature.json (no timings)."""
     out = {f"eig{i}": v for i, v in enumerate(summary["eigenvalues"]["values"])}
-    out |= {k: summary[k] for k in ("trace", "trace_stderr", "logdet", "logdet_stderr")}
+    out |= {k: summary[k] for k in ("trace", "trace_stderr", "logdet", "logdet_stderr", "logdet_curvature", "lambda_min", "spectral_norm")}
+    out |= {f"bottom{i}": v for i, v in enumerate(summary["bottom_eigenvalues"]["values"])}
+    out |= {f"negative_{k}": summary["negative_mass"][k] for k in ("below_zero", "below_minus_tau")}
     out |= {f"density_moment{i}": v for i, v in enumerate(summary["density"]["moments"])}
     out |= {f"layer_{d['name']}_{k}": d[k] for d in summary["per_layer"] for k in ("lambda_max", "trace")}
-    out |= {f"init_{k}": summary["at_init"][k] for k in ("lambda_max", "trace", "logdet")}
+    out |= {f"init_{k}": summary["at_init"][k] for k in ("lambda_max", "lambda_min", "spectral_norm", "trace", "logdet", "logdet_curvature")}
     out |= {f"along{d['epoch']}_{k}": d[k] for d in summary.get("along_training", []) for k in ("lambda_max", "trace")}
     out |= {f"noise_{k}": summary["noise"][k] for k in ("kappa", "trace_sigma")}
     return out
@@ -92,6 +94,10 @@ def test_single_process_records_precision_runtime_and_skips(single):
     assert read_json(single.curvature("exp", "a", 2)) == {"status": "skipped: run diverged"}
     metrics = read_json(single.measure_dir("exp", "a") / "metrics.json")
     assert metrics["seeds_measured"] == 2 and metrics["dtype"] == "float64"
+    assert metrics["spectral_norm"]["n"] == 2 and metrics["logdet_curvature"]["n"] == 2 and metrics["lambda_min"]["n"] == 2
+    for s in (summary, summary["at_init"]):  # both ends, at init as after training
+        assert s["spectral_norm"] == max(abs(s["lambda_max"]), abs(s["lambda_min"])) and s["spectral_norm_end"] in ("top", "bottom")
+        assert s["logdet_curvature"] == pytest.approx(s["logdet"] - summary["operator"]["num_params"] * math.log(s["logdet_eps"]))
     assert metrics["runtime"]["devices"] == ["cpu"] and metrics["runtime"]["world_size"] == 1
     assert [d["epoch"] for d in summary["along_training"]] == [1] and "along_training" not in read_json(single.curvature("exp", "a", 1))
     assert torch.load(single.krylov("exp", "a", 0), weights_only=False)["ritz_values"].dtype == torch.float64
@@ -133,3 +139,16 @@ def test_two_gloo_ranks_give_the_single_process_results(single, tmp_path):
         assert _close(ours, ref, 1e-10) == []
     metrics = read_json(layout.measure_dir("exp", "a") / "metrics.json")
     assert metrics["runtime"]["world_size"] == 2 and metrics["seeds_measured"] == 2
+
+
+@pytest.mark.parametrize(("over", "match"), [
+    ({"bottom_k": -1}, r"curvature\.exp\.bottom_k=-1 .*an int >= 0"),
+    ({"negative_tau": -0.5}, r"curvature\.exp\.negative_tau=-0\.5 .*a float >= 0"),
+    ({"logdet_eps_relative": 0.0}, r"curvature\.exp\.logdet_eps_relative=0\.0 .*a float > 0"),
+    ({"logdet_eps": 1e-3}, r"logdet_eps"),  # the absolute eps is gone: eps follows lambda_max
+])
+def test_new_settings_are_validated(over, match):
+    from landscape.schema import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=match):
+        parse_config(measure.CurvatureConfig, {**CURVATURE, **over}, "curvature.exp")

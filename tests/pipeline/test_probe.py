@@ -200,7 +200,7 @@ def test_hessian_plane_curvatures_match_dense_eigenvalues_and_invariance_audit_m
     cfg = _probe_config(
         scans={"hessian_span": h, "plane_points": 3},
         sharpness={"configs": []},
-        invariance={"eig_tol": 1e-8, "alpha": 4.0},
+        invariance={"eig_tol": 1e-8, "alpha": 4.0, "slq_probes": 8, "slq_steps": 87},
     )
     report = run_landscape_probes(runs, DATA, cfg, config_name="c", model_spec=MLP_SPEC)
     Z = report.arrays["scans.hessian_plane.loss"]  # Z[i, j] at (xs[j], ys[i]), xs = ys = (-h, 0, h)
@@ -220,6 +220,17 @@ def test_hessian_plane_curvatures_match_dense_eigenvalues_and_invariance_audit_m
     assert entries["lambda_max"]["verdict"] == "not invariant" and entries["adaptive_sharpness_l2"]["verdict"] == "invariant"
     assert inv["audit"]["output_change"] < 1e-12
     assert report.summary["invariance"]["lambda_max"] == "not invariant"
+    # the log-det enters the audit by its curvature part sum ln(1 + max(lambda_i, 0) / eps), eps = 1e-3 lambda_max at each point
+    from landscape.curvature import logdet
+
+    for key, prm in (("before", parameter_dict(model)), ("after", after)):
+        Hp = _dense_hessian(model, prm, x, y)
+        ev = torch.linalg.eigvalsh(Hp)
+        eps = 1e-3 * float(ev[-1])
+        exact = float(torch.log1p(ev.clamp_min(0) / eps).sum())
+        assert entries["logdet_curvature"][key] == pytest.approx(logdet(Hp, eps=eps, seed=0, num_probes=8, num_steps=87).curvature_part,
+                                                                 rel=1e-6)
+        assert entries["logdet_curvature"][key] == pytest.approx(exact, rel=0.25)
 
 
 def test_auto_hessian_span_missing_vectors_and_non_applicable_audit_are_recorded():

@@ -35,7 +35,7 @@ def _write_run(root, exp, cfg, seed, lam, trace, noise=None, at_init=None):
     top = torch.linalg.eigvalsh(W).flip(0)[:20]
     d = root / "measure" / exp / cfg / "seeds" / f"seed{seed}"
     d.mkdir(parents=True)
-    curv = {"status": "measured", "operator": {"num_params": N}, "lambda_max": lam, "trace": trace,
+    curv = {"status": "measured", "operator": {"num_params": N}, "lambda_max": lam, "spectral_norm": lam, "trace": trace,
             "eigenvalues": {"values": top.tolist()}, "density": {"sigma_broadening": float(dens.sigma)}}
     if noise is not None:
         curv["noise"] = noise
@@ -56,7 +56,8 @@ def tree(tmp_path_factory):
             experiments["scaling"]["configs"][cfg] = {"model": {"width": n, "depth": L}}
             for seed in SEEDS:
                 lam = math.exp(LOG_A + ALPHA * math.log(n) + BETA * L + rng.normal(0, NOISE))
-                init = {"lambda_max": 2 * lam, "trace": 20 * lam, "rmt": {"status": "ok", "bulk_sigma": 0.1 * n ** 0.25, "outlier_count": 9}}
+                # at init the negative end attains ||H||_2: lambda_min = -3 lam, lambda_max = 2 lam
+                init = {"lambda_max": 2 * lam, "lambda_min": -3 * lam, "spectral_norm": 3 * lam, "trace": 20 * lam, "rmt": {"status": "ok", "bulk_sigma": 0.1 * n ** 0.25, "outlier_count": 9}}
                 _write_run(root, "scaling", cfg, seed, lam, 10 * lam * math.exp(rng.normal(0, NOISE)), at_init=init)
     for b, rank in ((16, 12), (256, 5)):
         experiments["h1_batch"]["configs"][f"b{b}"] = {"train": {"batch_size": b}}
@@ -70,21 +71,27 @@ def tree(tmp_path_factory):
 
 
 def test_planted_law_is_recovered_with_covering_intervals(tree):
-    f = tree["scaling"]["fits"]["trained.lambda_max"]
+    f = tree["scaling"]["fits"]["trained.spectral_norm"]
     assert f["status"] == "fitted" and f["fit"]["n_runs"] == 9 and f["distinct_depths"] == 3
     assert f["fit"]["alpha_ci"][0] < ALPHA < f["fit"]["alpha_ci"][1]
     assert f["fit"]["beta_ci"][0] < BETA < f["fit"]["beta_ci"][1]
     assert f["fit"]["preferred"] == "exponential"
     assert f["tests"]["alpha"]["supported"] and f["tests"]["beta"]["supported"]
     assert len(f["points"]) == 9 and all(p["n_seeds"] == 3 for p in f["points"])
-    init = tree["scaling"]["fits"]["at_init.lambda_max"]
-    assert init["fit"]["alpha"] == pytest.approx(f["fit"]["alpha"]) and init["fit"]["log_a"] == pytest.approx(f["fit"]["log_a"] + math.log(2))
+    # the fit reads ||H||_2 (3 lam at init, from the bottom end), with lambda_max (2 lam) reported beside it
+    init = tree["scaling"]["fits"]["at_init.spectral_norm"]
+    assert init["fit"]["alpha"] == pytest.approx(f["fit"]["alpha"]) and init["fit"]["log_a"] == pytest.approx(f["fit"]["log_a"] + math.log(3))
+    top = tree["scaling"]["fits"]["at_init.lambda_max"]
+    assert top["status"] == "fitted" and top["fit"]["log_a"] == pytest.approx(f["fit"]["log_a"] + math.log(2))
+    assert tree["scaling"]["fits"]["trained.lambda_max"]["fit"]["log_a"] == pytest.approx(f["fit"]["log_a"])
     # bulk sigma^2 at init was planted as 0.01 n^0.5 exactly: alpha 0.5, beta 0
     s2 = tree["scaling"]["fits"]["at_init.bulk_sigma2"]["fit"]
     assert s2["alpha"] == pytest.approx(0.5, abs=1e-9) and s2["beta"] == pytest.approx(0.0, abs=1e-9)
     assert {h["name"] for h in tree["scaling"]["families"]["confirmatory"]} == {
-        "scaling[trained.lambda_max:alpha]", "scaling[trained.lambda_max:beta]", "scaling[at_init.lambda_max:alpha]", "scaling[at_init.lambda_max:beta]"}
-    m = headline(tree)["trained_lambda_max"]
+        "scaling[trained.spectral_norm:alpha]", "scaling[trained.spectral_norm:beta]",
+        "scaling[at_init.spectral_norm:alpha]", "scaling[at_init.spectral_norm:beta]"}
+    assert "scaling[at_init.lambda_max:alpha]" in {h["name"] for h in tree["scaling"]["families"]["exploratory"]}
+    m = headline(tree)["trained_spectral_norm"]
     assert m["alpha_ci_low"] < m["alpha"] < m["alpha_ci_high"] and m["beta_positive_supported"] is True
 
 

@@ -82,11 +82,12 @@ def test_logged_curves_long_format(tmp_path):
 def test_scaling_and_gradient_tables(tmp_path):
     layout = Layout(tmp_path)
     configs = {"w8": {"model": {"width": 8, "depth": 2}}}
-    _write(layout.curvature("s", "w8", 0), {"status": "measured", "lambda_max": 3.0, "trace": "9",
-                                           "at_init": {"lambda_max": 1.0, "rmt": {"status": "ok", "bulk_sigma": 0.5, "outlier_count": 4,
+    _write(layout.curvature("s", "w8", 0), {"status": "measured", "lambda_max": 3.0, "spectral_norm": 3.0, "trace": "9",
+                                           "at_init": {"lambda_max": 1.0, "spectral_norm": 2.5, "rmt": {"status": "ok", "bulk_sigma": 0.5, "outlier_count": 4,
                                                                                   "outlier_count_is_lower_bound": True}}})
     rows = scaling_runs(layout, "s", configs, [0, 1])
     assert len(rows) == 1 and rows.iloc[0]["trained.trace"] == 9.0 and rows.iloc[0]["at_init.bulk_sigma2"] == 0.25
+    assert rows.iloc[0]["at_init.spectral_norm"] == 2.5 and rows.iloc[0]["at_init.lambda_max"] == 1.0
     assert pd.isna(rows.iloc[0]["at_init.outlier_count"]) and pd.isna(rows.iloc[0]["at_init.trace"])
     with pytest.raises(ConfigError, match=r"experiments\.s\.configs\.w8\.model needs width and depth"):
         scaling_runs(layout, "s", {"w8": {"model": {"width": 8}}}, [0])

@@ -2,15 +2,27 @@
 
 Used by the ``measure`` stage; a user can call it on their own model. One Lanczos pass
 gives the top eigenpairs (and their Ritz vectors, cached for the PAC-Bayes posterior and
-the Hessian-direction scans); one SLQ pass gives the spectral density, its moments and
-the log-determinant (the tridiagonals are returned so they can be cached and reused).
+the Hessian-direction scans), a second the bottom eigenpairs (smallest algebraic, the
+negative curvature of Sagun et al. 2017 and Ghorbani et al. 2019), and with both ends the
+spectral norm ``||H||_2 = max(|lambda_max|, |lambda_min|)``; one SLQ pass gives the spectral
+density, its moments, the mass below zero and the log-determinant (the tridiagonals are
+returned so they can be cached and reused).
+
+Log-determinant: ``log det(H + eps I)`` with ``eps = logdet_eps_relative * lambda_max`` (the
+shift follows the spectrum's scale), reported with its curvature part
+``log det(H + eps I) - P ln eps = sum_i ln(1 + max(lambda_i, 0) / eps)``: the raw value is
+dominated by ``P ln eps`` (a parameter count), the curvature part is what the spectrum adds.
+Negative eigenvalues count as zero curvature (their terms are ``ln 1 = 0``, whatever their
+size, also below ``-eps``); ``logdet_clamped_mass`` estimates the fraction so clamped.
 
 Error bars: an eigenvalue's is its Ritz residual bound ``|lambda - theta| <= ||H v - theta v||``
-(for a unit Ritz vector); the trace's and log-det's are standard errors across probes.
+(for a unit Ritz vector); the trace's, log-det's and negative mass's are standard errors
+across probes.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.covariance import DEFAULT_COVARIANCE_MEMORY_BYTES, gradient_covariance
-from landscape.curvature.lanczos import top_eigenpairs
+from landscape.curvature.lanczos import Eigenpairs, top_eigenpairs
 from landscape.curvature.losses import Reduction
 from landscape.curvature.noise import (
     difficulty_index,
@@ -32,10 +44,13 @@ from landscape.curvature.noise import (
 from landscape.curvature.operators import HessianOperator, _CurvatureOperator
 from landscape.curvature.per_layer import per_layer_curvature
 from landscape.curvature.rmt import fit_spiked_bulk
-from landscape.curvature.slq import logdet_from_tridiagonals, spectral_density
+from landscape.curvature.slq import LogDetEstimate, logdet_from_tridiagonals, mass_below, spectral_density
 from landscape.curvature.trace import trace as estimate_trace
 
-__all__ = ["CurvatureMeasurement", "measure_curvature", "sharpness_summary"]
+__all__ = ["CurvatureMeasurement", "measure_curvature", "sharpness_summary", "spectral_norm", "LOGDET_CLAMPING"]
+
+LOGDET_CLAMPING = ("each term is ln(1 + max(lambda_i, 0) / eps): eigenvalues <= 0, including those <= -eps, count as "
+                   "zero curvature and add 0; logdet_clamped_mass estimates the fraction of eigenvalues so clamped")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 OperatorClass = Callable[..., _CurvatureOperator]
@@ -50,6 +65,7 @@ class CurvatureMeasurement:
         summary: JSON-ready scalars and small lists (eigenvalues with residual bounds,
             trace, log-det, density moments, RMT fit, per-layer figures, gradient noise).
         krylov: tensors to cache: ``ritz_values`` (k,), ``ritz_vectors`` (P, k),
+            ``bottom_ritz_values`` (k_bottom,) ascending (absent when ``bottom_k = 0``),
             ``slq_alphas`` (probes, steps), ``slq_betas`` (probes, steps - 1), and the
             density on its ``grid`` / ``density``.
     """
@@ -73,7 +89,10 @@ def measure_curvature(
     trace_method: str = "hutch++",
     slq_probes: int = 4,
     slq_steps: int = 40,
-    logdet_eps: float = 1e-3,
+    logdet_eps_relative: float = 1e-3,
+    bottom_k: int = 5,
+    bottom_max_matvecs: int | None = 300,
+    negative_tau: float = 3.0,
     per_layer: bool = True,
     per_layer_matvecs: int = 20,
     per_layer_tol: float = 1e-2,
@@ -100,7 +119,17 @@ def measure_curvature(
         trace_method: ``"hutch++"``, ``"hutchinson"`` or ``"xtrace"``.
         slq_probes: SLQ probe vectors (density and log-det).
         slq_steps: Lanczos steps per SLQ probe.
-        logdet_eps: the eps of ``log det(H + eps I)``.
+        logdet_eps_relative: r in ``eps = r * lambda_max``, the shift of ``log det(H + eps I)``
+            (recorded with eps; the curvature part is NaN when ``lambda_max <= 0``).
+        bottom_k: number of bottom (smallest algebraic) eigenpairs by Lanczos (0 skips them;
+            then ``spectral_norm`` is ``|lambda_max|`` with ``spectral_norm_end = "top only"``).
+        bottom_max_matvecs: product budget of the bottom pass (None: the solver's default,
+            100 times its basis). Eigenvalues near zero converge slowly; when the budget runs
+            out the Ritz values are reported with ``converged = false`` and their residual
+            bounds, which still bound the distance to an eigenvalue, and the smallest Ritz value
+            is an upper bound on lambda_min (Cauchy interlacing).
+        negative_tau: tau in broadening widths: the negative mass is reported below 0 and
+            below ``-tau * sigma_broadening`` of the SLQ density.
         per_layer: also the top eigenvalue and trace of each module's diagonal block.
         per_layer_matvecs: trace budget per layer; a layer with at most this many
             parameters is materialised and solved exactly (same number of products).
@@ -125,6 +154,12 @@ def measure_curvature(
     Precision: the Hessian follows the model's and inputs' dtype (float32 or float64, the
     caller's choice); the summary records it as ``dtype``.
     """
+    if isinstance(bottom_k, bool) or not isinstance(bottom_k, int) or bottom_k < 0:
+        raise ValueError(f"bottom_k must be an int >= 0, got {bottom_k!r}")
+    if not (isinstance(logdet_eps_relative, (int, float)) and math.isfinite(logdet_eps_relative) and logdet_eps_relative > 0):
+        raise ValueError(f"logdet_eps_relative must be a finite number > 0, got {logdet_eps_relative!r}")
+    if not (isinstance(negative_tau, (int, float)) and math.isfinite(negative_tau) and negative_tau >= 0):
+        raise ValueError(f"negative_tau must be a finite number >= 0 (broadening widths), got {negative_tau!r}")
     started = time.perf_counter()
     op = hessian(model, loss_fn, batches, bn_mode=bn_mode, reduction=reduction)
     summary: dict[str, Any] = {"operator": op.report.to_dict(), "seed": seed, "dtype": str(op.dtype).removeprefix("torch.")}
@@ -144,18 +179,22 @@ def measure_curvature(
     # (the spike count's need) at about the cost that top_k = C with both had.
     eig = top_eigenpairs(op, k=min(top_k, P - 1), which="LA", tol=eig_tol, seed=seed, verify=False, check_multiplicity=False,
                          basis_device=basis_device)
-    abs_bounds = eig.residuals * eig.values.abs().clamp_min(torch.finfo(eig.values.dtype).tiny)
-    summary["eigenvalues"] = {
-        "values": eig.values.tolist(),
-        "residual_bounds": abs_bounds.tolist(),
-        "relative_residuals": eig.residuals.tolist(),
-        "num_matvecs": eig.num_matvecs,
-        "converged": bool(eig.converged),
-    }
+    summary["eigenvalues"] = _pairs_summary(eig)
     lambda_max = float(eig.values[0])
     summary["lambda_max"] = lambda_max
-    summary["lambda_max_err"] = float(abs_bounds[0])
+    summary["lambda_max_err"] = summary["eigenvalues"]["residual_bounds"][0]
     tick("eigenvalues")
+
+    bottom: Eigenpairs | None = None
+    if bottom_k > 0:  # the same certificates as the top end; a separate start vector (seed + 1)
+        bottom = top_eigenpairs(op, k=min(bottom_k, P - 1), which="SA", tol=eig_tol, seed=seed + 1, verify=False,
+                                check_multiplicity=False, basis_device=basis_device, max_matvecs=bottom_max_matvecs)
+        summary["bottom_eigenvalues"] = _pairs_summary(bottom)
+        summary["lambda_min"] = float(bottom.values[0])
+        summary["lambda_min_err"] = summary["bottom_eigenvalues"]["residual_bounds"][0]
+        tick("bottom_eigenvalues")
+    norm, norm_err, end = spectral_norm(lambda_max, summary["lambda_max_err"], summary.get("lambda_min"), summary.get("lambda_min_err"))
+    summary.update(spectral_norm=norm, spectral_norm_err=norm_err, spectral_norm_end=end)
 
     tr = estimate_trace(op, num_matvecs=trace_matvecs, method=trace_method, seed=seed,
                         probe_batch_size=probe_batch_size if trace_method != "xtrace" else None)
@@ -167,7 +206,8 @@ def measure_curvature(
 
     dens = spectral_density(op, num_probes=slq_probes, num_steps=min(slq_steps, P), seed=seed,
                             probe_batch_size=probe_batch_size, basis_device=basis_device)
-    ld = logdet_from_tridiagonals(dens.alphas, dens.betas, P, logdet_eps)
+    eps = logdet_eps_relative * lambda_max
+    ld = logdet_from_tridiagonals(dens.alphas, dens.betas, P, eps) if eps > 0 and math.isfinite(eps) else None
     summary["density"] = {
         "moments": dens.moments.tolist(),
         "moments_stderr": dens.moments_stderr.tolist(),
@@ -176,10 +216,8 @@ def measure_curvature(
         "num_steps": dens.num_steps,
         "num_matvecs": dens.num_matvecs,
     }
-    summary["logdet"] = ld.value
-    summary["logdet_stderr"] = ld.stderr
-    summary["logdet_eps"] = logdet_eps
-    summary["logdet_clamped_mass"] = ld.clamped_mass
+    summary["negative_mass"] = _negative_mass(dens.alphas, dens.betas, dens.sigma, negative_tau)
+    summary.update(_logdet_summary(ld.value if ld is not None else math.nan, ld, logdet_eps_relative, lambda_max))
 
     try:  # spikes by the eigengap rule on the top-k values, bulk semicircle from the SLQ moments
         spiked = fit_spiked_bulk(eig.values, dens, dim=P)
@@ -245,12 +283,65 @@ def measure_curvature(
     krylov = {
         "ritz_values": eig.values.detach().cpu(),
         "ritz_vectors": eig.vectors.detach().cpu().to(torch.float32),
+        **({"bottom_ritz_values": bottom.values.detach().cpu()} if bottom is not None else {}),
         "slq_alphas": dens.alphas.detach().cpu(),
         "slq_betas": dens.betas.detach().cpu(),
         "density_grid": dens.grid.detach().cpu(),
         "density": dens.density.detach().cpu(),
     }
     return CurvatureMeasurement(summary=summary, krylov=krylov)
+
+
+def _pairs_summary(eig: Eigenpairs) -> dict[str, Any]:
+    """Ritz values with their absolute residual bounds ``|theta_i| * relative_residual_i``."""
+    abs_bounds = eig.residuals * eig.values.abs().clamp_min(torch.finfo(eig.values.dtype).tiny)
+    return {
+        "values": eig.values.tolist(),
+        "residual_bounds": abs_bounds.tolist(),
+        "relative_residuals": eig.residuals.tolist(),
+        "num_matvecs": eig.num_matvecs,
+        "converged": bool(eig.converged),
+    }
+
+
+def spectral_norm(lambda_max: float, lambda_max_err: float, lambda_min: float | None = None,
+                  lambda_min_err: float | None = None) -> tuple[float, float, str]:
+    """``||H||_2 = max(|lambda_max|, |lambda_min|)`` for a symmetric H, with the end that attains it.
+
+    Args:
+        lambda_max, lambda_max_err: the top Ritz value and its residual bound.
+        lambda_min, lambda_min_err: the bottom Ritz value and its bound (None: not measured).
+
+    Returns:
+        ``(norm, err, end)``: ``end`` is ``"top"``, ``"bottom"`` or ``"top only"`` (no bottom
+        measured: the norm is then ``|lambda_max|``, a lower bound); ``err`` is the attaining
+        end's residual bound (``| |a| - |b| | <= |a - b|``).
+    """
+    if lambda_min is None or lambda_min_err is None:
+        return abs(lambda_max), lambda_max_err, "top only"
+    if abs(lambda_min) > abs(lambda_max):
+        return abs(lambda_min), lambda_min_err, "bottom"
+    return abs(lambda_max), lambda_max_err, "top"
+
+
+def _negative_mass(alphas: Tensor, betas: Tensor, sigma: float, tau_widths: float) -> dict[str, Any]:
+    """Fraction of the SLQ spectral measure below 0 and below ``-tau_widths * sigma``."""
+    zero, tail = mass_below(alphas, betas, 0.0), mass_below(alphas, betas, -tau_widths * sigma)
+    return {"below_zero": zero.value, "below_zero_stderr": zero.stderr, "tau": tau_widths * sigma,
+            "tau_broadenings": tau_widths, "below_minus_tau": tail.value, "below_minus_tau_stderr": tail.stderr,
+            "source": "SLQ Gauss quadrature measure (Ritz nodes and weights, unbroadened)"}
+
+
+def _logdet_summary(value: float, ld: LogDetEstimate | None, relative: float, lambda_max: float) -> dict[str, Any]:
+    """The log-det entries of the summary (NaN with a status when ``lambda_max <= 0``)."""
+    out: dict[str, Any] = {"logdet": value, "logdet_eps_relative": relative, "logdet_eps_rule": "eps = logdet_eps_relative * lambda_max",
+                           "logdet_clamping": LOGDET_CLAMPING}
+    if ld is None:
+        return out | {"logdet_status": f"not computed: lambda_max = {lambda_max} is not positive", "logdet_stderr": math.nan,
+                      "logdet_eps": math.nan, "logdet_curvature": math.nan, "logdet_curvature_stderr": math.nan,
+                      "logdet_clamped_mass": math.nan}
+    return out | {"logdet_status": "ok", "logdet_stderr": ld.stderr, "logdet_eps": ld.eps, "logdet_curvature": ld.curvature_part,
+                  "logdet_curvature_stderr": ld.stderr, "logdet_clamped_mass": ld.clamped_mass}
 
 
 def _first_examples(batches: Sequence[tuple[Tensor, Tensor]], n: int) -> tuple[Tensor, Tensor]:

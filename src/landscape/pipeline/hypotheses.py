@@ -65,7 +65,9 @@ class HypothesesConfig(Checked):
         h2_measures: Measures compared by H2 (subset of lambda_max, trace, outlier_count, barrier).
         barrier_split: Data split of the H2 barriers, ``train`` or ``test``.
         h4_bound, h4_baselines: Bound families compared by H4 (names in bounds.json).
-        regression_measures: Curvature columns scored against the targets.
+        regression_measures: Curvature columns scored against the targets (``logdet_curvature`` is the
+            log-det's curvature part ``sum_i ln(1 + max(lambda_i, 0) / eps)``; the raw ``logdet`` is mostly
+            ``d ln eps``, a parameter count).
         regression_targets: ``test_error`` and/or ``gen_gap``.
     """
 
@@ -81,7 +83,8 @@ class HypothesesConfig(Checked):
     barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
     h4_bound: str = "hessian"
     h4_baselines: tuple[str, ...] = field(default=("occam", "isotropic"), metadata=_NAMES)
-    regression_measures: tuple[str, ...] = field(default=("lambda_max", "trace", "logdet", "kappa", "difficulty_index"), metadata=_NAMES)
+    regression_measures: tuple[str, ...] = field(
+        default=("spectral_norm", "lambda_max", "trace", "logdet_curvature", "kappa", "difficulty_index"), metadata=_NAMES)
     regression_targets: tuple[str, ...] = field(default=("test_error", "gen_gap"), metadata=subset_of(("test_error", "gen_gap")))
 
     def _extra_checks(self) -> None:

@@ -1,7 +1,8 @@
 """measure stage: curvature of every trained run of one (experiment, config), all seeds.
 
-For each seed: the run's final weights, measured on the fixed probe subset (top-k eigenpairs
-with residual bounds, trace, SLQ density, log-det, RMT bulk fit, per-layer figures,
+For each seed: the run's final weights, measured on the fixed probe subset (top-k and bottom-k
+eigenpairs with residual bounds, ``||H||_2 = max(|lambda_max|, |lambda_min|)``, trace, SLQ
+density and its negative mass, log-det and its curvature part, RMT bulk fit, per-layer figures,
 gradient-noise covariance and its alignment), written to
 ``measure/<exp>/<cfg>/seeds/seed<k>/{curvature.json, krylov.pt}``; a diverged run is recorded
 as skipped, never measured; ``measure/<exp>/<cfg>/metrics.json`` summarises the seeds.
@@ -73,7 +74,14 @@ class CurvatureConfig:
         trace_matvecs: Hessian-vector products of the trace estimate.
         trace_method: ``hutch++``, ``hutchinson`` or ``xtrace``.
         slq_probes, slq_steps: stochastic Lanczos quadrature budget (density and log-det).
-        logdet_eps: eps of ``log det(H + eps I)``.
+        logdet_eps_relative: r in ``eps = r * lambda_max``, the shift of ``log det(H + eps I)``;
+            the curvature part ``sum_i ln(1 + max(lambda_i, 0) / eps)`` is what regressions use.
+        bottom_k: bottom (smallest algebraic) eigenpairs by Lanczos, for lambda_min and
+            ``||H||_2 = max(|lambda_max|, |lambda_min|)`` (0 skips them).
+        bottom_max_matvecs: product budget of the bottom pass (unconverged values are reported
+            with their residual bounds and ``converged = false``).
+        negative_tau: the negative mass is reported below 0 and below ``-negative_tau`` SLQ
+            broadening widths.
         per_layer: per-module top eigenvalue and trace.
         per_layer_matvecs: trace budget per module.
         per_layer_tol: relative Ritz residual tolerance of each module's top eigenvalue
@@ -99,7 +107,10 @@ class CurvatureConfig:
     )
     slq_probes: int = field(default=4, metadata=rule("an int >= 1", lambda x: x >= 1))
     slq_steps: int = field(default=40, metadata=rule("an int >= 2", lambda x: x >= 2))
-    logdet_eps: float = field(default=1e-3, metadata=rule("a float > 0", positive))
+    logdet_eps_relative: float = field(default=1e-3, metadata=rule("a float > 0", positive))
+    bottom_k: int = field(default=5, metadata=rule("an int >= 0", nonneg))
+    bottom_max_matvecs: int = field(default=300, metadata=rule("an int >= 2", lambda x: x >= 2))
+    negative_tau: float = field(default=3.0, metadata=rule("a float >= 0", nonneg))
     per_layer: bool = True
     per_layer_matvecs: int = field(default=20, metadata=rule("an int >= 4", lambda x: x >= 4))
     per_layer_tol: float = field(default=1e-2, metadata=rule("a float in (0, 1)", lambda x: 0 < x < 1))
@@ -118,7 +129,9 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
     }
 
 
-_AT_INIT_KEYS = ("lambda_max", "lambda_max_err", "trace", "trace_stderr", "logdet", "logdet_stderr", "rmt")
+_AT_INIT_KEYS = ("lambda_max", "lambda_max_err", "lambda_min", "lambda_min_err", "spectral_norm", "spectral_norm_err",
+                 "spectral_norm_end", "bottom_eigenvalues", "negative_mass", "trace", "trace_stderr", "logdet", "logdet_stderr",
+                 "logdet_eps", "logdet_curvature", "logdet_curvature_stderr", "logdet_clamped_mass", "rmt")
 
 
 def _on(batches: list[Batch], device: torch.device, dtype: torch.dtype) -> list[Batch]:
@@ -155,7 +168,7 @@ def measure_seed(layout: Layout, experiment: str, config: str, cfg: CurvatureCon
     if cfg.at_init:
         init = measure_curvature(initial_model(stored, device).to(dtype), F.cross_entropy, batches, seed=seed, hessian=hessian,
                                  **{**settings, "per_layer": False, "noise_examples": 0, "diag_probes": 0})
-        summary["at_init"] = {k: init.summary[k] for k in _AT_INIT_KEYS}
+        summary["at_init"] = {k: init.summary[k] for k in _AT_INIT_KEYS if k in init.summary}
     along = []
     for snapshot in list_snapshots(layout.run(experiment, config, seed).checkpoints):
         state = torch.load(snapshot, map_location="cpu", weights_only=False)
@@ -170,7 +183,8 @@ def measure_seed(layout: Layout, experiment: str, config: str, cfg: CurvatureCon
         torch_save(out / "krylov.pt", result.krylov)
         write_json(out / "curvature.json", summary)
         print(f"{experiment}/{config}/seed{seed}: lambda_max={summary['lambda_max']:.4g} "
-              f"trace={summary['trace']:.4g} logdet={summary['logdet']:.4g} ({summary['wall_time_s']:.1f}s)", flush=True)
+              f"lambda_min={summary.get('lambda_min', float('nan')):.4g} trace={summary['trace']:.4g} "
+              f"logdet_curvature={summary['logdet_curvature']:.4g} ({summary['wall_time_s']:.1f}s)", flush=True)
     return summary
 
 
@@ -208,8 +222,12 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
         "seeds_measured": len(measured),
         "seeds_skipped": len(per_seed) - len(measured),
         "lambda_max": _mean_sd([s["lambda_max"] for s in measured]),
+        "lambda_min": _mean_sd([s.get("lambda_min", math.nan) for s in measured]),
+        "spectral_norm": _mean_sd([s["spectral_norm"] for s in measured]),
+        "negative_mass": _mean_sd([s["negative_mass"]["below_zero"] for s in measured]),
         "trace": _mean_sd([s["trace"] for s in measured]),
         "logdet": _mean_sd([s["logdet"] for s in measured]),
+        "logdet_curvature": _mean_sd([s["logdet_curvature"] for s in measured]),
         "outlier_count": _mean_sd([s["rmt"]["outlier_count"] for s in measured]),
         "kappa": _mean_sd([s["noise"]["kappa"] for s in measured if "noise" in s]),
         "dtype": cfg.dtype,

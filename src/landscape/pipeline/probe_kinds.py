@@ -516,7 +516,7 @@ def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[st
     measures = {
         "lambda_max": lambda p: float(top_eigenpairs(hessian(p), k=1, which="LA", tol=s.eig_tol, seed=0).values[0]),
         "trace": lambda p: estimate_trace(hessian(p), num_matvecs=s.trace_matvecs, method="hutch++", seed=0).value,
-        "logdet": lambda p: logdet(hessian(p), eps=s.logdet_eps, seed=0, num_probes=s.slq_probes, num_steps=s.slq_steps).value,
+        "logdet_curvature": lambda p: _logdet_curvature(hessian(p), s),
         "eps_sharpness_l2": lambda p: worst_case_sharpness(template, p, batches, eps=sh.eps_l2, norm="l2", **ascent).value,
         "adaptive_sharpness_l2": lambda p: adaptive_sharpness(template, p, batches, eps=sh.adaptive_eps, norm="l2", xi=0.0, **ascent).value,
     }
@@ -531,6 +531,15 @@ def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[st
         "note": "adaptive sharpness with xi = 0 is the scale-invariant measure",
     }
     return entry, {e.name: e.verdict for e in report.entries}
+
+
+def _logdet_curvature(op: HessianOperator, s: InvarianceSettings) -> float:
+    """``sum_i ln(1 + max(lambda_i, 0) / eps)`` with ``eps = logdet_eps_relative * lambda_max`` at this point
+    (the measure stage's rule; NaN when ``lambda_max <= 0``)."""
+    lam = float(top_eigenpairs(op, k=1, which="LA", tol=s.eig_tol, seed=0).values[0])
+    if not lam > 0:
+        return math.nan
+    return logdet(op, eps=s.logdet_eps_relative * lam, seed=0, num_probes=s.slq_probes, num_steps=s.slq_steps).curvature_part
 
 
 def _assemble_invariance(ctx: ProbeContext, outputs: Mapping[tuple, tuple]) -> tuple[dict[str, Any], dict[str, Any] | None]:  # noqa: ARG001

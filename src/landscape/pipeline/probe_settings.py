@@ -224,7 +224,8 @@ class InvarianceSettings(Selecting):
         alpha: Factor of the first hidden layer (the next layer's inputs get ``1/alpha``).
         eig_tol: Lanczos tolerance of ``lambda_max``.
         trace_matvecs: Hutch++ budget of the trace.
-        logdet_eps: ``eps`` of ``log det(H + eps I)``.
+        logdet_eps_relative: r in ``eps = r * lambda_max`` of the audited log-det curvature part
+            ``log det(H + eps I) - P ln eps = sum_i ln(1 + max(lambda_i, 0) / eps)``.
         slq_probes: SLQ probes of the log-det.
         slq_steps: Lanczos steps per SLQ probe.
         rtol: Relative change below which a measure is called invariant.
@@ -234,7 +235,7 @@ class InvarianceSettings(Selecting):
     alpha: float = field(default=10.0, metadata=number_above_zero())
     eig_tol: float = field(default=1e-3, metadata=rule("a number in (0, 1)", lambda x: 0 < x < 1))
     trace_matvecs: int = field(default=30, metadata=int_at_least(4))
-    logdet_eps: float = field(default=1e-3, metadata=number_above_zero())
+    logdet_eps_relative: float = field(default=1e-3, metadata=number_above_zero())
     slq_probes: int = field(default=2, metadata=int_at_least(1))
     slq_steps: int = field(default=30, metadata=int_at_least(2))
     rtol: float = field(default=0.01, metadata=number_above_zero())

@@ -66,7 +66,8 @@ class SpectraScalingConfig(Checked):
         edge_points: Eigenvalues in the spike rule's edge regression (spikes <= top_k - edge_points).
         alpha: Family-wise level of the verdicts (Holm).
         ci_level: Coverage of every interval.
-        targets: Responses of the scaling fits (subset of lambda_max, trace, bulk_sigma2, outlier_count).
+        targets: Responses of the scaling fits (subset of spectral_norm, lambda_max, trace, bulk_sigma2, outlier_count;
+            spectral_norm is ||H||_2 = max(|lambda_max|, |lambda_min|), the confirmatory family).
         plot_configs: ``<experiment>/<config>`` whose density curves the page draws (seed: the first measured).
         model_samples: Quantile points used to broaden the model densities like the measured one.
     """

@@ -136,7 +136,9 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                     found["curvature"] += 1
                     noise = curv.get("noise") or {}
                     row.update(lambda_max=_number(curv.get("lambda_max")), trace=_number(curv.get("trace")),
-                               logdet=_number(curv.get("logdet")),
+                               lambda_min=_number(curv.get("lambda_min")), spectral_norm=_number(curv.get("spectral_norm")),
+                               negative_mass=_number((curv.get("negative_mass") or {}).get("below_zero")),
+                               logdet=_number(curv.get("logdet")), logdet_curvature=_number(curv.get("logdet_curvature")),
                                outlier_count=_number((curv.get("rmt") or {}).get("outlier_count")),
                                kappa=_number(noise.get("kappa")), difficulty_index=_number(noise.get("difficulty_index")))
                 bnd = read_json(layout.bounds_run(exp, cfg, seed))
@@ -270,8 +272,9 @@ def measured_spectra(layout: Layout, experiments: Mapping[str, Any], seeds: Sequ
 def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], seeds: Sequence[int]) -> pd.DataFrame:
     """One row per measured (config, seed) of the width x depth grid, trained and at init.
 
-    Columns: config, width, depth, seed, ``trained.lambda_max``, ``trained.trace``,
-    ``at_init.lambda_max``, ``at_init.trace``, ``at_init.bulk_sigma2`` (NaN unless the
+    Columns: config, width, depth, seed, ``trained.spectral_norm`` (``||H||_2 =
+    max(|lambda_max|, |lambda_min|)``), ``trained.lambda_max``, ``trained.trace``,
+    ``at_init.spectral_norm``, ``at_init.lambda_max``, ``at_init.trace``, ``at_init.bulk_sigma2`` (NaN unless the
     initial bulk fit succeeded), ``at_init.outlier_count`` (NaN when only a lower bound).
 
     Raises:
@@ -290,7 +293,9 @@ def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], se
             rmt = init.get("rmt") or {}
             ok_init = rmt.get("status") == "ok" and "bulk_sigma" in rmt
             rows.append({"config": name, "width": float(model["width"]), "depth": float(model["depth"]), "seed": seed,
+                         "trained.spectral_norm": _float(curv.get("spectral_norm")),
                          "trained.lambda_max": _float(curv.get("lambda_max")), "trained.trace": _float(curv.get("trace")),
+                         "at_init.spectral_norm": _float(init.get("spectral_norm")),
                          "at_init.lambda_max": _float(init.get("lambda_max")), "at_init.trace": _float(init.get("trace")),
                          "at_init.bulk_sigma2": _float(rmt.get("bulk_sigma")) ** 2 if ok_init else float("nan"),
                          "at_init.outlier_count": (_float(rmt.get("outlier_count"))

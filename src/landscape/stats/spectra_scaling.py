@@ -5,12 +5,13 @@ Nothing is recomputed from a network.
 
 1. Scaling law ``||H||_2 = A n^alpha e^(beta L)`` over the width x depth grid
    (:func:`landscape.stats.scaling.scaling_law_fit`), at initialisation and after training,
-   for lambda_max (= ||H||_2 at a minimum, where the top eigenvalue dominates), the trace,
-   the bulk variance sigma^2 and the spike count. Primary fit: OLS on per-config geometric
+   for ``||H||_2 = max(|lambda_max|, |lambda_min|)`` (the measured ``spectral_norm``: at
+   initialisation the negative end can attain it), lambda_max (reported beside it), the
+   trace, the bulk variance sigma^2 and the spike count. Primary fit: OLS on per-config geometric
    means (8 configs on the default grid -> t with 5 df); the per-seed fit with seed-clustered SEs is a sensitivity
    check only (5 clusters are too few for CR1 SEs to be trusted). Holm families: the
-   confirmatory lambda_max claims (alpha, beta; trained and at init) and the exploratory
-   rest.
+   confirmatory ||H||_2 claims (alpha, beta; trained and at init) and the exploratory
+   rest (lambda_max among them).
 2. Spectra vs RMT for every measured run: :func:`landscape.curvature.rmt.fit_spiked_bulk`
    (eigengap spike count on the top-k Ritz values, bulk semicircle from the SLQ moments,
    quadrature-bracket KS of the semicircle and of the spiked model), spike counts against
@@ -36,15 +37,16 @@ from landscape.stats.multiple import holm
 from landscape.stats.result import plain
 from landscape.stats.scaling import config_means, scaling_law_fit
 
-__all__ = ["TARGETS", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "scaling_rows", "fit_scaling", "spike_summary",
+__all__ = ["TARGETS", "CONFIRMATORY", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "scaling_rows", "fit_scaling", "spike_summary",
            "density_curve", "gradient_subspaces", "headline"]
 
-TARGETS = ("lambda_max", "trace", "bulk_sigma2", "outlier_count")
+TARGETS = ("spectral_norm", "lambda_max", "trace", "bulk_sigma2", "outlier_count")
+CONFIRMATORY = "spectral_norm"
 PHASES = ("trained", "at_init")
 GRADIENT_MEASURES = ("pearson_covariance", "spearman_covariance", "energy_rank_90", "stable_rank_gradients", "stable_rank_covariance")
 _SCALING_COLUMNS = ("config", "width", "depth", "seed",
-                    "trained.lambda_max", "trained.trace", "trained.bulk_sigma2", "trained.outlier_count",
-                    "at_init.lambda_max", "at_init.trace", "at_init.bulk_sigma2", "at_init.outlier_count")
+                    "trained.spectral_norm", "trained.lambda_max", "trained.trace", "trained.bulk_sigma2", "trained.outlier_count",
+                    "at_init.spectral_norm", "at_init.lambda_max", "at_init.trace", "at_init.bulk_sigma2", "at_init.outlier_count")
 
 
 # ------------------------------------------------------------------ inputs
@@ -170,7 +172,7 @@ def fit_scaling(rows: pd.DataFrame, targets: Sequence[str] = TARGETS, alpha: flo
             fits[column] = (_fit_one(rows, column, target, alpha, ci_level) if column in rows
                             else {"target": target, "status": "not fitted: not measured"})
     families: dict[str, list[dict[str, Any]]] = {}
-    for family, keep in (("confirmatory", lambda t: t == "lambda_max"), ("exploratory", lambda t: t != "lambda_max")):
+    for family, keep in (("confirmatory", lambda t: t == CONFIRMATORY), ("exploratory", lambda t: t != CONFIRMATORY)):
         members = [(col, h) for col, f in fits.items() if "_fit" in f and keep(f["target"])
                    for h in f["_fit"].as_hypotheses(col)]
         if not members:
