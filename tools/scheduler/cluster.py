@@ -100,10 +100,11 @@ class SlurmExecutor(Executor):
         self._last_poll = float("-inf")
         import cloudpickle  # type: ignore[import-untyped]
 
-        from tools.scheduler import worker
+        from tools.scheduler import exits, worker
 
         # The job unpickles EntryCommand with the code inside: it needs submitit, not this repo on its sys.path.
         cloudpickle.register_pickle_by_value(worker)
+        cloudpickle.register_pickle_by_value(exits)
 
     def _executor(self, entry: Entry) -> Any:
         import submitit

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tools.scheduler.exits import killed_signal
 from tools.scheduler.resources import Resources
-from tools.scheduler.worker import killed_signal
 
 __all__ = ["Entry", "Outcome", "Executor", "shell_command", "outcome_of"]
 

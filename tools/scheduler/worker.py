@@ -13,8 +13,8 @@ job is being stopped from outside: the worker exits without a result, so the coo
 sees a killed job and requeues it. On the time-limit signal submitit itself requeues the job
 (``Checkpointable``: the same command again); a train entry resumes from its last checkpoint.
 
-Imports only the standard library and submitit: the job imports this module to unpickle the
-callable, from the repo root on the shared filesystem.
+Imports only the standard library, submitit and tools.scheduler.exits: the job imports this
+module to unpickle the callable, from the repo root on the shared filesystem.
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
-__all__ = ["EntryCommand", "killed_signal"]
+from tools.scheduler.exits import killed_signal
 
-
-def killed_signal(code: int) -> int | None:
-    """The signal that ended a command with exit status ``code`` (``-N`` from Python's
-    subprocess, ``128 + N`` from a shell whose child it killed), else None."""
-    if code < 0:
-        return -code
-    if 128 < code <= 128 + 64:
-        return code - 128
-    return None
+__all__ = ["EntryCommand"]
 
 
 class EntryCommand(Checkpointable):
