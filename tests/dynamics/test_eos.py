@@ -32,10 +32,10 @@ class Quadratic:
         d = theta - self.c
         return float(0.5 * d @ self.A @ d)
 
-    def gradient(self, theta, index=None):
+    def gradient(self, theta, index=None):  # noqa: ARG002  (the Landscape protocol)
         return self.A @ (theta - self.c)
 
-    def hvp(self, theta, v):
+    def hvp(self, theta, v):  # noqa: ARG002  (constant Hessian)
         return self.A @ v
 
 

@@ -86,7 +86,8 @@ def test_batch_means_closed_form_and_degenerate_series():
     means = x[3:].reshape(4, 5).mean(axis=1)
     half = sps.t.ppf(0.95, 3) * means.std(ddof=1) / 2
     assert (iv.num_batches, iv.batch_size) == (4, 5)
-    assert iv.mean == pytest.approx(means.mean()) and iv.low == pytest.approx(means.mean() - half) and iv.high == pytest.approx(means.mean() + half)
+    assert iv.mean == pytest.approx(means.mean())
+    assert iv.low == pytest.approx(means.mean() - half) and iv.high == pytest.approx(means.mean() + half)
     const = batch_means(np.full(40, 2.5), 0.95, 10)
     assert const.low == const.mean == const.high == 2.5
     with pytest.raises(ValueError, match=r"series of 15 values is too short for 10 batches"):
