@@ -278,7 +278,7 @@ def edge_of_stability(trajectory: GDTrajectory, *, onset_fraction: float = 0.9, 
     initial = float(ratio[0])
     factor = float(ratio[hits[0]] / ratio[: hits[0]].min()) if hits.size else math.nan
     sharpening = bool(factor >= sharpening_min)
-    common = {"threshold": thr, "onset_step": onset, "initial_ratio": initial, "sharpening": sharpening,
+    common: dict[str, Any] = {"threshold": thr, "onset_step": onset, "initial_ratio": initial, "sharpening": sharpening,
               "sharpening_factor": factor, "loss_final": float(losses[-1])}
     if trajectory.status == "diverged":
         return EdgeOfStability("diverged", num_points=0, ratio=None, loss_onset=math.nan, loss_decreased=None,
