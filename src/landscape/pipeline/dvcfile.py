@@ -312,6 +312,13 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             outs=[rel(out / "results.json"), rel(out / "trials.json")],
             metrics=[rel(out / "metrics.json")],
         )
+    if "eos" in params:
+        out = layout.eos_dir
+        stages["eos"] = b.stage(
+            "eos", params=["eos"], data=[rel(layout.prepared("${eos.dataset}"))],
+            outs=[rel(out / "results.json"), rel(out / "config.json"), rel(out / "figures")],
+            metrics=[rel(out / "metrics.json")],
+        )
     analysed = [rel(layout.experiment_runs(g)) for g in _measured_groups(params)]
     if "phi" in params:
         out = layout.phi_dir
@@ -352,7 +359,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         pages = list(params["report"]["pages"])
         notebooks = [layout.notebook(p) for p in pages]
         inputs = [*[rel(layout.experiment_runs(g)) for g in _groups_with_configs(params)], "measure"]
-        for name in ("escape", "hypotheses", "spectra_scaling", "bounds", "phi_search", "optimizers"):
+        for name in ("escape", "eos", "hypotheses", "spectra_scaling", "bounds", "phi_search", "optimizers"):
             if name in stages:
                 outs = stages[name]["metrics"] if name == "bounds" else stages[name]["outs"]
                 inputs.append(next(iter(outs[0])) if isinstance(outs[0], dict) else outs[0])

@@ -10,7 +10,7 @@ measure/<experiment>/<config>/{metrics.json, seeds/seed<k>/{curvature.json, kryl
 probes/<experiment>/<config>/{results.json, arrays.npz, config.json, figures/, metrics.json}
 probes/{intrinsic_dim, sde}/...
 bounds/{runs/<experiment>/<config>/seed<k>/bounds.json, priors/..., metrics.json}
-escape/ phi_search/ optimizers/ spectra_scaling/ hypotheses/ reports/
+escape/ eos/ phi_search/ optimizers/ spectra_scaling/ hypotheses/ reports/
 ```
 """
 
@@ -187,6 +187,16 @@ class Layout:
         return self.escape_dir / "metrics.json"
 
     @property
+    def eos_dir(self) -> Path:
+        """The ``eos`` stage: results.json, metrics.json, config.json, figures/."""
+        return self.root / "eos"
+
+    @property
+    def eos_metrics(self) -> Path:
+        """Plateau ratio ``lambda_max * eta / 2`` with its interval per step size."""
+        return self.eos_dir / "metrics.json"
+
+    @property
     def phi_dir(self) -> Path:
         return self.root / "phi_search"
 
@@ -203,7 +213,7 @@ class Layout:
         return self.root / "hypotheses"
 
     def results(self, study: str) -> Path:
-        """``<study>/results.json`` of a study stage (escape, phi_search, optimizers,
+        """``<study>/results.json`` of a study stage (escape, eos, phi_search, optimizers,
         spectra_scaling, hypotheses)."""
         return self._study_dir(study) / "results.json"
 
@@ -212,7 +222,7 @@ class Layout:
         return self._study_dir(study) / "metrics.json"
 
     def _study_dir(self, study: str) -> Path:
-        dirs = {"escape": self.escape_dir, "phi_search": self.phi_dir, "optimizers": self.optimizers_dir,
+        dirs = {"escape": self.escape_dir, "eos": self.eos_dir, "phi_search": self.phi_dir, "optimizers": self.optimizers_dir,
                 "spectra_scaling": self.spectra_scaling_dir, "hypotheses": self.hypotheses_dir}
         if study not in dirs:
             raise ValueError(f"unknown study {study!r}; studies with results.json: {sorted(dirs)}")

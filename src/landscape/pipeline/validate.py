@@ -35,7 +35,7 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
-    sections = {"curvature", "probes", "bounds", "escape", "hypotheses", "report", "phi", "optimizers", "spectra_scaling"}
+    sections = {"curvature", "probes", "bounds", "escape", "eos", "hypotheses", "report", "phi", "optimizers", "spectra_scaling"}
     extra = sorted(set(params) - known_top - sections)
     if extra:
         raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
@@ -102,8 +102,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> None:
-    """The escape, hypotheses, report, phi, optimizers and spectra_scaling sections (each
+    """The escape, eos, hypotheses, report, phi, optimizers and spectra_scaling sections (each
     optional; checked when present)."""
+    from landscape.pipeline.eos import EosConfig
     from landscape.pipeline.escape import SOURCE_EXPERIMENT, EscapeConfig
     from landscape.pipeline.hypotheses import HypothesesConfig
     from landscape.pipeline.optimizers import load_config as optimizers_config
@@ -121,6 +122,10 @@ def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> Non
             raise ConfigError(f"escape.config={esc['config']!r} is not a config of experiments.{SOURCE_EXPERIMENT}; "
                               f"valid: {sorted(configs)}")
         parse_config(EscapeConfig, esc["settings"], "escape.settings")
+    if "eos" in params:
+        eos = parse_config(EosConfig, params["eos"], "eos")
+        if eos.dataset not in (params.get("datasets") or {}):
+            raise ConfigError(f"eos.dataset={eos.dataset!r} is not a key of `datasets`; valid: {sorted(params.get('datasets') or {})}")
     if "hypotheses" in params:
         parse_config(HypothesesConfig, params["hypotheses"], "hypotheses")
     if "spectra_scaling" in params:
