@@ -104,11 +104,16 @@ class EndCheck:
     def all_within_bound(self) -> bool:
         return all(self.within_bound)
 
+    @property
+    def max_excess(self) -> float:
+        """``max_i (|theta_i - lambda_i| - bound_i)``, floored at 0: how far the worst error exceeds its certificate."""
+        return max([0.0, *(e - b for e, b in zip(self.abs_errors, self.bounds, strict=True))])
+
     def to_dict(self) -> dict[str, Any]:
         return {"which": self.which, "k": len(self.estimates), "estimates": list(self.estimates), "exact": list(self.exact),
                 "bounds": list(self.bounds), "abs_errors": list(self.abs_errors), "rel_errors": list(self.rel_errors),
                 "within_bound": list(self.within_bound), "nearest_within_bound": list(self.nearest_within_bound),
-                "max_rel_error": self.max_rel_error, "all_within_bound": self.all_within_bound}
+                "max_rel_error": self.max_rel_error, "all_within_bound": self.all_within_bound, "max_excess": self.max_excess}
 
 
 def _end_check(which: str, values: Any, bounds: Any, eigenvalues: np.ndarray) -> EndCheck:
