@@ -121,3 +121,12 @@ def test_bad_input_named() -> None:
         compare_with_exact(A, top_values=[1.0, 2.0], top_bounds=[0.1])
     with pytest.raises(ValueError, match="eigenvalues for an operator"):
         compare_with_exact(A, eigenvalues=np.zeros(3))
+
+
+def test_rounded_zeros_are_not_negative() -> None:
+    """A float32 matrix with a null space: its rounded zero eigenvalues (~1e-7 ||A||) do not count as negative."""
+    lam = np.concatenate([np.zeros(40), [-1.0, 2.0, 5.0]])
+    A32 = planted(lam, seed=5).to(torch.float32)
+    res = compare_with_exact(A32)
+    assert res.unit_roundoff == pytest.approx(float(np.finfo(np.float32).eps))
+    assert res.to_dict()["negative_fraction"] == pytest.approx(1 / 43)

@@ -35,9 +35,9 @@ __all__ = ["EndCheck", "DenseCheck", "dense_matrix", "exact_eigenvalues", "compa
 _SLACK = 1e-9
 
 
-def _negative_fraction(ev: np.ndarray) -> float:
-    """Fraction of eigenvalues below ``-P eps_64 max|lambda|`` (rounding of a computed zero is not negative)."""
-    tol = ev.size * np.finfo(np.float64).eps * float(np.abs(ev).max(initial=0.0))
+def _negative_fraction(ev: np.ndarray, unit_roundoff: float) -> float:
+    """Fraction of eigenvalues below ``-P u max|lambda|`` (a rounded zero eigenvalue is not negative)."""
+    tol = ev.size * unit_roundoff * float(np.abs(ev).max(initial=0.0))
     return float(np.mean(ev < -tol)) if ev.size else math.nan
 
 
@@ -143,6 +143,8 @@ class DenseCheck:
         dim: P.
         eigenvalues: (P,) exact eigenvalues, ascending (float64).
         asymmetry: relative asymmetry of the materialised matrix (0 for a symmetric input).
+        unit_roundoff: relative precision u of the matrix entries; eigenvalues above
+            ``-P u max|lambda|`` count as zero, not negative (``negative_fraction``).
         exact_trace: ``sum_i lambda_i``.
         top, bottom: the Ritz-value checks (None: not given).
         trace: estimate, stderr, interval at ``ci_level``, relative error and whether the
@@ -159,6 +161,7 @@ class DenseCheck:
     eigenvalues: np.ndarray
     asymmetry: float
     exact_trace: float
+    unit_roundoff: float = float(np.finfo(np.float64).eps)
     top: EndCheck | None = None
     bottom: EndCheck | None = None
     trace: dict[str, Any] | None = None
@@ -178,7 +181,8 @@ class DenseCheck:
         ev = self.eigenvalues
         return {
             "dim": self.dim, "asymmetry": self.asymmetry, "lambda_max": self.lambda_max, "lambda_min": self.lambda_min,
-            "exact_trace": self.exact_trace, "negative_fraction": _negative_fraction(ev),
+            "exact_trace": self.exact_trace, "unit_roundoff": self.unit_roundoff,
+            "negative_fraction": _negative_fraction(ev, self.unit_roundoff),
             "top": self.top.to_dict() if self.top else None, "bottom": self.bottom.to_dict() if self.bottom else None,
             "trace": self.trace, "slq": self.slq, "logdet": self.logdet,
         }
@@ -200,6 +204,7 @@ def compare_with_exact(
     logdet_curvature: float | None = None,
     logdet_stderr: float | None = None,
     ci_level: float = 0.95,
+    unit_roundoff: float | None = None,
 ) -> DenseCheck:
     """Score estimates of a symmetric operator against its exact eigenvalues.
 
@@ -214,6 +219,7 @@ def compare_with_exact(
         logdet_eps: the shift of ``log det(A + eps I)`` (eigenvalue units, > 0).
         logdet_curvature, logdet_stderr: the estimated curvature part and its stderr.
         ci_level: level of the trace and log-det intervals (``value +- z stderr``).
+        unit_roundoff: relative precision of the matrix (default: that of ``op``'s dtype).
 
     Returns:
         A :class:`DenseCheck`; a part whose estimates were not given is None.
@@ -231,6 +237,7 @@ def compare_with_exact(
         ev = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())
         if ev.size != as_operator(op).shape[0]:
             raise ValueError(f"{ev.size} eigenvalues for an operator of size {as_operator(op).shape[0]}")
+    u = float(torch.finfo(as_operator(op).dtype).eps) if unit_roundoff is None else float(unit_roundoff)
     z = NormalDist().inv_cdf(0.5 + ci_level / 2)
     exact_tr = float(ev.sum())
     top = _end_check("top", top_values, top_bounds, ev) if top_values is not None else None
@@ -261,6 +268,6 @@ def compare_with_exact(
         ld = {"eps": float(logdet_eps), "estimate": float(logdet_curvature), "exact": exact_ld, "stderr": se,
               "rel_error": err / max(abs(exact_ld), np.finfo(float).tiny),
               "within_interval": bool(err <= z * se) if math.isfinite(se) else False, "ci_level": ci_level,
-              "clamped_fraction": _negative_fraction(ev)}
-    return DenseCheck(dim=int(ev.size), eigenvalues=ev, asymmetry=asym, exact_trace=exact_tr, top=top, bottom=bottom,
+              "clamped_fraction": _negative_fraction(ev, u)}
+    return DenseCheck(dim=int(ev.size), eigenvalues=ev, asymmetry=asym, exact_trace=exact_tr, unit_roundoff=u, top=top, bottom=bottom,
                       trace=tr, slq=slq, logdet=ld)

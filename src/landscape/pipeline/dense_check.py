@@ -184,7 +184,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = load_config(params)
     runtime = configure_torch()
-    results = [check_run(params, layout, *entry.split("/"), cfg) for entry in cfg.runs]
+    results = [check_run(params, layout, exp, name, cfg) for exp, name in (entry.split("/") for entry in cfg.runs)]
     rows = table_rows(results)
     settings = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     write_json(layout.results("dense_check"), {"profile": params.get("profile"), "settings": settings, "runtime": runtime,
