@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import inspect
 import math
 import os
@@ -64,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.curvature import HessianOperator, SymmetricOperator, top_eigenpairs
+from landscape.curvature import covariance as covariance_module
 from landscape.curvature import noise as noise_module
 from landscape.curvature import slq as slq_module
 from landscape.io import write_json
@@ -519,13 +521,10 @@ class DiagonalOperator(SymmetricOperator):
 
 
 def covariance_api() -> tuple[str, Callable[..., Any], bool]:
-    """The library's streamed gradient covariance if it has one (by name), else the dense one."""
-    for name in ("streamed_gradient_covariance", "StreamedGradientCovariance", "gradient_covariance_streamed"):
-        if hasattr(noise_module, name):
-            return name, getattr(noise_module, name), True
-    sig = inspect.signature(noise_module.gradient_covariance)
-    streamed = any(p in sig.parameters for p in ("stream", "streamed", "max_memory_bytes"))
-    return "gradient_covariance", noise_module.gradient_covariance, streamed
+    """The library's streamed gradient covariance (per-sample gradients in chunks, the centred
+    Gram matrix panel by panel, never N x P; landscape.curvature.covariance)."""
+    return ("covariance.gradient_covariance(storage='streamed')",
+            functools.partial(covariance_module.gradient_covariance, storage="streamed"), True)
 
 
 def slq_probe_batch_keyword() -> str | None:
@@ -538,7 +537,7 @@ def memory_section(device: torch.device, small: bool, budget: Budget, out: dict[
     probe_kw = slq_probe_batch_keyword()
     N = 32 if small else 512
     probes, steps = (4, 20) if small else (8, 100)
-    out.update({"api": {"covariance": f"landscape.curvature.noise.{name}", "streamed": streamed, "slq_probe_batch_keyword": probe_kw},
+    out.update({"api": {"covariance": f"landscape.curvature.{name}", "streamed": streamed, "slq_probe_batch_keyword": probe_kw},
                 "noise_examples": N, "slq": {"probes": probes, "steps": steps}})
     if not streamed:
         out["api"]["note"] = "no streamed covariance in this library version: the dense (N x P) one is measured"

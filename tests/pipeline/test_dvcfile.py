@@ -119,7 +119,8 @@ def _declared(entry: dict) -> list[tuple[str, dict]]:
 
 
 def test_every_output_is_in_the_dvc_cache_but_the_report_pages_which_git_tracks() -> None:
-    """A remote can share every result: only outputs that git versions may stay out of the cache."""
+    """A remote can share every result: only outputs that git versions (the pages and
+    reports/headline.json) may stay out of the cache."""
     tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
     for profile in PROFILES:
         params = load_params(profile)
@@ -129,7 +130,7 @@ def test_every_output_is_in_the_dvc_cache_but_the_report_pages_which_git_tracks(
                 assert options.get("persist") is not True or options.get("cache", True), (name, path)
                 if options.get("cache", True) is False:
                     uncached.append(path)
-        pages = [f"reports/{page}.html" for page in params["report"]["pages"]]
+        pages = [f"reports/{page}.html" for page in params["report"]["pages"]] + ["reports/headline.json"]
         assert sorted(uncached) == sorted(pages), profile
     default_pages = load_params(REPO / "params.yaml")["report"]["pages"]
     assert {f"reports/{page}.html" for page in default_pages} <= tracked

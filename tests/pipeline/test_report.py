@@ -43,3 +43,20 @@ def test_run_renders_every_page_with_the_layout_root(layout, monkeypatch, capsys
         assert json.loads((layout.root / f"{page}.args").read_text()) == {"root": str(layout.root), "profile": "ci", "pages": ["index", "training"]}
     assert "wrote reports/index.html" in capsys.readouterr().out
     assert report.run(params, layout, notebooks=["training"]) == [layout.report("training")]
+
+
+def test_headline_merges_sections_atomically(layout):
+    """reports/headline.json: created when absent, other sections kept, a section replaced whole."""
+    path = report.write_headline(layout, {"dense_check": [{"run": "a", "w1_slq": 0.5}]})
+    assert path == layout.headline
+    report.write_headline(layout, {"other": {"x": 1}})
+    assert json.loads(path.read_text()) == {"dense_check": [{"run": "a", "w1_slq": 0.5}], "other": {"x": 1}}
+    report.write_headline(layout, {"dense_check": []})
+    assert json.loads(path.read_text()) == {"dense_check": [], "other": {"x": 1}}
+    assert not list(layout.reports_dir.glob("*.tmp"))
+    assert report.headline_sections({}, layout) == {}
+    with pytest.raises(FileNotFoundError, match=r"dense_check/results\.json"):  # a profile with the stage needs its output
+        report.headline_sections({"dense_check": {}}, layout)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object of sections"):
+        report.write_headline(layout, {"dense_check": []})

@@ -205,8 +205,8 @@ class _Builder:
 
 
 def _in_git(path: str) -> dict[str, Any]:
-    """An output committed to git instead of the DVC cache: only the report pages (git carries
-    them to every clone, and the repository's README links them)."""
+    """An output committed to git instead of the DVC cache: only the report pages and
+    ``reports/headline.json`` (git carries them to every clone, and the repository's README links them)."""
     return {path: {"cache": False}}
 
 
@@ -343,6 +343,18 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             data=["measure"],
             outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
+    if "dense_check" in params:
+        out = layout.dense_check_dir
+        entries = [e.split("/") for e in params["dense_check"]["runs"]]
+        groups = sorted({g for g, _ in entries})
+        seed = params["dense_check"]["seed"]
+        stages["dense_check"] = b.stage(
+            "dense_check",
+            params=["seeds", "dense_check", *[f"curvature.{g}" for g in groups], *[f"experiments.{g}.dataset" for g in groups]],
+            data=[*sorted({rel(layout.prepared(params["experiments"][g]["dataset"])) for g in groups}),
+                  *[rel(layout.run(g, c, seed).dir) for g, c in entries], *[rel(layout.measure_seed(g, c, seed)) for g, c in entries]],
+            outs=[rel(out / "results.json"), rel(out / "spectra")], metrics=[rel(out / "metrics.json")],
+        )
     if "hypotheses" in params:
         out = layout.hypotheses_dir
         data = [*analysed, "measure"]
@@ -359,7 +371,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         pages = list(params["report"]["pages"])
         notebooks = [layout.notebook(p) for p in pages]
         inputs = [*[rel(layout.experiment_runs(g)) for g in _groups_with_configs(params)], "measure"]
-        for name in ("escape", "eos", "hypotheses", "spectra_scaling", "bounds", "phi_search", "optimizers"):
+        for name in ("escape", "eos", "hypotheses", "spectra_scaling", "bounds", "phi_search", "optimizers", "dense_check"):
             if name in stages:
                 outs = stages[name]["metrics"] if name == "bounds" else stages[name]["outs"]
                 inputs.append(next(iter(outs[0])) if isinstance(outs[0], dict) else outs[0])
@@ -367,7 +379,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         stages["report"] = b.stage(
             "report", params=["profile", "report.pages"],
             data=[*[rel(n) for n in notebooks], *inputs], extra_code=notebooks,
-            outs=[_in_git(rel(layout.report(p))) for p in pages], metrics=[],
+            outs=[*[_in_git(rel(layout.report(p))) for p in pages], _in_git(rel(layout.headline))], metrics=[],
         )
     del root
     return {"stages": stages}

@@ -11,6 +11,8 @@ probes/<experiment>/<config>/{results.json, arrays.npz, config.json, figures/, m
 probes/{intrinsic_dim, sde}/...
 bounds/{runs/<experiment>/<config>/seed<k>/bounds.json, priors/..., metrics.json}
 escape/ eos/ phi_search/ optimizers/ spectra_scaling/ hypotheses/ reports/
+dense_check/{results.json, metrics.json, spectra/<experiment>/<config>/seed<k>.npz}
+reports/{<page>.html, headline.json}
 ```
 """
 
@@ -212,9 +214,17 @@ class Layout:
     def hypotheses_dir(self) -> Path:
         return self.root / "hypotheses"
 
+    @property
+    def dense_check_dir(self) -> Path:
+        return self.root / "dense_check"
+
+    def dense_spectrum(self, experiment: str, config: str, seed: int) -> Path:
+        """Exact eigenvalues and the SLQ quadrature of one run (``dense_check`` stage, ``.npz``)."""
+        return self.dense_check_dir / "spectra" / experiment / config / f"seed{seed}.npz"
+
     def results(self, study: str) -> Path:
         """``<study>/results.json`` of a study stage (escape, eos, phi_search, optimizers,
-        spectra_scaling, hypotheses)."""
+        spectra_scaling, hypotheses, dense_check)."""
         return self._study_dir(study) / "results.json"
 
     def metrics(self, study: str) -> Path:
@@ -223,7 +233,8 @@ class Layout:
 
     def _study_dir(self, study: str) -> Path:
         dirs = {"escape": self.escape_dir, "eos": self.eos_dir, "phi_search": self.phi_dir, "optimizers": self.optimizers_dir,
-                "spectra_scaling": self.spectra_scaling_dir, "hypotheses": self.hypotheses_dir}
+                "spectra_scaling": self.spectra_scaling_dir, "hypotheses": self.hypotheses_dir,
+                "dense_check": self.dense_check_dir}
         if study not in dirs:
             raise ValueError(f"unknown study {study!r}; studies with results.json: {sorted(dirs)}")
         return dirs[study]
@@ -250,6 +261,11 @@ class Layout:
 
     def report(self, page: str) -> Path:
         return self.reports_dir / f"{page}.html"
+
+    @property
+    def headline(self) -> Path:
+        """``reports/headline.json``: the report's headline tables, one key per section."""
+        return self.reports_dir / "headline.json"
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the root, with forward slashes (as ``dvc.yaml`` writes it)."""

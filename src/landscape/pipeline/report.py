@@ -8,6 +8,10 @@ Each notebook receives the parameters ``root`` (the artifact tree it builds its
 can link to every page). A notebook that raises fails the stage (papermill re-raises the
 cell error; a missing input names its path and the stage that writes it), so a report
 with an error cell is never written.
+
+The stage also writes ``reports/headline.json``: one key per section of headline tables
+(:data:`HEADLINE_SECTIONS`: ``dense_check``, the dense-vs-estimator table, when the profile
+has that stage), each a list of rows; :func:`write_headline` merges sections into the file.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from landscape.io import write_text
+from landscape.io import read_json, write_json, write_text
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.schema import ConfigError
 
-__all__ = ["PAGES", "pages_from", "notebook_parameters", "render", "run"]
+__all__ = ["PAGES", "HEADLINE_SECTIONS", "pages_from", "notebook_parameters", "render", "headline_sections", "write_headline", "run"]
 
 PAGES = ("index",)
 
@@ -81,6 +85,32 @@ def render(name: str, parameters: Mapping[str, Any], layout: Layout) -> Path:
     return out
 
 
+def _dense_check_section(layout: Layout) -> list[dict[str, Any]]:
+    from landscape.pipeline.tables import dense_check_results
+
+    return list(dense_check_results(layout)["table"])
+
+
+HEADLINE_SECTIONS = {"dense_check": _dense_check_section}
+"""Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
+params section is present (the reader then fails, naming the path, if its input is missing)."""
+
+
+def headline_sections(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
+    """The headline sections of this profile (the params sections it has)."""
+    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if name in params}
+
+
+def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:
+    """Merge ``sections`` into ``reports/headline.json`` (created if absent; other keys kept), atomically."""
+    path = layout.headline
+    current = read_json(path) if path.is_file() else {}
+    if not isinstance(current, dict):
+        raise ValueError(f"{path} must hold a JSON object of sections, got {type(current).__name__}")
+    write_json(path, {**current, **sections})
+    return path
+
+
 def run(params: Mapping[str, Any], layout: Layout, notebooks: Sequence[str] | None = None) -> list[Path]:
     """Render ``notebooks`` (default: ``report.pages``), two pages at a time.
 
@@ -94,4 +124,5 @@ def run(params: Mapping[str, Any], layout: Layout, notebooks: Sequence[str] | No
     outs = map_forked(lambda name: render(name, parameters, layout), names, workers=workers)
     for out in outs:
         print(f"wrote {layout.relative(out)}")
+    print(f"wrote {layout.relative(write_headline(layout, headline_sections(params, layout)))}")
     return outs

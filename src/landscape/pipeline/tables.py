@@ -45,6 +45,8 @@ __all__ = [
     "run_metrics",
     "logged_curves",
     "bounds_files",
+    "dense_check_results",
+    "dense_spectrum",
 ]
 
 
@@ -442,3 +444,17 @@ def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> l
     cells = sorted(((run, int(s)) for run in runs for s in seeds), key=lambda c: (*c[0].split("/"), f"seed{c[1]}"))
     return [(run, s, require(layout.bounds_run(*run.split("/"), s), "bounds"))  # type: ignore[call-arg, arg-type]  # run is "<experiment>/<config>"
             for run, s in cells]
+
+
+def dense_check_results(layout: Layout) -> dict[str, Any]:
+    """``dense_check/results.json``: ``settings``, ``runs`` (each run's checks) and ``table``
+    (one row per checked run, columns :data:`landscape.pipeline.dense_check.TABLE_COLUMNS`)."""
+    return json.loads(require(layout.results("dense_check"), "dense_check").read_text(encoding="utf-8"))
+
+
+def dense_spectrum(layout: Layout, experiment: str, config: str, seed: int) -> dict[str, Any]:
+    """One run's exact ``eigenvalues`` (ascending) and SLQ ``slq_nodes``/``slq_weights`` (probes, steps)."""
+    import numpy as np
+
+    with np.load(require(layout.dense_spectrum(experiment, config, seed), "dense_check")) as data:
+        return {k: data[k] for k in data.files}

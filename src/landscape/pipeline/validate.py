@@ -35,7 +35,8 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     from landscape.models import MODEL_NAMES, OUR_MODEL_NAMES, build_model
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
-    sections = {"curvature", "probes", "bounds", "escape", "eos", "hypotheses", "report", "phi", "optimizers", "spectra_scaling"}
+    sections = {"curvature", "probes", "bounds", "escape", "eos", "hypotheses", "report", "phi", "optimizers", "spectra_scaling",
+                "dense_check"}
     extra = sorted(set(params) - known_top - sections)
     if extra:
         raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
@@ -102,8 +103,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> None:
-    """The escape, eos, hypotheses, report, phi, optimizers and spectra_scaling sections (each
-    optional; checked when present)."""
+    """The escape, eos, hypotheses, report, phi, optimizers, spectra_scaling and dense_check
+    sections (each optional; checked when present)."""
+    from landscape.pipeline.dense_check import load_config as dense_check_config
     from landscape.pipeline.eos import EosConfig
     from landscape.pipeline.escape import SOURCE_EXPERIMENT, EscapeConfig
     from landscape.pipeline.hypotheses import HypothesesConfig
@@ -143,6 +145,8 @@ def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> Non
         phi_config(params)
     if "optimizers" in params:
         optimizers_config(params)
+    if "dense_check" in params:
+        dense_check_config(params)
 
 
 def validate_all(params: Mapping[str, Any], layout: Layout) -> str:
