@@ -48,7 +48,7 @@ def test_smoke_profile_keeps_every_code_path_of_the_paper(profiles):
     kept = smoke.select_configs(paper)
     for group, spec in small["experiments"].items():
         assert list(spec["configs"]) == kept[group] and set(kept[group]) <= set(paper["experiments"][group]["configs"])
-    assert kept["h1_batch"] == ["b32", "b2048"]  # one architecture, the batch varied: smallest and largest
+    assert kept["h1_batch"] == ["b32", "b128", "b2048"]  # one architecture, the batch varied: 3 sizes for H1's regression
     assert set(small["bounds"]["runs"]) <= {f"{g}/{c}" for g, cs in kept.items() for c in cs}
     assert set(small["bounds"]["sanity"].values()) <= set(small["bounds"]["runs"])
 
@@ -58,10 +58,9 @@ def test_smoke_profile_drops_repeated_code_paths(profiles):
     kept = smoke.select_configs(paper)
     assert kept["lm"] == ["b64"] and kept["h1_tiny_imagenet"] == ["b128"]  # no analysis compares their batch sizes
     assert kept["sweeps"] == ["base", "init_x2"]  # the rate / momentum / decay sweeps repeat base's path
-    assert "resnet_noskip_none" not in kept["h2_arch"]  # skip=False and norm=none are taken by others
     h2 = small["experiments"]["h2_arch"]["configs"]
-    assert {(h2[c]["model"]["skip"], h2[c]["model"]["norm"]) for c in h2 if h2[c]["model"]["name"] == "resnet_small"} >= {
-        (True, "bn"), (False, "bn")}  # H2 still has a skip / no-skip pair
+    assert {(h2[c]["model"]["skip"], h2[c]["model"]["norm"]) for c in h2 if "skip" in h2[c]["model"]} == {
+        (True, "bn"), (False, "bn"), (True, "none"), (False, "none")}  # H2's pairs in both norm settings
     grid = {(c["model"]["width"], c["model"]["depth"]) for c in small["experiments"]["scaling"]["configs"].values()}
     assert len(grid) == smoke.SCALING_GRID_CONFIGS and len({w for w, _ in grid}) >= 2 and len({d for _, d in grid}) >= 2
     assert [g for g, c in small["curvature"].items() if c["per_layer"]] == ["h2_arch"]

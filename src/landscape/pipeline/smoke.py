@@ -11,7 +11,10 @@ and sizes shrink, by the rules below (a count is recognised by its key, wherever
   value of its non-size model keys such as ``skip``, ``norm``, ``init_scale``, and its
   optimizer; sizes, ``SIZE_KEYS``, and training hyper-parameters are no path); in the groups
   an analysis compares across batch sizes (``hypotheses.h1_experiment``,
-  ``spectra_scaling.batch_experiment``) also the largest batch; in the scaling grid
+  ``spectra_scaling.batch_experiment``) also the next and the largest batch (H1's regression
+  needs 3 sizes at 2 seeds); in ``hypotheses.h2_experiment`` every skip / no-skip config
+  (H2 pairs them per norm setting and seed and needs >= 3 pairs: both norms at 2 seeds); in
+  the scaling grid
   (``spectra_scaling.scaling_experiment``) the 5 smallest cells a width x depth power-law fit
   accepts (:func:`_grid_corner`); and the configs ``bounds.sanity`` and ``escape.config``
   name. Sections that list configs (probe groups and kinds, ``spectra_scaling.plot_configs``,
@@ -82,6 +85,8 @@ TRANSFORMER_DEPTH = 2
 TIMM_RESNETS = ("resnet18", "resnet34")
 #: Model keys that only size a network (the same code path at any value).
 SIZE_KEYS = ("width", "depth", "channels", "stem_width", "embed_dim")
+#: Batch sizes kept in the groups H1 and the gradient-subspace analysis compare across batch sizes.
+H1_BATCH_SIZES = 3
 #: Configs of the scaling grid kept: the fewest ``scaling_law_fit`` fits (>= 5 config means).
 SCALING_GRID_CONFIGS = 5
 
@@ -217,19 +222,38 @@ def _grid_corner(configs: Mapping[str, Any]) -> list[str]:
     return [n for n, c in configs.items() if (int(c["model"]["width"]), int(c["model"]["depth"])) in cells][:SCALING_GRID_CONFIGS]
 
 
+def _batch_levels(configs: Mapping[str, Any], keep: list[str]) -> list[str]:
+    """Configs to add so that the kept ones span ``H1_BATCH_SIZES`` batch sizes (or all the group
+    has): the largest batch, then the smallest ones not kept yet (H1 regresses sharpness on log
+    batch size with 3 coefficients and seed effects: 3 sizes x 2 seeds are the fewest rows it fits)."""
+    size = {n: int(c["train"].get("batch_size", 128)) for n, c in configs.items()}
+    kept_sizes = {size[n] for n in keep}
+    add: list[str] = []
+    for name in [max(size, key=size.__getitem__), *sorted(size, key=size.__getitem__)]:
+        if len(kept_sizes) >= min(H1_BATCH_SIZES, len(set(size.values()))):
+            break
+        if size[name] not in kept_sizes:
+            kept_sizes.add(size[name])
+            add.append(name)
+    return add
+
+
 def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
     """Per experiment group, the configs the smoke profile keeps (module docstring): in the
     paper's order, each config that takes a code path no earlier kept one took
     (:func:`_code_paths`); in the groups an analysis compares
     across batch sizes (``hypotheses.h1_experiment``, ``spectra_scaling.batch_experiment``)
-    also the largest batch; in ``spectra_scaling.scaling_experiment`` the grid corner of
+    also two larger batches (:func:`_batch_levels`); in ``hypotheses.h2_experiment`` every
+    config with a ``skip`` model key (H2's pairs); in ``spectra_scaling.scaling_experiment`` the grid corner of
     :func:`_grid_corner`; and the configs ``bounds.sanity`` and ``escape.config`` name."""
     named = set(((paper.get("bounds") or {}).get("sanity") or {}).values())
     if "escape" in paper:
         from landscape.pipeline.escape import SOURCE_EXPERIMENT
 
         named.add(f"{SOURCE_EXPERIMENT}/{paper['escape']['config']}")
-    batch_groups = {(paper.get("hypotheses") or {}).get("h1_experiment"), (paper.get("spectra_scaling") or {}).get("batch_experiment")}
+    hyp = paper.get("hypotheses") or {}
+    batch_groups = {hyp.get("h1_experiment"), (paper.get("spectra_scaling") or {}).get("batch_experiment")}
+    h2_group = hyp.get("h2_experiment")
     scaling_group = (paper.get("spectra_scaling") or {}).get("scaling_experiment")
     out: dict[str, list[str]] = {}
     for group, spec in paper["experiments"].items():
@@ -241,13 +265,12 @@ def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
         keep = []
         for name, cfg in configs.items():
             paths = _code_paths(cfg)
-            if not paths <= seen or f"{group}/{name}" in named:
+            paired = group == h2_group and "skip" in cfg["model"]  # H2's skip / no-skip pairs, every norm setting
+            if not paths <= seen or f"{group}/{name}" in named or paired:
                 seen |= paths
                 keep.append(name)
-        batches = {int(c["train"].get("batch_size", 128)) for c in configs.values()}
-        if group in batch_groups and len({int(configs[n]["train"].get("batch_size", 128)) for n in keep}) == 1 < len(batches):
-            largest = max(configs, key=lambda n: int(configs[n]["train"].get("batch_size", 128)))
-            keep.append(largest)
+        if group in batch_groups:
+            keep.extend(_batch_levels(configs, keep))
         out[group] = [n for n in configs if n in keep]  # the paper's order
     return out
 
