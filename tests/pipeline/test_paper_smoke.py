@@ -115,7 +115,7 @@ def test_analyses_and_report_pages(smoke_repo):
     assert set(bounds["runs"]) == set(params["bounds"]["runs"])
     results = json.loads((smoke_repo / "hypotheses" / "results.json").read_text())
     assert {e["name"] for e in results["hypotheses"]} >= {"H1", "H3", "H4"}
-    for name in ("phi_search", "optimizers", "spectra_scaling", "escape"):
+    for name in ("phi_search", "optimizers", "spectra_scaling", "escape", "eos"):
         assert (smoke_repo / name / "metrics.json").is_file(), name
     for page in params["report"]["pages"]:
         html = (smoke_repo / "reports" / f"{page}.html").read_text()

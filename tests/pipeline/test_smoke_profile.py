@@ -26,6 +26,8 @@ def _used(params: dict) -> dict[str, set]:
         "optimizers": {c["train"].get("optimizer", "sgd") for c in configs},
         "loaders": {d["name"] for d in params["datasets"].values()},
         "amp": {bool(c["train"].get("amp")) for c in configs},
+        "model options": {(c["model"]["name"], k, str(v)) for c in configs for k, v in c["model"].items()
+                          if k not in (*smoke.SIZE_KEYS, "name")},
     }
 
 
@@ -46,8 +48,25 @@ def test_smoke_profile_keeps_every_code_path_of_the_paper(profiles):
     kept = smoke.select_configs(paper)
     for group, spec in small["experiments"].items():
         assert list(spec["configs"]) == kept[group] and set(kept[group]) <= set(paper["experiments"][group]["configs"])
-    assert kept["h1_batch"] == ["b32", "b2048"]  # one architecture, the batch varied: smallest and largest
+    assert kept["h1_batch"] == ["b32", "b128", "b2048"]  # one architecture, the batch varied: 3 sizes for H1's regression
     assert set(small["bounds"]["runs"]) <= {f"{g}/{c}" for g, cs in kept.items() for c in cs}
+    assert set(small["bounds"]["sanity"].values()) <= set(small["bounds"]["runs"])
+
+
+def test_smoke_profile_drops_repeated_code_paths(profiles):
+    paper, small = profiles
+    kept = smoke.select_configs(paper)
+    assert kept["lm"] == ["b64"] and kept["h1_tiny_imagenet"] == ["b128"]  # no analysis compares their batch sizes
+    assert kept["sweeps"] == ["base", "init_x2"]  # the rate / momentum / decay sweeps repeat base's path
+    h2 = small["experiments"]["h2_arch"]["configs"]
+    assert {(h2[c]["model"]["skip"], h2[c]["model"]["norm"]) for c in h2 if "skip" in h2[c]["model"]} == {
+        (True, "bn"), (False, "bn"), (True, "none"), (False, "none")}  # H2's pairs in both norm settings
+    grid = {(c["model"]["width"], c["model"]["depth"]) for c in small["experiments"]["scaling"]["configs"].values()}
+    assert len(grid) == smoke.SCALING_GRID_CONFIGS and len({w for w, _ in grid}) >= 2 and len({d for _, d in grid}) >= 2
+    assert [g for g, c in small["curvature"].items() if c["per_layer"]] == ["h2_arch"]
+    transformers = [c["model"] for spec in small["experiments"].values() for c in spec["configs"].values()
+                    if c["model"]["name"] in smoke.DEFAULT_DEPTH]
+    assert transformers and all(m["depth"] == smoke.TRANSFORMER_DEPTH for m in transformers)
 
 
 def test_smoke_sizes_are_tiny(profiles):

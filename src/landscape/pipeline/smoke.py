@@ -6,16 +6,23 @@ same experiment groups (so the same ``dvc.yaml`` stages), the same model archite
 curvature sections, probe kinds and analyses. Configs that repeat a code path are dropped
 and sizes shrink, by the rules below (a count is recognised by its key, wherever it sits):
 
-* **configs** (:func:`select_configs`): per group, the first config of each distinct
-  (model, optimizer) pair; where those share one batch size but the group varies it (the
-  batch-size groups), also the largest batch; and the configs ``bounds.sanity`` and
-  ``escape.config`` name. Sections that list configs (probe groups and kinds, ``bounds.runs``,
-  ``spectra_scaling.plot_configs``, the optimizers' levels) keep the kept ones. What is
-  dropped differs from a kept config only in training hyper-parameters (a sweep's rate,
-  momentum, weight decay, augmentation; H1's intermediate batch sizes; the large-rate level).
+* **configs** (:func:`select_configs`): per group, in the paper's order, each config that
+  takes a code path no earlier kept config took (:func:`_code_paths`: its architecture, each
+  value of its non-size model keys such as ``skip``, ``norm``, ``init_scale``, and its
+  optimizer; sizes, ``SIZE_KEYS``, and training hyper-parameters are no path); in the groups
+  an analysis compares across batch sizes (``hypotheses.h1_experiment``,
+  ``spectra_scaling.batch_experiment``) also the next and the largest batch (H1's regression
+  needs 3 sizes at 2 seeds); in ``hypotheses.h2_experiment`` every skip / no-skip config
+  (H2 pairs them per norm setting and seed and needs >= 3 pairs: both norms at 2 seeds); in
+  the scaling grid
+  (``spectra_scaling.scaling_experiment``) the 5 smallest cells a width x depth power-law fit
+  accepts (:func:`_grid_corner`); and the configs ``bounds.sanity`` and ``escape.config``
+  name. Sections that list configs (probe groups and kinds, ``spectra_scaling.plot_configs``,
+  the optimizers' levels) keep the kept ones; ``bounds.runs`` keeps the sanity pair and the
+  first run of each other architecture (:func:`_bounds_runs`).
 
-* **seeds**: the first two (every seed-pair analysis still has a pair); ``min_pairs`` at
-  most the number of seeds.
+* **seeds**: the first two, the fewest the analyses accept (barriers and trajectories pair
+  seeds, the optimizers' and H2's tests pair over seeds); ``min_pairs`` at most that.
 * **data**: ``download: false`` (the end-to-end test writes small files in each set's own
   format under ``root``), CIFAR md5 checks off (those files are not the release), images
   downsampled to 8 x 8 by the loaders' ``image_size`` (every architecture still applies:
@@ -24,14 +31,21 @@ and sizes shrink, by the rules below (a count is recognised by its key, wherever
 * **models**: every width / 32 (at least 4): ``width`` of our architectures, timm's
   ResNet ``channels`` (64, 128, 256, 512) and ``stem_width`` 64, the transformers'
   ``embed_dim`` (ViT-S 384, rounded up to a multiple of ``num_heads``); the Phi grid's
-  ``widths`` too. Depths, block counts, heads, patch size and normalisation are kept.
+  ``widths`` too. Transformers keep ``TRANSFORMER_DEPTH`` = 2 blocks (every block runs the
+  same attention code; ViT-S's 12 made its per-layer curvature alone over a minute). ResNet
+  block counts (ResNet-18 vs -34), heads, patch size and normalisation are kept.
 * **training** of the runs: 1 epoch, batch sizes / 16 (at least 4, so the sizes stay
   distinct), evaluation batches at most 256, a checkpoint every epoch, weight snapshots
   every epoch where the paper keeps them.
 * **everything else**: epochs, examples, batches, products, probes, steps, restarts,
   draws and search ranges capped at a few (``CAPS``), the SDE horizon at 10; Lanczos
-  tolerances no finer than 0.1 (0.5 per layer, set where per-layer curvature is on); seed
-  lists cut to two; the bounds' grids and the analyses' settings otherwise kept.
+  tolerances no finer than 0.1; seed lists cut to two; the lists of ``LIST_CAPS`` (Phi's
+  mixture sets and grid, the SDE's settings) cut; the bounds' grids and the analyses'
+  settings otherwise kept.
+* **per-layer curvature** (one Lanczos run per module, each product a full one: most of a
+  measure entry's time) only in the curvature group whose kept configs span the most
+  architectures (:func:`_widest_group`, ``h2_arch``: every architecture's modules), at
+  ``per_layer_tol`` 0.5; the other groups would repeat it on the same architectures.
 
 ``shrink_profile`` is the transformation; ``python -m landscape.pipeline.smoke`` writes the
 file and ``--check`` fails (naming the first difference) when it is stale, as a test does.
@@ -65,7 +79,16 @@ TIMM_RESNET_STEM = 64
 #: Widths our transformers default to (``vit_small_32``: ViT-S).
 DEFAULT_EMBED_DIM = {"vit_small_32": 384, "lm_transformer": 128}
 DEFAULT_HEADS = {"vit_small_32": 6, "lm_transformer": 4}
+DEFAULT_DEPTH = {"vit_small_32": 12, "lm_transformer": 2}
+#: Blocks of every transformer (each block runs the same attention and MLP code).
+TRANSFORMER_DEPTH = 2
 TIMM_RESNETS = ("resnet18", "resnet34")
+#: Model keys that only size a network (the same code path at any value).
+SIZE_KEYS = ("width", "depth", "channels", "stem_width", "embed_dim")
+#: Batch sizes kept in the groups H1 and the gradient-subspace analysis compare across batch sizes.
+H1_BATCH_SIZES = 3
+#: Configs of the scaling grid kept: the fewest ``scaling_law_fit`` fits (>= 5 config means).
+SCALING_GRID_CONFIGS = 5
 
 #: Upper bounds on counts, by the last key of their path (anywhere outside ``experiments``).
 CAPS: dict[str, int] = {
@@ -84,10 +107,17 @@ CAPS: dict[str, int] = {
     "quadrature_grid": 51, "num_params": 60, "num_constraints": 3, "d_min": 4, "d_max": 64,
     "min_pairs": SMOKE_SEEDS,
 }
+#: Entries kept of lists that only repeat one computation per entry, by key: the Phi search's
+#: mixture data sets (one still takes the synthetic-mixture path) and its width x depth grid
+#: (2 x 2: a rank correlation over several networks per data set), the SDE's (lr, batch) settings.
+LIST_CAPS: dict[str, int] = {"mixture_dims": 1, "widths": 2, "depths": 2, "settings": 2}
 #: Upper bounds on continuous sizes (the SDE's simulated time).
 FLOAT_CAPS: dict[str, float] = {"horizon": 10.0}
 #: Tolerances no finer than these (relative Ritz residuals).
 MIN_TOL = {"eig_tol": 0.1, "per_layer_tol": 0.5}
+#: The edge-of-stability study: lambda_max at every step of a short run, so the plateau rule has
+#: points to work on (the paper's run measures every few steps of thousands).
+EOS_SMOKE = {"steps": 60, "eig_every": 1, "min_points": 20, "num_batches": 5}
 #: Side of every image data set (area downsampling by the loader's own ``image_size``).
 IMAGE_SIZE = 8
 IMAGE_SETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "tiny_imagenet", "mnist5k")
@@ -111,6 +141,7 @@ def _shrink_model(model: Mapping[str, Any]) -> dict[str, Any]:
         out["channels"] = [_width(c) for c in out.get("channels", TIMM_RESNET_CHANNELS)]
         out["stem_width"] = _width(out.get("stem_width", TIMM_RESNET_STEM))
     if name in DEFAULT_EMBED_DIM:
+        out["depth"] = min(int(out.get("depth", DEFAULT_DEPTH[name])), TRANSFORMER_DEPTH)
         heads = int(out.get("num_heads", DEFAULT_HEADS[name]))
         dim = _width(out.get("embed_dim", DEFAULT_EMBED_DIM[name]))
         out["embed_dim"] = heads * math.ceil(dim / heads)
@@ -167,7 +198,9 @@ def _capped(node: Any) -> Any:
         elif key in FLOAT_CAPS and isinstance(value, float):
             out[key] = min(value, FLOAT_CAPS[key])
         elif key == "widths" and isinstance(value, list) and all(isinstance(w, int) for w in value):  # the Phi grid
-            out[key] = sorted({_width(w) for w in value})
+            out[key] = sorted({_width(w) for w in value})[:LIST_CAPS[key]]
+        elif key in LIST_CAPS and isinstance(value, list) and not any(isinstance(v, float) for v in value):  # not a surface's
+            out[key] = [_capped(v) for v in value[:LIST_CAPS[key]]]
         elif key == "model" and isinstance(value, Mapping) and "name" in value:
             out[key] = _shrink_model(value)
         else:
@@ -175,29 +208,96 @@ def _capped(node: Any) -> Any:
     return out
 
 
+def _code_paths(cfg: Mapping[str, Any]) -> set[str]:
+    """The code paths a config takes: its architecture with each of its non-size model keys'
+    values (``resnet_small`` with ``skip=False``, with ``norm=none``, ...), and its optimizer."""
+    name = cfg["model"]["name"]
+    paths = {json.dumps([name, k, v], sort_keys=True) for k, v in cfg["model"].items() if k not in (*SIZE_KEYS, "name")}
+    return paths | {json.dumps([name]), json.dumps(["optimizer", cfg["train"].get("optimizer", "sgd")])}
+
+
+def _grid_corner(configs: Mapping[str, Any]) -> list[str]:
+    """The scaling grid's smallest configs a width x depth power-law fit accepts: the two
+    smallest widths x the two smallest depths, and the third width at the smallest depth."""
+    widths = sorted({int(c["model"]["width"]) for c in configs.values()})
+    depths = sorted({int(c["model"]["depth"]) for c in configs.values()})
+    cells = {(w, d) for w in widths[:2] for d in depths[:2]} | {(w, depths[0]) for w in widths[2:3]}
+    return [n for n, c in configs.items() if (int(c["model"]["width"]), int(c["model"]["depth"])) in cells][:SCALING_GRID_CONFIGS]
+
+
+def _batch_levels(configs: Mapping[str, Any], keep: list[str]) -> list[str]:
+    """Configs to add so that the kept ones span ``H1_BATCH_SIZES`` batch sizes (or all the group
+    has): the largest batch, then the smallest ones not kept yet (H1 regresses sharpness on log
+    batch size with 3 coefficients and seed effects: 3 sizes x 2 seeds are the fewest rows it fits)."""
+    size = {n: int(c["train"].get("batch_size", 128)) for n, c in configs.items()}
+    kept_sizes = {size[n] for n in keep}
+    add: list[str] = []
+    for name in [max(size, key=size.__getitem__), *sorted(size, key=size.__getitem__)]:
+        if len(kept_sizes) >= min(H1_BATCH_SIZES, len(set(size.values()))):
+            break
+        if size[name] not in kept_sizes:
+            kept_sizes.add(size[name])
+            add.append(name)
+    return add
+
+
 def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Per experiment group, the configs the smoke profile keeps (module docstring): the first
-    of each distinct (model, optimizer), the largest batch where the kept ones share one
-    batch size but the group varies it, and those ``bounds.sanity`` and ``escape.config`` name."""
+    """Per experiment group, the configs the smoke profile keeps (module docstring): in the
+    paper's order, each config that takes a code path no earlier kept one took
+    (:func:`_code_paths`); in the groups an analysis compares
+    across batch sizes (``hypotheses.h1_experiment``, ``spectra_scaling.batch_experiment``)
+    also two larger batches (:func:`_batch_levels`); in ``hypotheses.h2_experiment`` every
+    config with a ``skip`` model key (H2's pairs); in ``spectra_scaling.scaling_experiment`` the grid corner of
+    :func:`_grid_corner`; and the configs ``bounds.sanity`` and ``escape.config`` name."""
     named = set(((paper.get("bounds") or {}).get("sanity") or {}).values())
     if "escape" in paper:
         from landscape.pipeline.escape import SOURCE_EXPERIMENT
 
         named.add(f"{SOURCE_EXPERIMENT}/{paper['escape']['config']}")
+    hyp = paper.get("hypotheses") or {}
+    batch_groups = {hyp.get("h1_experiment"), (paper.get("spectra_scaling") or {}).get("batch_experiment")}
+    h2_group = hyp.get("h2_experiment")
+    scaling_group = (paper.get("spectra_scaling") or {}).get("scaling_experiment")
     out: dict[str, list[str]] = {}
     for group, spec in paper["experiments"].items():
         configs = spec.get("configs") or {}
-        seen, keep = set(), []
+        if group == scaling_group:
+            out[group] = _grid_corner(configs)
+            continue
+        seen: set[str] = set()
+        keep = []
         for name, cfg in configs.items():
-            key = (json.dumps(cfg["model"], sort_keys=True), cfg["train"].get("optimizer", "sgd"))
-            if key not in seen or f"{group}/{name}" in named:
-                seen.add(key)
+            paths = _code_paths(cfg)
+            paired = group == h2_group and "skip" in cfg["model"]  # H2's skip / no-skip pairs, every norm setting
+            if not paths <= seen or f"{group}/{name}" in named or paired:
+                seen |= paths
                 keep.append(name)
-        batches = {int(c["train"].get("batch_size", 128)) for c in configs.values()}
-        if len({int(configs[n]["train"].get("batch_size", 128)) for n in keep}) == 1 < len(batches):
-            largest = max(configs, key=lambda n: int(configs[n]["train"].get("batch_size", 128)))
-            keep.append(largest)
+        if group in batch_groups:
+            keep.extend(_batch_levels(configs, keep))
         out[group] = [n for n in configs if n in keep]  # the paper's order
+    return out
+
+
+def _widest_group(paper: Mapping[str, Any], kept: Mapping[str, list[str]]) -> str | None:
+    """The curvature group with per-layer curvature whose kept configs span the most
+    architectures (first such in the paper's order); None when no group has it."""
+    groups = [g for g, c in (paper.get("curvature") or {}).items() if c.get("per_layer", True) and g in kept]
+    archs = {g: {paper["experiments"][g]["configs"][n]["model"]["name"] for n in kept[g]} for g in groups}
+    return max(groups, key=lambda g: len(archs[g]), default=None)
+
+
+def _bounds_runs(paper: Mapping[str, Any], bounds: Mapping[str, Any]) -> list[str]:
+    """``bounds.runs`` cut to the sanity pair and the first run of each other architecture
+    (H4 pairs the bounds over runs and seeds; its minimum of 3 is met by the sanity pair's seeds)."""
+    sanity = set((bounds.get("sanity") or {}).values())
+    seen: set[str] = set()
+    out = []
+    for run in bounds.get("runs") or []:
+        group, config = run.split("/", 1)
+        arch = paper["experiments"][group]["configs"][config]["model"]["name"]
+        if run in sanity or arch not in seen:
+            seen.add(arch)
+            out.append(run)
     return out
 
 
@@ -239,11 +339,14 @@ def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
     paper = copy.deepcopy(dict(paper))
     out = _capped({k: v for k, v in paper.items() if k not in ("templates", "datasets", "experiments")})
     out["profile"] = "paper_smoke"
-    for c in (out.get("curvature") or {}).values():
-        if c.get("per_layer", True):
-            c["per_layer_tol"] = max(float(c.get("per_layer_tol", 0.0)), MIN_TOL["per_layer_tol"])
-    out["datasets"] = {name: _shrink_dataset(spec) for name, spec in (paper.get("datasets") or {}).items()}
     kept = select_configs(paper)
+    per_layer_group = _widest_group(paper, kept)
+    for group, c in (out.get("curvature") or {}).items():
+        if c.get("per_layer", True) and group == per_layer_group:
+            c["per_layer_tol"] = max(float(c.get("per_layer_tol", 0.0)), MIN_TOL["per_layer_tol"])
+        elif c.get("per_layer", True):
+            c["per_layer"] = False
+    out["datasets"] = {name: _shrink_dataset(spec) for name, spec in (paper.get("datasets") or {}).items()}
     out["experiments"] = {
         group: {**spec, "configs": {name: {**cfg, "model": _shrink_model(cfg["model"]), "train": _shrink_train(cfg["train"])}
                                     for name, cfg in (spec.get("configs") or {}).items() if name in kept[group]}}
@@ -252,6 +355,10 @@ def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("bounds", "spectra_scaling"):
         if key in out:
             out[key] = _kept_references(out[key], kept)
+    if "bounds" in out:
+        out["bounds"]["runs"] = _bounds_runs(paper, out["bounds"])
+    if "eos" in out:
+        out["eos"].update(EOS_SMOKE)
     if "probes" in out:
         out["probes"] = {g: (_kept_references(s, kept, g) if g in kept else s) for g, s in out["probes"].items()}
     if "optimizers" in out:
