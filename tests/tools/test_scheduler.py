@@ -142,3 +142,23 @@ def test_zygote_imports_landscape_first_even_when_not_listed(tmp_path):
     assert replies[0]["id"] == 7 and "pid" in replies[0] and replies[1] == {"id": 7, "exit": 0}, proc.stdout + proc.stderr
     assert json.loads((tmp_path / "probe.json").read_text()) == {"landscape": True, "first": True}
 
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/ci.yaml", "profiles/paper.yaml", "profiles/paper_smoke.yaml"])
+def test_default_waves_cover_every_stage_but_the_final_analyses(profile):
+    """Every generated stage except hypotheses and report (which read everything: `dvc repro`
+    runs them after the waves) matches a pattern of a default wave, so no stage is left to run
+    one entry at a time."""
+    from fnmatch import fnmatch
+
+    from landscape.pipeline.dvcfile import generate
+    from landscape.pipeline.params import load_params
+
+    repo = Path(__file__).resolve().parents[2]
+    stages = generate(load_params(repo / profile))["stages"]
+    from tools.scheduler import DEFAULT_WAVES
+
+    patterns = [p for wave in DEFAULT_WAVES for p in wave]
+    uncovered = [s for s in stages if s not in ("hypotheses", "report") and not any(fnmatch(s, p.split("@")[0]) or fnmatch(s, p)
+                                                                                     for p in patterns)]
+    assert uncovered == [], uncovered
