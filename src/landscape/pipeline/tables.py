@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import seeds_of
+from landscape.pipeline.params import replication_split, seeds_of
 from landscape.schema import ConfigError
 from landscape.stats.family import Tables
 
@@ -131,9 +131,13 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                 row: dict[str, Any] = {
                     "experiment": exp, "config": cfg, "seed": seed, "status": metrics.get("status"),
                     "batch_size": train.get("batch_size"), "skip": model.get("skip"), "norm": model.get("norm", "none"),
-                    "model": model.get("name"),
+                    "model": model.get("name"), "lr": train.get("lr"),
                     **{k: _number(metrics.get(k)) for k in ("test_error", "train_loss", "gen_gap", "train_error", "num_params")},
                 }
+                along = metrics.get("along_training")
+                if isinstance(along, Mapping):  # train-to-target runs: the stop and lambda_max there
+                    row.update(hit_cap=along.get("hit_cap"), reached_target=along.get("reached"),
+                               stop_step=_number(along.get("stop_step")), lambda_max_final=_number(along.get("lambda_max_final")))
                 curv = read_json(layout.curvature(exp, cfg, seed))
                 if curv is not None and curv.get("status") == "measured":
                     found["curvature"] += 1
@@ -162,7 +166,9 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
     if "alignment" in escape:  # share of noise energy in the top-k subspace, in percentage points
         escape["alignment_pct"] = 100.0 * escape["alignment"]
     found["escape_trials"] = len(escape)
-    return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found)
+    split = {exp: replication_split({"experiments": experiments, "seeds": list(seeds)}, exp) for exp in experiments}
+    return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found,
+                  seed_split=split)
 
 
 # ------------------------------------------------------------------ optimizers

@@ -14,6 +14,10 @@ its own runs. A verdict is called only where the two agree:
 A one-sided result that is significant has its effect on the predicted side by
 construction, so "same sign" needs checking only for two-sided tests; it is checked for all.
 
+In a family of records (:func:`replicated_records`) the primary tests are judged at their
+Holm p-values over the family, and the replication tests at Holm p-values over the
+replications of that family (the same correction, applied to the second seed set).
+
 Power (:func:`t_test_power`): the probability that a t-test with the design's standard
 error and degrees of freedom rejects at level ``alpha`` when the true effect is the one a
 published study reports (the noncentral t distribution, noncentrality ``effect / se``;
@@ -25,14 +29,16 @@ pre-registered number; each use states the source of the effect size.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from scipy import stats as sps
 
+from landscape.stats.multiple import holm_adjust
 from landscape.stats.result import HypothesisResult, Side, plain
 
-__all__ = ["VERDICTS", "ReplicatedVerdict", "replication_verdict", "significant", "t_test_power"]
+__all__ = ["VERDICTS", "ReplicatedVerdict", "replicated_records", "replication_verdict", "significant", "t_test_power"]
 
 VERDICTS = ("supported", "not supported", "inconclusive")
 
@@ -142,3 +148,44 @@ def t_test_power(effect: float, se: float, df: float, *, alpha: float = 0.05,
         crit = sps.t.ppf(1 - alpha / 2, df)
         return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
     raise ValueError(f"side must be one of ['greater', 'less', 'two-sided'], got {side!r}")
+
+
+def _result(record: Mapping[str, Any]) -> HypothesisResult:
+    fields = {f: record[f] for f in HypothesisResult.__dataclass_fields__ if f in record}
+    return HypothesisResult(**fields)
+
+
+def replicated_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the replication verdict to the Holm-corrected records of one family.
+
+    Each tested record whose ``extra["replication"]`` holds a replication test (a
+    :class:`HypothesisResult` dict) gets ``verdict`` (one of :data:`VERDICTS`),
+    ``verdict_detail`` (:class:`ReplicatedVerdict`) and ``replication`` (its effect, CI,
+    p-value and the Holm p over the family's replications). Other records pass through
+    (``verdict`` "not tested" when untested, else "supported (no replication)" or "not supported
+    (no replication)" from their own ``supported``; ``verdict_detail`` None).
+
+    Args:
+        records: Output of :func:`landscape.stats.multiple.holm_records` (dicts with ``status``).
+
+    Returns:
+        New record dicts, in order.
+    """
+    reps = [(r.get("extra") or {}).get("replication") if r.get("status") == "tested" else None for r in records]
+    p_rep = holm_adjust([float(x["p_value"]) if x else float("nan") for x in reps]) if any(reps) else []
+    out = []
+    for i, (record, rep) in enumerate(zip(records, reps, strict=True)):
+        new = dict(record)
+        if rep:
+            verdict = replication_verdict(_result(record), _result(rep), primary_p=float(record["p_holm"]),
+                                          replication_p=float(p_rep[i]))
+            new["verdict"], new["verdict_detail"] = verdict.verdict, verdict.to_dict()
+            new["replication"] = {**{k: rep[k] for k in ("effect", "ci_low", "ci_high", "p_value", "n_runs", "n_groups")},
+                                  "p_holm": float(p_rep[i])}
+        else:
+            tested = record.get("status") == "tested"
+            new["verdict"] = (("supported" if record.get("supported") else "not supported") + " (no replication)"
+                              if tested else "not tested")
+            new["verdict_detail"], new["replication"] = None, None
+        out.append(new)
+    return out
