@@ -43,7 +43,7 @@ from landscape.stats.paired import h2_skip_flattens, h4_bounds
 from landscape.stats.replication import replicated_records
 from landscape.stats.result import HypothesisResult
 
-__all__ = ["HypothesesConfig", "HYPOTHESES", "evaluate_family", "load_config", "run"]
+__all__ = ["HypothesesConfig", "HYPOTHESES", "H1_OUTCOMES", "evaluate_family", "h1_headline_row", "load_config", "run"]
 
 _LEVEL = rule("a float in (0, 1)", lambda x: isinstance(x, float) and 0 < x < 1)
 _NAMES = rule("a non-empty list of names", lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, str) for v in x))
@@ -132,6 +132,25 @@ def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:  #
             result = HypothesisResult(**{**{f: getattr(result, f) for f in result.__dataclass_fields__}, "extra": {**result.extra, **context}})
         out.append(result)
     return out
+
+
+def h1_headline_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One H1 member of ``hypotheses/results.json`` as its ``reports/headline.json`` row."""
+    row: dict[str, Any] = {"name": entry["name"], "status": entry["status"], "verdict": entry.get("verdict")}
+    if entry["status"] != "tested":
+        return row
+    extra = entry.get("extra") or {}
+    rep = entry.get("replication") or {}
+    rep_extra = ((extra.get("replication") or {}).get("extra") or {})
+    row.update({k: entry[k] for k in ("effect_name", "effect", "ci_low", "ci_high", "ci_level", "p_value", "p_holm", "n_runs", "n_groups")})
+    row.update(replication_effect=rep.get("effect"), replication_ci=[rep.get("ci_low"), rep.get("ci_high")],
+               replication_p_holm=rep.get("p_holm"), replication_n_runs=rep.get("n_runs"),
+               batch_effect=extra.get("batch_effect"), literature_effect=extra.get("literature_effect"),
+               literature_source=extra.get("literature_source"), power_primary=extra.get("power_at_literature_effect"),
+               power_replication=rep_extra.get("power_at_literature_effect"),
+               train_loss_at_comparison=extra.get("train_loss_at_stop"), n_hit_cap=extra.get("n_hit_cap"),
+               n_diverged=extra.get("n_diverged"))
+    return row
 
 
 def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
