@@ -11,7 +11,7 @@ from torch import nn
 from landscape.schema import ConfigError
 from landscape.training import evaluate, train_model
 from landscape.training.config import TrainConfig
-from landscape.training.tracking import AlongTraining
+from landscape.training.tracking import fixed_batch
 
 
 def data(n=256, seed=0):
@@ -81,7 +81,7 @@ def test_final_lambda_max_matches_the_dense_hessian_of_the_fixed_batch():
     train, test = data(), data(64, seed=1)
     net = mlp()
     res = train_model(net, train, test, cfg, seed=3)
-    batch = AlongTraining(cfg, *train, seed=3).batch  # the run's fixed batch
+    batch = fixed_batch(cfg, *train, seed=3)  # the run's fixed batch
     exact = _dense_lambda_max(net.eval(), *batch)
     assert res.along_training["lambda_max_converged"]
     assert res.along_training["lambda_max_final"] == pytest.approx(exact, rel=1e-3)

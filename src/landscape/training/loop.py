@@ -201,7 +201,7 @@ def _train(
 
     history: list[dict[str, float]] = []
     start_epoch, step, status, diverged_step, diverged_reason = 0, 0, "running", None, None
-    tracker = AlongTraining(cfg, x_train, y_train, seed) if cfg.track_every > 0 else None
+    tracker = AlongTraining(cfg, x_train, y_train, seed, evaluate) if cfg.track_every > 0 else None
     state = load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
     if state is not None:
         if tracker is not None:

@@ -29,6 +29,7 @@ untracked run's, bit for bit (tested).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from landscape.optim.power import gradients_with_graph, power_iteration
 from landscape.seeding import seeded_generator
 from landscape.training.config import TrainConfig
 
-__all__ = ["AlongTraining", "FINAL_REL_TOL", "FINAL_MAX_HVPS"]
+__all__ = ["AlongTraining", "FINAL_REL_TOL", "FINAL_MAX_HVPS", "fixed_batch"]
 
 FINAL_REL_TOL = 1e-4
 FINAL_MAX_HVPS = 200
@@ -47,18 +48,33 @@ _FINAL_BLOCK = 5
 _SHARPNESS_STREAM = 7  # stream key of the fixed batch and the first start vector
 
 
-class AlongTraining:
-    """The records of one run (module docstring); :meth:`record` is called every ``track_every`` steps."""
+def fixed_batch(cfg: TrainConfig, x_train: Tensor, y_train: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """The ``min(sharpness_examples, N)`` training examples whose loss's lambda_max run ``seed`` tracks
+    (a seeded draw without replacement; inputs (n, ...), labels (n,))."""
+    n = int(x_train.shape[0])
+    gen = seeded_generator(seed, _SHARPNESS_STREAM)
+    idx = torch.randperm(n, generator=gen)[: min(cfg.sharpness_examples, n)].to(x_train.device)
+    return x_train[idx], y_train[idx]
 
-    def __init__(self, cfg: TrainConfig, x_train: Tensor, y_train: Tensor, seed: int) -> None:
+
+class AlongTraining:
+    """The records of one run (module docstring); :meth:`record` is called every ``track_every`` steps.
+
+    Args:
+        cfg: The run's training configuration.
+        x_train: Training inputs (N, ...), on the model's device.
+        y_train: Training labels (N,).
+        seed: The run's seed (fixed batch, first start vector).
+        evaluate: ``(model, x, y, batch_size) -> (mean loss, error)`` in eval mode
+            (:func:`landscape.training.loop.evaluate`).
+    """
+
+    def __init__(self, cfg: TrainConfig, x_train: Tensor, y_train: Tensor, seed: int,
+                 evaluate: Callable[[nn.Module, Tensor, Tensor, int], tuple[float, float]]) -> None:
         self.cfg = cfg
         self.x, self.y = x_train, y_train
-        n = int(x_train.shape[0])
-        self.batch: tuple[Tensor, Tensor] | None = None
-        if cfg.track_sharpness:
-            gen = seeded_generator(seed, _SHARPNESS_STREAM)
-            idx = torch.randperm(n, generator=gen)[: min(cfg.sharpness_examples, n)].to(x_train.device)
-            self.batch = (x_train[idx], y_train[idx])
+        self.evaluate = evaluate
+        self.batch = fixed_batch(cfg, x_train, y_train, seed) if cfg.track_sharpness else None
         self.start_seed = seed
         self.steps: list[int] = []
         self.train_loss: list[float] = []
@@ -97,9 +113,7 @@ class AlongTraining:
 
     def record(self, model: nn.Module, step: int) -> bool:
         """Record the full-split train loss/error (and lambda_max) at ``step``; True when the target is reached."""
-        from landscape.training.loop import evaluate  # the loop imports this module
-
-        loss, error = evaluate(model, self.x, self.y, self.cfg.eval_batch_size)
+        loss, error = self.evaluate(model, self.x, self.y, self.cfg.eval_batch_size)
         self.steps.append(int(step))
         self.train_loss.append(loss)
         self.train_error.append(error)
