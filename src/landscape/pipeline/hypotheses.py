@@ -10,6 +10,7 @@ statement, test, effect, CI, p, Holm p, verdict, n, extras) and ``hypotheses/met
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -129,7 +130,7 @@ def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:  #
             reached, outcome=col, log_outcome=lo, primary_seeds=primary, replication_seeds=replication, name=n, alpha=c.alpha,
             ci_level=c.ci_level, min_clusters=c.min_clusters, literature_effect=e, literature_source=s))
         if isinstance(result, HypothesisResult):
-            result = HypothesisResult(**{**{f: getattr(result, f) for f in result.__dataclass_fields__}, "extra": {**result.extra, **context}})
+            result = dataclasses.replace(result, extra={**result.extra, **context})
         out.append(result)
     return out
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from landscape.io import read_json, write_json, write_text
-from landscape.pipeline.layout import Layout
 from landscape.pipeline.hypotheses import h1_headline_row
+from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.schema import ConfigError
 

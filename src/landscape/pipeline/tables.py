@@ -471,7 +471,8 @@ def dense_spectrum(layout: Layout, experiment: str, config: str, seed: int) -> d
 # ------------------------------------------------------------------ runs trained to a target loss (H1)
 
 
-def along_training_runs(layout: Layout, experiment: str, spec: Mapping[str, Any], seeds: Sequence[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def along_training_runs(layout: Layout, experiment: str, spec: Mapping[str, Any],
+                        seeds: Sequence[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs of a train-to-target group and their along-training records.
 
     Args:
@@ -496,7 +497,8 @@ def along_training_runs(layout: Layout, experiment: str, spec: Mapping[str, Any]
             m = read_json(require(layout.run(experiment, cfg, seed).metrics, f"train_{experiment}"))
             along = (m or {}).get("along_training") or {}
             runs.append({"config": cfg, "seed": seed, "batch_size": train.get("batch_size"), "lr": train.get("lr"),
-                         "momentum": train.get("momentum", 0.0), "noise_scale": train.get("lr", math.nan) / train.get("batch_size", math.nan),
+                         "momentum": train.get("momentum", 0.0),
+                         "noise_scale": train.get("lr", math.nan) / train.get("batch_size", math.nan),
                          "status": (m or {}).get("status"), "reached": along.get("reached"), "hit_cap": along.get("hit_cap"),
                          "stop_step": along.get("stop_step"), "cap_steps": along.get("cap_steps"),
                          "target_loss": along.get("target_loss"),

@@ -27,8 +27,8 @@ __all__ = ["STATEMENTS", "H2_MEASURES", "Tables", "not_tested", "attempt", "comp
 
 #: Null and alternative of each family member, shown even when it could not be tested.
 STATEMENTS: dict[str, tuple[str, str]] = {
-    "H1": ("At equal train loss, a larger SGD noise scale eta/B (a smaller batch at fixed eta) does not lower lambda_max "
-           "or test error (beta >= 0, at fixed B).",
+    "H1": (("At equal train loss, a larger SGD noise scale eta/B (a smaller batch at fixed eta) does not lower lambda_max "
+           "or test error (beta >= 0, at fixed B)."),
            "At equal train loss, a larger noise scale eta/B lowers lambda_max (a flatter minimum) and test error (beta < 0)."),
     "H2": ("Skip connections do not lower the measure (mean paired difference skip - no-skip >= 0).",
            "Skip connections lower the measure (mean paired difference < 0)."),

@@ -23,6 +23,7 @@ the literature's effect size.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,15 +52,15 @@ LOG_BATCH = "log2_batch"
 LITERATURE: dict[str, tuple[float, str]] = {
     "test_error": (
         -0.0022 / np.log2(6000 / 256),
-        "Keskar et al. 2017 (ICLR), Table 2, network F1 (fully connected, MNIST): test accuracy 98.03% at B = 256 "
+        ("Keskar et al. 2017 (ICLR), Table 2, network F1 (fully connected, MNIST): test accuracy 98.03% at B = 256 "
         "and 97.81% at B = 6,000 (10% of the data), same step rule: +0.22 points of error over log2(6000/256) = 4.55 "
-        "halvings of B at fixed eta, i.e. -0.00048 per doubling of eta/B",
+        "halvings of B at fixed eta, i.e. -0.00048 per doubling of eta/B"),
     ),
     "lambda_max": (
         -1.0,
-        "Jastrzebski et al. 2019 (ICLR; arXiv 2018, 'On the relation between the sharpest directions of DNN loss and "
+        ("Jastrzebski et al. 2019 (ICLR; arXiv 2018, 'On the relation between the sharpest directions of DNN loss and "
         "the SGD step length') and Cohen et al. 2021: lambda_max settles near the stability bound 2(1+beta)/eta, "
-        "lambda_max proportional to 1/eta: -1 in log2 lambda_max per doubling of eta (of eta/B at fixed B)",
+        "lambda_max proportional to 1/eta: -1 in log2 lambda_max per doubling of eta (of eta/B at fixed B)"),
     ),
 }
 
@@ -171,5 +172,4 @@ def h1_noise_scale(
     main = _one_test(df[df[group].isin(primary)], name=name, where=f"{where} primary", **common)
     rep = (_one_test(df[df[group].isin(replication)], name=f"{name} (replication)", where=f"{where} replication", **common)
            if replication else None)
-    extra = {**main.extra, "replication": None if rep is None else rep.to_dict()}
-    return HypothesisResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "extra": extra})
+    return dataclasses.replace(main, extra={**main.extra, "replication": None if rep is None else rep.to_dict()})

@@ -172,7 +172,7 @@ def replicated_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         New record dicts, in order.
     """
     reps = [(r.get("extra") or {}).get("replication") if r.get("status") == "tested" else None for r in records]
-    p_rep = holm_adjust([float(x["p_value"]) if x else float("nan") for x in reps]) if any(reps) else []
+    p_rep: list[float] = list(holm_adjust([float(x["p_value"]) if x else float("nan") for x in reps])) if any(reps) else []
     out = []
     for i, (record, rep) in enumerate(zip(records, reps, strict=True)):
         new = dict(record)

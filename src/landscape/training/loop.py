@@ -36,8 +36,8 @@ from landscape.training.checkpoint import (
     save_snapshot,
 )
 from landscape.training.config import TrainConfig
-from landscape.training.tracking import AlongTraining
 from landscape.training.optim import build_optimizer, build_scheduler
+from landscape.training.tracking import AlongTraining
 
 __all__ = ["TrainResult", "train_model", "evaluate", "randomize_labels", "epoch_seed"]
 
