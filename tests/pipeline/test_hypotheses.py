@@ -196,3 +196,24 @@ def test_every_hypothesis_without_input_is_not_tested_with_its_statements(name, 
     members = HYPOTHESES[name](hypothesis_tables(layout, EXPERIMENTS, SEEDS), HypothesesConfig(), layout)
     assert members and all(m["name"].split("[")[0] == name and m["status"].startswith("not tested: input missing") for m in members)
     assert all(m["null"] and m["alternative"] for m in members)
+
+
+def test_headline_h1_section_from_the_stage_output(tmp_path):
+    """reports/headline.json's h1 section: read from hypotheses/results.json (a missing file names it)."""
+    from landscape.io import write_json
+    from landscape.pipeline import report
+
+    layout = Layout(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"hypotheses/results\.json"):
+        report.headline_sections({"hypotheses": {}}, layout)
+    _h1_tree(tmp_path, np.random.default_rng(7))
+    res = evaluate_family(hypothesis_tables(layout, EXPERIMENTS, SEEDS), HypothesesConfig(n_boot=200), layout)
+    write_json(layout.results("hypotheses"), res)
+    rows = report.headline_sections({"hypotheses": {}}, layout)["h1"]
+    assert [r["name"] for r in rows] == ["H1[lambda_max]", "H1[test_error]"]
+    for row in rows:
+        assert row["verdict"] == "supported" and row["n_runs"] == 53 and row["replication_n_runs"] == 36
+        assert row["ci_low"] <= H1_BETA[row["name"][3:-1]] <= row["ci_high"]
+        assert 0.0095 <= row["train_loss_at_comparison"]["min"] <= row["train_loss_at_comparison"]["max"] <= 0.01
+        assert row["n_hit_cap"] == 1 and row["literature_source"] and 0 <= row["power_primary"] <= 1
+    assert "h1" not in report.headline_sections({}, layout)  # no hypotheses stage, no section
