@@ -118,9 +118,10 @@ def planted_top_eigenvalues(dim: int, k: int, rng: np.random.Generator, spikes: 
     m = min(dim, truncation_rows(dim, k) if rows is None else int(rows))
     m = max(m, k, b)
     if theta.size <= 1:  # tridiagonal (Dumitriu & Edelman 2002), the spike on the first diagonal entry
-        d = rng.standard_normal(m) * s * math.sqrt(2.0)
+        rd, re = rng.spawn(2)  # one stream each: a truncation keeps a prefix of the same matrix
+        d = rd.standard_normal(m) * s * math.sqrt(2.0)
         d[: theta.size] += theta
-        e = np.sqrt(rng.chisquare(dim - 1 - np.arange(m - 1))) * s
+        e = np.sqrt(re.chisquare(dim - 1 - np.arange(m - 1))) * s
         vals = eigvalsh_tridiagonal(d, e, select="i", select_range=(m - k, m - 1))
         return np.sort(vals)[::-1].copy()
     band = np.zeros((b + 1, m))  # lower band storage: band[i, j] = M[j + i, j]
