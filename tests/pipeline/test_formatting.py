@@ -48,3 +48,13 @@ def test_tables_format_every_cell_split_wide_tables_and_never_truncate():
     assert long in html and "..." not in html and "2.0" not in html and "0.3333" not in html and "0.333" in html
     with pytest.raises(ValueError, match="max_columns must be an int >= 1"):
         table_html(frame, max_columns=0)
+
+
+def test_mean_sd_table_keeps_group_order():
+    from landscape.pipeline.formatting import mean_sd_table
+
+    frame = pd.DataFrame({"config": ["b64", "b64", "b16"], "x": [1.0, 3.0, 0.5], "y": [np.nan, np.nan, 2.0]})
+    table = mean_sd_table(frame, "config", ["x", "y"])
+    assert list(table.index) == ["b64", "b16"]
+    assert table.loc["b64", "x"] == "2 ± 1.4" and table.loc["b64", "y"] == "n/a" and table.loc["b16", "x"] == "0.5"
+    assert list(table["n"]) == [2, 1]

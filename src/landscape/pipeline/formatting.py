@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html"]
+__all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html", "mean_sd_table"]
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _MISSING = "n/a"
@@ -166,3 +166,27 @@ def table_html(frame: pd.DataFrame, digits: int = 3, max_columns: int = 8, digit
             chunk = shown[columns[start : start + max_columns]]
             parts.append(chunk.to_html(classes="landscape-table", index=show_index, escape=True, border=0, na_rep=_MISSING))
     return "\n".join(parts)
+
+
+def mean_sd_table(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """Per group (in order of appearance): ``"mean ± sd"`` of each column over its rows, and ``n``.
+
+    A group with one finite value shows the value alone; one with none ``n/a``.
+
+    Args:
+        frame: One row per run.
+        by: Group column(s) (e.g. ``"config"``), kept in the order they first appear.
+        columns: Numeric columns to summarise.
+        digits: Significant digits.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    rows = []
+    for key, g in frame.groupby(keys, sort=False):
+        row: dict[str, Any] = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        for col in columns:
+            v = pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=float)
+            v = v[~pd.isna(v)]
+            row[col] = _MISSING if v.size == 0 else (fmt(v[0], digits) if v.size == 1 else f"{fmt(v.mean(), digits)} ± {fmt(v.std(ddof=1), 2)}")
+        row["n"] = len(g)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(keys) if rows else pd.DataFrame(columns=[*keys, *columns, "n"]).set_index(keys)
