@@ -73,7 +73,7 @@ def spread_ratio(values: Any, edge_points: int = 5) -> float:
 
 def truncation_rows(dim: int, k: int) -> int:
     """Rows of the band model that carry the top-k eigenvalues: ``(12 + (3 pi k / 2)^(2/3)) P^(1/3)``."""
-    return int(math.ceil((12.0 + (1.5 * math.pi * k) ** (2.0 / 3.0)) * dim ** (1.0 / 3.0)))
+    return math.ceil((12.0 + (1.5 * math.pi * k) ** (2.0 / 3.0)) * dim ** (1.0 / 3.0))
 
 
 def _check(dim: int, k: int, spikes: Sequence[float]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Numbers, config names and tables as a reader of the report pages sees them.
 
 * :func:`fmt`: a number with a few significant digits (``0.0523``, ``1.9``, ``4.3e+06`` ->
-  ``4.34 × 10^6``), integers with thousands separators, ``n/a`` for missing values; never a
+  ``4.34 x 10^6`` (with the multiplication sign)), integers with thousands separators, ``n/a`` for missing values; never a
   raw Python dump (``1.904661304027197``, ``1.39e-18``, ``seed 2.0``).
 * :func:`fmt_ci`, :func:`fmt_list`: intervals and short lists in that style.
 * :func:`config_key`, :func:`sort_configs`: configs in params order, or numerically
@@ -23,6 +23,7 @@ import pandas as pd
 
 __all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html", "mean_sd_table"]
 
+_TIMES = " \u00d7 "  # multiplication sign
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _MISSING = "n/a"
 
@@ -40,7 +41,7 @@ def fmt_int(x: Any) -> str:
     """An integer (or integral float) with thousands separators: ``631000 -> "631,000"``, ``2.0 -> "2"``."""
     if _missing(x):
         return _MISSING
-    return f"{int(round(float(x))):,}"
+    return f"{round(float(x)):,}"
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -48,7 +49,7 @@ def fmt(x: Any, digits: int = 3) -> str:
 
     Integers (and integral floats of magnitude < 1e5) print whole with separators; other
     floats in ``[1e-3, 1e5)`` print plainly (``0.0523``, ``1.9``, ``12,300``); smaller or
-    larger ones as ``1.39 × 10⁻¹⁸``; bools as ``yes``/``no``; None/NaN as ``n/a``; +-inf as ``∞``;
+    larger ones as ``1.39 x 10⁻¹⁸`` (multiplication sign); bools as ``yes``/``no``; None/NaN as ``n/a``; +-inf as ``∞``;
     anything else as ``str``.
 
     Args:
@@ -75,10 +76,10 @@ def fmt(x: Any, digits: int = 3) -> str:
     mag = abs(v)
     if 1e-3 <= mag < 1e5:
         text = f"{v:,.{digits}g}" if mag >= 1 else f"{v:.{digits}g}"
-        return text if "e" not in text else f"{v:,.{max(0, digits - 1 - int(math.floor(math.log10(mag))))}f}"
+        return text if "e" not in text else f"{v:,.{max(0, digits - 1 - math.floor(math.log10(mag)))}f}"
     mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
-    return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+    return f"{mantissa}{_TIMES}10{str(int(exponent)).translate(_SUPERSCRIPT)}"
 
 
 def fmt_ci(low: Any, high: Any, digits: int = 3) -> str:
@@ -130,7 +131,8 @@ def format_frame(frame: pd.DataFrame, digits: int = 3, digits_by_column: Mapping
         d = per.get(str(col), digits)
         out[col] = [cell(v, d) for v in frame[col]]
     if not isinstance(out.index, pd.RangeIndex):
-        out.index = out.index.map(lambda v: v if isinstance(v, str) else (tuple(cell(x, digits) for x in v) if isinstance(v, tuple) else cell(v, digits)))
+        out.index = out.index.map(
+            lambda v: v if isinstance(v, str) else (tuple(cell(x, digits) for x in v) if isinstance(v, tuple) else cell(v, digits)))
     return out
 
 
@@ -186,7 +188,8 @@ def mean_sd_table(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequenc
         for col in columns:
             v = pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=float)
             v = v[~pd.isna(v)]
-            row[col] = _MISSING if v.size == 0 else (fmt(v[0], digits) if v.size == 1 else f"{fmt(v.mean(), digits)} ± {fmt(v.std(ddof=1), 2)}")
+            spread = f"{fmt(v.mean(), digits)} ± {fmt(v.std(ddof=1), 2)}" if v.size > 1 else ""
+            row[col] = _MISSING if v.size == 0 else (fmt(v[0], digits) if v.size == 1 else spread)
         row["n"] = len(g)
         rows.append(row)
     return pd.DataFrame(rows).set_index(keys) if rows else pd.DataFrame(columns=[*keys, *columns, "n"]).set_index(keys)

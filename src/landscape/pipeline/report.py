@@ -35,7 +35,8 @@ from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.schema import ConfigError
 
-__all__ = ["PAGES", "HEADLINE_SECTIONS", "pages_from", "notebook_parameters", "tex_to_mathml", "offline_exporter", "render", "headline_sections", "write_headline", "run"]
+__all__ = ["PAGES", "HEADLINE_SECTIONS", "pages_from", "notebook_parameters", "tex_to_mathml", "offline_exporter", "render",
+           "headline_sections", "write_headline", "run"]
 
 PAGES = ("index",)
 
@@ -111,7 +112,7 @@ def offline_exporter() -> Any:
     from nbconvert import HTMLExporter
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
-    class _MathMLRenderer(IPythonRenderer):  # type: ignore[misc]
+    class _MathMLRenderer(IPythonRenderer):
         def inline_math(self, body: str) -> str:
             return tex_to_mathml(body)
 
@@ -121,7 +122,7 @@ def offline_exporter() -> Any:
         def latex_environment(self, name: str, body: str) -> str:
             return tex_to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
 
-    class _OfflineHTMLExporter(HTMLExporter):  # type: ignore[misc]
+    class _OfflineHTMLExporter(HTMLExporter):
         @pass_context
         def markdown2html(self, context: Any, source: str) -> str:
             cell = context.get("cell", {})

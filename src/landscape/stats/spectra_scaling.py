@@ -39,7 +39,8 @@ from landscape.stats.multiple import holm
 from landscape.stats.result import plain
 from landscape.stats.scaling import config_means, scaling_law_fit
 
-__all__ = ["TARGETS", "CONFIRMATORY", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "spike_nulls", "scaling_rows", "fit_scaling", "spike_summary",
+__all__ = ["TARGETS", "CONFIRMATORY", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "spike_nulls",
+           "scaling_rows", "fit_scaling", "spike_summary",
            "density_curve", "gradient_subspaces", "headline"]
 
 TARGETS = ("spectral_norm", "lambda_max", "trace", "bulk_sigma2", "outlier_count")
