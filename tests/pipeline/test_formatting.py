@@ -58,3 +58,14 @@ def test_mean_sd_table_keeps_group_order():
     assert list(table.index) == ["b64", "b16"]
     assert table.loc["b64", "x"] == "2 ± 1.4" and table.loc["b64", "y"] == "n/a" and table.loc["b16", "x"] == "0.5"
     assert list(table["n"]) == [2, 1]
+
+
+def test_runs_in_params_order_with_numeric_seeds():
+    from landscape.pipeline.formatting import run_key, sort_runs
+
+    experiments = {"scaling": {"configs": {"w32_d1": {}, "w128_d1": {}}}, "h1_batch": {"configs": {"b16": {}, "b1024": {}}}}
+    cells = [("h1_batch", "b1024", 2), ("h1_batch", "b16", 10), ("h1_batch", "b16", 2), ("scaling", "w128_d1", 0), ("other", "x", 0)]
+    assert sorted(cells, key=run_key(experiments)) == [("scaling", "w128_d1", 0), ("h1_batch", "b16", 2), ("h1_batch", "b16", 10),
+                                                       ("h1_batch", "b1024", 2), ("other", "x", 0)]
+    frame = pd.DataFrame(cells, columns=["experiment", "config", "seed"])
+    assert list(sort_runs(frame, experiments).config) == ["w128_d1", "b16", "b16", "b1024", "x"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html", "mean_sd_table"]
+__all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html", "mean_sd_table", "run_key", "sort_runs"]
 
 _TIMES = " \u00d7 "  # multiplication sign
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -193,3 +193,27 @@ def mean_sd_table(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequenc
         row["n"] = len(g)
         rows.append(row)
     return pd.DataFrame(rows).set_index(keys) if rows else pd.DataFrame(columns=[*keys, *columns, "n"]).set_index(keys)
+
+
+def run_key(experiments: Mapping[str, Any]) -> Any:
+    """Sort key of ``(experiment, config, seed, ...)`` tuples: params order of groups and configs, seeds numerically.
+
+    Groups or configs missing from ``experiments`` go after the known ones, numerically sorted.
+    """
+    groups = {e: i for i, e in enumerate(experiments)}
+    configs = {(e, c): i for e, spec in experiments.items() for i, c in enumerate((spec or {}).get("configs") or {})}
+
+    def key(item: Sequence[Any]) -> tuple[Any, ...]:
+        e, c, s = item[0], item[1], item[2]
+        return (groups.get(e, len(groups)), config_key(e), configs.get((e, c), len(configs)), config_key(c), int(s))
+
+    return key
+
+
+def sort_runs(frame: pd.DataFrame, experiments: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows with experiment, config and seed columns in :func:`run_key` order (index reset)."""
+    if frame.empty:
+        return frame
+    key = run_key(experiments)
+    order = sorted(range(len(frame)), key=lambda i: key((frame["experiment"].iloc[i], frame["config"].iloc[i], frame["seed"].iloc[i])))
+    return frame.iloc[order].reset_index(drop=True)
