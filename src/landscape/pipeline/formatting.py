@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html", "mean_sd_table", "run_key", "sort_runs"]
+__all__ = ["fmt", "fmt_int", "fmt_ci", "fmt_list", "config_key", "sort_configs", "format_frame", "table_html", "mean_sd_table",
+           "run_key", "sort_runs"]
 
 _TIMES = " \u00d7 "  # multiplication sign
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
