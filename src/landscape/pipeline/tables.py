@@ -262,7 +262,8 @@ def measured_spectra(layout: Layout, experiments: Mapping[str, Any], seeds: Sequ
     """One row per measured run with a ``krylov.pt``, every group, config and seed.
 
     Columns: experiment, config, seed, num_params (d), top_k, lambda_max, eigenvalues
-    (the top-k Ritz values, descending), slq_alphas, slq_betas (SLQ tridiagonals, tensors).
+    (the top-k Ritz values, descending), slq_alphas, slq_betas (SLQ tridiagonals, tensors),
+    residual_bounds (of the Ritz values, or None), sigma_broadening (of the SLQ density, NaN if absent).
     """
     rows = []
     for exp, block in experiments.items():
@@ -275,7 +276,9 @@ def measured_spectra(layout: Layout, experiments: Mapping[str, Any], seeds: Sequ
                 kry = _load_krylov(krylov)
                 rows.append({"experiment": exp, "config": name, "seed": seed, "num_params": int(curv["operator"]["num_params"]),
                              "top_k": len(curv["eigenvalues"]["values"]), "lambda_max": _float(curv.get("lambda_max")),
-                             "eigenvalues": curv["eigenvalues"]["values"], "slq_alphas": kry["slq_alphas"], "slq_betas": kry["slq_betas"]})
+                             "eigenvalues": curv["eigenvalues"]["values"], "slq_alphas": kry["slq_alphas"], "slq_betas": kry["slq_betas"],
+                             "residual_bounds": curv["eigenvalues"].get("residual_bounds"),
+                             "sigma_broadening": _float((curv.get("density") or {}).get("sigma_broadening"))})
     return pd.DataFrame(rows)
 
 
