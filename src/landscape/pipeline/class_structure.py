@@ -45,7 +45,7 @@ from landscape.io import atomic_path, write_json
 from landscape.pipeline.dense_check import _probe_batches
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.measure import DTYPES, CurvatureConfig
-from landscape.pipeline.params import section
+from landscape.pipeline.params import group_seeds, section
 from landscape.pipeline.runs import load_run
 from landscape.pipeline.runtime import configure_torch
 from landscape.schema import Checked, ConfigError, int_at_least, parse_config, rule
@@ -130,11 +130,6 @@ def load_config(params: Mapping[str, Any]) -> ClassStructureConfig:
     """
     cfg = parse_config(ClassStructureConfig, section(params, "class_structure"), "class_structure")
     experiments, curvature = params.get("experiments") or {}, params.get("curvature") or {}
-    seeds = list(params.get("seeds") or [])
-
-    def group_seeds(group: str) -> list[int]:
-        return list((experiments.get(group) or {}).get("seeds") or seeds)
-
     for entry in cfg.spectrum_runs:
         exp, name = entry.split("/")
         if name not in ((experiments.get(exp) or {}).get("configs") or {}):
@@ -142,18 +137,18 @@ def load_config(params: Mapping[str, Any]) -> ClassStructureConfig:
         if exp not in curvature:
             raise ConfigError(f"class_structure.spectrum_runs names {entry!r}, but {exp!r} has no curvature entry (its probe "
                               "data and bn_mode are read there)")
-        bad = [s for s in cfg.spectrum_seeds if s not in group_seeds(exp)]
+        bad = [s for s in cfg.spectrum_seeds if s not in group_seeds(params, exp)]
         if bad:
-            raise ConfigError(f"class_structure.spectrum_seeds has {bad}, not seeds of {exp!r}: {group_seeds(exp)}")
+            raise ConfigError(f"class_structure.spectrum_seeds has {bad}, not seeds of {exp!r}: {group_seeds(params, exp)}")
     group = cfg.diag_experiment
     if group not in experiments or group not in curvature:
         raise ConfigError(f"class_structure.diag_experiment={group!r} is not a measured experiment; measured: {sorted(curvature)}")
     missing = [c for c in diag_configs(params, cfg) if c not in (experiments[group].get("configs") or {})]
     if missing:
         raise ConfigError(f"class_structure.diag_configs names {missing}, not configs of {group!r}")
-    bad = [s for s in cfg.diag_seeds if s not in group_seeds(group)]
+    bad = [s for s in cfg.diag_seeds if s not in group_seeds(params, group)]
     if bad:
-        raise ConfigError(f"class_structure.diag_seeds has {bad}, not seeds of {group!r}: {group_seeds(group)}")
+        raise ConfigError(f"class_structure.diag_seeds has {bad}, not seeds of {group!r}: {group_seeds(params, group)}")
     return cfg
 
 
