@@ -304,7 +304,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     wall = time.perf_counter() - started
     settings = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     write_json(layout.results("class_structure"), {"profile": params.get("profile"), "settings": settings, "runtime": runtime,
-                                                   "spectra": spectra, "diagonals": diagonals, **tables,
+                                                   "spectrum_runs": spectra, "diagonal_runs": diagonals, **tables,
                                                    "timings_s": {"spectra": t_spectra, "diagonals": wall - t_spectra, "total": wall}})
     write_json(layout.metrics("class_structure"), tables)
     print(f"class_structure: {len(spectra)} spectra, {len(diagonals)} diagonal runs, {wall:.1f} s")

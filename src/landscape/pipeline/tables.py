@@ -450,8 +450,8 @@ def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> l
 
 
 def class_structure_results(layout: Layout) -> dict[str, Any]:
-    """``class_structure/results.json``: ``settings``, ``spectra`` (each run's top-k of G and H with
-    their class-structure tests), ``diagonals`` (each run's diagonal comparisons), and the tables
+    """``class_structure/results.json``: ``settings``, ``spectrum_runs`` (each run's top-k of G and H
+    with their class-structure tests), ``diagonal_runs`` (each run's diagonal comparisons), and the tables
     ``spike_counts`` and ``diagonals`` (:func:`landscape.pipeline.class_structure.summarise`)."""
     return json.loads(require(layout.results("class_structure"), "class_structure").read_text(encoding="utf-8"))
 
