@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape.io import read_json
-from landscape.pipeline import class_structure
+from landscape.pipeline import class_structure, report
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.runs import load_run
 from landscape.schema import ConfigError
@@ -71,6 +71,9 @@ def test_stage_spectra_and_diagonals_match_dense_references(tmp_path) -> None:
     assert [(r["run"], r["operator"]) for r in tables["spike_counts"]] == [("exp/a", "ggn"), ("exp/a", "hessian")]
     assert tables["spike_counts"][0]["count_test"]["n"] == 2 and tables["spike_counts"][0]["seeds"] == [0, 1]
     assert len(tables["diagonals"]) == len(class_structure.PAIRS) and tables["diagonals"][0]["n_seeds"] == 2
+    rows = report.HEADLINE_SECTIONS["class_structure"](layout)  # the headline section: both tables, rows tagged
+    assert [r["table"] for r in rows] == ["spike_counts"] * 2 + ["diagonals"] * len(class_structure.PAIRS)
+    assert rows[0]["count_test"]["counts"] == tables["spike_counts"][0]["count_test"]["counts"]
     metrics = read_json(layout.metrics("class_structure"))
     assert set(metrics) == {"spike_counts", "diagonals"} and len(metrics["diagonals"]) == len(tables["diagonals"])
 
