@@ -65,7 +65,7 @@ def test_repro_renders_report_and_records_every_run(ci_repo):
     index = (ci_repo / "reports" / "index.html").read_text()
     assert "Headline: hypotheses" in index and all(f'href="{p}.html"' in index for p in pages if p != "index")
     results = json.loads((ci_repo / "hypotheses" / "results.json").read_text())
-    assert {e["name"] for e in results["hypotheses"]} >= {"H1", "H2[lambda_max]", "H3", "H4"}
+    assert {e["name"] for e in results["hypotheses"]} >= {"H1[lambda_max]", "H1[test_error]", "H2[lambda_max]", "H3", "H4"}
     assert all(e["status"] == "tested" or e["status"].startswith("not tested: ") for e in results["hypotheses"])
     escape = json.loads((ci_repo / "escape" / "metrics.json").read_text())
     assert escape["seeds_studied"] == 2 and set(escape["noise_types"]) == {"sgd", "isotropic", "projected"}

@@ -387,13 +387,16 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         )
     if "hypotheses" in params:
         out = layout.hypotheses_dir
-        data = [*analysed, "measure"]
+        h1_group = params["hypotheses"].get("h1_experiment")
+        unmeasured_h1 = [h1_group] if h1_group in _groups_with_configs(params) and h1_group not in _measured_groups(params) else []
+        data = [*analysed, *[rel(layout.experiment_runs(g)) for g in unmeasured_h1], "measure"]  # H1 reads its runs' records
         data += [rel(layout.escape_dir / "trials.json")] if "escape" in stages else []
         data += [rel(layout.bounds_dir / "metrics.json")] if "bounds" in stages else []
         data += ["probes"] if any(k.startswith("probe_") for k in stages) else []
         stages["hypotheses"] = b.stage(
             "hypotheses",
-            params=["seeds", *_own_seeds(params, _measured_groups(params)), "hypotheses", "experiments.${hypotheses.h1_experiment}.configs",
+            params=["seeds", *_own_seeds(params, [*_measured_groups(params), *unmeasured_h1]), "hypotheses",
+                    "experiments.${hypotheses.h1_experiment}.configs",
                     "experiments.${hypotheses.h2_experiment}.configs"],
             data=data, outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )

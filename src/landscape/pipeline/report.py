@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.io import read_json, write_json, write_text
+from landscape.pipeline.hypotheses import h1_headline_row
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.schema import ConfigError
@@ -107,18 +108,32 @@ def _eos_section(layout: Layout) -> list[dict[str, Any]]:
     return [{k: row.get(k) for k in keys} for row in metrics["per_lr"].values()]
 
 
+def _h1_section(layout: Layout) -> list[dict[str, Any]]:
+    """H1's members (hypotheses/results.json): effect, interval, n, p and Holm p, the replication,
+    the verdict, the literature power, and the train-loss range of the runs at the comparison point."""
+    from landscape.pipeline.tables import require
+
+    results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    return [h1_headline_row(entry) for entry in results["hypotheses"] if entry["name"].startswith("H1")]
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
+    "h1": _h1_section,
     "class_structure": _class_structure_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 
 
+HEADLINE_PARAMS = {"h1": "hypotheses"}
+"""Sections written when another params section than their own name is present (their stage's)."""
+
+
 def headline_sections(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """The headline sections of this profile (the params sections it has)."""
-    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if name in params}
+    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if HEADLINE_PARAMS.get(name, name) in params}
 
 
 def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:
