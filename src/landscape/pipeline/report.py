@@ -168,6 +168,13 @@ def _dense_check_section(layout: Layout) -> list[dict[str, Any]]:
     return list(dense_check_results(layout)["table"])
 
 
+def _class_structure_section(layout: Layout) -> list[dict[str, Any]]:
+    from landscape.pipeline.tables import class_structure_results
+
+    res = class_structure_results(layout)
+    return [*({"table": "spike_counts", **r} for r in res["spike_counts"]), *({"table": "diagonals", **r} for r in res["diagonals"])]
+
+
 def _eos_section(layout: Layout) -> list[dict[str, Any]]:
     """One row per step size: the plateau's lambda_max * eta / 2 with its interval (Cohen et al. 2021: 1)."""
     from landscape.pipeline.tables import require
@@ -190,6 +197,7 @@ HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
     "h1": _h1_section,
+    "class_structure": _class_structure_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""

@@ -46,6 +46,8 @@ __all__ = [
     "run_metrics",
     "logged_curves",
     "bounds_files",
+    "class_structure_results",
+    "class_structure_spectrum",
     "dense_check_results",
     "dense_spectrum",
     "along_training_runs",
@@ -455,6 +457,21 @@ def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> l
     cells = sorted(((run, int(s)) for run in runs for s in seeds), key=lambda c: (*c[0].split("/"), f"seed{c[1]}"))
     return [(run, s, require(layout.bounds_run(*run.split("/"), s), "bounds"))  # type: ignore[call-arg, arg-type]  # run is "<experiment>/<config>"
             for run, s in cells]
+
+
+def class_structure_results(layout: Layout) -> dict[str, Any]:
+    """``class_structure/results.json``: ``settings``, ``spectrum_runs`` (each run's top-k of G and H
+    with their class-structure tests), ``diagonal_runs`` (each run's diagonal comparisons), and the tables
+    ``spike_counts`` and ``diagonals`` (:func:`landscape.pipeline.class_structure.summarise`)."""
+    return json.loads(require(layout.results("class_structure"), "class_structure").read_text(encoding="utf-8"))
+
+
+def class_structure_spectrum(layout: Layout, experiment: str, config: str, seed: int) -> dict[str, Any]:
+    """One run's top-k Ritz values of G and H (``ggn``, ``hessian``, descending) and their bounds."""
+    import numpy as np
+
+    with np.load(require(layout.class_structure_spectrum(experiment, config, seed), "class_structure")) as data:
+        return {k: data[k] for k in data.files}
 
 
 def dense_check_results(layout: Layout) -> dict[str, Any]:
