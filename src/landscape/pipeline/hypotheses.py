@@ -144,7 +144,8 @@ def _with_replication(name: str, run: Callable[[Any], HypothesisResult], primary
     rep = attempt(name, len(replication), lambda: run(replication)) if not replication.empty else None
     if isinstance(rep, HypothesisResult):
         info = {"replication": {**{k: rep.to_dict()[k] for k in ("effect", "ci_low", "ci_high", "p_value", "n_runs", "n_groups")},
-                                "significant": rep.supported},
+                                "significant": rep.supported,
+                                **{k: rep.to_dict()["extra"][k] for k in ("per_depth", "cells", "arms", "adjusted") if k in rep.extra}},
                 "replication_rule": replicated(main, rep)}  # judged again after Holm (evaluate_family)
     else:
         reason = rep["status"] if rep is not None else "not tested: no replication seeds"

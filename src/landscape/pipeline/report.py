@@ -100,17 +100,47 @@ def _eos_section(layout: Layout) -> list[dict[str, Any]]:
     return [{k: row.get(k) for k in keys} for row in metrics["per_lr"].values()]
 
 
+def _h2_section(layout: Layout) -> list[dict[str, Any]]:
+    """H2's members (depth x skip interaction per measure, normalisation arm, barriers): effect, interval, n, p, Holm p,
+    the replication's effect and interval, and the verdict of the replication rule."""
+    from landscape.pipeline.tables import require
+
+    results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    rows = []
+    for e in results["hypotheses"]:
+        if not e["name"].startswith("H2"):
+            continue
+        if e["status"] != "tested":
+            rows.append({"name": e["name"], "status": e["status"], "verdict": "not tested"})
+            continue
+        extra = e.get("extra") or {}
+        rep, rule = extra.get("replication") or {}, extra.get("replication_rule") or {}
+        rows.append({"name": e["name"], "status": "tested", "effect_name": e["effect_name"], "effect": e["effect"],
+                     "ci": [e["ci_low"], e["ci_high"]], "n": e["n_runs"], "seeds": e["n_groups"], "p": e["p_value"],
+                     "p_holm": e["p_holm"], "primary_supported": e["supported"],
+                     "replication_effect": rep.get("effect"), "replication_ci": [rep.get("ci_low"), rep.get("ci_high")],
+                     "replication_p": rep.get("p_value"), "replication_n": rep.get("n_runs"),
+                     "verdict": rule.get("verdict", "inconclusive"), "verdict_reason": rule.get("reason"),
+                     "power": (extra.get("power") or {}).get("power"),
+                     "adjusted_for_train_loss": (extra.get("adjusted") or {}).get("estimate")})
+    return rows
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
+    "h2": _h2_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 
+#: Sections named after something other than their params section: the hypotheses' sections.
+_SECTION_PARAMS = {"h1": "hypotheses", "h2": "hypotheses", "h3": "hypotheses", "h4": "hypotheses"}
+
 
 def headline_sections(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """The headline sections of this profile (the params sections it has)."""
-    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if name in params}
+    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if _SECTION_PARAMS.get(name, name) in params}
 
 
 def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:
