@@ -70,7 +70,7 @@ def test_interval_covers_the_planted_interaction(b3: float) -> None:
     rng = np.random.default_rng(2)
     reps, hits, rejections = 300, 0, 0
     for _ in range(reps):
-        r = depth_skip_interaction(depth_table(rng, 5, b2=-0.1, b3=b3), beside=())
+        r = depth_skip_interaction(depth_table(rng, 5, b2=-0.1, b3=b3), beside=(), adjust=())
         hits += r.ci_low <= b3 <= r.ci_high
         rejections += r.p_value <= 0.05
     assert_rate_near(hits, reps, 0.95)
@@ -158,7 +158,7 @@ def test_jackknife_by_hand() -> None:
 @pytest.mark.parametrize("seed_sd, pair_sd", [(1.0, 0.3), (0.0, 1.0)])
 def test_shared_seed_test_keeps_its_level_where_the_naive_test_does_not(seed_sd: float, pair_sd: float) -> None:
     rng = np.random.default_rng(5)
-    reps, jack, naive = 600, 0, 0
+    reps, jack, naive = 400, 0, 0
     for _ in range(reps):
         r = shared_seed_barrier_test(barrier_table(rng, [0, 1, 2, 3, 4], 0.0, seed_sd, pair_sd))
         jack += r.p_value <= 0.05

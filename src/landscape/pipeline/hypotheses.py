@@ -74,9 +74,10 @@ class HypothesesConfig(Checked):
         h2_measures: Measures of H2 (subset of lambda_max, trace, outlier_count, barrier): the depth x skip
             interaction for the curvature measures (log scale for lambda_max and trace), the shared-seed
             barrier test for ``barrier``.
-        h2_factorial_norm: The ``norm`` of the factorial's configs.
-        h2_norm_depth: Depth of the normalisation arm (skip on; its configs differ only in ``norm`` and
-            their rate); None: no normalisation member.
+        h2_factorial_norm: The ``norm`` of the factorial's configs (the group's configs with it, less the
+            normalisation arm's).
+        h2_norm_configs: Configs of ``h2_experiment`` that form the normalisation arm (one architecture,
+            differing only in ``norm`` and their rate; one of them ``norm: none``); empty: no member.
         h2_effect_of_interest: Interaction (log units per doubling of depth) whose power is reported.
         barrier_split: Data split of the H2 barriers, ``train`` or ``test``.
         h4_bound, h4_baselines: Bound families compared by H4 (names in bounds.json).
@@ -96,7 +97,7 @@ class HypothesesConfig(Checked):
     h2_experiment: str = "h2_depth"
     h2_measures: tuple[str, ...] = field(default=("lambda_max", "trace", "barrier"), metadata=subset_of(H2_MEASURES))
     h2_factorial_norm: str = field(default="ln", metadata=one_of(("none", "bn", "ln")))
-    h2_norm_depth: int | None = field(default=8, metadata=rule("null or an int >= 1", lambda x: x is None or (isinstance(x, int) and x >= 1)))
+    h2_norm_configs: tuple[str, ...] = ("norm_none", "norm_bn", "norm_ln")
     h2_effect_of_interest: float = field(default=-0.231, metadata=rule("a float < 0", lambda x: isinstance(x, float) and x < 0))
     barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
     h4_bound: str = "hessian"
@@ -172,7 +173,7 @@ def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
             out.append(_with_replication(name, lambda t: shared_seed_barrier_test(t, "barrier", setting="setting", **common), pri, rep))
             continue
         table = completed(group, measure, "depth")
-        table = table[table["norm"] == c.h2_factorial_norm] if not table.empty else table
+        table = table[(table["norm"] == c.h2_factorial_norm) & ~table["config"].isin(c.h2_norm_configs)] if not table.empty else table
         if table.empty:
             out.append(not_tested(name, f"input missing: no measured depth x skip runs of {c.h2_experiment!r} with norm {c.h2_factorial_norm!r}"))
             continue
@@ -180,11 +181,11 @@ def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
         out.append(_with_replication(name, lambda t, m=measure: depth_skip_interaction(  # type: ignore[misc]  # defaults bind the loop values
             t, m, log_scale=_LOG_SCALE.get(m, False), min_clusters=c.min_clusters, effect_of_interest=c.h2_effect_of_interest,
             **common), pri, rep))
-    if c.h2_norm_depth is not None:
-        arm = completed(group, "lambda_max", "depth")
-        arm = arm[(arm["depth"] == c.h2_norm_depth) & (arm["skip"] == True)] if not arm.empty else arm  # noqa: E712  (a column of bools)
+    if c.h2_norm_configs:
+        arm = completed(group, "lambda_max")
+        arm = arm[arm["config"].isin(c.h2_norm_configs)] if not arm.empty else arm
         if arm.empty or arm["norm"].nunique() < 2:
-            out.append(not_tested("H2[norm]", f"input missing: no measured normalisation arms of {c.h2_experiment!r} at depth {c.h2_norm_depth}"))
+            out.append(not_tested("H2[norm]", f"input missing: no measured runs of {c.h2_experiment!r} configs {list(c.h2_norm_configs)}"))
         else:
             pri, rep = _split(arm, primary, lambda row: (row["seed"],))
             out.append(_with_replication("H2[norm]", lambda t: norm_flattens(t, "lambda_max", **common), pri, rep))
