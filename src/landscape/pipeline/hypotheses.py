@@ -143,6 +143,7 @@ def _with_replication(name: str, run: Callable[[Any], HypothesisResult], primary
     if not isinstance(main, HypothesisResult):
         return main
     rep = attempt(name, len(replication), lambda: run(replication)) if not replication.empty else None
+    info: dict[str, Any]
     if isinstance(rep, HypothesisResult):
         info = {"replication": {**{k: rep.to_dict()[k] for k in ("effect", "ci_low", "ci_high", "p_value", "n_runs", "n_groups")},
                                 "significant": rep.supported,
@@ -168,14 +169,16 @@ def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
                 where = layout.relative(layout.probe_results(c.h2_experiment, "*"))
                 out.append(not_tested(name, f"input missing: no barriers in {where}"))
                 continue
-            table = table.rename(columns={f"barrier_{c.barrier_split}": "barrier"}).assign(setting=lambda t: t["depth"].astype(str) + "/" + t["norm"])
+            table = table.rename(columns={f"barrier_{c.barrier_split}": "barrier"})
+            table = table.assign(setting=table["depth"].astype(str) + "/" + table["norm"])
             pri, rep = _split(table, primary, lambda row: pair_seeds(row["pair"]))
             out.append(_with_replication(name, lambda t: shared_seed_barrier_test(t, "barrier", setting="setting", **common), pri, rep))
             continue
         table = completed(group, measure, "depth")
         table = table[(table["norm"] == c.h2_factorial_norm) & ~table["config"].isin(c.h2_norm_configs)] if not table.empty else table
         if table.empty:
-            out.append(not_tested(name, f"input missing: no measured depth x skip runs of {c.h2_experiment!r} with norm {c.h2_factorial_norm!r}"))
+            out.append(not_tested(name, f"input missing: no measured depth x skip runs of {c.h2_experiment!r} "
+                                        f"with norm {c.h2_factorial_norm!r}"))
             continue
         pri, rep = _split(table, primary, lambda row: (row["seed"],))
         out.append(_with_replication(name, lambda t, m=measure: depth_skip_interaction(  # type: ignore[misc]  # defaults bind the loop values

@@ -29,10 +29,10 @@ __all__ = ["STATEMENTS", "H2_MEASURES", "Tables", "not_tested", "attempt", "comp
 STATEMENTS: dict[str, tuple[str, str]] = {
     "H1": ("Batch size has no positive indirect effect on test error through lambda_max at equal train loss.",
            "Smaller batches reach lower lambda_max, which gives lower test error at equal train loss (a*b > 0)."),
-    "H2": ("Skip connections do not flatten more with depth (depth x skip interaction on the measure >= 0); "
-           "normalisation does not lower lambda_max; skip connections do not lower barriers.",
-           "The skip effect on the measure grows more negative with depth (interaction < 0); every normalisation "
-           "lowers lambda_max against none; skip connections lower barriers between minima."),
+    "H2": (("Skip connections do not flatten more with depth (depth x skip interaction on the measure >= 0); "
+            "normalisation does not lower lambda_max; skip connections do not lower barriers."),
+           ("The skip effect on the measure grows more negative with depth (interaction < 0); every normalisation "
+            "lowers lambda_max against none; skip connections lower barriers between minima.")),
     "H3": ("Higher alignment of the noise with the top Hessian subspace does not raise the odds of escaping a sharp minimum.",
            "Higher alignment raises the odds of escape (odds ratio > 1)."),
     "H4": ("The Hessian-informed PAC-Bayes bound is not below every baseline bound on average.",

@@ -414,7 +414,7 @@ def shared_seed_barrier_test(
         side="less",
         null_value=0.0,
         effect_name=f"mean {measure} difference skip - plain over seed pairs",
-        extra={"jackknife_se": se, "n_pairs": int(len(d)), "n_seeds": n, "seeds": seeds,
+        extra={"jackknife_se": se, "n_pairs": len(d), "n_seeds": n, "seeds": seeds,
                "naive_pairs_independent": naive.to_dict() if naive is not None else None,
                "n_dropped_nonfinite": n_dropped},
     )
