@@ -40,9 +40,15 @@ from landscape.stats.family import (
     not_tested,
 )
 from landscape.stats.noise_scale import LITERATURE, h1_noise_scale
-from landscape.stats.paired import h2_skip_flattens, h4_bounds
+from landscape.stats.paired import h4_bounds
 from landscape.stats.replication import replicated_records
 from landscape.stats.result import HypothesisResult
+from landscape.stats.skip_depth import (
+    depth_skip_interaction,
+    norm_flattens,
+    pair_seeds,
+    shared_seed_barrier_test,
+)
 
 __all__ = ["HypothesesConfig", "HYPOTHESES", "H1_OUTCOMES", "evaluate_family", "h1_headline_row", "load_config", "run"]
 
@@ -61,10 +67,18 @@ class HypothesesConfig(Checked):
         n_boot: Bootstrap resamples (H1's indirect effect, tau intervals).
         seed: Seed of every bootstrap.
         min_clusters: Seeds needed for cluster-robust inference (fewer: seed fixed effects).
-        paired_test: Test that supplies H2's and H4's p-values, ``t`` or ``wilcoxon``.
+        paired_test: Test that supplies H4's p-values, ``t`` or ``wilcoxon``.
         h1_experiment: Experiment group of H1's eta x B grid trained to a common train loss.
-        h2_experiment: Group whose configs with a ``skip`` model key are paired.
-        h2_measures: Measures compared by H2 (subset of lambda_max, trace, outlier_count, barrier).
+        h2_experiment: H2's group: a depth x skip factorial of networks with ``depth`` and ``skip``
+            model keys, and the normalisation arm.
+        h2_measures: Measures of H2 (subset of lambda_max, trace, outlier_count, barrier): the depth x skip
+            interaction for the curvature measures (log scale for lambda_max and trace), the shared-seed
+            barrier test for ``barrier``.
+        h2_factorial_norm: The ``norm`` of the factorial's configs (the group's configs with it, less the
+            normalisation arm's).
+        h2_norm_configs: Configs of ``h2_experiment`` that form the normalisation arm (one architecture,
+            differing only in ``norm`` and their rate; one of them ``norm: none``); empty: no member.
+        h2_effect_of_interest: Interaction (log units per doubling of depth) whose power is reported.
         barrier_split: Data split of the H2 barriers, ``train`` or ``test``.
         h4_bound, h4_baselines: Bound families compared by H4 (names in bounds.json).
         regression_measures: Curvature columns scored against the targets (``logdet_curvature`` is the
@@ -80,8 +94,11 @@ class HypothesesConfig(Checked):
     min_clusters: int = field(default=10, metadata=int_at_least(2))
     paired_test: str = field(default="t", metadata=one_of(("t", "wilcoxon")))
     h1_experiment: str = "h1_equal_loss"
-    h2_experiment: str = "h2_arch"
-    h2_measures: tuple[str, ...] = field(default=H2_MEASURES, metadata=subset_of(H2_MEASURES))
+    h2_experiment: str = "h2_depth"
+    h2_measures: tuple[str, ...] = field(default=("lambda_max", "trace", "barrier"), metadata=subset_of(H2_MEASURES))
+    h2_factorial_norm: str = field(default="ln", metadata=one_of(("none", "bn", "ln")))
+    h2_norm_configs: tuple[str, ...] = ("norm_none", "norm_bn", "norm_ln")
+    h2_effect_of_interest: float = field(default=-0.231, metadata=rule("a float < 0", lambda x: isinstance(x, float) and x < 0))
     barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
     h4_bound: str = "hessian"
     h4_baselines: tuple[str, ...] = field(default=("occam", "isotropic"), metadata=_NAMES)
@@ -154,32 +171,68 @@ def h1_headline_row(entry: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _split(df: Any, primary: tuple[int, ...], seed_of: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """Rows of the primary seeds and of the replication seeds (``seed_of`` maps a row to its
+    seeds: one, or a pair's two; a pair across the two sets is in neither)."""
+    if df.empty or not primary:
+        return df, df.iloc[0:0]
+    seeds = df.apply(seed_of, axis=1)
+    return df[seeds.map(lambda ss: all(x in primary for x in ss))], df[seeds.map(lambda ss: not any(x in primary for x in ss))]
+
+
+def _with_replication(name: str, run: Callable[[Any], HypothesisResult], primary: Any, replication: Any) -> Member:
+    """The primary test with the replication's result and the verdict rule in ``extra``."""
+    main = attempt(name, len(primary), lambda: run(primary))
+    if not isinstance(main, HypothesisResult):
+        return main
+    rep = attempt(name, len(replication), lambda: run(replication)) if not replication.empty else None
+    info: dict[str, Any]
+    if isinstance(rep, HypothesisResult):  # the verdict rule is applied after Holm (stats.replication.replicated_records)
+        info = {"replication": {**rep.to_dict(), "significant": rep.supported,
+                                **{k: rep.extra[k] for k in ("per_depth", "cells", "arms", "adjusted") if k in rep.extra}}}
+    else:
+        reason = rep["status"] if rep is not None else "not tested: no replication seeds"
+        info = {"replication": None, "replication_rule": {"verdict": "inconclusive", "reason": f"replication {reason}"}}
+    return HypothesisResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "extra": {**main.extra, **info}})
+
+
 def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
-    runs = tables.runs
+    runs, primary = tables.runs, tables.primary_seeds
     common: dict[str, Any] = {"alpha": c.alpha, "ci_level": c.ci_level}
-    test = cast(PairedTest, c.paired_test)
-    h2 = runs[(runs["experiment"] == c.h2_experiment) & runs["skip"].notna()] if not runs.empty else runs
+    group = runs[(runs["experiment"] == c.h2_experiment) & runs["skip"].notna()] if not runs.empty else runs
     out: list[Member] = []
     for measure in c.h2_measures:
         name = f"H2[{measure}]"
         if measure == "barrier":
-            col = f"barrier_{c.barrier_split}"
             table = tables.barriers
             table = table[(table["experiment"] == c.h2_experiment) & table["skip"].notna()] if not table.empty else table
             if table.empty:
                 where = layout.relative(layout.probe_results(c.h2_experiment, "*"))
                 out.append(not_tested(name, f"input missing: no barriers in {where}"))
                 continue
-            table = table.rename(columns={col: "barrier"})
-            out.append(attempt(name, len(table), lambda t=table: h2_skip_flattens(  # type: ignore[misc]  # defaults bind the loop values
-                t, "barrier", pair_on=("norm", "pair"), group="pair", test=test, **common)))
+            table = table.rename(columns={f"barrier_{c.barrier_split}": "barrier"})
+            table = table.assign(setting=table["depth"].astype(str) + "/" + table["norm"])
+            pri, rep = _split(table, primary, lambda row: pair_seeds(row["pair"]))
+            out.append(_with_replication(name, lambda t: shared_seed_barrier_test(t, "barrier", setting="setting", **common), pri, rep))
             continue
-        table = completed(h2, measure)
+        table = completed(group, measure, "depth")
+        table = table[(table["norm"] == c.h2_factorial_norm) & ~table["config"].isin(c.h2_norm_configs)] if not table.empty else table
         if table.empty:
-            out.append(not_tested(name, f"input missing: no measured skip/no-skip runs of {c.h2_experiment!r}"))
+            out.append(not_tested(name, f"input missing: no measured depth x skip runs of {c.h2_experiment!r} "
+                                        f"with norm {c.h2_factorial_norm!r}"))
             continue
-        out.append(attempt(name, len(table), lambda t=table, m=measure: h2_skip_flattens(  # type: ignore[misc]  # defaults bind the loop values
-            t, m, pair_on=("norm", "seed"), log_scale=_LOG_SCALE.get(m, False), test=test, **common)))
+        pri, rep = _split(table, primary, lambda row: (row["seed"],))
+        out.append(_with_replication(name, lambda t, m=measure: depth_skip_interaction(  # type: ignore[misc]  # defaults bind the loop values
+            t, m, log_scale=_LOG_SCALE.get(m, False), min_clusters=c.min_clusters, effect_of_interest=c.h2_effect_of_interest,
+            **common), pri, rep))
+    if c.h2_norm_configs:
+        arm = completed(group, "lambda_max")
+        arm = arm[arm["config"].isin(c.h2_norm_configs)] if not arm.empty else arm
+        if arm.empty or arm["norm"].nunique() < 2:
+            out.append(not_tested("H2[norm]", f"input missing: no measured runs of {c.h2_experiment!r} configs {list(c.h2_norm_configs)}"))
+        else:
+            pri, rep = _split(arm, primary, lambda row: (row["seed"],))
+            out.append(_with_replication("H2[norm]", lambda t: norm_flattens(t, "lambda_max", **common), pri, rep))
     return out
 
 
@@ -242,12 +295,17 @@ def evaluate_family(tables: Tables, config: HypothesesConfig, layout: Layout | N
     """
     layout = layout or Layout()
     family = [member for build in HYPOTHESES.values() for member in build(tables, config, layout)]
+    records = replicated_records(holm_records(family, config.alpha))
+    for entry in records:  # H2's page and headline read the rule's outcome in extra
+        if entry.get("verdict_detail") and isinstance(entry.get("extra"), dict):
+            entry["extra"] = {**entry["extra"], "replication_rule": {**entry["verdict_detail"], "verdict": entry["verdict"]}}
     return {
-        "hypotheses": replicated_records(holm_records(family, config.alpha)),
+        "hypotheses": records,
         "regressions": holm_records(_regressions(tables, config), config.alpha),
         "inputs": tables.found,
         "invariance": tables.invariance,
-        "families": {"hypotheses": "Holm over the tested members of H1-H4 (H2 one member per measure)",
+        "families": {"hypotheses": "Holm over the tested members of H1-H4 (H2 one member per measure and the normalisation arm; "
+                                   "replications are judged outside the family, each at its own p)",
                      "regressions": "Holm over the tested Kendall-tau regressions (exploratory)"},
     }
 

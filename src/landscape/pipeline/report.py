@@ -193,17 +193,43 @@ def _h1_section(layout: Layout) -> list[dict[str, Any]]:
     return [h1_headline_row(entry) for entry in results["hypotheses"] if entry["name"].startswith("H1")]
 
 
+def _h2_section(layout: Layout) -> list[dict[str, Any]]:
+    """H2's members (depth x skip interaction per measure, normalisation arm, barriers): effect, interval, n, p, Holm p,
+    the replication's effect and interval, and the verdict of the replication rule."""
+    from landscape.pipeline.tables import require
+
+    results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    rows = []
+    for e in results["hypotheses"]:
+        if not e["name"].startswith("H2"):
+            continue
+        if e["status"] != "tested":
+            rows.append({"name": e["name"], "status": e["status"], "verdict": "not tested"})
+            continue
+        extra = e.get("extra") or {}
+        rep, rule = extra.get("replication") or {}, extra.get("replication_rule") or {}
+        rows.append({"name": e["name"], "status": "tested", "effect_name": e["effect_name"], "effect": e["effect"],
+                     "ci": [e["ci_low"], e["ci_high"]], "n": e["n_runs"], "seeds": e["n_groups"], "p": e["p_value"],
+                     "p_holm": e["p_holm"], "primary_supported": e["supported"],
+                     "replication_effect": rep.get("effect"), "replication_ci": [rep.get("ci_low"), rep.get("ci_high")],
+                     "replication_p": rep.get("p_value"), "replication_n": rep.get("n_runs"),
+                     "verdict": rule.get("verdict", "inconclusive"), "verdict_reason": rule.get("reason"),
+                     "power": (extra.get("power") or {}).get("power"),
+                     "adjusted_for_train_loss": (extra.get("adjusted") or {}).get("estimate")})
+    return rows
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
     "h1": _h1_section,
     "class_structure": _class_structure_section,
+    "h2": _h2_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 
-
-HEADLINE_PARAMS = {"h1": "hypotheses"}
+HEADLINE_PARAMS = {"h1": "hypotheses", "h2": "hypotheses", "h3": "hypotheses", "h4": "hypotheses"}
 """Sections written when another params section than their own name is present (their stage's)."""
 
 

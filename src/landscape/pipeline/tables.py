@@ -134,7 +134,8 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                 row: dict[str, Any] = {
                     "experiment": exp, "config": cfg, "seed": seed, "status": metrics.get("status"),
                     "batch_size": train.get("batch_size"), "skip": model.get("skip"), "norm": model.get("norm", "none"),
-                    "model": model.get("name"), "lr": train.get("lr"),
+                    "model": model.get("name"), "depth": model.get("depth"), "width": model.get("width"),
+                    "lr": train.get("lr"),
                     **{k: _number(metrics.get(k)) for k in ("test_error", "train_loss", "gen_gap", "train_error", "num_params")},
                 }
                 along = metrics.get("along_training")
@@ -161,7 +162,7 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
             pairs = ((probe or {}).get("barriers") or {}).get("pairs") or {}
             for key, entry in pairs.items():
                 barrier_rows.append({"experiment": exp, "config": cfg, "pair": key, "skip": model.get("skip"),
-                                     "norm": model.get("norm", "none"),
+                                     "norm": model.get("norm", "none"), "depth": model.get("depth"),
                                      **{f"barrier_{s}": _number(((entry.get(s) or {}).get("raw") or {}).get("barrier"))
                                         for s in ("train", "test")}})
     trials = read_json(layout.escape_trials)
@@ -171,7 +172,7 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
     found["escape_trials"] = len(escape)
     split = {exp: replication_split({"experiments": experiments, "seeds": list(seeds)}, exp) for exp in experiments}
     return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found,
-                  seed_split=split)
+                  seed_split=split, primary_seeds=tuple(int(s) for s in seeds))
 
 
 # ------------------------------------------------------------------ optimizers
