@@ -19,7 +19,6 @@ from landscape.stats.skip_depth import (
     interaction_power,
     norm_flattens,
     pair_seeds,
-    replicated,
     shared_seed_barrier_test,
 )
 
@@ -180,21 +179,3 @@ def test_barrier_table_errors() -> None:
     with pytest.raises(ValueError, match="pair key must look like 's<i>-s<j>', got '0-1'"):
         pair_seeds("0-1")
     assert [pair_seeds(k) for k in all_pairs([3, 1, 2])] == list(itertools.combinations([1, 2, 3], 2))
-
-
-# ---------------------------------------------------------------- the verdict rule
-
-
-def _result(effect: float, p: float) -> HypothesisResult:
-    return HypothesisResult.build(name="x", null="", alternative="", test="", n_runs=10, n_groups=5, effect=effect,
-                                  ci_low=effect - 1, ci_high=effect + 1, p_value=p, side="less")
-
-
-@pytest.mark.parametrize(
-    "p1, p2, verdict",
-    [(0.01, 0.02, "supported"), (0.3, 0.6, "not supported"), (0.01, 0.4, "inconclusive"), (0.4, 0.01, "inconclusive")],
-)
-def test_replication_rule(p1: float, p2: float, verdict: str) -> None:
-    out = replicated(_result(-0.5, p1), _result(-0.4, p2))
-    assert out["verdict"] == verdict
-    assert replicated(_result(-0.5, 0.01), _result(-0.4, 0.01), primary_p=0.2)["verdict"] == "inconclusive"

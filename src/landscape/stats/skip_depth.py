@@ -48,10 +48,11 @@ from landscape.stats._common import (
     t_tail,
 )
 from landscape.stats.paired import paired_test
+from landscape.stats.replication import t_test_power
 from landscape.stats.result import HypothesisResult
 
 __all__ = ["depth_skip_interaction", "norm_flattens", "shared_seed_barrier_test", "pair_seeds", "all_pairs",
-           "interaction_power", "replicated", "replicated_record"]
+           "interaction_power"]
 
 _INTERACTION = "skip_x_log2_depth"
 _PAIR = re.compile(r"^s(\d+)-s(\d+)$")
@@ -65,58 +66,13 @@ def _bool01(values: pd.Series, column: str, where: str) -> np.ndarray:
 
 
 def interaction_power(effect: float, se: float, df: float, alpha: float) -> float:
-    """Power of the one-sided t-test of ``coef < 0`` at level ``alpha`` when the true
-    coefficient is ``effect`` (< 0) and its standard error ``se``: ``P(T_df(ncp) < t_alpha)``
-    with ``ncp = effect / se`` (noncentral t)."""
+    """Power of the one-sided t-test of ``coef < 0`` at level ``alpha`` when the true coefficient
+    is ``effect`` and its standard error ``se`` (:func:`landscape.stats.replication.t_test_power`);
+    NaN where the design gives no standard error."""
     check_level("alpha", alpha)
     if not (math.isfinite(se) and se > 0 and df > 0):
         return float("nan")
-    return float(sps.nct.cdf(sps.t.ppf(alpha, df), df, effect / se))
-
-
-def _rule(s1: bool, s2: bool, same: bool) -> dict[str, Any]:
-    if s1 and s2 and same:
-        verdict, reason = "supported", "both tests significant, same sign"
-    elif not s1 and not s2:
-        verdict, reason = "not supported", "neither test significant"
-    elif s1 and s2:
-        verdict, reason = "inconclusive", "both tests significant, opposite signs"
-    else:
-        verdict, reason = "inconclusive", f"only the {'primary' if s1 else 'replication'} test significant"
-    return {"verdict": verdict, "reason": reason, "primary_significant": s1, "replication_significant": s2, "same_sign": same}
-
-
-def replicated(primary: HypothesisResult, replication: HypothesisResult, primary_p: float | None = None) -> dict[str, Any]:
-    """The verdict rule of a primary and a replication test of one effect.
-
-    ``"supported"`` where both tests reject their null (each by its own rule, the primary
-    at ``primary_p``, default its ``p_holm``; the replication at its own p) with effects of
-    the same sign; ``"not supported"`` where neither rejects; ``"inconclusive"`` otherwise.
-    (The project's one rule lives in ``landscape.stats.replication`` where present; this is
-    the same rule, kept here until the two are merged.)
-
-    Returns:
-        ``{"verdict", "reason", "primary_significant", "replication_significant", "same_sign"}``.
-    """
-    if primary.side != replication.side or primary.null_value != replication.null_value:
-        raise ValueError(f"primary and replication must be the same test; got side {primary.side!r}/{replication.side!r}")
-    s1 = primary.verdict(primary.p_holm if primary_p is None else float(primary_p))
-    s2 = replication.verdict(replication.p_value)
-    d1, d2 = primary.effect - primary.null_value, replication.effect - replication.null_value
-    return _rule(s1, s2, bool(np.sign(d1) == np.sign(d2) != 0))
-
-
-def replicated_record(entry: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The rule applied to a Holm-corrected record (``HypothesisResult.to_dict()`` after
-    :func:`landscape.stats.family.holm_records`) whose ``extra["replication"]`` holds the
-    replication's effect, p-value and significance: the primary is judged by its ``supported``
-    (Holm-adjusted). None where the record carries no replication."""
-    rep = (entry.get("extra") or {}).get("replication")
-    if entry.get("status") != "tested" or not rep:
-        return None
-    null = float(entry.get("null_value", 0.0))
-    same = bool(np.sign(float(entry["effect"]) - null) == np.sign(float(rep["effect"]) - null) != 0)
-    return _rule(bool(entry["supported"]), bool(rep["significant"]), same)
+    return t_test_power(effect, se, df, alpha=alpha, side="less")
 
 
 def depth_skip_interaction(
