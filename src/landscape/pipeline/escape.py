@@ -32,7 +32,7 @@ from landscape.dynamics.escape import (
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
-from landscape.pipeline.params import experiment_dataset, section
+from landscape.pipeline.params import experiment_dataset, group_seeds, section
 from landscape.pipeline.runs import load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.schema import (
@@ -168,7 +168,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     section(params, "experiments", experiment, "configs", config)
     cfg = parse_config(EscapeConfig, section(params, "escape", "settings"), "escape.settings")
     dataset_key = experiment_dataset(params, experiment)
-    seeds = section(params, "seeds")
+    seeds = group_seeds(params, experiment)
     configure_torch()
     device = pick_device()
     x, y = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)["probe"]

@@ -40,7 +40,7 @@ from landscape.curvature.operators import HessianOperator
 from landscape.io import torch_save, write_json
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_on_devices
-from landscape.pipeline.params import experiment_dataset, section
+from landscape.pipeline.params import experiment_dataset, group_seeds, section
 from landscape.pipeline.runs import initial_model, load_run
 from landscape.pipeline.runtime import (
     DistributedContext,
@@ -198,7 +198,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     """Measure every seed of ``experiments.<experiment>.configs.<config>`` on the probe subset."""
     cfg = parse_config(CurvatureConfig, section(params, "curvature", experiment), f"curvature.{experiment}")
     dataset_key = experiment_dataset(params, experiment)
-    seeds = list(section(params, "seeds"))
+    seeds = group_seeds(params, experiment)
     runtime = configure_torch()
     world = distributed_context()
     data = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)

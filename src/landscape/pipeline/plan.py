@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from landscape.pipeline.params import seeds_of
 from landscape.pipeline.plan_costs import CostCache, ModelCost, ModelSpec, OpCost
 
 __all__ = ["DataShape", "EntryEstimate", "Plan", "PlanOptions", "plan_profile", "parse_bytes", "format_bytes", "main"]
@@ -543,14 +544,16 @@ def plan_profile(params: Mapping[str, Any], device_memory: float, options: PlanO
     for group, spec in experiments.items():
         for config, run in (spec.get("configs") or {}).items():
             pricer = price(group, config)
-            entries.extend(_train(f"train_{group}@{config}-{seed}", run, shapes(group), pricer, options) for seed in seeds)
+            entries.extend(_train(f"train_{group}@{config}-{seed}", run, shapes(group), pricer, options) for seed in seeds_of(spec, seeds))
     for group, c in (params.get("curvature") or {}).items():
         for config, run in (experiments[group].get("configs") or {}).items():
-            entries.append(_measure(f"measure_{group}@{config}", run, c, len(seeds), shapes(group), price(group, config), options))
+            entries.append(_measure(f"measure_{group}@{config}", run, c, len(seeds_of(experiments[group], seeds)), shapes(group),
+                                    price(group, config), options))
     for group, section in (params.get("probes") or {}).items():
         if group in ("intrinsic_dim", "sde"):
             continue
-        entries.extend(_probe(f"probe_{group}@{config}", section, config, len(seeds), shapes(group), price(group, config), options)
+        entries.extend(_probe(f"probe_{group}@{config}", section, config, len(seeds_of(experiments[group], seeds)), shapes(group),
+                              price(group, config), options)
                        for config in section.get("configs", []))
     probes = params.get("probes") or {}
     if "intrinsic_dim" in probes:
