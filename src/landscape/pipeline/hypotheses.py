@@ -81,7 +81,7 @@ class HypothesesConfig(Checked):
     h2_experiment: str = "h2_arch"
     h2_measures: tuple[str, ...] = field(default=H2_MEASURES, metadata=subset_of(H2_MEASURES))
     barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
-    h4_bound: str = "hessian"
+    h4_bound: str = "curvature"
     h4_baselines: tuple[str, ...] = field(default=("occam", "isotropic"), metadata=_NAMES)
     regression_measures: tuple[str, ...] = field(
         default=("spectral_norm", "lambda_max", "trace", "logdet_curvature", "kappa", "difficulty_index"), metadata=_NAMES)
