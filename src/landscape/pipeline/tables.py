@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import seeds_of
+from landscape.pipeline.params import replication_split, seeds_of
 from landscape.schema import ConfigError
 from landscape.stats.family import Tables
 
@@ -162,7 +162,9 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
     if "alignment" in escape:  # share of noise energy in the top-k subspace, in percentage points
         escape["alignment_pct"] = 100.0 * escape["alignment"]
     found["escape_trials"] = len(escape)
-    return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found)
+    split = {exp: replication_split({"experiments": experiments, "seeds": list(seeds)}, exp) for exp in experiments}
+    return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found,
+                  seed_split=split)
 
 
 # ------------------------------------------------------------------ optimizers

@@ -15,7 +15,7 @@ the exploratory list never weakens the confirmatory tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -33,8 +33,10 @@ STATEMENTS: dict[str, tuple[str, str]] = {
            "Skip connections lower the measure (mean paired difference < 0)."),
     "H3": ("Higher alignment of the noise with the top Hessian subspace does not raise the odds of escaping a sharp minimum.",
            "Higher alignment raises the odds of escape (odds ratio > 1)."),
-    "H4": ("The Hessian-informed PAC-Bayes bound is not below every baseline bound on average.",
-           "The Hessian-informed bound is below the parameter-count (Occam) and the isotropic bounds."),
+    "H4": ("The PAC-Bayes bound of the trained network with the curvature posterior (GGN diagonal + top-k Hessian "
+           "eigenpairs, mean at the trained weights) is not below every baseline bound on average.",
+           "The curvature-posterior bound of the trained network is below the parameter-count (quantised Occam) and the "
+           "isotropic-posterior bounds, on the primary seeds and on the replication seeds."),
 }
 
 H2_MEASURES = ("lambda_max", "trace", "outlier_count", "barrier")
@@ -55,6 +57,8 @@ class Tables:
             ``alignment_pct`` = 100 x alignment (H3's odds ratio is per percentage point).
         invariance: Invariance audit verdict per measure name (first audit found).
         found: Counts of the input files read, by kind.
+        seed_split: ``(primary, replication)`` seeds of each experiment group (the
+            replication rule of :mod:`landscape.stats.replication`).
     """
 
     runs: pd.DataFrame
@@ -62,6 +66,7 @@ class Tables:
     escape: pd.DataFrame
     invariance: dict[str, Any]
     found: dict[str, int]
+    seed_split: Mapping[str, tuple[list[int], list[int]]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ tests
