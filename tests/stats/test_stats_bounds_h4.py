@@ -25,7 +25,7 @@ def _table(rng: np.random.Generator, seeds: range, d_occam: float, d_iso: float,
 
 def test_supported_when_both_seed_sets_show_the_planted_effect():
     rng = np.random.default_rng(0)
-    df = pd.concat([_table(rng, range(0, 5), -0.6, -0.03), _table(rng, range(5, 10), -0.6, -0.03)])
+    df = pd.concat([_table(rng, range(5), -0.6, -0.03), _table(rng, range(5, 10), -0.6, -0.03)])
     r = h4_replicated(df, **COLS, primary_seeds=range(5), replication_seeds=range(5, 10), describe=["bound_holdout_prior"])
     assert r.n_runs == 5 and r.supported
     assert r.extra["replication"]["n_runs"] == 5 and r.extra["replication"]["supported"]
@@ -37,7 +37,7 @@ def test_supported_when_both_seed_sets_show_the_planted_effect():
 
 def test_inconclusive_when_the_replication_shows_nothing():
     rng = np.random.default_rng(1)
-    df = pd.concat([_table(rng, range(0, 5), -0.6, -0.03), _table(rng, range(5, 10), -0.6, +0.03)])
+    df = pd.concat([_table(rng, range(5), -0.6, -0.03), _table(rng, range(5, 10), -0.6, +0.03)])
     r = h4_replicated(df, **COLS, primary_seeds=range(5), replication_seeds=range(5, 10))
     assert r.supported and not r.extra["replication"]["supported"]
     assert r.extra["replication_verdict"] == "inconclusive"
@@ -46,7 +46,7 @@ def test_inconclusive_when_the_replication_shows_nothing():
 
 def test_not_supported_on_both_and_missing_replication():
     rng = np.random.default_rng(2)
-    df = pd.concat([_table(rng, range(0, 5), -0.6, +0.05), _table(rng, range(5, 10), -0.6, +0.05)])
+    df = pd.concat([_table(rng, range(5), -0.6, +0.05), _table(rng, range(5, 10), -0.6, +0.05)])
     r = h4_replicated(df, **COLS, primary_seeds=range(5), replication_seeds=range(5, 10))
     assert r.extra["replication_verdict"] == "not supported"
     alone = h4_replicated(df[df.seed < 5], **COLS, primary_seeds=range(5), replication_seeds=[])

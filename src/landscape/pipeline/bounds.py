@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,6 +109,7 @@ from landscape.bounds.posterior import (
 from landscape.functional import eval_mode
 from landscape.io import read_json, write_json
 from landscape.pipeline.bounds_prior import train_prior
+from landscape.pipeline.bounds_summary import sanity_summary, summarise
 from landscape.pipeline.cli import StageError
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
@@ -687,15 +687,6 @@ def parse_bounds_section(values: Any, experiments: Mapping[str, Any]) -> dict[st
     return {"runs": runs, "sanity": sanity, "settings": dict(settings)}
 
 
-def _mean_sd(values: list[float]) -> dict[str, float]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return {
-        "mean": statistics.fmean(finite) if finite else float("nan"),
-        "sd": statistics.stdev(finite) if len(finite) > 1 else float("nan"),
-        "n": len(finite),
-    }
-
-
 def _bound_seed(layout: Layout, cfg: BoundsConfig, data: dict, device: torch.device, job: tuple[str, str, int]) -> dict:
     """Bound one seed's run; write its bounds.json; return the summary."""
     experiment, config, seed = job
@@ -740,57 +731,6 @@ def _bound_seed(layout: Layout, cfg: BoundsConfig, data: dict, device: torch.dev
     return summary
 
 
-def _summarise(per_seed: dict[int, dict]) -> dict:
-    """Mean/sd over the bounded seeds of one run, and its per-seed numbers."""
-    ok = [s for s in per_seed.values() if s.get("status") == "bounded"]
-    return {
-        "seeds_bounded": len(ok),
-        "seeds_skipped": len(per_seed) - len(ok),
-        **{f"{f}_bound": _mean_sd([s["bounds"][f] for s in ok]) for f in FAMILIES},
-        "test_error": _mean_sd([s["test_error"] for s in ok]),
-        "train_error": _mean_sd([s["train_error"] for s in ok]),
-        "prior_bound_error": _mean_sd([s["prior"]["bound_error"] for s in ok]),
-        **{f"{f}_test_error": _mean_sd([s[f]["test_error"] for s in ok]) for f in ("isotropic", "curvature", "optimized")},
-        **{f"{f}_kl": _mean_sd([s[f]["kl"]["kl"] for s in ok]) for f in ("isotropic", "curvature", "optimized")},
-        "seeds_curvature_below_isotropic": sum(s["bounds"]["curvature"] < s["bounds"]["isotropic"] for s in ok),
-        "seeds_curvature_below_occam": sum(s["bounds"]["curvature"] < s["bounds"]["occam"] for s in ok),
-        "seeds_optimized_below_holdout_prior": sum(s["bounds"]["optimized"] < s["bounds"]["holdout_prior"] for s in ok),
-        "ordering_per_seed": {str(k): " < ".join(s["ordering"]) if "ordering" in s else s["status"] for k, s in per_seed.items()},
-        "bounds_per_seed": {str(k): s["bounds"] for k, s in per_seed.items() if s.get("status") == "bounded"},
-        "train_error_per_seed": {str(k): s["train_error"] for k, s in per_seed.items() if s.get("status") == "bounded"},
-        "cpu_time_s": sum(s.get("cpu_time_s", 0.0) for s in ok),
-    }
-
-
-def _sanity(pair: Mapping[str, str], runs: Mapping[str, dict], memorised: float = 0.05) -> dict[str, Any]:
-    """The random-label control: it must memorise (train error <= ``memorised``) and its bounds be vacuous.
-
-    A bound of a network that did not fit its random labels says nothing about the bound's
-    power to tell memorisation from learning; the flag ``random_memorised`` records it.
-    """
-    real, rand = runs[pair["real"]], runs[pair["random"]]
-
-    def best(b: Mapping[str, float]) -> float:
-        return min(b[f] for f in ("isotropic", "curvature", "optimized"))
-
-    lowest_random = min((best(b) for b in rand["bounds_per_seed"].values()), default=float("nan"))
-    highest_real = max((best(b) for b in real["bounds_per_seed"].values()), default=float("nan"))
-    train_errors = list(rand["train_error_per_seed"].values())
-    return {
-        "real": pair["real"],
-        "random": pair["random"],
-        "real_best_bound_max": highest_real,
-        "random_best_bound_min": lowest_random,
-        "random_train_error_max": max(train_errors, default=float("nan")),
-        "random_train_error_per_seed": dict(rand["train_error_per_seed"]),
-        "random_bounds_per_seed": dict(rand["bounds_per_seed"]),
-        "random_memorised": bool(train_errors) and max(train_errors) <= memorised,
-        "memorised_threshold": memorised,
-        "random_vacuous": bool(lowest_random > 0.9),
-        "real_nonvacuous": bool(highest_real < 1.0),
-    }
-
-
 def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """Bound every seed of every run in ``bounds.runs``; write the per-seed and summary files.
 
@@ -827,9 +767,9 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     per_run: dict[str, dict[int, dict]] = {}
     for (e, c, s), r in zip(jobs, results, strict=True):
         per_run.setdefault(f"{e}/{c}", {})[s] = r
-    metrics: dict = {"runs": {key: _summarise(v) for key, v in per_run.items()}}
+    metrics: dict = {"runs": {key: summarise(v, FAMILIES) for key, v in per_run.items()}}
     if section_cfg["sanity"] is not None:
-        metrics["sanity"] = _sanity(section_cfg["sanity"], metrics["runs"])
+        metrics["sanity"] = sanity_summary(section_cfg["sanity"], metrics["runs"])
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["workers"] = workers
     write_json(layout.bounds_metrics, metrics)

@@ -27,6 +27,7 @@ from landscape.schema import (
     rule,
     subset_of,
 )
+from landscape.stats.bounds_h4 import h4_replicated
 from landscape.stats.correlation import curvature_regressions
 from landscape.stats.escape import h3_alignment_escape
 from landscape.stats.family import (
@@ -39,7 +40,6 @@ from landscape.stats.family import (
     not_tested,
 )
 from landscape.stats.mediation import h1_batch_sharpness
-from landscape.stats.bounds_h4 import h4_replicated
 from landscape.stats.paired import h2_skip_flattens
 from landscape.stats.result import HypothesisResult
 

@@ -100,17 +100,28 @@ def _eos_section(layout: Layout) -> list[dict[str, Any]]:
     return [{k: row.get(k) for k in keys} for row in metrics["per_lr"].values()]
 
 
+def _h4_section(layout: Layout) -> list[dict[str, Any]]:
+    from landscape.pipeline.bounds_summary import headline_rows
+
+    return headline_rows(layout)
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
+    "h4": _h4_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 
 
+HEADLINE_PARAMS = {"h4": "bounds"}
+"""Sections written when another params section than their own name is present (their stage's)."""
+
+
 def headline_sections(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """The headline sections of this profile (the params sections it has)."""
-    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if name in params}
+    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if HEADLINE_PARAMS.get(name, name) in params}
 
 
 def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:

@@ -59,7 +59,9 @@ def _verdict(primary: HypothesisResult, replication: HypothesisResult | None) ->
         return "supported", "both tests significant, same sign"
     if not s1 and not s2:
         return "not supported", "neither test significant"
-    return "inconclusive", "both significant, opposite signs" if s1 and s2 else f"only the {'primary' if s1 else 'replication'} test significant"
+    if s1 and s2:
+        return "inconclusive", "both significant, opposite signs"
+    return "inconclusive", f"only the {'primary' if s1 else 'replication'} test significant"
 
 
 def h4_replicated(
