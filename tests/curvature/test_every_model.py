@@ -49,6 +49,7 @@ SIZES = (4, 3)  # two unequal batches
 # max-pool and BatchNorms with two channels per stage.
 CASES: dict[str, dict[str, Any]] = {
     "mlp": dict(in_chans=1, img_size=4, num_classes=3, width=6, depth=2, norm="bn"),
+    "resmlp": dict(in_chans=1, img_size=4, num_classes=3, width=5, depth=2, norm="bn"),
     "cnn_small": dict(in_chans=1, img_size=8, num_classes=3, width=2, norm="bn"),
     "vgg_small": dict(in_chans=1, img_size=8, num_classes=3, width=2, norm="bn"),
     "resnet_small": dict(in_chans=1, img_size=8, num_classes=3, width=2, norm="bn"),

@@ -12,6 +12,7 @@ from torch import nn
 
 from landscape.models import build_model, is_scaled_layer, scale_init_
 from landscape.models.mlp import MLP, MLPLayer
+from landscape.models.resmlp import ResidualBlock, ResMLP
 from landscape.models.resnet_small import BasicBlock
 
 # ---------------------------------------------------------------- MLP
@@ -207,6 +208,63 @@ def test_resnet_without_skip_differs_only_by_the_residual_path() -> None:
     with torch.no_grad():
         diff = (with_skip(x) - plain(x)).abs().max()
     assert diff > 1e-3
+
+
+# ---------------------------------------------------------------- residual MLP
+
+
+@pytest.mark.parametrize("norm", ["none", "bn", "ln"])
+def test_resmlp_skip_and_plain_share_initial_weights_and_differ_by_the_identity(norm: str) -> None:
+    kw = dict(in_features=6, num_classes=3, width=5, depth=3, norm=norm)
+    skip = build_model("resmlp", skip=True, seed=4, **kw).double().eval()
+    plain = build_model("resmlp", skip=False, seed=4, **kw).double().eval()
+    assert isinstance(skip, ResMLP) and len(skip.blocks) == 3
+    a, b = skip.state_dict(), plain.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)  # same init, same names
+    x = torch.randn(7, 6, dtype=torch.float64)
+    with torch.no_grad():
+        hs, hp = skip.stem(x), plain.stem(x)
+        torch.testing.assert_close(hs, hp, rtol=0, atol=0)
+        for bs, bp in zip(skip.blocks, plain.blocks, strict=True):
+            assert isinstance(bs, ResidualBlock) and bs.skip and not bp.skip
+            torch.testing.assert_close(bs(hs), hs + bs.branch(hs), rtol=0, atol=0)
+            torch.testing.assert_close(bp(hs), bs.branch(hs), rtol=0, atol=0)
+            # the branch by hand: linear2(act(norm2(linear1(act(norm1(x))))))
+            by_hand = bs.linear2(torch.relu(bs.norm2(bs.linear1(torch.relu(bs.norm1(hs))))))
+            torch.testing.assert_close(bs.branch(hs), by_hand, rtol=0, atol=0)
+            hs, hp = bs(hs), bp(hp)
+        torch.testing.assert_close(skip(x), skip.head(skip.final(hs)), rtol=0, atol=0)
+        assert (skip(x) - plain(x)).abs().max() > 1e-3
+    weights = [m for m in skip.modules() if isinstance(m, nn.Linear)]
+    assert len(weights) == 2 * 3 + 2
+    assert (skip.blocks[0].linear1.bias is None) is (norm == "bn")
+
+
+def test_resmlp_init_is_he_normal_and_the_stream_grows_as_documented() -> None:
+    model = build_model("resmlp", in_features=256, width=256, depth=6, norm="none", seed=0).double()
+    w = model.blocks[2].linear1.weight.detach()
+    target = math.sqrt(2.0) / math.sqrt(256)
+    assert abs(w.std().item() / target - 1) < 5 / math.sqrt(2 * w.numel())
+    assert abs(model.head.weight.detach().std().item() * math.sqrt(256) - 1) < 5 / math.sqrt(2 * 2560)
+    # no normalisation: each block adds about its input's second moment (doubling per block)
+    x = torch.randn(512, 256, dtype=torch.float64)
+    with torch.no_grad():
+        h = model.stem(x)
+        m0 = h.pow(2).mean().item()
+        for block in model.blocks:
+            h = block(h)
+        growth = h.pow(2).mean().item() / m0
+    assert 2**6 / 3 < growth < 2**6 * 3, growth
+
+
+def test_resmlp_checks_its_input() -> None:
+    model = build_model("resmlp", in_features=7, width=4, depth=1, seed=0)
+    with pytest.raises(ValueError, match=r"ResMLP expects 7 input features, got 6 \(input shape \(2, 2, 3\)\)"):
+        model(torch.randn(2, 2, 3))
+    with pytest.raises(ValueError, match="skip must be True or False, got 1"):
+        build_model("resmlp", skip=1)
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got 0"):
+        build_model("resmlp", depth=0)
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,21 @@ def mlp_params(
     return total + _linear(d, num_classes)
 
 
+def resmlp_params(
+    in_chans: int,
+    img_size: int,
+    num_classes: int,
+    width: int = 64,
+    depth: int = 4,
+    norm: str = "ln",
+    in_features: int | None = None,
+    **_: Any,
+) -> int:
+    d = in_features if in_features is not None else in_chans * img_size**2
+    block = _norm(norm, width) + _linear(width, width, bias=norm != "bn") + _norm(norm, width) + _linear(width, width)
+    return _linear(d, width) + depth * block + _norm(norm, width) + _linear(width, num_classes)
+
+
 def cnn_small_params(
     in_chans: int, num_classes: int, width: int = 16, norm: str = "none", **_: Any
 ) -> int:
@@ -136,6 +151,7 @@ def lm_params(
 
 PARAM_FORMULAS: dict[str, Callable[..., int]] = {
     "mlp": mlp_params,
+    "resmlp": resmlp_params,
     "cnn_small": cnn_small_params,
     "vgg_small": vgg_small_params,
     "resnet_small": resnet_small_params,
@@ -155,6 +171,7 @@ PARAM_FORMULAS: dict[str, Callable[..., int]] = {
 # configuration (counts checked against the formulas) on 32 px images, batch 2.
 CASES: dict[str, dict[str, Any]] = {
     "mlp": dict(in_chans=1, img_size=8, num_classes=10, width=16, depth=2),
+    "resmlp": dict(in_chans=1, img_size=8, num_classes=10, width=8, depth=3, norm="bn"),
     "cnn_small": dict(in_chans=1, img_size=8, num_classes=10, width=4, norm="bn"),
     "vgg_small": dict(in_chans=3, img_size=8, num_classes=5, width=4),
     "resnet_small": dict(in_chans=1, img_size=8, num_classes=10, width=4),
@@ -310,7 +327,7 @@ def test_our_entrypoints_reject_unknown_kwargs_and_pretrained(name: str) -> None
         timm.create_model(f"{name}.in1k")  # a tag becomes pretrained_cfg
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn_small", "vgg_small", "resnet_small"])
+@pytest.mark.parametrize("name", ["mlp", "resmlp", "cnn_small", "vgg_small", "resnet_small"])
 def test_bad_norm_names_the_allowed_values(name: str) -> None:
     with pytest.raises(ValueError, match=r"norm must be one of \['none', 'bn', 'ln'\], got 'xx'"):
         build_model(name, norm="xx")

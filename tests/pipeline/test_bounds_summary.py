@@ -10,7 +10,7 @@ from landscape.io import write_json
 from landscape.pipeline.bounds import FAMILIES
 from landscape.pipeline.bounds_summary import headline_rows, sanity_summary, summarise
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.report import headline_sections
+from landscape.pipeline.report import HEADLINE_PARAMS, HEADLINE_SECTIONS
 
 
 def _seed(curv: float, iso: float, train_error: float, test_error: float = 0.06) -> dict:
@@ -64,11 +64,15 @@ def test_headline_rows_from_the_stage_outputs(tmp_path):
     assert all(set(FAMILIES) <= set(r) and not math.isnan(r["train_error"]) for r in bounds)
     control = rows[-1]
     assert control["row"] == "random_label_control" and control["random_memorised"] is False
-    # The report stage writes the section whenever the profile has a bounds section.
-    assert headline_sections({"bounds": {}}, layout)["h4"] == rows
-    assert "h4" not in headline_sections({}, layout)
+    # The report stage's h4 section is these rows, written with the hypotheses section.
+    assert HEADLINE_SECTIONS["h4"](layout) == rows and HEADLINE_PARAMS["h4"] == "hypotheses"
 
 
 def test_headline_rows_name_the_missing_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bounds"):
-        headline_rows(Layout(tmp_path))
+    layout = Layout(tmp_path)
+    with pytest.raises(FileNotFoundError, match="hypotheses"):
+        headline_rows(layout)
+    write_json(layout.results("hypotheses"), {"hypotheses": [{"name": "H4", "status": "not tested: input missing"}]})
+    rows = headline_rows(layout)
+    assert rows[0] == {"row": "test", "name": "H4", "status": "not tested: input missing", "verdict": None}
+    assert rows[1]["status"].startswith("missing: bounds/metrics.json")

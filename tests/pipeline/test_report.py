@@ -72,3 +72,22 @@ def test_headline_eos_section_lists_each_step_sizes_plateau_ratio(layout):
     rows = report.headline_sections({"eos": {}}, layout)["eos"]
     assert [r["lr"] for r in rows] == [0.15, 0.4] and rows[1]["ratio"] == pytest.approx(1.04)
     assert set(rows[0]) == {"lr", "status", "ratio", "ratio_ci", "plateau_points", "onset_step", "sharpening_factor"}
+
+
+def test_headline_h2_section_from_the_hypotheses_results(layout):
+    """H2's rows: each member's effect, interval, n, p, Holm p, replication and the replication rule's verdict."""
+    with pytest.raises(FileNotFoundError, match=r"hypotheses/results\.json"):
+        report.headline_sections({"hypotheses": {}}, layout)
+    tested = {"name": "H2[lambda_max]", "status": "tested", "effect_name": "change per doubling", "effect": -0.3, "ci_low": -0.5,
+              "ci_high": -0.1, "n_runs": 40, "n_groups": 5, "p_value": 0.01, "p_holm": 0.03, "supported": True,
+              "extra": {"replication": {"effect": -0.2, "ci_low": -0.4, "ci_high": 0.0, "p_value": 0.04, "n_runs": 40},
+                        "replication_rule": {"verdict": "supported", "reason": "both tests significant, same sign"},
+                        "power": {"effect": -0.23, "power": 0.8}, "adjusted": {"estimate": -0.25}}}
+    others = [{"name": "H1[lambda_max]", "status": "not tested: input missing: y"}, {"name": "H2[barrier]", "status": "not tested: input missing: x"}]
+    layout.results("hypotheses").parent.mkdir(parents=True)
+    layout.results("hypotheses").write_text(json.dumps({"hypotheses": [others[0], tested, others[1]]}))
+    rows = report.headline_sections({"hypotheses": {}}, layout)["h2"]
+    assert [r["name"] for r in rows] == ["H2[lambda_max]", "H2[barrier]"]
+    assert rows[0]["ci"] == [-0.5, -0.1] and rows[0]["p_holm"] == 0.03 and rows[0]["verdict"] == "supported"
+    assert rows[0]["replication_ci"] == [-0.4, 0.0] and rows[0]["power"] == 0.8 and rows[0]["adjusted_for_train_loss"] == -0.25
+    assert rows[1] == {"name": "H2[barrier]", "status": "not tested: input missing: x", "verdict": "not tested"}

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from landscape.curvature._gram_schmidt import _extend_basis, _fresh_orthogonal, _orthogonalize
 from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.trace import random_probes
 from landscape.seeding import seeded_generator
@@ -157,10 +158,13 @@ def lanczos_basis_bytes(num_params: int, k: int, *, max_basis: int | None = None
     return itemsize * num_params * (2 * k + m + 1 + (m if store_products else 0))
 
 
-def tridiagonal_basis_bytes(num_params: int, num_vectors: int, num_steps: int, *, itemsize: int = 8) -> int:
+def tridiagonal_basis_bytes(num_params: int, num_vectors: int, num_steps: int, *, itemsize: int = 8,
+                            reorthogonalize: bool = True) -> int:
     """Bytes of the bases :func:`lanczos_tridiagonal` holds: ``b m P`` for b start vectors run
-    side by side and m steps (SLQ: b = its ``probe_batch_size``, or all probes)."""
-    return itemsize * num_params * num_vectors * min(num_steps, num_params)
+    side by side and m steps (SLQ: b = its ``probe_batch_size``, or all probes); ``3 b P``
+    without reorthogonalisation."""
+    held = min(num_steps, num_params) if reorthogonalize else min(3, num_steps)
+    return itemsize * num_params * num_vectors * held
 
 
 def _basis_device(op: SymmetricOperator, basis_device: torch.device | str | None) -> torch.device:
@@ -178,76 +182,6 @@ def _noise_eps(op: SymmetricOperator, wdtype: torch.dtype) -> float:
     """Unit roundoff of the coarser of the operator's and the basis' dtypes."""
     op_eps = torch.finfo(op.dtype).eps if op.dtype.is_floating_point else 0.0
     return max(torch.finfo(wdtype).eps, op_eps)
-
-
-def _orthogonalize(basis: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """Classical Gram-Schmidt twice of ``w`` against rows of ``basis``.
-
-    Shapes: ``basis`` (j, P) and ``w`` (P,), or a batch ``basis`` (b, j, P) and ``w``
-    (b, P) (each vector against its own basis). Returns the projected ``w`` and the
-    summed coefficients, (j,) or (b, j). A batch is processed one basis at a time: on CPU
-    contiguous matrix-vector products beat a strided batched product (measured ~1.8x).
-    """
-    if basis.ndim == 3:
-        pairs = [_orthogonalize(basis[i], w[i]) for i in range(basis.shape[0])]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-    # addmv with the transposed basis: one fused pass, ~1.8x faster than ``w - h @ basis``
-    # on P ~ 1e7 (the subtraction otherwise materialises h @ basis first)
-    h = basis @ w
-    w = torch.addmv(w, basis.T, h, alpha=-1)
-    h2 = basis @ w
-    w = torch.addmv(w, basis.T, h2, alpha=-1)
-    return w, h + h2
-
-
-# DGKS criterion (Daniel, Gragg, Kaufman & Stewart, Math. Comp. 1976): a Gram-Schmidt pass
-# that keeps at least this fraction of the vector's norm left it orthogonal to working
-# precision; only a pass that cancelled more is repeated.
-_DGKS = 1.0 / math.sqrt(2.0)
-
-
-def _extend_basis(rows: Tensor, w: Tensor, known: Tensor) -> tuple[Tensor, Tensor]:
-    """Orthogonalise the product ``w = A q_j`` against ``rows`` (nl + j + 1, P), q_j last.
-
-    ``known`` (nl + j + 1,) holds the couplings of q_j to earlier rows that the projected
-    matrix already fixes (``beta_{j-1}`` to q_{j-1}; after a thick restart the arrowhead
-    couplings to the kept Ritz vectors; zero elsewhere). They and ``alpha_j = q_j^T w`` are
-    subtracted first, touching only the rows with a non-zero coupling; then one classical
-    Gram-Schmidt pass against all rows removes what rounding left, and a second pass runs
-    only when the first cancelled more than the DGKS fraction of the norm. That is the
-    full reorthogonalisation of classical Gram-Schmidt twice at about half its memory
-    traffic (each pass reads the whole basis twice; on P ~ 1e7 that is comparable to a
-    Hessian-vector product). Returns the orthogonalised ``w`` and the projections ``h``
-    (nl + j + 1,) with ``A q_j = rows^T h + w``.
-    """
-    h = known.clone()
-    idx = known.nonzero().squeeze(1)
-    if idx.numel():
-        w = torch.addmv(w, rows[idx].T, known[idx], alpha=-1)
-    alpha = rows[-1] @ w
-    w = w - alpha * rows[-1]
-    h[-1] += alpha
-    for _ in range(2):
-        before = torch.linalg.vector_norm(w)
-        c = rows @ w
-        w.addmv_(rows.T, c, alpha=-1)  # w is ours here (created above), so in place
-        h += c
-        if bool(torch.linalg.vector_norm(w) >= _DGKS * before):
-            break
-    return w, h
-
-
-def _fresh_orthogonal(basis: Tensor, generator: torch.Generator) -> Tensor:
-    """Unit vectors orthogonal to the rows of ``basis`` (..., j, P), one per leading index."""
-    lead = basis.shape[:-2]
-    P = basis.shape[-1]
-    n = math.prod(lead)
-    x = random_probes(P, n, generator=generator, kind="gaussian", dtype=basis.dtype, device=basis.device)
-    x = x.T.reshape(*lead, P)
-    for _ in range(2):  # a random vector loses at most a little to the projection; twice settles it
-        x, _ = _orthogonalize(basis, x)
-        x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    return x
 
 
 def _start_vector(P: int, v0: Tensor | None, generator: torch.Generator, wdtype: torch.dtype, device: torch.device) -> Tensor:
@@ -712,6 +646,39 @@ def top_eigenpairs(
     )
 
 
+def _three_term(op: SymmetricOperator, q: Tensor, m: int, eps: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The Lanczos recurrence without a stored basis: ``q`` (b, P) unit start vectors; returns
+    alpha (b, m) and beta (b, m - 1). Each new direction is orthogonalised (twice) against
+    the current and previous vectors only; a breakdown restarts from a fresh random vector
+    orthogonal to those two (the tridiagonal is block diagonal there, as with a basis)."""
+    b = q.shape[0]
+    alpha = torch.zeros(b, m, dtype=q.dtype, device=q.device)
+    beta = torch.zeros(b, max(m - 1, 0), dtype=q.dtype, device=q.device)
+    anorm = torch.zeros(b, dtype=q.dtype, device=q.device)
+    prev = torch.zeros_like(q)
+    for j in range(m):
+        W = op.matmat(q.T.contiguous()).T.contiguous()  # (b, P): one block product
+        anorm = torch.maximum(anorm, torch.linalg.vector_norm(W, dim=1))
+        a = (q * W).sum(dim=1)
+        alpha[:, j] = a
+        if j == m - 1:
+            break
+        W = W - a.unsqueeze(1) * q - (beta[:, j - 1].unsqueeze(1) * prev if j else 0.0)
+        local = torch.stack([prev, q], dim=1)  # (b, 2, P)
+        W, h = _orthogonalize(local, W)
+        alpha[:, j] += h[:, 1]
+        bt = torch.linalg.vector_norm(W, dim=1)
+        broken = bt <= _BREAKDOWN * eps * anorm
+        nxt = W / torch.where(broken, torch.ones_like(bt), bt).unsqueeze(1)
+        if bool(broken.any()):
+            idx = broken.nonzero().squeeze(1)
+            nxt[idx] = _fresh_orthogonal(local[idx], gen)
+            bt = torch.where(broken, torch.zeros_like(bt), bt)
+        beta[:, j] = bt
+        prev, q = q, nxt
+    return alpha, beta
+
+
 def lanczos_tridiagonal(
     op: SymmetricOperator | Tensor,
     v0: Tensor,
@@ -721,6 +688,7 @@ def lanczos_tridiagonal(
     seed: int = 0,
     return_basis: bool = False,
     basis_device: torch.device | str | None = None,
+    reorthogonalize: bool = True,
 ) -> LanczosTridiagonal:
     """Lanczos tridiagonalisation with full reorthogonalisation from one or more start vectors.
 
@@ -741,6 +709,14 @@ def lanczos_tridiagonal(
         return_basis: also return the orthonormal basis (memory b m P numbers are held
             either way, :func:`tridiagonal_basis_bytes`; this only keeps them).
         basis_device: where the bases and coefficients live (default: the operator's device).
+        reorthogonalize: False runs the plain three-term recurrence (with local
+            reorthogonalisation against the two previous vectors), holding ``3 b P`` numbers
+            instead of ``b m P``. The basis then loses orthogonality as Ritz values
+            converge and T acquires copies of them, but the Gauss quadrature of the start
+            vector, and so the SLQ density and its moments, stays accurate in floating
+            point (Greenbaum 1989; Knizhnerman 1996; Chen, Trogdon & Ubaru 2021,
+            "Analysis of stochastic Lanczos quadrature for spectrum approximation"). For
+            quadrature only: eigenpairs need the reorthogonalised basis.
 
     Returns:
         :class:`LanczosTridiagonal` with ``num_matvecs = b * m``.
@@ -764,6 +740,11 @@ def lanczos_tridiagonal(
     m = min(num_steps, P)
     gen = seeded_generator(seed)
     eps = _noise_eps(op, wdtype)
+    if not reorthogonalize:
+        if return_basis:
+            raise ValueError("return_basis needs reorthogonalize=True: the three-term recurrence keeps no basis")
+        alpha, beta = _three_term(op, (V0 / norms).T.contiguous(), m, eps, gen)
+        return LanczosTridiagonal(alpha[0], beta[0], None, m) if single else LanczosTridiagonal(alpha, beta, None, b * m)
     Q = torch.zeros(b, m, P, dtype=wdtype, device=device)
     alpha = torch.zeros(b, m, dtype=wdtype, device=device)
     beta = torch.zeros(b, max(m - 1, 0), dtype=wdtype, device=device)

@@ -1,7 +1,7 @@
 """Architectures, registered with timm, and the factory that builds them.
 
 ``build_model(name, ...)`` calls ``timm.create_model``; ``MODEL_NAMES`` lists the valid
-names: ours (``mlp``, ``cnn_small``, ``vgg_small``, ``resnet_small``, ``vit_small_32``,
+names: ours (``mlp``, ``resmlp``, ``cnn_small``, ``vgg_small``, ``resnet_small``, ``vit_small_32``,
 registered with timm's ``register_model``) and timm's ``resnet18`` / ``resnet34``.
 ``init_scale`` multiplies the initial Linear/Conv weights of any of them
 (``landscape.models.init_scale``); ``describe`` reports size and BN/LN/skip/dropout;

@@ -11,7 +11,8 @@ report records these facts from :func:`describe`. Detection rules:
   ``nn.GroupNorm`` (our ``norm="ln"`` for feature maps is ``GroupNorm(1, C)``) and
   ``nn.RMSNorm``, subclasses included.
 * Skip connections: a residual block whose residual path is on: our
-  :class:`~landscape.models.resnet_small.BasicBlock` with ``skip=True``, timm's ResNet
+  :class:`~landscape.models.resnet_small.BasicBlock` or
+  :class:`~landscape.models.resmlp.ResidualBlock` with ``skip=True``, timm's ResNet
   ``BasicBlock``/``Bottleneck`` and timm's ViT ``Block`` (both always residual).
 * Dropout: a dropout module (``nn.Dropout*``) with ``p > 0`` or a stochastic-depth
   ``DropPath`` with ``drop_prob > 0``; modules present with probability 0 do not count.
@@ -30,6 +31,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from .resmlp import ResidualBlock
 from .resnet_small import BasicBlock
 
 __all__ = ["ModelDescription", "describe"]
@@ -70,7 +72,7 @@ class ModelDescription:
 
 
 def _is_skip(module: nn.Module) -> bool:
-    if isinstance(module, BasicBlock):
+    if isinstance(module, (BasicBlock, ResidualBlock)):
         return module.skip
     return isinstance(module, _ALWAYS_RESIDUAL)
 

@@ -23,6 +23,7 @@ from . import _registry
 from . import cnn_small as _cnn_small  # noqa: F401  (registers the entrypoint)
 from . import lm_transformer as _lm_transformer  # noqa: F401
 from . import mlp as _mlp  # noqa: F401
+from . import resmlp as _resmlp  # noqa: F401
 from . import resnet_small as _resnet_small  # noqa: F401
 from . import vgg_small as _vgg_small  # noqa: F401
 from . import vit_small_32 as _vit_small_32  # noqa: F401

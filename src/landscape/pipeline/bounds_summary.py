@@ -87,13 +87,15 @@ def headline_rows(layout: Layout) -> list[dict[str, Any]]:
     arm's and baseline's bound and the network's train and test error, and
     ``{"row": "random_label_control"}`` (its train errors, whether it memorised, its bounds).
 
+    Without ``bounds/metrics.json`` the bounds rows are one row naming it as missing.
+
     Raises:
-        FileNotFoundError: ``bounds/metrics.json`` or ``hypotheses/results.json`` is missing.
+        FileNotFoundError: ``hypotheses/results.json`` is missing.
     """
     from landscape.pipeline.tables import require
 
-    metrics = read_json(require(layout.bounds_metrics, "bounds"))
     results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    metrics = read_json(layout.bounds_metrics) if layout.bounds_metrics.is_file() else None
     rows: list[dict[str, Any]] = []
     for entry in results["hypotheses"]:
         if entry["name"] != "H4":
@@ -113,6 +115,9 @@ def headline_rows(layout: Layout) -> list[dict[str, Any]]:
                        replication_power_at_literature_effect=extra.get("replication_power_at_literature_effect"),
                        literature=extra.get("literature"))
         rows.append(row)
+    if metrics is None:  # a profile whose hypotheses ran without the bounds stage
+        rows.append({"row": "bounds", "status": f"missing: {layout.relative(layout.bounds_metrics)} (the bounds stage)"})
+        return rows
     for run_name, summary in metrics["runs"].items():
         for seed, bounds in summary["bounds_per_seed"].items():
             rows.append({"row": "bounds", "run": run_name, "seed": int(seed), **bounds,

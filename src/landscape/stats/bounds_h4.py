@@ -4,9 +4,8 @@
 ``bound - baseline < 0`` per baseline, intersection-union p = max p_k; Berger 1982) twice: on
 the runs of the primary seeds and on those of the replication seeds. The replication test goes
 into ``extra["replication"]`` (a :class:`HypothesisResult` dict), where the family's verdict
-rule reads it; ``extra["replication_verdict"]`` applies that rule here at the unadjusted
-p-values (both significant with the same sign: ``"supported"``; neither: ``"not
-supported"``; otherwise ``"inconclusive"``).
+rule (:func:`landscape.stats.replication.replicated_records`, after Holm) reads it;
+``extra["replication_verdict"]`` applies the same rule here at the unadjusted p-values.
 
 Power (:func:`paired_t_power`): the probability that the one-sided paired t-test with the
 design's n and the observed spread of the differences rejects at ``alpha`` when the true mean
@@ -25,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pandas as pd
-from scipy import stats as sps
 
 from landscape.stats.paired import h4_bounds
+from landscape.stats.replication import replication_verdict, t_test_power
 from landscape.stats.result import HypothesisResult
 
 __all__ = ["LITERATURE", "h4_replicated", "paired_t_power"]
@@ -40,28 +39,14 @@ LITERATURE: dict[str, tuple[float, str]] = {
 
 
 def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the one-sided (``less``) paired t-test with n pairs of spread ``sd`` at true mean ``effect``.
+    """Power of the one-sided (``less``) paired t-test with n pairs of spread ``sd`` at true mean ``effect``
+    (:func:`landscape.stats.replication.t_test_power` with ``se = sd / sqrt(n)``, ``n - 1`` degrees of freedom).
 
     Returns NaN when ``sd`` is not a finite positive number or ``n < 2``.
     """
     if not (math.isfinite(sd) and sd > 0) or n < 2:
         return float("nan")
-    df, nc = n - 1, effect / (sd / math.sqrt(n))
-    return float(sps.nct.cdf(sps.t.ppf(alpha, df), df, nc))
-
-
-def _verdict(primary: HypothesisResult, replication: HypothesisResult | None) -> tuple[str, str]:
-    if replication is None:
-        return "inconclusive", "no replication test (too few replication runs)"
-    s1, s2 = primary.verdict(primary.p_value), replication.verdict(replication.p_value)
-    same = math.copysign(1, primary.effect) == math.copysign(1, replication.effect)
-    if s1 and s2 and same:
-        return "supported", "both tests significant, same sign"
-    if not s1 and not s2:
-        return "not supported", "neither test significant"
-    if s1 and s2:
-        return "inconclusive", "both significant, opposite signs"
-    return "inconclusive", f"only the {'primary' if s1 else 'replication'} test significant"
+    return t_test_power(effect, sd / math.sqrt(n), n - 1, alpha=alpha, side="less")
 
 
 def h4_replicated(
@@ -100,7 +85,11 @@ def h4_replicated(
                                                         ci_level=ci_level)
     except ValueError:  # fewer than 3 replication runs: reported, never silently passed
         replication = None
-    verdict, reason = _verdict(main, replication)
+    if replication is None:
+        verdict, reason = "inconclusive", "no replication test (too few replication runs)"
+    else:  # the family's rule (stats.replication), here at the unadjusted p-values; the family applies it after Holm
+        rule = replication_verdict(main, replication, primary_p=main.p_value, replication_p=replication.p_value)
+        verdict, reason = rule.verdict, rule.reason
 
     def power(result: HypothesisResult | None) -> dict[str, float]:
         if result is None:

@@ -27,10 +27,13 @@ __all__ = ["STATEMENTS", "H2_MEASURES", "Tables", "not_tested", "attempt", "comp
 
 #: Null and alternative of each family member, shown even when it could not be tested.
 STATEMENTS: dict[str, tuple[str, str]] = {
-    "H1": ("Batch size has no positive indirect effect on test error through lambda_max at equal train loss.",
-           "Smaller batches reach lower lambda_max, which gives lower test error at equal train loss (a*b > 0)."),
-    "H2": ("Skip connections do not lower the measure (mean paired difference skip - no-skip >= 0).",
-           "Skip connections lower the measure (mean paired difference < 0)."),
+    "H1": (("At equal train loss, a larger SGD noise scale eta/B (a smaller batch at fixed eta) does not lower lambda_max "
+           "or test error (beta >= 0, at fixed B)."),
+           "At equal train loss, a larger noise scale eta/B lowers lambda_max (a flatter minimum) and test error (beta < 0)."),
+    "H2": (("Skip connections do not flatten more with depth (depth x skip interaction on the measure >= 0); "
+            "normalisation does not lower lambda_max; skip connections do not lower barriers."),
+           ("The skip effect on the measure grows more negative with depth (interaction < 0); every normalisation "
+            "lowers lambda_max against none; skip connections lower barriers between minima.")),
     "H3": ("Higher alignment of the noise with the top Hessian subspace does not raise the odds of escaping a sharp minimum.",
            "Higher alignment raises the odds of escape (odds ratio > 1)."),
     "H4": (("The PAC-Bayes bound of the trained network with the curvature posterior (GGN diagonal + top-k Hessian "
@@ -59,6 +62,8 @@ class Tables:
         found: Counts of the input files read, by kind.
         seed_split: ``(primary, replication)`` seeds of each experiment group (the
             replication rule of :mod:`landscape.stats.replication`).
+        primary_seeds: The primary seeds (params' top-level ``seeds``); a group's other seeds
+            are its replication set. Empty: every seed is primary.
     """
 
     runs: pd.DataFrame
@@ -67,6 +72,7 @@ class Tables:
     invariance: dict[str, Any]
     found: dict[str, int]
     seed_split: Mapping[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    primary_seeds: tuple[int, ...] = ()
 
 
 # ------------------------------------------------------------------ tests
