@@ -81,7 +81,7 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
             if bounds:
                 base = 0.3 + rng.normal(0, 0.01)
                 _write(root / f"bounds/runs/h1_batch/b{b}/seed{seed}/bounds.json",
-                       {"status": "bounded", "bounds": {"occam": base + 0.5 + rng.normal(0, 0.02), "isotropic": base + 0.1 + rng.normal(0, 0.02), "hessian": base}})
+                       {"status": "bounded", "bounds": {"occam": base + 0.5 + rng.normal(0, 0.02), "isotropic": base + 0.1 + rng.normal(0, 0.02), "curvature": base}})
         for cfg, spec in EXPERIMENTS["h2_arch"]["configs"].items():
             skip = spec["model"].get("skip")
             lam = 20.0 * (0.6 if skip else 1.0) * math.exp(rng.normal(0, 0.1))

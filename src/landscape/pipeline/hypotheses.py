@@ -28,6 +28,7 @@ from landscape.schema import (
     rule,
     subset_of,
 )
+from landscape.stats.bounds_h4 import h4_replicated
 from landscape.stats.correlation import curvature_regressions
 from landscape.stats.escape import h3_alignment_escape
 from landscape.stats.family import (
@@ -40,7 +41,6 @@ from landscape.stats.family import (
     not_tested,
 )
 from landscape.stats.noise_scale import LITERATURE, h1_noise_scale
-from landscape.stats.paired import h4_bounds
 from landscape.stats.replication import replicated_records
 from landscape.stats.result import HypothesisResult
 from landscape.stats.skip_depth import (
@@ -100,7 +100,7 @@ class HypothesesConfig(Checked):
     h2_norm_configs: tuple[str, ...] = ("norm_none", "norm_bn", "norm_ln")
     h2_effect_of_interest: float = field(default=-0.231, metadata=rule("a float < 0", lambda x: isinstance(x, float) and x < 0))
     barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
-    h4_bound: str = "hessian"
+    h4_bound: str = "curvature"
     h4_baselines: tuple[str, ...] = field(default=("occam", "isotropic"), metadata=_NAMES)
     regression_measures: tuple[str, ...] = field(
         default=("spectral_norm", "lambda_max", "trace", "logdet_curvature", "kappa", "difficulty_index"), metadata=_NAMES)
@@ -246,15 +246,23 @@ def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
 
 
 def _h4(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    """H4 on the bounds of the trained networks (:func:`landscape.stats.bounds_h4.h4_replicated`):
+    the primary seeds of each bounded group tested, the rest its replication."""
     bound_cols = [f"bound_{b}" for b in (c.h4_bound, *c.h4_baselines)]
     h4 = completed(tables.runs, *bound_cols)
     if h4.empty:
         # bounds/runs/<experiment>/<config>/seed<k>/bounds.json
         where = layout.relative(layout.bounds_run("*", "*", "*"))  # type: ignore[arg-type]  # "*" globs the seed for the message
         return [not_tested("H4", f"input missing: no {where} with {bound_cols}")]
+    groups = sorted(h4["experiment"].unique())
+    split = {g: tables.seed_split.get(g, (sorted(h4.loc[h4["experiment"] == g, "seed"].unique()), [])) for g in groups}
+    primary = sorted({int(s) for g in groups for s in split[g][0]})
+    replication = sorted({int(s) for g in groups for s in split[g][1]} - set(primary))
+    describe = [col for col in h4.columns if col.startswith("bound_") and col not in bound_cols]
     test = cast(PairedTest, c.paired_test)
-    return [attempt("H4", len(h4), lambda: h4_bounds(h4, bound=bound_cols[0], baselines=bound_cols[1:], test=test,
-                                                      alpha=c.alpha, ci_level=c.ci_level))]
+    return [attempt("H4", len(h4), lambda: h4_replicated(h4, bound=bound_cols[0], baselines=bound_cols[1:], test=test,
+                                                         primary_seeds=primary, replication_seeds=replication, alpha=c.alpha,
+                                                         ci_level=c.ci_level, describe=describe))]
 
 
 #: The pre-registered family, in report order: name -> builder of its member(s) from the tables.

@@ -416,11 +416,11 @@ def _probe(entry: str, section: Mapping[str, Any], config: str, seeds: int, data
 def _bounds(params: Mapping[str, Any], shapes: Callable[[str], DataShape], price: Callable[[str, str], Pricer],
             options: PlanOptions) -> EntryEstimate:
     settings = params["bounds"].get("settings") or {}
-    seeds = len(params["seeds"])
     e = EntryEstimate("bounds", "bounds", products={"gradients": 0, "network_draws": 0})
     resident, phases = 0.0, {}
     for name in params["bounds"]["runs"]:
         group, _, config = name.partition("/")
+        seeds = len(seeds_of(params["experiments"][group], params["seeds"]))
         run, data, pricer = params["experiments"][group]["configs"][config], shapes(group), price(group, config)
         cost, P = pricer.cost, pricer.P
         frac = float(settings.get("prior_fraction", 0.5))
@@ -429,17 +429,18 @@ def _bounds(params: Mapping[str, Any], shapes: Callable[[str], DataShape], price
         epochs = int(settings.get("prior_epochs") or run["train"].get("epochs", 10))
         steps = epochs * (n_prior // B) if frac > 0 else 0
         ev = int(settings.get("eval_batch_size", 64))
-        draws = 2 * int(settings.get("mc_draws", 150_000))
-        candidates = (len(settings.get("mean_grid", [1.0])) * len(settings.get("sigmas", [1]))
-                      + len(settings.get("posterior_c", [1])) * len(settings.get("eps", [1])))
+        draws = 3 * int(settings.get("mc_draws", 4000))  # isotropic, curvature, optimised posteriors
+        candidates = len(settings.get("sigmas", [1])) + len(settings.get("posterior_c", [1])) * len(settings.get("eps", [1]))
         pilots = int(settings.get("pilot_draws", 8)) * int(settings.get("pilot_examples", 5000)) * candidates
-        tests = 2 * int(settings.get("test_draws", 32)) * data.n_test
+        tests = 3 * int(settings.get("test_draws", 32)) * data.n_test + 2 * data.n_train  # + the quantised networks
+        # arm 2's optimiser steps, and the GGN diagonal: one per-example gradient per (example, class)
+        steps += int(settings.get("optimize_steps", 300)) + int(settings.get("curvature_examples", 1000)) * 10 // B
         e.products["gradients"] += seeds * steps
         e.products["network_draws"] += seeds * draws
         e.cpu_seconds += seeds * (steps * cost.gradient.seconds(B) + epochs * pricer.pass_seconds(cost.forward, data.n_test, ev))
         e.cpu_seconds += seeds * (draws + pilots + tests) * cost.forward.seconds(ev) / ev
         k = int(settings.get("top_k") or params["curvature"].get(group, {}).get("top_k", 10))
-        vectors = (12 + len(settings.get("mean_grid", [1.0]))) * P * F32 + k * P * 8 + int(settings.get("pilot_draws", 8)) * P * F32
+        vectors = 16 * P * F32 + k * P * 8 + int(settings.get("pilot_draws", 8)) * P * F32
         resident = max(resident, cost.param_bytes * 2 + data.bytes(data.n_train + data.n_test) + vectors)
         phases[f"prior training ({name})"] = cost.gradient.bytes(B) + _optimizer_state(run["train"], P)
         phases[f"paired draws ({name})"] = 3 * ev * P * F32 + ev * cost.forward.bytes(1)

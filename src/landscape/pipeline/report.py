@@ -219,12 +219,20 @@ def _h2_section(layout: Layout) -> list[dict[str, Any]]:
     return rows
 
 
+def _h4_section(layout: Layout) -> list[dict[str, Any]]:
+    """H4's test with its replication, every arm's and baseline's bound per (run, seed), the random-label control."""
+    from landscape.pipeline.bounds_summary import headline_rows
+
+    return headline_rows(layout)
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
     "h1": _h1_section,
     "class_structure": _class_structure_section,
     "h2": _h2_section,
+    "h4": _h4_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
