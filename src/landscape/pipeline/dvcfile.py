@@ -303,12 +303,12 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             metrics=[rel(layout.bounds_dir / "metrics.json")],
         )
     if "escape" in params:
-        group = "h1_batch"
+        group = "h3_minima"  # landscape.pipeline.escape.SOURCE_EXPERIMENT (not imported: this module needs no torch)
+        own_seeds = [f"experiments.{group}.seeds"] if "seeds" in (params["experiments"].get(group) or {}) else []
         out = layout.escape_dir
         stages["escape"] = b.stage(
-            "escape", params=["seeds", "escape", f"experiments.{group}.dataset"],
-            data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, "${escape.config}")),
-                  rel(layout.measure_seeds(group, "${escape.config}"))],
+            "escape", params=["seeds", "escape", f"experiments.{group}.dataset", *own_seeds],
+            data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, "${escape.config}"))],
             outs=[rel(out / "results.json"), rel(out / "trials.json")],
             metrics=[rel(out / "metrics.json")],
         )

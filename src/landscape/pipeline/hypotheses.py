@@ -10,6 +10,7 @@ statement, test, effect, CI, p, Holm p, verdict, n, extras) and ``hypotheses/met
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -28,7 +29,7 @@ from landscape.schema import (
     subset_of,
 )
 from landscape.stats.correlation import curvature_regressions
-from landscape.stats.escape import h3_alignment_escape
+from landscape.stats.dose_response import escape_arms, dose_response_power_at, h3_dose_response
 from landscape.stats.family import (
     H2_MEASURES,
     Tables,
@@ -139,12 +140,33 @@ def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
 
 
 def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    """H3 from the dose-response arms (``scaled`` trials) of the primary seeds; the
+    replication seeds' fit, the replication verdict and the descriptive per-arm rates go to ``extra``."""
     esc = tables.escape
     if esc.empty:
         return [not_tested("H3", f"input missing: {layout.relative(layout.escape_trials)}")]
-    return [attempt("H3", len(esc), lambda: h3_alignment_escape(esc, outcome="escape", predictor="alignment_pct", factor=None, group="seed",
-                                                                time="escape_step", min_clusters=c.min_clusters, alpha=c.alpha,
-                                                                ci_level=c.ci_level))]
+    if "seed_set" not in esc or not (esc["noise_type"] == "scaled").any():
+        return [not_tested("H3", f"input missing: no dose-response trials (noise type 'scaled') in {layout.relative(layout.escape_trials)}")]
+    family = esc[esc["noise_type"] == "scaled"]
+    primary, replication = family[family["seed_set"] == "primary"], family[family["seed_set"] == "replication"]
+    if primary.empty:
+        return [not_tested("H3", "input missing: no dose-response trials on the primary seeds")]
+
+    def build() -> HypothesisResult:
+        res = h3_dose_response(primary, alpha=c.alpha, ci_level=c.ci_level)
+        extra: dict[str, Any] = {**res.extra, "seed_set": "primary", "arms": escape_arms(esc),
+                                 "power": dose_response_power_at(primary, seed=c.seed, alpha=c.alpha)}
+        try:
+            rep = h3_dose_response(replication, name="H3[replication]", alpha=c.alpha, ci_level=c.ci_level)
+            extra["replication"] = {"effect": rep.effect, "ci_low": rep.ci_low, "ci_high": rep.ci_high, "p_value": rep.p_value,
+                                    "n_runs": rep.n_runs, "n_groups": rep.n_groups, "cox": rep.extra["cox"],
+                                    "indicator": rep.extra.get("indicator"), "logistic": rep.extra["logistic"],
+                                    "power": dose_response_power_at(replication, seed=c.seed, alpha=c.alpha)}
+        except (ValueError, KeyError) as err:  # no replication seeds, or no escape among them
+            extra["replication"] = {"status": f"not tested: {err}"}
+        return dataclasses.replace(res, extra=extra)
+
+    return [attempt("H3", len(primary), build)]
 
 
 def _h4(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
