@@ -12,6 +12,7 @@ from torch import nn
 from landscape.curvature.covariance import (
     GradientCovariance,
     PerSampleGradients,
+    covariance_chunk_size,
     dense_covariance_bytes,
     gradient_covariance,
     per_sample_gradients,
@@ -107,8 +108,10 @@ def test_gradient_covariance_picks_dense_when_it_fits_and_streams_otherwise():
     streamed = gradient_covariance(model, CE, data, chunk_size=4, memory_bytes=fits - 1)
     assert dense.storage == "dense" and streamed.storage == "streamed"
     assert streamed.panel_rows == max(4, (fits - 1) // (P * 8) - 4)
+    # a budget of 10 gradients: chunks of 4 would leave too little, so chunks of 10 // 4 = 2 and a panel of 8
+    assert covariance_chunk_size(P, 8, 10 * P * 8, 4) == 2 and covariance_chunk_size(P, 8, 100 * P * 8, 4) == 4
     forced = gradient_covariance(model, CE, data, chunk_size=4, storage="streamed", memory_bytes=10 * P * 8)
-    assert forced.storage == "streamed" and forced.panel_rows == 6
+    assert forced.storage == "streamed" and forced.panel_rows == 8
     assert _close(forced.eigenvalues(), dense.eigenvalues(), float(dense.eigenvalues()[0]))
     assert gradient_covariance(model, CE, data, storage="dense", memory_bytes=1).storage == "dense"
     # the stated bound grows with the panel, not with N x P

@@ -274,3 +274,48 @@ def test_mass_below_exact_with_identity_probes_and_unbiased_with_random_ones():
     assert math.isnan(one.stderr) and one.num_probes == 1
     with pytest.raises(ValueError, match=r"threshold must be a finite number, got nan"):
         mass_below(alphas, betas, float("nan"))
+
+
+def test_without_reorthogonalisation_the_quadrature_keeps_its_accuracy(known_spectrum):
+    """The three-term recurrence (3 vectors held instead of m) run far past the loss of
+    orthogonality (the spike at 50 converges within a few steps, so T grows ghost copies of it):
+    the quadrature's moments and its Wasserstein-1 distance to the exact spectral measure stay
+    those of the reorthogonalised run (Greenbaum 1989; Chen, Trogdon & Ubaru 2021)."""
+    import numpy as np
+
+    from landscape.curvature.dense_check import wasserstein1
+
+    q = known_spectrum
+    A = q.matrix / q.eigenvalues.abs().max()
+    m, n = 120, 4
+    full = slq_tridiagonals(A, n, m, seed=3)
+    plain = slq_tridiagonals(A, n, m, seed=3, reorthogonalize=False)
+    assert plain[2] == full[2] == n * m
+    T = torch.diag(plain[0][0]) + torch.diag(plain[1][0], 1) + torch.diag(plain[1][0], -1)
+    ritz = torch.linalg.eigvalsh(T)
+    assert int((ritz - ritz.max()).abs().lt(1e-8).sum()) >= 2  # a ghost: orthogonality was lost
+    qf, qp = quadrature_from_tridiagonals(*full[:2]), quadrature_from_tridiagonals(*plain[:2])
+    for j in range(1, 21):  # moments of degree < 2m are the probes' v^T A^j v in exact arithmetic
+        torch.testing.assert_close((qp.weights * qp.nodes**j).sum(1), (qf.weights * qf.nodes**j).sum(1), rtol=1e-9, atol=1e-12)
+    exact = (q.eigenvalues / q.eigenvalues.abs().max()).numpy()
+    w_full = wasserstein1(qf.nodes.numpy().ravel(), qf.weights.numpy().ravel() / n, exact)
+    w_plain = wasserstein1(qp.nodes.numpy().ravel(), qp.weights.numpy().ravel() / n, exact)
+    assert w_plain <= 1.05 * w_full + 1e-6, (w_plain, w_full)
+    density = spectral_density(A, num_probes=n, num_steps=m, seed=3, reorthogonalize=False)
+    reference = spectral_density(A, num_probes=n, num_steps=m, seed=3)
+    assert np.allclose(density.moments.numpy(), reference.moments.numpy(), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="return_basis needs reorthogonalize=True"):
+        lanczos_tridiagonal(A, torch.ones(q.dim, dtype=torch.float64), 5, return_basis=True, reorthogonalize=False)
+
+
+def test_without_reorthogonalisation_a_breakdown_restarts_and_the_quadrature_stays_exact(few_distinct):
+    """Three distinct eigenvalues: the Krylov space is invariant after 3 steps; the recurrence
+    restarts from a fresh vector (beta = 0) and the start vector's quadrature is exact."""
+    q = few_distinct
+    v = torch.ones(q.dim, dtype=torch.float64)
+    tri = lanczos_tridiagonal(q.matrix, v, 8, reorthogonalize=False)
+    assert float(tri.beta[2].abs()) == 0.0
+    quad = quadrature_from_tridiagonals(tri.alpha, tri.beta)
+    for j in range(6):
+        torch.testing.assert_close((quad.weights * quad.nodes**j).sum(), probe_moments_exact(q.matrix, v[:, None], j)[0],
+                                   rtol=1e-10, atol=1e-12)

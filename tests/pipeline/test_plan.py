@@ -86,6 +86,29 @@ def test_products_are_counted_from_the_settings(small_plan, costs):
     assert small_plan.gpu_hours > 0 and not small_plan.too_big()
 
 
+def test_memory_settings_of_a_measure_entry_are_priced(costs):
+    """probe_batch_size, slq_reorthogonalize, basis_device and noise_memory_bytes lower the parts
+    they bound, by what the storage holds: SLQ bases probes x (steps + 2) vectors, a group of
+    probe_batch_size x (steps + 2), or 3 per probe without reorthogonalisation."""
+    model = PARAMS["experiments"]["curv"]["configs"]["w512"]["model"]
+    pricer = planner.Pricer(costs.get(ModelSpec.of(model, (256,), 10)), PlanOptions(device="cpu"))
+    data = data_shape(PARAMS, "gmm", Path("."))
+    run = PARAMS["experiments"]["curv"]["configs"]["w512"]
+    slq_heavy = {**PARAMS["curvature"]["curv"], "top_k": 1, "trace_matvecs": 6, "slq_probes": 8, "slq_steps": 40, "noise_examples": 0}
+
+    def entry(**settings):
+        return planner._measure("m", run, {**slq_heavy, **settings}, 1, data, pricer, PlanOptions(device="cpu"))
+
+    base, grouped = entry(), entry(probe_batch_size=2)
+    assert base.peak_part == grouped.peak_part == "SLQ bases"
+    assert base.peak_bytes - grouped.peak_bytes == pytest.approx((8 - 2) * 42 * pricer.P * 4)
+    plain = entry(slq_reorthogonalize=False)  # 3 vectors per probe (24 here, against the top-1 basis' 22)
+    assert plain.peak_part == "SLQ bases" and base.peak_bytes - plain.peak_bytes == pytest.approx(8 * (42 - 3) * pricer.P * 4)
+    assert entry(basis_device="cpu").peak_bytes < base.peak_bytes  # bases and Ritz vectors in host memory
+    noisy = {"noise_examples": 64, "slq_probes": 1}
+    assert entry(**noisy, noise_memory_bytes=pricer.P * 4 * 8).cpu_seconds > entry(**noisy).cpu_seconds  # streamed: more passes
+
+
 def test_an_entry_that_cannot_fit_is_named_with_its_need(tmp_path, costs, small_plan, capsys):
     need = {e.entry: e.peak_bytes for e in small_plan.entries}
     assert need["measure_curv@w512"] > 2 * need["train_big@w2048-0"]

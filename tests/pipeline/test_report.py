@@ -60,3 +60,15 @@ def test_headline_merges_sections_atomically(layout):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object of sections"):
         report.write_headline(layout, {"dense_check": []})
+
+
+def test_headline_eos_section_lists_each_step_sizes_plateau_ratio(layout):
+    with pytest.raises(FileNotFoundError, match=r"eos/metrics\.json"):
+        report.headline_sections({"eos": {}}, layout)
+    layout.eos_metrics.parent.mkdir(parents=True)
+    per_lr = {f"lr={lr}": {"lr": lr, "status": "plateau", "ratio": 1.0 + lr / 10, "ratio_ci": [1.0, 1.1], "plateau_points": 50,
+                           "onset_step": 80, "sharpening_factor": 3.0, "loss_final": 0.01} for lr in (0.15, 0.4)}
+    layout.eos_metrics.write_text(json.dumps({"per_lr": per_lr, "at_edge": 2}))
+    rows = report.headline_sections({"eos": {}}, layout)["eos"]
+    assert [r["lr"] for r in rows] == [0.15, 0.4] and rows[1]["ratio"] == pytest.approx(1.04)
+    assert set(rows[0]) == {"lr", "status", "ratio", "ratio_ci", "plateau_points", "onset_step", "sharpening_factor"}

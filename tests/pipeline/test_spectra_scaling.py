@@ -72,7 +72,8 @@ def tree(tmp_path_factory):
 
 def test_planted_law_is_recovered_with_covering_intervals(tree):
     f = tree["scaling"]["fits"]["trained.spectral_norm"]
-    assert f["status"] == "fitted" and f["fit"]["n_runs"] == 9 and f["distinct_depths"] == 3
+    assert f["status"] == "fitted" and f["fit"]["n_runs"] == 9 and f["distinct_depths"] == 3 and f["distinct_widths"] == 3
+    assert f["width_range"] == [16.0, 256.0] and f["depth_range"] == [1.0, 3.0]  # printed beside each fit
     assert f["fit"]["alpha_ci"][0] < ALPHA < f["fit"]["alpha_ci"][1]
     assert f["fit"]["beta_ci"][0] < BETA < f["fit"]["beta_ci"][1]
     assert f["fit"]["preferred"] == "exponential"

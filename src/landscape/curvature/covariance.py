@@ -45,6 +45,7 @@ from landscape.functional import LossFn, curvature_mode, flatten_tensors
 __all__ = [
     "COVARIANCE_STORAGES",
     "DEFAULT_COVARIANCE_MEMORY_BYTES",
+    "covariance_chunk_size",
     "PerSampleGradients",
     "per_sample_gradients",
     "CovarianceEigenpairs",
@@ -463,6 +464,17 @@ def gradient_covariance(
     itemsize = torch.empty((), dtype=source.dtype).element_size()
     if storage == "dense" or (storage == "auto" and dense_covariance_bytes(N, P, itemsize) <= memory_bytes):
         return GradientCovariance(source.matrix())
+    fit = covariance_chunk_size(P, itemsize, memory_bytes, chunk_size)
+    if fit != chunk_size:  # a chunk of per-sample gradients larger than the budget allows: smaller chunks
+        source = PerSampleGradients(model, loss_fn, data, params=params, chunk_size=fit)
     chunk = max(hi - lo for lo, hi in source.spans)
     return GradientCovariance(source, panel_rows=max(chunk, memory_bytes // (P * itemsize) - chunk))
+
+
+def covariance_chunk_size(num_params: int, itemsize: int, memory_bytes: int, chunk_size: int | None) -> int | None:
+    """The chunk the streamed storage uses: ``chunk_size``, made small enough that the panel
+    and two chunks of per-sample gradients (``4 chunk P`` numbers at least) fit ``memory_bytes``
+    (a width-4096 MLP's gradient is 0.5 GB: chunks of 64 would hold 64 of them)."""
+    fit = max(1, memory_bytes // (4 * num_params * itemsize))
+    return fit if chunk_size is None or chunk_size > fit else chunk_size
 

@@ -157,10 +157,13 @@ def lanczos_basis_bytes(num_params: int, k: int, *, max_basis: int | None = None
     return itemsize * num_params * (2 * k + m + 1 + (m if store_products else 0))
 
 
-def tridiagonal_basis_bytes(num_params: int, num_vectors: int, num_steps: int, *, itemsize: int = 8) -> int:
+def tridiagonal_basis_bytes(num_params: int, num_vectors: int, num_steps: int, *, itemsize: int = 8,
+                            reorthogonalize: bool = True) -> int:
     """Bytes of the bases :func:`lanczos_tridiagonal` holds: ``b m P`` for b start vectors run
-    side by side and m steps (SLQ: b = its ``probe_batch_size``, or all probes)."""
-    return itemsize * num_params * num_vectors * min(num_steps, num_params)
+    side by side and m steps (SLQ: b = its ``probe_batch_size``, or all probes); ``3 b P``
+    without reorthogonalisation."""
+    held = min(num_steps, num_params) if reorthogonalize else min(3, num_steps)
+    return itemsize * num_params * num_vectors * held
 
 
 def _basis_device(op: SymmetricOperator, basis_device: torch.device | str | None) -> torch.device:
@@ -712,6 +715,39 @@ def top_eigenpairs(
     )
 
 
+def _three_term(op: SymmetricOperator, q: Tensor, m: int, eps: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The Lanczos recurrence without a stored basis: ``q`` (b, P) unit start vectors; returns
+    alpha (b, m) and beta (b, m - 1). Each new direction is orthogonalised (twice) against
+    the current and previous vectors only; a breakdown restarts from a fresh random vector
+    orthogonal to those two (the tridiagonal is block diagonal there, as with a basis)."""
+    b = q.shape[0]
+    alpha = torch.zeros(b, m, dtype=q.dtype, device=q.device)
+    beta = torch.zeros(b, max(m - 1, 0), dtype=q.dtype, device=q.device)
+    anorm = torch.zeros(b, dtype=q.dtype, device=q.device)
+    prev = torch.zeros_like(q)
+    for j in range(m):
+        W = op.matmat(q.T.contiguous()).T.contiguous()  # (b, P): one block product
+        anorm = torch.maximum(anorm, torch.linalg.vector_norm(W, dim=1))
+        a = (q * W).sum(dim=1)
+        alpha[:, j] = a
+        if j == m - 1:
+            break
+        W = W - a.unsqueeze(1) * q - (beta[:, j - 1].unsqueeze(1) * prev if j else 0.0)
+        local = torch.stack([prev, q], dim=1)  # (b, 2, P)
+        W, h = _orthogonalize(local, W)
+        alpha[:, j] += h[:, 1]
+        bt = torch.linalg.vector_norm(W, dim=1)
+        broken = bt <= _BREAKDOWN * eps * anorm
+        nxt = W / torch.where(broken, torch.ones_like(bt), bt).unsqueeze(1)
+        if bool(broken.any()):
+            idx = broken.nonzero().squeeze(1)
+            nxt[idx] = _fresh_orthogonal(local[idx], gen)
+            bt = torch.where(broken, torch.zeros_like(bt), bt)
+        beta[:, j] = bt
+        prev, q = q, nxt
+    return alpha, beta
+
+
 def lanczos_tridiagonal(
     op: SymmetricOperator | Tensor,
     v0: Tensor,
@@ -721,6 +757,7 @@ def lanczos_tridiagonal(
     seed: int = 0,
     return_basis: bool = False,
     basis_device: torch.device | str | None = None,
+    reorthogonalize: bool = True,
 ) -> LanczosTridiagonal:
     """Lanczos tridiagonalisation with full reorthogonalisation from one or more start vectors.
 
@@ -741,6 +778,14 @@ def lanczos_tridiagonal(
         return_basis: also return the orthonormal basis (memory b m P numbers are held
             either way, :func:`tridiagonal_basis_bytes`; this only keeps them).
         basis_device: where the bases and coefficients live (default: the operator's device).
+        reorthogonalize: False runs the plain three-term recurrence (with local
+            reorthogonalisation against the two previous vectors), holding ``3 b P`` numbers
+            instead of ``b m P``. The basis then loses orthogonality as Ritz values
+            converge and T acquires copies of them, but the Gauss quadrature of the start
+            vector, and so the SLQ density and its moments, stays accurate in floating
+            point (Greenbaum 1989; Knizhnerman 1996; Chen, Trogdon & Ubaru 2021,
+            "Analysis of stochastic Lanczos quadrature for spectrum approximation"). For
+            quadrature only: eigenpairs need the reorthogonalised basis.
 
     Returns:
         :class:`LanczosTridiagonal` with ``num_matvecs = b * m``.
@@ -764,6 +809,11 @@ def lanczos_tridiagonal(
     m = min(num_steps, P)
     gen = seeded_generator(seed)
     eps = _noise_eps(op, wdtype)
+    if not reorthogonalize:
+        if return_basis:
+            raise ValueError("return_basis needs reorthogonalize=True: the three-term recurrence keeps no basis")
+        alpha, beta = _three_term(op, (V0 / norms).T.contiguous(), m, eps, gen)
+        return LanczosTridiagonal(alpha[0], beta[0], None, m) if single else LanczosTridiagonal(alpha, beta, None, b * m)
     Q = torch.zeros(b, m, P, dtype=wdtype, device=device)
     alpha = torch.zeros(b, m, dtype=wdtype, device=device)
     beta = torch.zeros(b, max(m - 1, 0), dtype=wdtype, device=device)

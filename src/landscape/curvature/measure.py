@@ -103,6 +103,7 @@ def measure_curvature(
     probe_batch_size: int | None = None,
     noise_memory_bytes: int = DEFAULT_COVARIANCE_MEMORY_BYTES,
     basis_device: torch.device | str | None = None,
+    slq_reorthogonalize: bool = True,
     hessian: OperatorClass = HessianOperator,
 ) -> CurvatureMeasurement:
     """Measure the Hessian of the loss over ``batches`` at the model's current weights.
@@ -145,6 +146,10 @@ def measure_curvature(
             (:func:`~landscape.curvature.covariance.gradient_covariance`: dense when it fits).
         basis_device: where Lanczos bases live (default: the operator's device; "cpu"
             keeps a GPU's memory free of them).
+        slq_reorthogonalize: False runs SLQ's Lanczos without stored bases (3 vectors per
+            probe instead of ``slq_steps``: the density, log-det and negative mass keep their
+            accuracy, :func:`~landscape.curvature.lanczos.lanczos_tridiagonal`); for the
+            largest networks, whose bases do not fit.
         hessian: the operator class of the whole Hessian and of the per-layer blocks (e.g.
             :func:`~landscape.curvature.distributed.sharded_hessian_operator` under
             ``torchrun``: every rank passes all ``batches``, multiplies with its shard and
@@ -205,7 +210,7 @@ def measure_curvature(
     tick("trace")
 
     dens = spectral_density(op, num_probes=slq_probes, num_steps=min(slq_steps, P), seed=seed,
-                            probe_batch_size=probe_batch_size, basis_device=basis_device)
+                            probe_batch_size=probe_batch_size, basis_device=basis_device, reorthogonalize=slq_reorthogonalize)
     eps = logdet_eps_relative * lambda_max
     ld = logdet_from_tridiagonals(dens.alphas, dens.betas, P, eps) if eps > 0 and math.isfinite(eps) else None
     summary["density"] = {

@@ -236,6 +236,7 @@ def slq_tridiagonals(
     dtype: torch.dtype | None = None,
     probe_batch_size: int | None = None,
     basis_device: torch.device | str | None = None,
+    reorthogonalize: bool = True,
 ) -> tuple[Tensor, Tensor, int]:
     """The Krylov pass of SLQ: Lanczos tridiagonals from random probes.
 
@@ -254,6 +255,9 @@ def slq_tridiagonals(
             invariant Krylov space) the fresh vector is drawn per group, so the tridiagonals
             then depend on the grouping.
         basis_device: where the bases live (default: the operator's device).
+        reorthogonalize: False: no stored bases, ``3 * probe_batch_size * P`` numbers
+            instead (the quadrature stays accurate without reorthogonalisation; see
+            :func:`~landscape.curvature.lanczos.lanczos_tridiagonal`).
 
     Returns:
         ``(alphas (n, m), betas (n, m-1), num_matvecs)``.
@@ -268,7 +272,8 @@ def slq_tridiagonals(
     device = op.device if basis_device is None else torch.device(basis_device)
     alphas, betas, mv = [], [], 0
     for g, V in enumerate(_probe_groups(P, num_probes, seed, probe, probes, wdtype, device, probe_batch_size)):
-        tri = lanczos_tridiagonal(op, V, num_steps, dtype=wdtype, seed=seed + 7919 * (g + 1), basis_device=device)
+        tri = lanczos_tridiagonal(op, V, num_steps, dtype=wdtype, seed=seed + 7919 * (g + 1), basis_device=device,
+                                  reorthogonalize=reorthogonalize)
         alphas.append(tri.alpha)
         betas.append(tri.beta)
         mv += tri.num_matvecs
@@ -367,6 +372,7 @@ def spectral_density(
     dtype: torch.dtype | None = None,
     probe_batch_size: int | None = None,
     basis_device: torch.device | str | None = None,
+    reorthogonalize: bool = True,
 ) -> SpectralDensity:
     """SLQ eigenvalue density of a symmetric operator (Ubaru et al. 2017; Ghorbani et al. 2019).
 
@@ -388,10 +394,13 @@ def spectral_density(
         probe_batch_size: probes run side by side per group (default: all; see
             :func:`slq_tridiagonals`).
         basis_device: where the Lanczos bases live (default: the operator's device).
+        reorthogonalize: False: the three-term recurrence without stored bases
+            (:func:`slq_tridiagonals`).
     """
     op = as_operator(op)
     alphas, betas, mv = slq_tridiagonals(op, num_probes, num_steps, seed, probe=probe, probes=probes, dtype=dtype,
-                                         probe_batch_size=probe_batch_size, basis_device=basis_device)
+                                         probe_batch_size=probe_batch_size, basis_device=basis_device,
+                                         reorthogonalize=reorthogonalize)
     return density_from_tridiagonals(alphas, betas, op.shape[0], sigma=sigma, grid=grid, num_grid=num_grid, num_matvecs=mv)
 
 
@@ -500,6 +509,7 @@ def logdet(
     dtype: torch.dtype | None = None,
     probe_batch_size: int | None = None,
     basis_device: torch.device | str | None = None,
+    reorthogonalize: bool = True,
 ) -> LogDetEstimate:
     """``log det(A + eps I) = tr log(A + eps I)`` by stochastic Lanczos quadrature.
 
@@ -528,11 +538,14 @@ def logdet(
         probe_batch_size: probes run side by side per group (default: all; see
             :func:`slq_tridiagonals`).
         basis_device: where the Lanczos bases live (default: the operator's device).
+        reorthogonalize: False: the three-term recurrence without stored bases
+            (:func:`slq_tridiagonals`).
     """
     op = as_operator(op)
     floor_v = _check_eps_floor(eps, floor)
     if op.shape[0] == 0:
         return LogDetEstimate(0.0, 0.0, float(eps), floor_v, 0.0, 0, 0, 0, 0)
     alphas, betas, mv = slq_tridiagonals(op, num_probes, num_steps, seed, probe=probe, probes=probes, dtype=dtype,
-                                         probe_batch_size=probe_batch_size, basis_device=basis_device)
+                                         probe_batch_size=probe_batch_size, basis_device=basis_device,
+                                         reorthogonalize=reorthogonalize)
     return logdet_from_tridiagonals(alphas, betas, op.shape[0], eps, floor=floor_v, num_matvecs=mv)

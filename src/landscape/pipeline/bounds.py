@@ -110,7 +110,7 @@ from landscape.pipeline.bounds_prior import train_prior
 from landscape.pipeline.cli import StageError
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
-from landscape.pipeline.params import experiment_dataset, section
+from landscape.pipeline.params import experiment_dataset, group_seeds, section
 from landscape.pipeline.runs import initial_model, load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.schema import Checked, ConfigError, parse_config, rule
@@ -747,12 +747,11 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """
     section_cfg = parse_bounds_section(section(params, "bounds"), params.get("experiments") or {})
     cfg = parse_config(BoundsConfig, section_cfg["settings"], "bounds.settings")
-    seeds = section(params, "seeds")
     datasets = {exp: experiment_dataset(params, exp) for exp, _ in section_cfg["runs"]}
     configure_torch()
     device = pick_device()
     data = {key: torch.load(layout.prepared(key), map_location="cpu", weights_only=False) for key in set(datasets.values())}
-    jobs = [(exp, c, seed) for exp, c in section_cfg["runs"] for seed in seeds]
+    jobs = [(exp, c, seed) for exp, c in section_cfg["runs"] for seed in group_seeds(params, exp)]
     missing = [f"{e}/{c}/seed{s}" for e, c, s in jobs if not layout.run(e, c, s).model.is_file()]
     if missing:
         raise StageError(f"bounds.runs needs trained runs that are missing: {missing[:5]} (run `dvc repro` for their train/measure stages)")

@@ -173,6 +173,18 @@ def _measured_groups(params: Mapping[str, Any]) -> list[str]:
     return [g for g in _groups_with_configs(params) if g in (params.get("curvature") or {})]
 
 
+def _seeds_param(params: Mapping[str, Any], group: str, template: bool = False) -> str:
+    """The params key of a group's seeds (its own ``experiments.<group>.seeds`` or the top-level
+    ``seeds``), as a DVC ``${...}`` template when ``template``."""
+    key = f"experiments.{group}.seeds" if "seeds" in (params["experiments"].get(group) or {}) else "seeds"
+    return f"${{{key}}}" if template else key
+
+
+def _own_seeds(params: Mapping[str, Any], groups: Iterable[str]) -> list[str]:
+    """``experiments.<g>.seeds`` of the ``groups`` that have their own seed list."""
+    return [f"experiments.{g}.seeds" for g in groups if "seeds" in (params["experiments"].get(g) or {})]
+
+
 def _rel(layout: Layout, path: Path) -> str:
     return layout.relative(path)
 
@@ -237,7 +249,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         run = layout.run(group, "${item.config}", "${item.seed}")  # type: ignore[arg-type]  # a DVC foreach template as the seed
         stages[f"train_{group}"] = b.stage(
             "train",
-            head={"matrix": {"config": f"${{experiments.{group}.configs}}", "seed": "${seeds}"}},
+            head={"matrix": {"config": f"${{experiments.{group}.configs}}", "seed": _seeds_param(params, group, template=True)}},
             cmd_args=f" --experiment {group} --config ${{item.config}} --seed ${{item.seed}}",
             params=[f"experiments.{group}.dataset", f"experiments.{group}.configs.${{item.config}}"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}"))],
@@ -254,7 +266,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             "measure",
             head={"matrix": {"config": f"${{experiments.{group}.configs}}"}},
             cmd_args=f" --experiment {group} --config {cfg}",
-            params=["seeds", f"curvature.{group}", f"experiments.{group}.dataset"],
+            params=[_seeds_param(params, group), f"curvature.{group}", f"experiments.{group}.dataset"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, cfg))],
             outs=[rel(layout.measure_seeds(group, cfg))],
             metrics=[rel(layout.measure_dir(group, cfg) / "metrics.json")],
@@ -270,7 +282,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             "probe",
             head={"matrix": {"config": f"${{probes.{group}.configs}}"}},
             cmd_args=f" --experiment {group} --config {cfg}",
-            params=["seeds", f"experiments.{group}.dataset", *[f"probes.{group}.{k}" for k in settings]],
+            params=[_seeds_param(params, group), f"experiments.{group}.dataset", *[f"probes.{group}.{k}" for k in settings]],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, cfg)),
                   rel(layout.measure_seeds(group, cfg))],
             outs=[rel(out / "arrays.npz"), rel(out / "results.json"), rel(out / "config.json"), rel(layout.probe_figures_dir(group, cfg))],
@@ -295,7 +307,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         groups = sorted({name.partition("/")[0] for name in params["bounds"]["runs"]})
         measured = [g for g in groups if g in (params.get("curvature") or {})]
         stages["bounds"] = b.stage(
-            "bounds", params=["seeds", "bounds", *[f"experiments.{g}.dataset" for g in groups]],
+            "bounds", params=["seeds", *_own_seeds(params, groups), "bounds", *[f"experiments.{g}.dataset" for g in groups]],
             data=[*[rel(layout.prepared(f"${{experiments.{g}.dataset}}")) for g in groups],
                   *[rel(layout.experiment_runs(g)) for g in groups],
                   *[rel(layout.measure_dir(g, "x").parent) for g in measured]],
@@ -304,10 +316,9 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         )
     if "escape" in params:
         group = "h3_minima"  # landscape.pipeline.escape.SOURCE_EXPERIMENT (not imported: this module needs no torch)
-        own_seeds = [f"experiments.{group}.seeds"] if "seeds" in (params["experiments"].get(group) or {}) else []
         out = layout.escape_dir
         stages["escape"] = b.stage(
-            "escape", params=["seeds", "escape", f"experiments.{group}.dataset", *own_seeds],
+            "escape", params=sorted({"seeds", _seeds_param(params, group)}) + ["escape", f"experiments.{group}.dataset"],
             data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, "${escape.config}"))],
             outs=[rel(out / "results.json"), rel(out / "trials.json")],
             metrics=[rel(out / "metrics.json")],
@@ -323,14 +334,15 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
     if "phi" in params:
         out = layout.phi_dir
         stages["phi_search"] = b.stage(
-            "phi_search", params=["seeds", "phi"],
+            "phi_search", params=["seeds", *_own_seeds(params, _measured_groups(params)), "phi"],
             data=[rel(layout.prepared("${phi.dataset}")), *analysed, "measure"],
             outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
     if "optimizers" in params:
         out = layout.optimizers_dir
         stages["optimizers"] = b.stage(
-            "optimizers", params=["seeds", "optimizers", "experiments.${optimizers.experiment}.configs"],
+            "optimizers", params=[_seeds_param(params, params["optimizers"]["experiment"]), "optimizers",
+                                  "experiments.${optimizers.experiment}.configs"],
             data=[rel(layout.experiment_runs("${optimizers.experiment}"))],
             outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
@@ -338,7 +350,8 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         out = layout.spectra_scaling_dir
         stages["spectra_scaling"] = b.stage(
             "spectra_scaling",
-            params=["seeds", "spectra_scaling", "experiments.${spectra_scaling.scaling_experiment}.configs",
+            params=["seeds", *_own_seeds(params, _measured_groups(params)), "spectra_scaling",
+                    "experiments.${spectra_scaling.scaling_experiment}.configs",
                     "experiments.${spectra_scaling.batch_experiment}.configs"],
             data=["measure"],
             outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
@@ -363,7 +376,7 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         data += ["probes"] if any(k.startswith("probe_") for k in stages) else []
         stages["hypotheses"] = b.stage(
             "hypotheses",
-            params=["seeds", "hypotheses", "experiments.${hypotheses.h1_experiment}.configs",
+            params=["seeds", *_own_seeds(params, _measured_groups(params)), "hypotheses", "experiments.${hypotheses.h1_experiment}.configs",
                     "experiments.${hypotheses.h2_experiment}.configs"],
             data=data, outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )

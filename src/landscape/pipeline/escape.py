@@ -42,7 +42,7 @@ from landscape.dynamics.escape import (
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
-from landscape.pipeline.params import experiment_dataset, section
+from landscape.pipeline.params import experiment_dataset, group_seeds, replication_split, section
 from landscape.pipeline.runs import load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
 from landscape.schema import (
@@ -150,11 +150,6 @@ class EscapeConfig(Checked):
 _NOT_STUDY = ("num_examples", "chunk_size", "max_start_loss", "max_start_grad_norm")
 
 
-def _group_seeds(params: Mapping[str, Any], group: str) -> list[int]:
-    """The group's own ``seeds`` list, else the top-level ``seeds``."""
-    return list(section(params, "experiments", group).get("seeds") or section(params, "seeds"))
-
-
 def _seed_study(layout: Layout, experiment: str, config: str, cfg: EscapeConfig, data: tuple, device: torch.device,
                 seed: int) -> tuple[int, str, EscapeStudy | None, dict[str, float]]:
     """One seed's study (or the reason it was skipped) and its start point's loss and gradient norm."""
@@ -217,7 +212,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     section(params, "experiments", experiment, "configs", config)
     cfg = parse_config(EscapeConfig, section(params, "escape", "settings"), "escape.settings")
     dataset_key = experiment_dataset(params, experiment)
-    seeds = _group_seeds(params, experiment)
+    seeds = group_seeds(params, experiment)
     configure_torch()
     device = pick_device()
     x, y = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)["probe"]
@@ -226,7 +221,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     done = map_forked(lambda s: _seed_study(layout, experiment, config, cfg, data, device, s), seeds, cpu_workers(device, len(seeds)))
 
     studies = [(seed, study) for seed, _, study, _ in done if study is not None]
-    primary = set(section(params, "seeds"))  # the replication split: the group's seeds outside the top-level list replicate
+    primary = set(replication_split(params, experiment)[0])
     rows = [{**row, "seed_set": "primary" if row["seed"] in primary else "replication"} for row in trial_rows(studies)]
     meta = {"experiment": experiment, "config": config, "seeds": seeds, "settings": cfg.to_dict()}
     write_json(layout.escape_results,

@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from landscape.curvature.covariance import DEFAULT_COVARIANCE_MEMORY_BYTES
 from landscape.curvature.distributed import sharded_hessian_operator
 from landscape.curvature.measure import OperatorClass, measure_curvature, sharpness_summary
 from landscape.curvature.operators import HessianOperator
 from landscape.io import torch_save, write_json
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_on_devices
-from landscape.pipeline.params import experiment_dataset, section
+from landscape.pipeline.params import experiment_dataset, group_seeds, section
 from landscape.pipeline.runs import initial_model, load_run
 from landscape.pipeline.runtime import (
     DistributedContext,
@@ -93,6 +94,15 @@ class CurvatureConfig:
             trace along training, when the run kept snapshots).
         dtype: precision of the curvature computations, ``float32`` or ``float64`` (the
             network and the probe inputs are cast to it; TF32 is off either way).
+        probe_batch_size: trace and SLQ probes multiplied at once (null: all); bounds the
+            vectorised products' working memory and the SLQ bases (same probes, same figures
+            up to the last digits of sums).
+        basis_device: where Lanczos bases live: null (the device of the products) or
+            ``cpu`` (host memory; keeps a GPU's memory for the products).
+        slq_reorthogonalize: false runs SLQ without stored bases (3 vectors per probe; the
+            quadrature keeps its accuracy), for networks whose bases do not fit.
+        noise_memory_bytes: budget of the per-sample gradients held at once for the noise
+            covariance (dense when it fits, else streamed through the Gram matrix).
     """
 
     num_examples: int = field(default=1000, metadata=rule("an int >= 2", lambda x: x >= 2))
@@ -118,6 +128,10 @@ class CurvatureConfig:
     diag_probes: int = field(default=20, metadata=rule("an int >= 0", nonneg))
     along_training_matvecs: int = field(default=20, metadata=rule("an int >= 4", lambda x: x >= 4))
     dtype: str = field(default="float32", metadata=rule(f"one of {list(DTYPES)}", lambda x: x in DTYPES))
+    probe_batch_size: int | None = field(default=None, metadata=rule("null or an int >= 1", lambda x: x is None or x >= 1))
+    basis_device: str | None = field(default=None, metadata=rule("null or 'cpu'", lambda x: x in (None, "cpu")))
+    slq_reorthogonalize: bool = True
+    noise_memory_bytes: int = field(default=DEFAULT_COVARIANCE_MEMORY_BYTES, metadata=rule("an int >= 1", lambda x: x >= 1))
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -198,7 +212,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     """Measure every seed of ``experiments.<experiment>.configs.<config>`` on the probe subset."""
     cfg = parse_config(CurvatureConfig, section(params, "curvature", experiment), f"curvature.{experiment}")
     dataset_key = experiment_dataset(params, experiment)
-    seeds = list(section(params, "seeds"))
+    seeds = group_seeds(params, experiment)
     runtime = configure_torch()
     world = distributed_context()
     data = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)

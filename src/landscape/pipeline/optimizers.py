@@ -16,7 +16,7 @@ from typing import Any
 
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import section
+from landscape.pipeline.params import group_seeds, section
 from landscape.pipeline.tables import optimizer_runs
 from landscape.schema import Checked, ConfigError, int_at_least, parse_config, rule
 from landscape.stats.multiple import holm_records
@@ -174,7 +174,7 @@ def compare_optimizers(
 def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """Compare the optimizers and write ``optimizers/{results,metrics}.json``."""
     experiment, cfg, configs = load_config(params)
-    seeds = section(params, "seeds")
+    seeds = group_seeds(params, experiment)
     results = compare_optimizers(layout, experiment, configs, seeds, cfg)
     write_json(layout.results("optimizers"), {"profile": params.get("profile"), "seeds": seeds, **results})
     write_json(layout.metrics("optimizers"), headline(results))

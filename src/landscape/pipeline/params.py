@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import yaml
 from landscape.pipeline.layout import Layout
 from landscape.schema import ConfigError
 
-__all__ = ["load_params", "section", "experiment_dataset", "fingerprint"]
+__all__ = ["load_params", "section", "experiment_dataset", "seeds_of", "group_seeds", "replication_split", "fingerprint"]
 
 
 def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -38,6 +38,29 @@ def section(params: Mapping[str, Any], *keys: str) -> Any:
             raise ConfigError(f"missing key {'.'.join(keys[: i + 1])} in params.yaml; available here: {have}")
         node = node[key]
     return node
+
+
+def seeds_of(spec: Mapping[str, Any], default: Sequence[int]) -> list[int]:
+    """The seeds of one experiment group: its own ``seeds`` list, else ``default`` (the top-level ``seeds``)."""
+    own = spec.get("seeds") if isinstance(spec, Mapping) else None
+    return [int(s) for s in (own if own is not None else default)]
+
+
+def group_seeds(params: Mapping[str, Any], group: str) -> list[int]:
+    """The seeds of ``experiments.<group>``: its ``seeds`` key when set, else the top-level ``seeds``.
+
+    A group lists more seeds than the top-level list to carry its own replication (issue
+    design: effects tested on the top-level seeds, replicated on the rest).
+    """
+    return seeds_of(section(params, "experiments", group), section(params, "seeds"))
+
+
+def replication_split(params: Mapping[str, Any], group: str) -> tuple[list[int], list[int]]:
+    """``(primary, replication)`` seeds of a group: primary are those in the top-level ``seeds``
+    (in the group's order), replication the group's others (empty when the group has none)."""
+    top = set(section(params, "seeds"))
+    seeds = group_seeds(params, group)
+    return [s for s in seeds if s in top], [s for s in seeds if s not in top]
 
 
 def experiment_dataset(params: Mapping[str, Any], experiment: str) -> str:

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from landscape.pipeline.params import seeds_of
 from landscape.pipeline.plan_costs import CostCache, ModelCost, ModelSpec, OpCost
 
 __all__ = ["DataShape", "EntryEstimate", "Plan", "PlanOptions", "plan_profile", "parse_bytes", "format_bytes", "main"]
@@ -265,15 +266,23 @@ class Pricer:
         m = min(self.P, max(2 * k + 1, 20))
         return (k + m + 1) * self.P * F32
 
-    def per_sample(self, n: int) -> tuple[float, float]:
+    def per_sample(self, n: int, budget: int | None = None) -> tuple[float, float]:
         """(seconds, bytes) of the gradient covariance of ``n`` per-sample gradients, as
-        :func:`~landscape.curvature.covariance.gradient_covariance` stores it under its default
-        budget: dense (the (n, P) matrix and its centred copy) when that fits, else streamed
-        through the Gram matrix (never n x P; ``STREAMED_PASSES`` passes over the examples)."""
-        from landscape.curvature.covariance import DEFAULT_COVARIANCE_MEMORY_BYTES as budget
-        from landscape.curvature.covariance import dense_covariance_bytes, streamed_covariance_bytes
+        :func:`~landscape.curvature.covariance.gradient_covariance` stores it under ``budget``
+        (default: its default): dense (the (n, P) matrix and its centred copy) when that fits,
+        else streamed through the Gram matrix (never n x P; ``STREAMED_PASSES`` passes over the
+        examples) in chunks small enough for the budget."""
+        from landscape.curvature.covariance import (
+            DEFAULT_COVARIANCE_MEMORY_BYTES,
+            covariance_chunk_size,
+            dense_covariance_bytes,
+            streamed_covariance_bytes,
+        )
 
+        budget = DEFAULT_COVARIANCE_MEMORY_BYTES if budget is None else budget
         chunk = min(64, n)
+        if dense_covariance_bytes(n, self.P, F32) > budget:
+            chunk = min(n, covariance_chunk_size(self.P, F32, budget, chunk) or chunk)
         one_pass = PER_SAMPLE_COST * self.pass_seconds(self.cost.gradient, n, chunk)
         working = self.cost.gradient.bytes(chunk)
         if dense_covariance_bytes(n, self.P, F32) <= budget:
@@ -325,6 +334,10 @@ def _measure(entry: str, run: Mapping[str, Any], c: Mapping[str, Any], seeds: in
     N, b = min(int(c.get("num_examples", 1000)), data.n_probe), int(c.get("batch_size", 500))
     k = min(int(c.get("top_k", 10)), P - 1)
     trace_mv, probes, steps = int(c.get("trace_matvecs", 60)), int(c.get("slq_probes", 4)), min(int(c.get("slq_steps", 40)), P)
+    group = min(probes, int(c.get("probe_batch_size") or probes))  # SLQ probes multiplied (and their bases held) at once
+    sketch = min(trace_mv // 3, int(c.get("probe_batch_size") or trace_mv))  # Hutch++ products vectorised at once
+    on_device = c.get("basis_device") is None  # "cpu": the Lanczos bases live in host memory
+    held = (steps + 2) if c.get("slq_reorthogonalize", True) else 3
     noise, diag = int(c.get("noise_examples", 256)), int(c.get("diag_probes", 20))
     per_layer = cost.num_modules * (PER_LAYER_LANCZOS + int(c.get("per_layer_matvecs", 20))) if c.get("per_layer", True) else 0
     hvps = pricer.lanczos_products(k) + trace_mv + probes * steps + per_layer + (diag if noise else 0)
@@ -333,17 +346,17 @@ def _measure(entry: str, run: Mapping[str, Any], c: Mapping[str, Any], seeds: in
     snap = int(run["train"].get("snapshot_every", 0) or 0)
     snapshots = int(run["train"].get("epochs", 10)) // snap + 1 if snap else 0
     hvps += snapshots * (pricer.lanczos_products(1) + int(c.get("along_training_matvecs", 20)))
-    ps_seconds, ps_bytes = pricer.per_sample(min(noise, N)) if noise else (0.0, 0.0)
+    ps_seconds, ps_bytes = pricer.per_sample(min(noise, N), c.get("noise_memory_bytes")) if noise else (0.0, 0.0)
     e = EntryEstimate(entry, "measure", products={"hvps": seeds * hvps, "per_sample_gradients": seeds * noise * (1 + snapshots)})
     e.cpu_seconds = seeds * (hvps * pricer.hvp_seconds(N, b) + (1 + snapshots) * ps_seconds)
     passes = 2 + bool(c.get("at_init")) + snapshots + (cost.num_modules if c.get("per_layer", True) else 0)
     e.cpu_seconds += seeds * passes * pricer.pass_seconds(cost.gradient, N, b)  # each operator's kept-graph pass
     ritz = k * P * F32
     phases = {
-        "Lanczos basis": pricer.lanczos_bytes(k) + pricer.hvp_transient(b),
-        "Hutch++ sketch": trace_mv * P * F32 + ritz + pricer.hvp_transient(b, trace_mv // 3),
-        "SLQ bases": probes * (steps + 2) * P * F32 + ritz + pricer.hvp_transient(b, probes),
-        "per-sample gradients": ps_bytes + ritz,
+        "Lanczos basis": pricer.lanczos_bytes(k) * on_device + pricer.hvp_transient(b),
+        "Hutch++ sketch": trace_mv * P * F32 + ritz * on_device + pricer.hvp_transient(b, sketch),
+        "SLQ bases": group * held * P * F32 * on_device + ritz * on_device + pricer.hvp_transient(b, group),
+        "per-sample gradients": ps_bytes + ritz * on_device,
     }
     resident = cost.param_bytes + data.bytes(N) + pricer.hvp_resident(N, b)
     return _finish(e, resident, phases, options)
@@ -548,14 +561,16 @@ def plan_profile(params: Mapping[str, Any], device_memory: float, options: PlanO
     for group, spec in experiments.items():
         for config, run in (spec.get("configs") or {}).items():
             pricer = price(group, config)
-            entries.extend(_train(f"train_{group}@{config}-{seed}", run, shapes(group), pricer, options) for seed in seeds)
+            entries.extend(_train(f"train_{group}@{config}-{seed}", run, shapes(group), pricer, options) for seed in seeds_of(spec, seeds))
     for group, c in (params.get("curvature") or {}).items():
         for config, run in (experiments[group].get("configs") or {}).items():
-            entries.append(_measure(f"measure_{group}@{config}", run, c, len(seeds), shapes(group), price(group, config), options))
+            entries.append(_measure(f"measure_{group}@{config}", run, c, len(seeds_of(experiments[group], seeds)), shapes(group),
+                                    price(group, config), options))
     for group, section in (params.get("probes") or {}).items():
         if group in ("intrinsic_dim", "sde"):
             continue
-        entries.extend(_probe(f"probe_{group}@{config}", section, config, len(seeds), shapes(group), price(group, config), options)
+        entries.extend(_probe(f"probe_{group}@{config}", section, config, len(seeds_of(experiments[group], seeds)), shapes(group),
+                              price(group, config), options)
                        for config in section.get("configs", []))
     probes = params.get("probes") or {}
     if "intrinsic_dim" in probes:

@@ -41,7 +41,7 @@ from landscape.pipeline.figures import new_figure, write_figures
 from landscape.pipeline.intrinsic_dim import IntrinsicDimConfig
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
-from landscape.pipeline.params import experiment_dataset, fingerprint, section
+from landscape.pipeline.params import experiment_dataset, fingerprint, group_seeds, section
 from landscape.pipeline.probe_kinds import (
     PROBE_KINDS,
     ProbeContext,
@@ -485,7 +485,7 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     if not cfg.selects(config):
         raise ConfigError(f"config {config!r} is not in {where}.configs={list(cfg.configs)!r}: it has no probe entry")
     dataset_key = experiment_dataset(params, experiment)
-    seeds = section(params, "seeds")
+    seeds = group_seeds(params, experiment)
     configure_torch()
     device = pick_device()
     data = torch.load(layout.prepared(dataset_key), map_location="cpu", weights_only=False)

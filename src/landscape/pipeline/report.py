@@ -91,7 +91,19 @@ def _dense_check_section(layout: Layout) -> list[dict[str, Any]]:
     return list(dense_check_results(layout)["table"])
 
 
-HEADLINE_SECTIONS = {"dense_check": _dense_check_section}
+def _eos_section(layout: Layout) -> list[dict[str, Any]]:
+    """One row per step size: the plateau's lambda_max * eta / 2 with its interval (Cohen et al. 2021: 1)."""
+    from landscape.pipeline.tables import require
+
+    metrics = read_json(require(layout.eos_metrics, "eos"))
+    keys = ("lr", "status", "ratio", "ratio_ci", "plateau_points", "onset_step", "sharpening_factor")
+    return [{k: row.get(k) for k in keys} for row in metrics["per_lr"].values()]
+
+
+HEADLINE_SECTIONS = {
+    "dense_check": _dense_check_section,
+    "eos": _eos_section,
+}
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from landscape.io import write_json
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import section
+from landscape.pipeline.params import section, seeds_of
 from landscape.pipeline.tables import (
     density_inputs,
     gradient_noise_runs,
@@ -115,11 +115,12 @@ def spectra_scaling(layout: Layout, experiments: Mapping[str, Any], seeds: Seque
     if block is None:
         raise ConfigError(f"spectra_scaling.scaling_experiment={cfg.scaling_experiment!r} is not an experiment group; "
                           f"have {sorted(experiments)}")
-    rows = scaling_rows(scaling_runs(layout, cfg.scaling_experiment, block.get("configs", {}), seeds), spectra, cfg.scaling_experiment)
+    grid = scaling_runs(layout, cfg.scaling_experiment, block.get("configs", {}), seeds_of(block, seeds))
+    rows = scaling_rows(grid, spectra, cfg.scaling_experiment)
     scaling = (fit_scaling(rows, cfg.targets, cfg.alpha, cfg.ci_level) if len(rows)
                else {"fits": {}, "families": {}, "status": "not fitted: no scaling runs measured"})
     batch = experiments.get(cfg.batch_experiment)
-    gradients = (gradient_subspaces(gradient_noise_runs(layout, cfg.batch_experiment, batch.get("configs", {}), seeds),
+    gradients = (gradient_subspaces(gradient_noise_runs(layout, cfg.batch_experiment, batch.get("configs", {}), seeds_of(batch, seeds)),
                                     cfg.batch_experiment, cfg.alpha, cfg.ci_level)
                  if batch is not None else {"status": f"not tested: no experiment group {cfg.batch_experiment!r}"})
     return plain({

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from landscape.pipeline.layout import Layout
+from landscape.pipeline.params import seeds_of
 from landscape.schema import ConfigError
 from landscape.stats.family import Tables
 
@@ -122,7 +123,7 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
             probe_metrics = read_json(layout.probe_metrics(exp, cfg)) or {}
             if not invariance and isinstance(probe_metrics.get("invariance"), Mapping):
                 invariance = {"experiment": exp, "config": cfg, **probe_metrics["invariance"]}
-            for seed in seeds:
+            for seed in seeds_of(spec, seeds):
                 metrics = read_json(layout.run(exp, cfg, seed).metrics)
                 if metrics is None:
                     continue
@@ -259,7 +260,7 @@ def measured_spectra(layout: Layout, experiments: Mapping[str, Any], seeds: Sequ
     rows = []
     for exp, block in experiments.items():
         for name in block.get("configs", {}):
-            for seed in seeds:
+            for seed in seeds_of(block, seeds):
                 curv = read_json(layout.curvature(exp, name, seed))
                 krylov = layout.krylov(exp, name, seed)
                 if curv is None or curv.get("status") != "measured" or not krylov.is_file():
@@ -381,7 +382,7 @@ def phi_inputs(layout: Layout, experiments: Mapping[str, Any], seeds: Sequence[i
             model, train = values.get("model", {}), values.get("train", {})
             if train.get("random_labels"):
                 continue
-            for seed in seeds:
+            for seed in seeds_of(spec, seeds):
                 metrics = read_json(layout.run(exp, cfg, seed).metrics)
                 if metrics is None:
                     continue

@@ -14,6 +14,13 @@ from landscape.training.config import RunConfig
 __all__ = ["validate_all", "validate_analysis_sections", "run", "validate_pipeline_params"]
 
 
+def _check_seeds(seeds: Any, where: str) -> None:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"{where}={seeds!r} is not allowed; allowed: a non-empty list of ints >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}={seeds!r} repeats a seed")
+
+
 def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a whole ``params.yaml`` mapping before any stage runs.
 
@@ -40,11 +47,7 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     extra = sorted(set(params) - known_top - sections)
     if extra:
         raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
-    seeds = params.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(f"seeds={seeds!r} is not allowed; allowed: a non-empty list of ints >= 0")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds={seeds!r} repeats a seed")
+    _check_seeds(params.get("seeds"), "seeds")
     datasets: dict[str, DataConfig] = {}
     for key, values in (params.get("datasets") or {}).items():
         cfg = parse_config(DataConfig, values, f"datasets.{key}")
@@ -61,8 +64,10 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
     runs: dict[tuple[str, str], RunConfig] = {}
     for exp, spec in experiments.items():
         check_key_name(exp, "experiments.<name>")
-        if not isinstance(spec, Mapping) or set(spec) - {"dataset", "configs"}:
-            raise ConfigError(f"experiments.{exp} must have exactly the keys ['configs', 'dataset'], got {spec!r}")
+        if not isinstance(spec, Mapping) or not {"dataset", "configs"} <= set(spec) or set(spec) - {"dataset", "configs", "seeds"}:
+            raise ConfigError(f"experiments.{exp} must have the keys ['configs', 'dataset'] and optionally 'seeds', got {spec!r}")
+        if "seeds" in spec:
+            _check_seeds(spec["seeds"], f"experiments.{exp}.seeds")
         if spec.get("dataset") not in datasets:
             raise ConfigError(f"experiments.{exp}.dataset={spec.get('dataset')!r} is not a key of `datasets`; valid: {sorted(datasets)}")
         configs = spec.get("configs")

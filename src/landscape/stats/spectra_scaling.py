@@ -147,7 +147,10 @@ def _fit_one(rows: pd.DataFrame, column: str, target: str, alpha: float, ci_leve
               for w, L, m, k, s, o, r in zip(used.width, used.depth, used[target], used.n_seeds, used.sd_log, observed, fit.residuals,
                                              strict=True)]
     res = {**out, "status": "fitted", "mean": "geometric" if geometric else "arithmetic", "fit": fit.to_dict(), "points": points,
-           "distinct_depths": int(means.depth.nunique()), "_fit": fit}
+           "distinct_depths": int(means.depth.nunique()), "distinct_widths": int(means.width.nunique()),
+           "width_range": [float(used.width.min()), float(used.width.max())],
+           "depth_range": [float(used.depth.min()), float(used.depth.max())],
+           "_fit": fit}
     try:
         seedfit = scaling_law_fit(data, target=target, group="seed", alpha=alpha, ci_level=ci_level)
         res["per_seed_clustered"] = {k: v for k, v in seedfit.to_dict().items() if k not in ("residuals", "row_index")}
