@@ -154,7 +154,10 @@ def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
 
     def build() -> HypothesisResult:
         res = h3_dose_response(primary, alpha=c.alpha, ci_level=c.ci_level)
+        starts = esc.drop_duplicates("seed")
         extra: dict[str, Any] = {**res.extra, "seed_set": "primary", "arms": escape_arms(esc),
+                                 "start_points": {"n": len(starts), "loss_max": float(starts["loss_start"].max()),
+                                                  "grad_norm_max": float(starts["grad_norm_start"].max())},
                                  "power": dose_response_power_at(primary, seed=c.seed, alpha=c.alpha)}
         try:
             rep = h3_dose_response(replication, name="H3[replication]", alpha=c.alpha, ci_level=c.ci_level)

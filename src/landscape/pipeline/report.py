@@ -100,17 +100,46 @@ def _eos_section(layout: Layout) -> list[dict[str, Any]]:
     return [{k: row.get(k) for k in keys} for row in metrics["per_lr"].values()]
 
 
+def _h3_section(layout: Layout) -> dict[str, Any]:
+    """H3's dose-response test (primary seeds, Holm p), its replication and the verdict of the
+    replication rule, Zhu et al.'s tr(H Sigma) against alignment, the per-arm escape rates,
+    power and the start points' loss and gradient norm."""
+    from landscape.pipeline.tables import require
+    from landscape.stats.dose_response import replication_verdict
+
+    results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    entry = next(h for h in results["hypotheses"] if h["name"] == "H3")
+    if entry.get("status") != "tested":
+        return {"status": entry.get("status"), "verdict": "inconclusive"}
+    extra, rep = entry["extra"], entry["extra"].get("replication", {})
+    beta = extra["cox"]["beta"]
+    primary = {"beta": beta, "p": entry["p_holm"] if beta > 0 else extra["p_two_sided"]}
+    replication = ({"beta": rep["cox"]["beta"], "p": rep["cox"]["p_greater"] if rep["cox"]["beta"] > 0 else rep["cox"]["p"]}
+                   if "cox" in rep else {"beta": float("nan"), "p": float("nan")})
+    return {
+        "effect_name": entry["effect_name"], "effect": entry["effect"], "ci": [entry["ci_low"], entry["ci_high"]],
+        "n": entry["n_runs"], "n_seeds": entry["n_groups"], "p": entry["p_value"], "p_holm": entry["p_holm"],
+        "verdict": replication_verdict(primary, replication, entry["alpha"]),
+        "replication": {k: rep.get(k) for k in ("effect", "ci_low", "ci_high", "p_value", "n_runs", "n_groups", "status") if k in rep},
+        "zhu_trace_h_sigma": {"primary": extra.get("indicator"), "replication": rep.get("indicator")},
+        "logistic_escape_by_cap": extra.get("logistic"), "arms": extra.get("arms"), "start_points": extra.get("start_points"),
+        "power": {"primary": extra.get("power"), "replication": rep.get("power")},
+    }
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
+    "h3": _h3_section,
 }
+_SECTION_NEEDS = {"h3": "escape"}  # headline section -> the params section it needs (default: its own name)
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 
 
 def headline_sections(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """The headline sections of this profile (the params sections it has)."""
-    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if name in params}
+    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if _SECTION_NEEDS.get(name, name) in params}
 
 
 def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:
