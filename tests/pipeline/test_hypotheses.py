@@ -65,14 +65,17 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
                      for a in SEEDS for b in SEEDS if a < b}
             _write(root / f"probes/h2_arch/{cfg}/results.json", {"barriers": {"pairs": pairs}})
         _write(root / "probes/h2_arch/mlp_none/metrics.json", {"invariance": {"lambda_max": "not invariant", "trace": "not invariant"}})
-    if escape:
+    if escape:  # planted dose-response: hazard 0.01 exp(4 a) per step, censored at 150; seeds 0-2 primary, 3-5 replication
         trials = []
         for seed in SEEDS:
             for r in range(6):
-                for kind, align in (("sgd", 0.5), ("isotropic", 0.01), ("projected", 0.0)):
-                    a = align + rng.uniform(0, 0.3)
-                    esc = int(rng.uniform() < 1 / (1 + math.exp(-(-2.0 + 6.0 * a))))
-                    trials.append({"seed": seed, "noise_type": kind, "restart": r, "alignment": a, "escape": esc, "escape_step": 50 if esc else 100})
+                for scale, a in ((None, 0.0), (0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (4.0, 0.9)):
+                    t = rng.exponential(1 / (0.01 * math.exp(4.0 * a))) if scale is not None else 1e9
+                    trials.append({"seed": seed, "seed_set": "primary" if seed < 3 else "replication",
+                                   "noise_type": "isotropic" if scale is None else "scaled", "scale": scale, "restart": r,
+                                   "alignment": a + (rng.uniform(0, 0.01) if scale else 0.0), "trace_h_sigma": a + rng.normal(0, 0.2),
+                                   "escape": int(t < 150), "escape_step": min(150, int(math.ceil(t))), "loss_start": 0.003,
+                                   "grad_norm_start": 0.02})
         _write(root / "escape/trials.json", {"trials": trials})
 
 
@@ -94,7 +97,11 @@ def test_planted_effects_found_with_all_inputs(tmp_path):
     assert r["H2[lambda_max]"]["ci_low"] <= math.log(0.6) <= r["H2[lambda_max]"]["ci_high"]
     assert r["H2[lambda_max]"]["n_runs"] == 12  # 6 seeds x {bn, none}
     assert r["H2[barrier]"]["n_runs"] == 30  # 15 seed pairs x {bn, none}
-    assert r["H3"]["effect"] > 1 and r["H3"]["n_runs"] == 108
+    assert r["H3"]["effect"] > 1 and r["H3"]["n_runs"] == 72  # 3 primary seeds x 6 restarts x 4 doses
+    assert r["H3"]["ci_low"] <= math.exp(0.4) <= r["H3"]["ci_high"]  # planted hazard ratio per 0.1 alignment
+    rep = r["H3"]["extra"]["replication"]
+    assert rep["n_runs"] == 72 and rep["ci_low"] <= math.exp(0.4) <= rep["ci_high"]
+    assert {a["arm"] for a in r["H3"]["extra"]["arms"]} == {"isotropic", "projected", "s=0.5", "sgd", "s=4"}
     assert r["H4"]["supported"] and r["H4"]["extra"]["binding_baseline"] == "bound_isotropic"
     assert r["H4"]["ci_low"] <= -0.1 <= r["H4"]["ci_high"]
     m = len(res["hypotheses"])

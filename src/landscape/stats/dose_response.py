@@ -48,8 +48,8 @@ __all__ = [
 
 #: Hazard ratios per 0.1 alignment at which the power of the design is stated. Zhu et al.
 #: (2019) report no effect size on a hazard or probability scale (their escape experiments are
-#: single trajectories per noise type), so the power is given at these two stated effects.
-POWER_HAZARD_RATIOS: tuple[float, ...] = (1.5, 2.0)
+#: single trajectories per noise type), so the power is given at these stated effects.
+POWER_HAZARD_RATIOS: tuple[float, ...] = (1.1, 1.2, 1.5)
 
 
 def _strata_codes(df: pd.DataFrame, strata: Sequence[str]) -> np.ndarray:
