@@ -19,6 +19,7 @@ from landscape.dynamics.escape import (
 )
 
 D = torch.float64
+THREE = ("sgd", "isotropic", "projected")  # the three-arm design (the scaled family has its own test)
 
 
 class DoubleWell:
@@ -65,7 +66,7 @@ class DoubleWell:
 
 def _config(**over):
     """Keyword arguments of ``escape_study``."""
-    base = dict(steps=150, step_size=1.0, batch_size=4, noise_types=NOISE_TYPES, restarts=8, top_k=1, check_every=50,
+    base = dict(steps=150, step_size=1.0, batch_size=4, noise_types=THREE, restarts=8, top_k=1, check_every=50,
                 lambda_drop=0.5, barrier_tol=0.05, barrier_points=21, eig_tol=1e-3, eig_matvecs=60, rule="any")
     return {**base, **over}
 
@@ -124,6 +125,7 @@ def test_noise_step_exact_properties():
     basis = torch.linalg.qr(torch.randn(P, k, generator=g, dtype=D))[0]
     xi = torch.randn(P, generator=g, dtype=D)
     assert torch.equal(noise_step("sgd", xi, basis, g), xi)
+    assert set(THREE) < set(NOISE_TYPES)
     proj = noise_step("projected", xi, basis, g)
     assert torch.allclose(basis.T @ proj, torch.zeros(k, dtype=D), atol=1e-12)
     assert proj.norm() == pytest.approx(float(xi.norm()), rel=1e-12)

@@ -309,8 +309,7 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
     for step in range(1, steps + 1):
         index = torch.randperm(landscape.num_examples, generator=batches)[: batch_size]
         g = landscape.gradient(theta)
-        at = theta0 if noise_at == "start" else theta
-        draw = landscape.gradient(at, index) - (g0 if noise_at == "start" else g)
+        draw = landscape.gradient(theta0, index) - g0 if g0 is not None else landscape.gradient(theta, index) - g
         xi = noise_step(noise_type, noise_scale * draw, basis, gauss, scale)
         align_sum = align_sum + (basis.T @ xi).square().sum()  # tensors: no sync per step
         energy_sum = energy_sum + xi.square().sum()
@@ -413,7 +412,8 @@ def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None =
         raise ValueError("noise_types cannot name 'scaled'; give its factors as scales")
     if any(not s >= 0 for s in scales):
         raise ValueError(f"scales must be >= 0, got {list(scales)}")
-    source, top_values = "given", ()
+    source = "given"
+    top_values: tuple[float, ...] = ()
     if basis is None:
         op = _HessianAt(landscape, theta0)
         eig = top_eigenpairs(op, k=top_k, which="LA", tol=eig_tol, seed=seed)

@@ -113,7 +113,8 @@ class EscapeConfig(Checked):
     noise_types: tuple[str, ...] = field(
         default=("isotropic",),
         metadata=_rule(f"a list of distinct names from {[k for k in NOISE_TYPES if k != 'scaled']}",
-                      lambda x: isinstance(x, (list, tuple)) and len(set(x)) == len(x) and all(v in NOISE_TYPES and v != "scaled" for v in x)),
+                      lambda x: isinstance(x, (list, tuple)) and len(set(x)) == len(x)
+                      and all(v in NOISE_TYPES and v != "scaled" for v in x)),
     )
     restarts: int = field(default=2, metadata=int_at_least(1))
     top_k: int = field(default=5, metadata=int_at_least(1))

@@ -29,7 +29,7 @@ from landscape.schema import (
     subset_of,
 )
 from landscape.stats.correlation import curvature_regressions
-from landscape.stats.dose_response import escape_arms, dose_response_power_at, h3_dose_response
+from landscape.stats.dose_response import dose_response_power_at, escape_arms, h3_dose_response
 from landscape.stats.family import (
     H2_MEASURES,
     Tables,
@@ -146,7 +146,8 @@ def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
     if esc.empty:
         return [not_tested("H3", f"input missing: {layout.relative(layout.escape_trials)}")]
     if "seed_set" not in esc or not (esc["noise_type"] == "scaled").any():
-        return [not_tested("H3", f"input missing: no dose-response trials (noise type 'scaled') in {layout.relative(layout.escape_trials)}")]
+        where = layout.relative(layout.escape_trials)
+        return [not_tested("H3", f"input missing: no dose-response trials (noise type 'scaled') in {where}")]
     family = esc[esc["noise_type"] == "scaled"]
     primary, replication = family[family["seed_set"] == "primary"], family[family["seed_set"] == "replication"]
     if primary.empty:

@@ -156,7 +156,7 @@ def _logit_by_cap(event: np.ndarray, x: np.ndarray, strata: np.ndarray, ci_level
     """Conditional logistic regression of escape-by-the-cap on the dose given the stratum."""
     nan = float("nan")
     informative = pd.Series(event).groupby(strata).transform(lambda s: s.min() != s.max()).to_numpy()
-    out = {"odds_ratio": nan, "or_ci_low": nan, "or_ci_high": nan, "p": nan, "n_informative_strata": int(len(np.unique(strata[informative])))}
+    out = {"odds_ratio": nan, "or_ci_low": nan, "or_ci_high": nan, "p": nan, "n_informative_strata": len(np.unique(strata[informative]))}
     if not informative.any():
         return out
     with warnings.catch_warnings():
@@ -242,7 +242,7 @@ def h3_dose_response(
                                   "spearman_with_dose": float(sps.spearmanr(x[ok], z[ok]).statistic)}
     if "scale" in df:
         levels = df.groupby("scale")
-        extra["by_scale"] = [{"scale": float(s), "trials": int(len(g)), "escapes": int(g[event].sum()),
+        extra["by_scale"] = [{"scale": float(s), "trials": len(g), "escapes": int(g[event].sum()),
                               "alignment_mean": float(g[dose].mean()), "median_escape_step": float(g[time].median())}
                              for s, g in levels]
     return HypothesisResult.build(
@@ -326,7 +326,7 @@ def escape_arms(data: pd.DataFrame | Sequence[Mapping[str, Any]], *, event: str 
     interval, mean alignment, mean ``tr(H Sigma)`` and median escape step (descriptive)."""
     df = as_frame(data)
     require_columns(df, ["noise_type", "scale", event, "alignment", "escape_step"], "escape_arms")
-    df = df.assign(arm=[arm_name(k, None if pd.isna(s) else float(s)) for k, s in zip(df["noise_type"], df["scale"])])
+    df = df.assign(arm=[arm_name(k, None if pd.isna(s) else float(s)) for k, s in zip(df["noise_type"], df["scale"], strict=True)])
     if "seed_set" not in df:
         df = df.assign(seed_set="all")
     out = []
@@ -354,7 +354,7 @@ def dose_response_power_at(data: pd.DataFrame, *, hazard_ratios: Sequence[float]
     variance ``frailty_var`` per stratum (:func:`dose_response_power`).
     """
     doses = data.groupby("scale")["alignment"].mean().to_numpy(dtype=float)
-    n_strata = int(len(data.groupby(list(strata))))
+    n_strata = len(data.groupby(list(strata)))
     horizon = float(data["escape_step"].max())
     share = float(np.clip(data["escape"].mean(), 0.05, 0.95))
     base = -np.log1p(-share) / horizon
