@@ -169,3 +169,26 @@ def test_every_hypothesis_without_input_is_not_tested_with_its_statements(name, 
     members = HYPOTHESES[name](hypothesis_tables(layout, EXPERIMENTS, SEEDS), HypothesesConfig(), layout)
     assert members and all(m["name"].split("[")[0] == name and m["status"].startswith("not tested: input missing") for m in members)
     assert all(m["null"] and m["alternative"] for m in members)
+
+
+def test_h3_headline_section_applies_the_replication_rule(tmp_path):
+    """The planted dose-response is found on both seed sets: reports/headline.json's h3 says
+    supported; with the replication's escapes removed it cannot be tested there: inconclusive."""
+    from landscape.io import write_json
+    from landscape.pipeline import report
+
+    _tree(tmp_path, np.random.default_rng(0), escape=True)
+    layout = Layout(tmp_path)
+    res = run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200))
+    write_json(layout.results("hypotheses"), res)
+    section = report.headline_sections({"escape": {}}, layout)["h3"]
+    assert section["verdict"] == "supported" and section["ci"][0] <= math.exp(0.4) <= section["ci"][1]
+    assert section["replication"]["n_runs"] == 72 and section["start_points"]["loss_max"] == pytest.approx(0.003)
+    trials = json.loads((tmp_path / "escape/trials.json").read_text())["trials"]
+    for t in trials:
+        if t["seed_set"] == "replication":
+            t.update(escape=0, escape_step=150)
+    (tmp_path / "escape/trials.json").write_text(json.dumps({"trials": trials}))
+    write_json(layout.results("hypotheses"), run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200)))
+    section = report.headline_sections({"escape": {}}, layout)["h3"]
+    assert section["verdict"] == "inconclusive" and "no trial escaped" in section["replication"]["status"]
