@@ -33,8 +33,8 @@ from landscape.pipeline.layout import Layout  # noqa: E402
 from landscape.pipeline.runs import load_run  # noqa: E402
 from landscape.schema import parse_config  # noqa: E402
 
-OLD = dict(steps=100, step_size=1.0, batch_size=16, noise_types=("sgd", "isotropic", "projected"), restarts=3, top_k=5,
-           check_every=50, lambda_drop=0.3, barrier_tol=0.01, barrier_points=9, eig_tol=0.01, eig_matvecs=40, rule="any")
+OLD = {"steps": 100, "step_size": 1.0, "batch_size": 16, "noise_types": ("sgd", "isotropic", "projected"), "restarts": 3, "top_k": 5,
+       "check_every": 50, "lambda_drop": 0.3, "barrier_tol": 0.01, "barrier_points": 9, "eig_tol": 0.01, "eig_matvecs": 40, "rule": "any"}
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
                     trials.append({"seed": seed, "seed_set": "primary" if seed < 3 else "replication",
                                    "noise_type": "isotropic" if scale is None else "scaled", "scale": scale, "restart": r,
                                    "alignment": a + (rng.uniform(0, 0.01) if scale else 0.0), "trace_h_sigma": a + rng.normal(0, 0.2),
-                                   "escape": int(t < 150), "escape_step": min(150, int(math.ceil(t))), "loss_start": 0.003,
+                                   "escape": int(t < 150), "escape_step": min(150, math.ceil(t)), "loss_start": 0.003,
                                    "grad_norm_start": 0.02})
         _write(root / "escape/trials.json", {"trials": trials})
 

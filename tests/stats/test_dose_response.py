@@ -85,7 +85,7 @@ def test_errors():
     sim = simulate_dose_response(DOSES, beta=1.0, base_hazard=0.004, horizon=300.0, n_strata=3, seed=0)
     with pytest.raises(ValueError, match="no trial escaped"):
         h3_dose_response(sim.assign(escape=0), strata=("seed",), indicator=None)
-    with pytest.raises(ValueError, match="must be 0/1, got .*2"):
+    with pytest.raises(ValueError, match=r"must be 0/1, got .*2"):
         h3_dose_response(sim.assign(escape=2), strata=("seed",), indicator=None)
     with pytest.raises(ValueError, match="missing"):
         h3_dose_response(pd.DataFrame({"alignment": [0.1]}), strata=("seed",))

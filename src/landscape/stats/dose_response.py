@@ -227,7 +227,11 @@ def h3_dose_response(
     fit = cox_slope(t, y, x, codes, ci_level=ci_level, per=per)
     if not np.isfinite(fit["beta"]):
         raise ValueError(f"{where}: the Cox fit is not identified ({int(y.sum())} escapes; dose spread {np.ptp(x):.3g})")
-    extra: dict[str, Any] = {"cox": fit, "per": per, "p_two_sided": fit["p"], "n_events": int(y.sum()),
+    method = f"Cox proportional hazards (efron ties), stratified by {'x'.join(strata)}, model-based SEs"
+    per_unit = {"log_hazard_ratio": fit["beta"], "se": fit["se"], "hazard_ratio": float(np.exp(fit["beta"])),
+                "hr_ci_low": fit["hr_ci_low"] ** (1 / per), "hr_ci_high": fit["hr_ci_high"] ** (1 / per),
+                "p_two_sided": fit["p"], "p_greater": fit["p_greater"]}
+    extra: dict[str, Any] = {"cox": {**fit, "method": method, "coefficients": {dose: per_unit}}, "per": per, "p_two_sided": fit["p"], "n_events": int(y.sum()),
                              "n_strata": int(codes.max() + 1), "logistic": _logit_by_cap(y, x, codes, ci_level, per),
                              "n_dropped_nonfinite": dropped}
     if indicator:
