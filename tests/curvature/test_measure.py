@@ -54,6 +54,9 @@ def test_summary_matches_dense_hessian():
     assert m.krylov["ritz_vectors"].shape == (H.shape[0], 4)
     assert 0 <= s["noise"]["kappa"] <= s["noise"]["kappa_max"] + 1e-12 <= 1 + 1e-12
     assert s["noise"]["difficulty_index"] == pytest.approx(exact[0].item() ** 2 / torch.trace(H).item() * s["noise"]["kappa"], rel=1e-6)
+    ev = s["noise"]["eigenvalues_sigma"]  # the covariance's whole spectrum: min(N, P) = 40 values summing to its trace
+    assert len(ev) == 40 and ev == sorted(ev, reverse=True) and min(ev) > -1e-6 * ev[0]
+    assert sum(ev) == pytest.approx(s["noise"]["trace_sigma"], rel=1e-6) and ev[0] == pytest.approx(s["noise"]["lambda_max_sigma"], rel=1e-6)
     assert {layer["name"] for layer in s["per_layer"]} == {"0", "2"}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -65,7 +65,7 @@ def test_repro_renders_report_and_records_every_run(ci_repo):
     index = (ci_repo / "reports" / "index.html").read_text()
     assert "Headline: hypotheses" in index and all(f'href="{p}.html"' in index for p in pages if p != "index")
     results = json.loads((ci_repo / "hypotheses" / "results.json").read_text())
-    assert {e["name"] for e in results["hypotheses"]} >= {"H1", "H2[lambda_max]", "H3", "H4"}
+    assert {e["name"] for e in results["hypotheses"]} >= {"H1[lambda_max]", "H1[test_error]", "H2[lambda_max]", "H3", "H4"}
     assert all(e["status"] == "tested" or e["status"].startswith("not tested: ") for e in results["hypotheses"])
     escape = json.loads((ci_repo / "escape" / "metrics.json").read_text())
     assert escape["seeds_studied"] == 3 and set(escape["noise_types"]) == {"isotropic", "projected", "sgd", "s=4"}
@@ -98,8 +98,12 @@ def test_report_pages_open_in_headless_chromium(ci_repo):
         assert state["broken"] == [], f"{f.name}: images that did not load: {state['broken']}"
         assert state["error_outputs"] == 0 and "Traceback" not in state["text"], f"{f.name} shows a notebook error"
         assert all((f.parent / link).is_file() for link in state["links"]), f"{f.name} links to a missing page: {state['links']}"
+        assert state["network"] == [], f"{f.name} requests from the network: {state['network']}"
+        assert state["math_undrawn"] == [] and state["tex_unrendered"] == [] and state["raw_tex"] == [], (
+            f"{f.name}: formulas not drawn {state['math_undrawn']}, not converted {state['tex_unrendered']}, raw TeX {state['raw_tex']}")
     assert seen["training.html"]["images"] >= 2 and seen["spectra.html"]["images"] >= 2 and seen["hypotheses.html"]["images"] >= 1
     assert set(seen["index.html"]["links"]) >= {f"{p}.html" for p in pages if p != "index"}
+    assert seen["rmt.html"]["math"] >= 3  # the scaling law and the claims on alpha and beta, drawn as MathML
 
 
 def test_bounds_stage_writes_valid_bounds_metrics_and_report(ci_repo):

@@ -17,7 +17,11 @@ from landscape.schema import ConfigError, parse_config
 from landscape.stats.family import headline
 
 SEEDS = list(range(6))
+H1_SEEDS = list(range(10))  # 0-5 primary (the top-level seeds), 6-9 replication
+H1_GRID = [(b, r) for b in (16, 64, 256) for r in (1, 2, 4)]  # batch size, eta/B in units of 1/1024
 EXPERIMENTS = {
+    "h1_equal_loss": {"dataset": "d", "seeds": H1_SEEDS, "configs": {
+        f"b{b}_s{r}": {"model": {"name": "mlp"}, "train": {"batch_size": b, "lr": b * r / 1024, "momentum": 0.9}} for b, r in H1_GRID}},
     "h1_batch": {"dataset": "d", "configs": {f"b{b}": {"model": {"name": "mlp"}, "train": {"batch_size": b}} for b in (16, 64, 256, 1024)}},
     "h2_arch": {"dataset": "d", "configs": {
         f"resnet_{'skip' if s else 'noskip'}_{n}": {"model": {"name": "resnet_small", "skip": s, "norm": n}, "train": {}}
@@ -35,8 +39,26 @@ def _write(path: Path, obj) -> None:
     path.write_text(json.dumps(obj))
 
 
-def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False, escape=False, missing_curvature=()):
+H1_BETA = {"lambda_max": -0.5, "test_error": -0.004}  # planted per doubling of eta/B (log2 lambda_max; error)
+
+
+def _h1_tree(root: Path, rng: np.random.Generator, seeds=H1_SEEDS, capped=("b16_s1", 3)):
+    """Train-to-target runs with planted noise-scale effects; one run hits its step cap."""
+    for seed in seeds:
+        u = rng.normal(0, 0.05)
+        for b, r in H1_GRID:
+            log2_noise = np.log2(r / 1024)
+            log2_lam = 1.0 + H1_BETA["lambda_max"] * log2_noise + u + rng.normal(0, 0.1)
+            err = 0.05 + H1_BETA["test_error"] * log2_noise + 0.1 * u + rng.normal(0, 0.002)
+            hit = (f"b{b}_s{r}", seed) == capped
+            _write(root / f"runs/h1_equal_loss/b{b}_s{r}/seed{seed}/metrics.json",
+                   {"status": "completed", "test_error": err, "train_loss": 0.02 if hit else 0.0095 + rng.uniform(0, 0.0005),
+                    "along_training": {"reached": not hit, "hit_cap": hit, "stop_step": 100, "lambda_max_final": float(2.0**log2_lam)}})
+
+
+def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False, escape=False, missing_curvature=(), h1_seeds=H1_SEEDS):
     """Runs and curvature with a planted chain B -> lambda_max -> test error and skip < no-skip."""
+    _h1_tree(root, rng, h1_seeds)
     for seed in SEEDS:
         u = rng.normal(0, 0.05)  # seed effect
         for b in (16, 64, 256, 1024):
@@ -89,9 +111,14 @@ def test_planted_effects_found_with_all_inputs(tmp_path):
     res = run_family(tmp_path, EXPERIMENTS, SEEDS, cfg)
     r = _by_name(res)
     assert all(e["status"] == "tested" for e in res["hypotheses"]), [e["status"] for e in res["hypotheses"]]
-    h1 = r["H1"]
-    assert h1["n_runs"] == 24 and h1["n_groups"] == 6
-    assert h1["ci_low"] <= 0.5 * 0.02 <= h1["ci_high"] and h1["supported"]  # a*b = 0.5 * 0.02
+    for outcome, beta in H1_BETA.items():
+        h1 = r[f"H1[{outcome}]"]
+        assert h1["n_runs"] == 6 * 9 - 1 and h1["n_groups"] == 6  # primary seeds; the capped run left out
+        assert h1["ci_low"] <= beta <= h1["ci_high"] and h1["supported"] and h1["verdict"] == "supported", h1
+        assert h1["replication"]["n_runs"] == 4 * 9 and h1["replication"]["ci_low"] <= beta <= h1["replication"]["ci_high"]
+        assert h1["extra"]["n_hit_cap"] == 1 and h1["extra"]["hit_cap_runs"] == ["b16_s1/seed3"]
+        assert h1["extra"]["train_loss_at_stop"]["max"] <= 0.01
+        assert 0 <= h1["extra"]["power_at_literature_effect"] <= 1
     for m in ("lambda_max", "trace", "barrier"):
         assert r[f"H2[{m}]"]["effect"] < 0 and r[f"H2[{m}]"]["supported"], m
     assert r["H2[lambda_max]"]["ci_low"] <= math.log(0.6) <= r["H2[lambda_max]"]["ci_high"]
@@ -113,7 +140,13 @@ def test_planted_effects_found_with_all_inputs(tmp_path):
     assert r["tau[logdet_curvature,test_error]"]["effect"] > 0.3 and r["tau[logdet_curvature,test_error]"]["supported"]
     assert not any(name.startswith("tau[logdet,") for name in r)
     flat = headline(res)
-    assert flat["H1"]["tested"] and flat["H1"]["supported"] is True
+    assert flat["H1[test_error]"]["tested"] and flat["H1[test_error]"]["supported"] is True
+    from landscape.pipeline.hypotheses import h1_headline_row
+
+    row = h1_headline_row(r["H1[lambda_max]"])
+    assert row["verdict"] == "supported" and row["train_loss_at_comparison"]["max"] <= 0.01 and row["n_hit_cap"] == 1
+    assert row["replication_ci"][0] <= H1_BETA["lambda_max"] <= row["replication_ci"][1]
+    json.dumps(row)
     json.dumps(flat)
 
 
@@ -121,23 +154,24 @@ def test_missing_inputs_are_not_tested_never_raised(tmp_path):
     _tree(tmp_path, np.random.default_rng(1))
     res = run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200))
     r = _by_name(res)
-    assert r["H1"]["status"] == "tested" and r["H2[lambda_max]"]["status"] == "tested"
+    assert r["H1[lambda_max]"]["status"] == "tested" and r["H2[lambda_max]"]["status"] == "tested"
     for name in ("H2[barrier]", "H3", "H4"):
         assert r[name]["status"].startswith("not tested: input missing"), name
         assert r[name]["null"] and r[name]["alternative"] and r[name]["supported"] is False
-    assert res["inputs"] == {"runs": 54, "curvature": 54, "bounds": 0, "probes": 0, "escape_trials": 0}
+    assert res["inputs"] == {"runs": 54 + 90, "curvature": 54, "bounds": 0, "probes": 0, "escape_trials": 0}
     assert "bounds/runs/*/*/seed*/bounds.json" in r["H4"]["status"]  # the path the bounds stage writes (Layout.bounds_run)
     assert "probes/h2_arch/*/results.json" in r["H2[barrier]"]["status"] and "escape/trials.json" in r["H3"]["status"]
     assert headline(res)["H3"] == {"tested": False}
-    assert r["H1"]["extra"]["holm_family_size"] == 4  # H1 + three H2 measures
+    assert r["H1[test_error]"]["extra"]["holm_family_size"] == 5  # two H1 outcomes + three H2 measures
+    assert r["H3"]["verdict"] == "not tested"
 
 
 def test_too_few_runs_is_a_reason_not_a_crash(tmp_path):
-    _tree(tmp_path, np.random.default_rng(2), missing_curvature=("b16", "b64", "b256"))
+    _tree(tmp_path, np.random.default_rng(2), missing_curvature=("b16", "b64", "b256"), h1_seeds=SEEDS[:1])
     tables = hypothesis_tables(Layout(tmp_path), EXPERIMENTS, SEEDS[:1])
     res = evaluate_family(tables, HypothesesConfig(n_boot=200))
     r = _by_name(res)
-    assert r["H1"]["status"].startswith("not tested: h1_batch_sharpness")  # one seed, one batch size left
+    assert r["H1[lambda_max]"]["status"].startswith("not tested: h1_noise_scale[lambda_max_final] primary: too few seeds")
     assert r["H2[lambda_max]"]["status"].startswith("not tested: h2_skip_flattens: too few seeds")
 
 
@@ -192,3 +226,24 @@ def test_h3_headline_section_applies_the_replication_rule(tmp_path):
     write_json(layout.results("hypotheses"), run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200)))
     section = report.headline_sections({"escape": {}}, layout)["h3"]
     assert section["verdict"] == "inconclusive" and "no trial escaped" in section["replication"]["status"]
+
+
+def test_headline_h1_section_from_the_stage_output(tmp_path):
+    """reports/headline.json's h1 section: read from hypotheses/results.json (a missing file names it)."""
+    from landscape.io import write_json
+    from landscape.pipeline import report
+
+    layout = Layout(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"hypotheses/results\.json"):
+        report.headline_sections({"hypotheses": {}}, layout)
+    _h1_tree(tmp_path, np.random.default_rng(7))
+    res = evaluate_family(hypothesis_tables(layout, EXPERIMENTS, SEEDS), HypothesesConfig(n_boot=200), layout)
+    write_json(layout.results("hypotheses"), res)
+    rows = report.headline_sections({"hypotheses": {}}, layout)["h1"]
+    assert [r["name"] for r in rows] == ["H1[lambda_max]", "H1[test_error]"]
+    for row in rows:
+        assert row["verdict"] == "supported" and row["n_runs"] == 53 and row["replication_n_runs"] == 36
+        assert row["ci_low"] <= H1_BETA[row["name"][3:-1]] <= row["ci_high"]
+        assert 0.0095 <= row["train_loss_at_comparison"]["min"] <= row["train_loss_at_comparison"]["max"] <= 0.01
+        assert row["n_hit_cap"] == 1 and row["literature_source"] and 0 <= row["power_primary"] <= 1
+    assert "h1" not in report.headline_sections({}, layout)  # no hypotheses stage, no section

@@ -114,7 +114,7 @@ def test_analyses_and_report_pages(smoke_repo):
     bounds = json.loads((smoke_repo / "bounds" / "metrics.json").read_text())
     assert set(bounds["runs"]) == set(params["bounds"]["runs"])
     results = json.loads((smoke_repo / "hypotheses" / "results.json").read_text())
-    assert {e["name"] for e in results["hypotheses"]} >= {"H1", "H3", "H4"}
+    assert {e["name"] for e in results["hypotheses"]} >= {"H1[lambda_max]", "H1[test_error]", "H3", "H4"}
     for name in ("phi_search", "optimizers", "spectra_scaling", "escape", "eos"):
         assert (smoke_repo / name / "metrics.json").is_file(), name
     for page in params["report"]["pages"]:

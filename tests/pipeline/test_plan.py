@@ -105,6 +105,10 @@ def test_memory_settings_of_a_measure_entry_are_priced(costs):
     plain = entry(slq_reorthogonalize=False)  # 3 vectors per probe (24 here, against the top-1 basis' 22)
     assert plain.peak_part == "SLQ bases" and base.peak_bytes - plain.peak_bytes == pytest.approx(8 * (42 - 3) * pricer.P * 4)
     assert entry(basis_device="cpu").peak_bytes < base.peak_bytes  # bases and Ritz vectors in host memory
+    hutch = entry(slq_probes=1, trace_matvecs=90, top_k=1)
+    plain_trace = entry(slq_probes=1, trace_matvecs=90, top_k=1, trace_method="hutchinson", probe_batch_size=1)
+    assert hutch.peak_part == "Hutch++ sketch" and plain_trace.peak_part != "Hutch++ sketch"
+    assert hutch.peak_bytes - plain_trace.peak_bytes >= (90 - 2 - 42) * pricer.P * 4 * 0.99  # the sketch against one probe block
     noisy = {"noise_examples": 64, "slq_probes": 1}
     assert entry(**noisy, noise_memory_bytes=pricer.P * 4 * 8).cpu_seconds > entry(**noisy).cpu_seconds  # streamed: more passes
 

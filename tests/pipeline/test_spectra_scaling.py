@@ -101,6 +101,10 @@ def test_spikes_counted_and_bulk_recovered_for_every_run(tree):
     assert len(runs) == 9 * 3 + 2 * 3 and all(r["status"] == "ok" for r in runs)
     assert all(r["num_spikes"] == 3 for r in runs)
     assert np.median([r["bulk_sigma"] for r in runs]) == pytest.approx(SIGMA, rel=0.05)
+    # the planted bulk (sigma 0.2) is wider than the SLQ broadening: resolved; 3 planted spikes: the test says "spiked"
+    assert all(r["bulk_resolved"] and r["sigma_broadening"] < r["bulk_sigma"] for r in runs)
+    assert all(r["spike_verdict"] == "spiked" and r["spike_p"] <= 0.05 and r["spike_max_detectable"] == 14 for r in runs)
+    assert tree["spectra"]["overall"]["spiked"]["k"] == 33
     overall = tree["spectra"]["overall"]
     assert overall["c_minus_1"]["k"] == 0 and overall["below_c_minus_1"]["k"] == overall["n_runs"] == 33
     assert overall["below_c_minus_1"]["ci_low"] > 0.85
@@ -129,3 +133,26 @@ def test_config_errors():
         parse_config(SpectraScalingConfig, {"plot_configs": ["b16"]}, "spectra_scaling")
     with pytest.raises(ConfigError, match="unknown key spectra_scaling.colour"):
         parse_config(SpectraScalingConfig, {"colour": 1}, "spectra_scaling")
+
+
+def test_a_bulk_narrower_than_the_broadening_is_unresolved_and_a_semicircle_is_not_called_spiked():
+    """Pure Wigner spectra (no spike) pass the spike test; a broadening wider than the bulk hides the bulk fit."""
+    import pandas as pd
+
+    from landscape.stats.spectra_scaling import fit_spectra
+
+    rows = []
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        X = torch.randn(N, N, generator=g, dtype=torch.float64)
+        W = (X + X.T) / math.sqrt(2 * N) * SIGMA
+        dens = spectral_density(W, num_probes=2, num_steps=20, seed=seed)
+        rows.append({"experiment": "e", "config": "wigner", "seed": seed, "num_params": N, "top_k": 20, "lambda_max": float("nan"),
+                     "eigenvalues": torch.linalg.eigvalsh(W).flip(0)[:20].tolist(), "slq_alphas": dens.alphas, "slq_betas": dens.betas,
+                     "residual_bounds": None, "sigma_broadening": 10 * SIGMA if seed % 2 else float(dens.sigma)})
+    fitted = fit_spectra(pd.DataFrame(rows), edge_points=5, draws=200)
+    assert (fitted.status == "ok").all()
+    assert (fitted.spike_verdict == "semicircle").sum() >= 16  # level 0.05: more than 4 of 20 has probability 0.003
+    wide = fitted[fitted.seed % 2 == 1]
+    assert not wide.bulk_resolved.any() and wide.bulk_sigma.isna().all() and wide.bulk_sigma_estimate.notna().all()
+    assert fitted[fitted.seed % 2 == 0].bulk_resolved.all()

@@ -159,3 +159,14 @@ def test_t_tail_rejects_a_negative_or_nan_standard_error():
         t_tail(1.0, float("nan"), 3.0, "greater")
     with pytest.raises(ValueError, match="standard error must be finite"):
         t_tail(1.0, -1.0, 3.0, "greater")
+
+
+def test_aic_differences_under_two_are_ties():
+    from landscape.stats.scaling import aic_preference
+
+    assert aic_preference(10.0, 10.35) == "tie" and aic_preference(10.35, 10.0) == "tie" and aic_preference(5.0, 6.99) == "tie"
+    assert aic_preference(10.0, 12.0) == "exponential" and aic_preference(12.5, 10.0) == "power"
+    assert aic_preference(float("nan"), 1.0) == "tie"  # no AIC separates nothing
+    df = scaling_table(np.random.default_rng(5), alpha=0.6, beta=0.0, noise=0.3)  # no depth effect: both laws fit alike
+    f = scaling_law_fit(df)
+    assert abs(f.aic - f.aic_power) < 2 and f.preferred == "tie"

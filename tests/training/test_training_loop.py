@@ -223,6 +223,10 @@ def test_gradient_checkpointing_of_an_unsupported_model_fails_before_training():
 def test_recipe_leaves_out_the_execution_switches_only():
     import dataclasses
 
+    from landscape.training.config import OPTIONAL
+
     cfg = TrainConfig(grad_checkpointing=True, tensorboard=True, lr=0.2)
-    assert cfg.recipe() == {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("grad_checkpointing", "tensorboard")}
+    # the along-training settings (OPTIONAL) join the recipe only when set (tests/training/test_tracking.py)
+    assert cfg.recipe() == {k: v for k, v in dataclasses.asdict(cfg).items()
+                            if k not in ("grad_checkpointing", "tensorboard", *OPTIONAL)}
     assert cfg.recipe() == TrainConfig(lr=0.2).recipe()

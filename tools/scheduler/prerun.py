@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # dvc ships no type information: these are Any to mypy, names
 ROOT = Path(__file__).resolve().parents[2]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
 DEFAULT_WAVES = (("validate",), ("prepare@*",), ("train_*", "intrinsic_dim", "sde", "eos"), ("measure_*", "optimizers"),
-                 ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling", "dense_check"))
+                 ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling", "dense_check", "class_structure"))
 # Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
 # first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
 DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")

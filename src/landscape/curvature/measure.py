@@ -275,6 +275,7 @@ def measure_curvature(
             "principal_angles": align.alignment.principal_angles.tolist() if align.alignment is not None else [],
             "difficulty_index": diff.value,
             "difficulty_status": diff.status,
+            "eigenvalues_sigma": sigma.eigenvalues().double().cpu().tolist(),  # all min(N, P), descending (the report's figure)
         }
         if diag_probes > 0:
             diag = operator_diagonal(op, method="hutchinson", num_probes=diag_probes, seed=seed)

@@ -368,15 +368,34 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
                   *[rel(layout.run(g, c, seed).dir) for g, c in entries], *[rel(layout.measure_seed(g, c, seed)) for g, c in entries]],
             outs=[rel(out / "results.json"), rel(out / "spectra")], metrics=[rel(out / "metrics.json")],
         )
+    if "class_structure" in params:
+        out = layout.class_structure_dir
+        cs = params["class_structure"]
+        group = cs["diag_experiment"]
+        configs = list(params["experiments"][group]["configs"]) if cs.get("diag_configs", "all") == "all" else cs["diag_configs"]
+        entries = [e.split("/") for e in cs["spectrum_runs"]]
+        runs = [(g, c, s) for g, c in entries for s in cs["spectrum_seeds"]] + [(group, c, s) for c in configs for s in cs["diag_seeds"]]
+        groups = sorted({g for g, _, _ in runs})
+        stages["class_structure"] = b.stage(
+            "class_structure",
+            params=["seeds", "class_structure", *[f"curvature.{g}" for g in groups], *[f"experiments.{g}.dataset" for g in groups],
+                    *_own_seeds(params, groups)],
+            data=[*sorted({rel(layout.prepared(params["experiments"][g]["dataset"])) for g in groups}),
+                  *sorted({rel(layout.run(g, c, s).dir) for g, c, s in runs})],
+            outs=[rel(out / "results.json"), rel(out / "spectra")], metrics=[rel(out / "metrics.json")],
+        )
     if "hypotheses" in params:
         out = layout.hypotheses_dir
-        data = [*analysed, "measure"]
+        h1_group = params["hypotheses"].get("h1_experiment")
+        unmeasured_h1 = [h1_group] if h1_group in _groups_with_configs(params) and h1_group not in _measured_groups(params) else []
+        data = [*analysed, *[rel(layout.experiment_runs(g)) for g in unmeasured_h1], "measure"]  # H1 reads its runs' records
         data += [rel(layout.escape_dir / "trials.json")] if "escape" in stages else []
         data += [rel(layout.bounds_dir / "metrics.json")] if "bounds" in stages else []
         data += ["probes"] if any(k.startswith("probe_") for k in stages) else []
         stages["hypotheses"] = b.stage(
             "hypotheses",
-            params=["seeds", *_own_seeds(params, _measured_groups(params)), "hypotheses", "experiments.${hypotheses.h1_experiment}.configs",
+            params=["seeds", *_own_seeds(params, [*_measured_groups(params), *unmeasured_h1]), "hypotheses",
+                    "experiments.${hypotheses.h1_experiment}.configs",
                     "experiments.${hypotheses.h2_experiment}.configs"],
             data=data, outs=[rel(out / "results.json")], metrics=[rel(out / "metrics.json")],
         )
@@ -384,7 +403,8 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
         pages = list(params["report"]["pages"])
         notebooks = [layout.notebook(p) for p in pages]
         inputs = [*[rel(layout.experiment_runs(g)) for g in _groups_with_configs(params)], "measure"]
-        for name in ("escape", "eos", "hypotheses", "spectra_scaling", "bounds", "phi_search", "optimizers", "dense_check"):
+        for name in ("escape", "eos", "hypotheses", "spectra_scaling", "bounds", "phi_search", "optimizers", "dense_check",
+                     "class_structure"):
             if name in stages:
                 outs = stages[name]["metrics"] if name == "bounds" else stages[name]["outs"]
                 inputs.append(next(iter(outs[0])) if isinstance(outs[0], dict) else outs[0])

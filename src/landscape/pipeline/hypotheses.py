@@ -39,11 +39,12 @@ from landscape.stats.family import (
     holm_records,
     not_tested,
 )
-from landscape.stats.mediation import h1_batch_sharpness
+from landscape.stats.noise_scale import LITERATURE, h1_noise_scale
 from landscape.stats.paired import h2_skip_flattens, h4_bounds
+from landscape.stats.replication import replicated_records
 from landscape.stats.result import HypothesisResult
 
-__all__ = ["HypothesesConfig", "HYPOTHESES", "evaluate_family", "load_config", "run"]
+__all__ = ["HypothesesConfig", "HYPOTHESES", "H1_OUTCOMES", "evaluate_family", "h1_headline_row", "load_config", "run"]
 
 _LEVEL = rule("a float in (0, 1)", lambda x: isinstance(x, float) and 0 < x < 1)
 _NAMES = rule("a non-empty list of names", lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, str) for v in x))
@@ -61,7 +62,7 @@ class HypothesesConfig(Checked):
         seed: Seed of every bootstrap.
         min_clusters: Seeds needed for cluster-robust inference (fewer: seed fixed effects).
         paired_test: Test that supplies H2's and H4's p-values, ``t`` or ``wilcoxon``.
-        h1_experiment: Experiment group of the batch-size sweep.
+        h1_experiment: Experiment group of H1's eta x B grid trained to a common train loss.
         h2_experiment: Group whose configs with a ``skip`` model key are paired.
         h2_measures: Measures compared by H2 (subset of lambda_max, trace, outlier_count, barrier).
         barrier_split: Data split of the H2 barriers, ``train`` or ``test``.
@@ -78,7 +79,7 @@ class HypothesesConfig(Checked):
     seed: int = field(default=0, metadata=int_at_least(0))
     min_clusters: int = field(default=10, metadata=int_at_least(2))
     paired_test: str = field(default="t", metadata=one_of(("t", "wilcoxon")))
-    h1_experiment: str = "h1_batch"
+    h1_experiment: str = "h1_equal_loss"
     h2_experiment: str = "h2_arch"
     h2_measures: tuple[str, ...] = field(default=H2_MEASURES, metadata=subset_of(H2_MEASURES))
     barrier_split: str = field(default="test", metadata=one_of(("train", "test")))
@@ -100,14 +101,57 @@ PairedTest = Literal["t", "wilcoxon"]  # HypothesesConfig.paired_test, checked b
 Builder = Callable[[Tables, HypothesesConfig, Layout], list[Member]]
 
 
+#: H1's outcomes at the common train-loss target: (runs column, regress its log2, literature key).
+H1_OUTCOMES = (("lambda_max", "lambda_max_final", True), ("test_error", "test_error", False))
+
+
 def _h1(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:  # noqa: ARG001  (the Builder signature; H1 names no file)
+    """H1 at equal train loss (:func:`landscape.stats.noise_scale.h1_noise_scale`): one member per
+    outcome, on the group's primary seeds, with its replication on the others. Runs that hit
+    their step cap before the target train loss are left out (counted in ``extra``)."""
     runs = tables.runs
-    h1 = completed(runs, "lambda_max", "batch_size") if not runs.empty else runs
-    h1 = h1[h1["experiment"] == c.h1_experiment] if not h1.empty else h1
-    if h1.empty:
-        return [not_tested("H1", f"input missing: no measured runs of {c.h1_experiment!r}")]
-    return [attempt("H1", len(h1), lambda: h1_batch_sharpness(h1, n_boot=c.n_boot, seed=c.seed, min_clusters=c.min_clusters,
-                                                              alpha=c.alpha, ci_level=c.ci_level))]
+    group = runs[runs["experiment"] == c.h1_experiment] if not runs.empty else runs
+    names = [f"H1[{label}]" for label, _, _ in H1_OUTCOMES]
+    if group.empty or "hit_cap" not in group.columns:
+        reason = f"input missing: no train-to-target runs of {c.h1_experiment!r} (train.target_loss with along-training records)"
+        return [not_tested(n, reason) for n in names]
+    done = group[group["status"] == "completed"]
+    capped = done[done["hit_cap"] == True]  # noqa: E712  (a column of True/False/None)
+    reached = done[done["reached_target"] == True]  # noqa: E712
+    primary, replication = tables.seed_split.get(c.h1_experiment, (sorted(group["seed"].unique()), []))
+    context = {"n_hit_cap": len(capped), "hit_cap_runs": [f"{r.config}/seed{r.seed}" for r in capped.itertuples()],
+               "n_diverged": int((group["status"] == "diverged").sum()), "n_reached": len(reached),
+               "train_loss_at_stop": {"min": float(reached["train_loss"].min()), "max": float(reached["train_loss"].max())}
+               if not reached.empty else None}
+    out: list[Member] = []
+    for (label, column, log_outcome), name in zip(H1_OUTCOMES, names, strict=True):
+        effect, source = LITERATURE[label]
+        result = attempt(name, len(reached), lambda col=column, lo=log_outcome, e=effect, s=source, n=name: h1_noise_scale(  # type: ignore[misc]  # defaults bind loop values
+            reached, outcome=col, log_outcome=lo, primary_seeds=primary, replication_seeds=replication, name=n, alpha=c.alpha,
+            ci_level=c.ci_level, min_clusters=c.min_clusters, literature_effect=e, literature_source=s))
+        if isinstance(result, HypothesisResult):
+            result = dataclasses.replace(result, extra={**result.extra, **context})
+        out.append(result)
+    return out
+
+
+def h1_headline_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One H1 member of ``hypotheses/results.json`` as its ``reports/headline.json`` row."""
+    row: dict[str, Any] = {"name": entry["name"], "status": entry["status"], "verdict": entry.get("verdict")}
+    if entry["status"] != "tested":
+        return row
+    extra = entry.get("extra") or {}
+    rep = entry.get("replication") or {}
+    rep_extra = ((extra.get("replication") or {}).get("extra") or {})
+    row.update({k: entry[k] for k in ("effect_name", "effect", "ci_low", "ci_high", "ci_level", "p_value", "p_holm", "n_runs", "n_groups")})
+    row.update(replication_effect=rep.get("effect"), replication_ci=[rep.get("ci_low"), rep.get("ci_high")],
+               replication_p_holm=rep.get("p_holm"), replication_n_runs=rep.get("n_runs"),
+               batch_effect=extra.get("batch_effect"), literature_effect=extra.get("literature_effect"),
+               literature_source=extra.get("literature_source"), power_primary=extra.get("power_at_literature_effect"),
+               power_replication=rep_extra.get("power_at_literature_effect"),
+               train_loss_at_comparison=extra.get("train_loss_at_stop"), n_hit_cap=extra.get("n_hit_cap"),
+               n_diverged=extra.get("n_diverged"))
+    return row
 
 
 def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
@@ -224,7 +268,7 @@ def evaluate_family(tables: Tables, config: HypothesesConfig, layout: Layout | N
     layout = layout or Layout()
     family = [member for build in HYPOTHESES.values() for member in build(tables, config, layout)]
     return {
-        "hypotheses": holm_records(family, config.alpha),
+        "hypotheses": replicated_records(holm_records(family, config.alpha)),
         "regressions": holm_records(_regressions(tables, config), config.alpha),
         "inputs": tables.found,
         "invariance": tables.invariance,
@@ -248,7 +292,8 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     for entry in results["hypotheses"]:
         if entry["status"] == "tested":
             print(f"{entry['name']}: effect={entry['effect']:.4g} [{entry['ci_low']:.4g}, {entry['ci_high']:.4g}] "
-                  f"p={entry['p_value']:.3g} p_holm={entry['p_holm']:.3g} supported={entry['supported']} n={entry['n_runs']}")
+                  f"p={entry['p_value']:.3g} p_holm={entry['p_holm']:.3g} supported={entry['supported']} n={entry['n_runs']} "
+                  f"verdict={entry['verdict']}")
         else:
             print(f"{entry['name']}: {entry['status']}")
     return results

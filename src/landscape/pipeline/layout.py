@@ -12,6 +12,7 @@ probes/{intrinsic_dim, sde}/...
 bounds/{runs/<experiment>/<config>/seed<k>/bounds.json, priors/..., metrics.json}
 escape/ eos/ phi_search/ optimizers/ spectra_scaling/ hypotheses/ reports/
 dense_check/{results.json, metrics.json, spectra/<experiment>/<config>/seed<k>.npz}
+class_structure/{results.json, metrics.json, spectra/<experiment>/<config>/seed<k>.npz}
 reports/{<page>.html, headline.json}
 ```
 """
@@ -222,9 +223,17 @@ class Layout:
         """Exact eigenvalues and the SLQ quadrature of one run (``dense_check`` stage, ``.npz``)."""
         return self.dense_check_dir / "spectra" / experiment / config / f"seed{seed}.npz"
 
+    @property
+    def class_structure_dir(self) -> Path:
+        return self.root / "class_structure"
+
+    def class_structure_spectrum(self, experiment: str, config: str, seed: int) -> Path:
+        """Top-k Ritz values of G and H of one run (``class_structure`` stage, ``.npz``)."""
+        return self.class_structure_dir / "spectra" / experiment / config / f"seed{seed}.npz"
+
     def results(self, study: str) -> Path:
         """``<study>/results.json`` of a study stage (escape, eos, phi_search, optimizers,
-        spectra_scaling, hypotheses, dense_check)."""
+        spectra_scaling, hypotheses, dense_check, class_structure)."""
         return self._study_dir(study) / "results.json"
 
     def metrics(self, study: str) -> Path:
@@ -234,7 +243,7 @@ class Layout:
     def _study_dir(self, study: str) -> Path:
         dirs = {"escape": self.escape_dir, "eos": self.eos_dir, "phi_search": self.phi_dir, "optimizers": self.optimizers_dir,
                 "spectra_scaling": self.spectra_scaling_dir, "hypotheses": self.hypotheses_dir,
-                "dense_check": self.dense_check_dir}
+                "dense_check": self.dense_check_dir, "class_structure": self.class_structure_dir}
         if study not in dirs:
             raise ValueError(f"unknown study {study!r}; studies with results.json: {sorted(dirs)}")
         return dirs[study]

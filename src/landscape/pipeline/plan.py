@@ -354,7 +354,10 @@ def _measure(entry: str, run: Mapping[str, Any], c: Mapping[str, Any], seeds: in
     ritz = k * P * F32
     phases = {
         "Lanczos basis": pricer.lanczos_bytes(k) * on_device + pricer.hvp_transient(b),
-        "Hutch++ sketch": trace_mv * P * F32 + ritz * on_device + pricer.hvp_transient(b, sketch),
+        **({"Hutch++ sketch": trace_mv * P * F32 + ritz * on_device + pricer.hvp_transient(b, sketch)}
+           if c.get("trace_method", "hutch++") != "hutchinson" else  # Hutchinson keeps one probe block and its products
+           {"Hutchinson probes": 2 * min(trace_mv, int(c.get("probe_batch_size") or trace_mv)) * P * F32 + ritz * on_device
+            + pricer.hvp_transient(b, min(trace_mv, int(c.get("probe_batch_size") or trace_mv)))}),
         "SLQ bases": group * held * P * F32 * on_device + ritz * on_device + pricer.hvp_transient(b, group),
         "per-sample gradients": ps_bytes + ritz * on_device,
     }

@@ -9,6 +9,13 @@ can link to every page). A notebook that raises fails the stage (papermill re-ra
 cell error; a missing input names its path and the stage that writes it), so a report
 with an error cell is never written.
 
+Pages are self-contained and offline: formulas (``$...$``, ``$$...$$``, ``\\(...\\)``,
+``\\[...\\]`` in markdown cells and markdown outputs) are converted to MathML when the page is
+built (:func:`tex_to_mathml`, with ``latex2mathml``; browsers draw MathML natively), and the
+template loads no script from a CDN (nbconvert's default pulls MathJax and require.js from
+one, so every formula showed as raw TeX without a network). A formula the converter cannot
+express stays visible as TeX in ``<code class="tex-unrendered">``, which the page tests reject.
+
 The stage also writes ``reports/headline.json``: one key per section of headline tables
 (:data:`HEADLINE_SECTIONS`: ``dense_check``, the dense-vs-estimator table, when the profile
 has that stage), each a list of rows; :func:`write_headline` merges sections into the file.
@@ -17,17 +24,20 @@ has that stage), each a list of rows; :func:`write_headline` merges sections int
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from landscape.io import read_json, write_json, write_text
+from landscape.pipeline.hypotheses import h1_headline_row
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.parallel import map_forked
 from landscape.schema import ConfigError
 
-__all__ = ["PAGES", "HEADLINE_SECTIONS", "pages_from", "notebook_parameters", "render", "headline_sections", "write_headline", "run"]
+__all__ = ["PAGES", "HEADLINE_SECTIONS", "pages_from", "notebook_parameters", "tex_to_mathml", "offline_exporter", "render",
+           "headline_sections", "write_headline", "run"]
 
 PAGES = ("index",)
 
@@ -58,11 +68,82 @@ def notebook_parameters(params: Mapping[str, Any], layout: Layout, pages: Sequen
     return {"root": str(layout.root), "profile": params.get("profile", "default"), "pages": list(pages)}
 
 
+_UNKNOWN_MACRO = re.compile(r">\\[A-Za-z]+<")  # latex2mathml passes a macro it does not know through as text
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block extra_css -%}
+<style type="text/css">
+  math[display="block"] { display: block math; margin: 0.6em 0; }
+  .jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; overflow-wrap: anywhere; }
+  .jp-OutputArea-output { overflow-x: auto; }
+</style>
+{%- endblock extra_css -%}
+"""
+
+
+def tex_to_mathml(tex: str, display: bool = False) -> str:
+    """A TeX formula as a MathML ``<math>`` element, or the TeX in ``<code class="tex-unrendered">``.
+
+    Args:
+        tex: The formula without its delimiters.
+        display: Block (``$$...$$``) rather than inline math.
+    """
+    from html import escape
+
+    from latex2mathml.converter import convert
+
+    try:
+        mathml = convert(tex, display="block" if display else "inline")
+    except Exception:  # noqa: BLE001 - any converter failure leaves the TeX visible and flagged
+        mathml = ""
+    if not mathml or _UNKNOWN_MACRO.search(mathml):
+        return f'<code class="tex-unrendered">{escape(tex)}</code>'
+    # HTML parses <math> as MathML without the namespace; with it, nbconvert's heading anchors
+    # (ElementTree) would rewrite the element to <ns0:math>, which no browser draws.
+    return mathml.replace(' xmlns="http://www.w3.org/1998/Math/MathML"', "")
+
+
+def offline_exporter() -> Any:
+    """nbconvert's lab HTML exporter with formulas as MathML and no script from a network."""
+    from jinja2 import DictLoader, pass_context
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class _MathMLRenderer(IPythonRenderer):
+        def inline_math(self, body: str) -> str:
+            return tex_to_mathml(body)
+
+        def block_math(self, body: str) -> str:
+            return tex_to_mathml(body, display=True)
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return tex_to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
+
+    class _OfflineHTMLExporter(HTMLExporter):
+        @pass_context
+        def markdown2html(self, context: Any, source: str) -> str:
+            cell = context.get("cell", {})
+            renderer = _MathMLRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+                                       anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+                                       **self.lexer_options)
+            return str(MarkdownWithMath(renderer=renderer).render(source))
+
+    exporter = _OfflineHTMLExporter(template_name="lab", extra_loaders=[DictLoader({"landscape_offline.html.j2": _OFFLINE_TEMPLATE})])
+    exporter.template_file = "landscape_offline.html.j2"
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    return exporter
+
+
 def render(name: str, parameters: Mapping[str, Any], layout: Layout) -> Path:
     """Execute ``notebooks/<name>.ipynb`` with papermill and write ``reports/<name>.html``."""
     import nbformat
     import papermill
-    from nbconvert import HTMLExporter
 
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / f"{name}.ipynb"
@@ -75,11 +156,7 @@ def render(name: str, parameters: Mapping[str, Any], layout: Layout) -> Path:
             progress_bar=False,
         )
         notebook = nbformat.read(executed, as_version=4)
-    exporter = HTMLExporter(template_name="lab")
-    exporter.exclude_input = True
-    exporter.exclude_input_prompt = True
-    exporter.exclude_output_prompt = True
-    html, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": f"landscape report: {name}"}})
+    html, _ = offline_exporter().from_notebook_node(notebook, resources={"metadata": {"name": f"landscape report: {name}"}})
     out = layout.report(name)
     write_text(out, html)
     return out
@@ -89,6 +166,13 @@ def _dense_check_section(layout: Layout) -> list[dict[str, Any]]:
     from landscape.pipeline.tables import dense_check_results
 
     return list(dense_check_results(layout)["table"])
+
+
+def _class_structure_section(layout: Layout) -> list[dict[str, Any]]:
+    from landscape.pipeline.tables import class_structure_results
+
+    res = class_structure_results(layout)
+    return [*({"table": "spike_counts", **r} for r in res["spike_counts"]), *({"table": "diagonals", **r} for r in res["diagonals"])]
 
 
 def _eos_section(layout: Layout) -> list[dict[str, Any]]:
@@ -127,19 +211,33 @@ def _h3_section(layout: Layout) -> dict[str, Any]:
     }
 
 
+def _h1_section(layout: Layout) -> list[dict[str, Any]]:
+    """H1's members (hypotheses/results.json): effect, interval, n, p and Holm p, the replication,
+    the verdict, the literature power, and the train-loss range of the runs at the comparison point."""
+    from landscape.pipeline.tables import require
+
+    results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    return [h1_headline_row(entry) for entry in results["hypotheses"] if entry["name"].startswith("H1")]
+
+
 HEADLINE_SECTIONS = {
     "dense_check": _dense_check_section,
     "eos": _eos_section,
     "h3": _h3_section,
+    "h1": _h1_section,
+    "class_structure": _class_structure_section,
 }
-_SECTION_NEEDS = {"h3": "escape"}  # headline section -> the params section it needs (default: its own name)
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
 
 
+HEADLINE_PARAMS = {"h1": "hypotheses", "h3": "escape"}
+"""Sections written when another params section than their own name is present (their stage's)."""
+
+
 def headline_sections(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     """The headline sections of this profile (the params sections it has)."""
-    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if _SECTION_NEEDS.get(name, name) in params}
+    return {name: read(layout) for name, read in HEADLINE_SECTIONS.items() if HEADLINE_PARAMS.get(name, name) in params}
 
 
 def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:

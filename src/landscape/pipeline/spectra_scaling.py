@@ -70,6 +70,8 @@ class SpectraScalingConfig(Checked):
             spectral_norm is ||H||_2 = max(|lambda_max|, |lambda_min|), the confirmatory family).
         plot_configs: ``<experiment>/<config>`` whose density curves the page draws (seed: the first measured).
         model_samples: Quantile points used to broaden the model densities like the measured one.
+        spike_draws: Planted Wigner matrices of the semicircle-vs-spiked test's null law, per top-k size
+            (:func:`landscape.stats.spectra_scaling.spike_nulls`; level ``alpha``).
     """
 
     scaling_experiment: str = "scaling"
@@ -81,6 +83,7 @@ class SpectraScalingConfig(Checked):
     targets: tuple[str, ...] = field(default=TARGETS, metadata=subset_of(TARGETS))
     plot_configs: tuple[str, ...] = field(default=(), metadata=_NAMES)
     model_samples: int = field(default=2000, metadata=int_at_least(100))
+    spike_draws: int = field(default=200, metadata=int_at_least(20))
 
     def _extra_checks(self) -> None:
         bad = [p for p in self.plot_configs if p.count("/") != 1]
@@ -110,7 +113,7 @@ def spectra_scaling(layout: Layout, experiments: Mapping[str, Any], seeds: Seque
     Raises:
         ConfigError: ``scaling_experiment`` is not a group, or a grid config lacks width/depth.
     """
-    spectra = fit_spectra(measured_spectra(layout, experiments, seeds), cfg.edge_points)
+    spectra = fit_spectra(measured_spectra(layout, experiments, seeds), cfg.edge_points, alpha=cfg.alpha, draws=cfg.spike_draws)
     block = experiments.get(cfg.scaling_experiment)
     if block is None:
         raise ConfigError(f"spectra_scaling.scaling_experiment={cfg.scaling_experiment!r} is not an experiment group; "
@@ -152,6 +155,7 @@ def run(params: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
                   f"beta={m['beta']:.3g} [{m['beta_ci_low']:.3g}, {m['beta_ci_high']:.3g}] preferred={m['preferred']} n={m['n_configs']}")
     if "spikes" in metrics:
         s = metrics["spikes"]
-        print(f"spikes: {s['n_runs']} runs, share C-1 = {s['share_c_minus_1']:.2f}, share C = {s['share_c']:.2f}")
+        print(f"spikes: {s['n_runs']} runs, share C-1 = {s['share_c_minus_1']:.2f}, share C = {s['share_c']:.2f}, "
+              f"spiked (test) = {s['share_spiked']:.2f}")
     print(f"spectra_scaling: {time.perf_counter() - started:.1f} s")
     return results

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from landscape.pipeline.layout import Layout
-from landscape.pipeline.params import seeds_of
+from landscape.pipeline.params import replication_split, seeds_of
 from landscape.schema import ConfigError
 from landscape.stats.family import Tables
 
@@ -46,8 +46,11 @@ __all__ = [
     "run_metrics",
     "logged_curves",
     "bounds_files",
+    "class_structure_results",
+    "class_structure_spectrum",
     "dense_check_results",
     "dense_spectrum",
+    "along_training_runs",
 ]
 
 
@@ -131,9 +134,13 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                 row: dict[str, Any] = {
                     "experiment": exp, "config": cfg, "seed": seed, "status": metrics.get("status"),
                     "batch_size": train.get("batch_size"), "skip": model.get("skip"), "norm": model.get("norm", "none"),
-                    "model": model.get("name"),
+                    "model": model.get("name"), "lr": train.get("lr"),
                     **{k: _number(metrics.get(k)) for k in ("test_error", "train_loss", "gen_gap", "train_error", "num_params")},
                 }
+                along = metrics.get("along_training")
+                if isinstance(along, Mapping):  # train-to-target runs: the stop and lambda_max there
+                    row.update(hit_cap=along.get("hit_cap"), reached_target=along.get("reached"),
+                               stop_step=_number(along.get("stop_step")), lambda_max_final=_number(along.get("lambda_max_final")))
                 curv = read_json(layout.curvature(exp, cfg, seed))
                 if curv is not None and curv.get("status") == "measured":
                     found["curvature"] += 1
@@ -162,7 +169,9 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
     if "alignment" in escape:  # share of noise energy in the top-k subspace, in percentage points
         escape["alignment_pct"] = 100.0 * escape["alignment"]
     found["escape_trials"] = len(escape)
-    return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found)
+    split = {exp: replication_split({"experiments": experiments, "seeds": list(seeds)}, exp) for exp in experiments}
+    return Tables(runs=pd.DataFrame(rows), barriers=pd.DataFrame(barrier_rows), escape=escape, invariance=invariance, found=found,
+                  seed_split=split)
 
 
 # ------------------------------------------------------------------ optimizers
@@ -255,7 +264,8 @@ def measured_spectra(layout: Layout, experiments: Mapping[str, Any], seeds: Sequ
     """One row per measured run with a ``krylov.pt``, every group, config and seed.
 
     Columns: experiment, config, seed, num_params (d), top_k, lambda_max, eigenvalues
-    (the top-k Ritz values, descending), slq_alphas, slq_betas (SLQ tridiagonals, tensors).
+    (the top-k Ritz values, descending), slq_alphas, slq_betas (SLQ tridiagonals, tensors),
+    residual_bounds (of the Ritz values, or None), sigma_broadening (of the SLQ density, NaN if absent).
     """
     rows = []
     for exp, block in experiments.items():
@@ -268,7 +278,9 @@ def measured_spectra(layout: Layout, experiments: Mapping[str, Any], seeds: Sequ
                 kry = _load_krylov(krylov)
                 rows.append({"experiment": exp, "config": name, "seed": seed, "num_params": int(curv["operator"]["num_params"]),
                              "top_k": len(curv["eigenvalues"]["values"]), "lambda_max": _float(curv.get("lambda_max")),
-                             "eigenvalues": curv["eigenvalues"]["values"], "slq_alphas": kry["slq_alphas"], "slq_betas": kry["slq_betas"]})
+                             "eigenvalues": curv["eigenvalues"]["values"], "slq_alphas": kry["slq_alphas"], "slq_betas": kry["slq_betas"],
+                             "residual_bounds": curv["eigenvalues"].get("residual_bounds"),
+                             "sigma_broadening": _float((curv.get("density") or {}).get("sigma_broadening"))})
     return pd.DataFrame(rows)
 
 
@@ -447,6 +459,21 @@ def bounds_files(layout: Layout, runs: Sequence[str], seeds: Iterable[int]) -> l
             for run, s in cells]
 
 
+def class_structure_results(layout: Layout) -> dict[str, Any]:
+    """``class_structure/results.json``: ``settings``, ``spectrum_runs`` (each run's top-k of G and H
+    with their class-structure tests), ``diagonal_runs`` (each run's diagonal comparisons), and the tables
+    ``spike_counts`` and ``diagonals`` (:func:`landscape.pipeline.class_structure.summarise`)."""
+    return json.loads(require(layout.results("class_structure"), "class_structure").read_text(encoding="utf-8"))
+
+
+def class_structure_spectrum(layout: Layout, experiment: str, config: str, seed: int) -> dict[str, Any]:
+    """One run's top-k Ritz values of G and H (``ggn``, ``hessian``, descending) and their bounds."""
+    import numpy as np
+
+    with np.load(require(layout.class_structure_spectrum(experiment, config, seed), "class_structure")) as data:
+        return {k: data[k] for k in data.files}
+
+
 def dense_check_results(layout: Layout) -> dict[str, Any]:
     """``dense_check/results.json``: ``settings``, ``runs`` (each run's checks) and ``table``
     (one row per checked run, columns :data:`landscape.pipeline.dense_check.TABLE_COLUMNS`)."""
@@ -459,3 +486,48 @@ def dense_spectrum(layout: Layout, experiment: str, config: str, seed: int) -> d
 
     with np.load(require(layout.dense_spectrum(experiment, config, seed), "dense_check")) as data:
         return {k: data[k] for k in data.files}
+
+
+# ------------------------------------------------------------------ runs trained to a target loss (H1)
+
+
+def along_training_runs(layout: Layout, experiment: str, spec: Mapping[str, Any],
+                        seeds: Sequence[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of a train-to-target group and their along-training records.
+
+    Args:
+        layout: The artifact tree.
+        experiment: The group.
+        spec: ``params["experiments"][experiment]``.
+        seeds: The top-level seeds (the group's own list, when it has one, wins).
+
+    Returns:
+        ``(runs, records)``: one row per run (config, seed, batch_size, lr, momentum,
+        noise_scale = lr / batch_size, status, reached, hit_cap, stop_step, cap_steps,
+        train_loss/test_error at the stop, lambda_max_final, its convergence flag); and one row
+        per record (config, seed, step, train_loss, train_error, lambda_max).
+
+    Raises:
+        FileNotFoundError: A run's ``metrics.json`` is missing (naming it and the stage).
+    """
+    runs, records = [], []
+    for cfg, values in (spec.get("configs") or {}).items():
+        train = values.get("train", {})
+        for seed in seeds_of(spec, seeds):
+            m = read_json(require(layout.run(experiment, cfg, seed).metrics, f"train_{experiment}"))
+            along = (m or {}).get("along_training") or {}
+            runs.append({"config": cfg, "seed": seed, "batch_size": train.get("batch_size"), "lr": train.get("lr"),
+                         "momentum": train.get("momentum", 0.0),
+                         "noise_scale": train.get("lr", math.nan) / train.get("batch_size", math.nan),
+                         "status": (m or {}).get("status"), "reached": along.get("reached"), "hit_cap": along.get("hit_cap"),
+                         "stop_step": along.get("stop_step"), "cap_steps": along.get("cap_steps"),
+                         "target_loss": along.get("target_loss"),
+                         "train_loss": _number((m or {}).get("train_loss")), "test_error": _number((m or {}).get("test_error")),
+                         "lambda_max_final": _number(along.get("lambda_max_final")),
+                         "lambda_max_converged": along.get("lambda_max_converged")})
+            lam = along.get("lambda_max") or [math.nan] * len(along.get("steps", []))
+            for step, loss, err, value in zip(along.get("steps", []), along.get("train_loss", []), along.get("train_error", []), lam,
+                                              strict=True):
+                records.append({"config": cfg, "seed": seed, "step": step, "train_loss": loss, "train_error": err,
+                                "lambda_max": _number(value)})
+    return pd.DataFrame(runs), pd.DataFrame(records)

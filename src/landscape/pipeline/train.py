@@ -207,6 +207,8 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str,
         "runtime": {**runtime, **device_record(device), "grad_checkpointing": cfg.train.grad_checkpointing,
                     "nondeterministic_ops": list(nondeterministic)},
         **result.final,
+        # the along-training records (train to a target loss, lambda_max), only for runs that keep them
+        **({"along_training": result.along_training} if result.along_training is not None else {}),
     }
     write_json(out.metrics, metrics)
     logs.close(list(result.history))

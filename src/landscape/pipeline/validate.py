@@ -43,7 +43,7 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
     known_top = {"profile", "seeds", "datasets", "templates", "experiments"}
     sections = {"curvature", "probes", "bounds", "escape", "eos", "hypotheses", "report", "phi", "optimizers", "spectra_scaling",
-                "dense_check"}
+                "dense_check", "class_structure"}
     extra = sorted(set(params) - known_top - sections)
     if extra:
         raise ConfigError(f"unknown top-level key {extra[0]!r} in params.yaml; allowed: {sorted(known_top)} and stage sections")
@@ -108,8 +108,9 @@ def validate_pipeline_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> None:
-    """The escape, eos, hypotheses, report, phi, optimizers, spectra_scaling and dense_check
-    sections (each optional; checked when present)."""
+    """The escape, eos, hypotheses, report, phi, optimizers, spectra_scaling, dense_check and
+    class_structure sections (each optional; checked when present)."""
+    from landscape.pipeline.class_structure import load_config as class_structure_config
     from landscape.pipeline.dense_check import load_config as dense_check_config
     from landscape.pipeline.eos import EosConfig
     from landscape.pipeline.escape import SOURCE_EXPERIMENT, EscapeConfig
@@ -152,6 +153,8 @@ def validate_analysis_sections(params: Mapping[str, Any], layout: Layout) -> Non
         optimizers_config(params)
     if "dense_check" in params:
         dense_check_config(params)
+    if "class_structure" in params:
+        class_structure_config(params)
 
 
 def validate_all(params: Mapping[str, Any], layout: Layout) -> str:

@@ -231,7 +231,8 @@ def h3_dose_response(
     per_unit = {"log_hazard_ratio": fit["beta"], "se": fit["se"], "hazard_ratio": float(np.exp(fit["beta"])),
                 "hr_ci_low": fit["hr_ci_low"] ** (1 / per), "hr_ci_high": fit["hr_ci_high"] ** (1 / per),
                 "p_two_sided": fit["p"], "p_greater": fit["p_greater"]}
-    extra: dict[str, Any] = {"cox": {**fit, "method": method, "coefficients": {dose: per_unit}}, "per": per, "p_two_sided": fit["p"], "n_events": int(y.sum()),
+    extra: dict[str, Any] = {"cox": {**fit, "method": method, "coefficients": {dose: per_unit}}, "per": per,
+                             "p_two_sided": fit["p"], "n_events": int(y.sum()),
                              "n_strata": int(codes.max() + 1), "logistic": _logit_by_cap(y, x, codes, ci_level, per),
                              "n_dropped_nonfinite": dropped}
     if indicator:

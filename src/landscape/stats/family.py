@@ -15,7 +15,7 @@ the exploratory list never weakens the confirmatory tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -27,8 +27,9 @@ __all__ = ["STATEMENTS", "H2_MEASURES", "Tables", "not_tested", "attempt", "comp
 
 #: Null and alternative of each family member, shown even when it could not be tested.
 STATEMENTS: dict[str, tuple[str, str]] = {
-    "H1": ("Batch size has no positive indirect effect on test error through lambda_max at equal train loss.",
-           "Smaller batches reach lower lambda_max, which gives lower test error at equal train loss (a*b > 0)."),
+    "H1": (("At equal train loss, a larger SGD noise scale eta/B (a smaller batch at fixed eta) does not lower lambda_max "
+           "or test error (beta >= 0, at fixed B)."),
+           "At equal train loss, a larger noise scale eta/B lowers lambda_max (a flatter minimum) and test error (beta < 0)."),
     "H2": ("Skip connections do not lower the measure (mean paired difference skip - no-skip >= 0).",
            "Skip connections lower the measure (mean paired difference < 0)."),
     "H3": ("Higher alignment of the noise with the top Hessian subspace does not raise the odds of escaping a sharp minimum.",
@@ -55,6 +56,8 @@ class Tables:
             ``alignment_pct`` = 100 x alignment (H3's odds ratio is per percentage point).
         invariance: Invariance audit verdict per measure name (first audit found).
         found: Counts of the input files read, by kind.
+        seed_split: ``(primary, replication)`` seeds of each experiment group (the
+            replication rule of :mod:`landscape.stats.replication`).
     """
 
     runs: pd.DataFrame
@@ -62,6 +65,7 @@ class Tables:
     escape: pd.DataFrame
     invariance: dict[str, Any]
     found: dict[str, int]
+    seed_split: Mapping[str, tuple[list[int], list[int]]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ tests

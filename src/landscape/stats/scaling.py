@@ -35,8 +35,19 @@ from landscape.stats._common import (
 )
 from landscape.stats.result import HypothesisResult, plain
 
-__all__ = ["ScalingLawFit", "config_means", "scaling_law_fit"]
+__all__ = ["AIC_TIE", "ScalingLawFit", "aic_preference", "config_means", "scaling_law_fit"]
 
+
+
+AIC_TIE = 2.0
+"""AIC differences below this separate no two models (Burnham & Anderson 2002, sec. 2.6)."""
+
+
+def aic_preference(aic_exponential: float, aic_power: float, tie: float = AIC_TIE) -> str:
+    """``"exponential"`` or ``"power"`` (the lower AIC) when they differ by at least ``tie``, else ``"tie"``."""
+    if not abs(aic_exponential - aic_power) >= tie:
+        return "tie"
+    return "exponential" if aic_exponential < aic_power else "power"
 
 @dataclasses.dataclass(frozen=True)
 class ScalingLawFit:
@@ -58,7 +69,9 @@ class ScalingLawFit:
         gamma: Depth exponent of the power-law model. gamma_ci: Its interval.
         alpha_power: Width exponent within the power-law model.
         aic_power: AIC of the power-law model. bic_power: Its BIC.
-        preferred: ``"exponential"`` or ``"power"``, the lower-AIC model.
+        preferred: ``"exponential"`` or ``"power"``, the lower-AIC model, or ``"tie"`` when the
+            AICs differ by less than :data:`AIC_TIE` (Burnham & Anderson 2002, sec. 2.6: models
+            within 2 of each other have substantial support both).
         n_runs: Rows used. n_groups: Groups (seeds) when ``group`` was given, else rows.
         df: Degrees of freedom of the t reference. inference: How SEs were computed.
         ci_level: Coverage of the intervals. alpha_level: Level for ``as_hypotheses``.
@@ -232,7 +245,7 @@ def scaling_law_fit(
         alpha_power=float(res_pow.params[1]),
         aic_power=float(res_pow.aic),
         bic_power=float(res_pow.bic),
-        preferred="exponential" if res.aic <= res_pow.aic else "power",
+        preferred=aic_preference(float(res.aic), float(res_pow.aic)),
         n_runs=n,
         n_groups=n_groups,
         df=dof,

@@ -32,12 +32,15 @@ from scipy import stats as sps
 
 from landscape.curvature.rmt import SpikedBulkFit, fit_spiked_bulk, semicircle_cdf
 from landscape.curvature.slq import quadrature_from_tridiagonals
+from landscape.curvature.spike_test import null_spread_ratios, spike_test
+from landscape.seeding import stream_seed
 from landscape.stats.intervals import wilson
 from landscape.stats.multiple import holm
 from landscape.stats.result import plain
 from landscape.stats.scaling import config_means, scaling_law_fit
 
-__all__ = ["TARGETS", "CONFIRMATORY", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "scaling_rows", "fit_scaling", "spike_summary",
+__all__ = ["TARGETS", "CONFIRMATORY", "PHASES", "GRADIENT_MEASURES", "fit_spectra", "spike_nulls",
+           "scaling_rows", "fit_scaling", "spike_summary",
            "density_curve", "gradient_subspaces", "headline"]
 
 TARGETS = ("spectral_norm", "lambda_max", "trace", "bulk_sigma2", "outlier_count")
@@ -57,20 +60,64 @@ def _spiked(eigenvalues: Sequence[float], slq_alphas: Any, slq_betas: Any, num_p
     return fit_spiked_bulk(eigenvalues, quad.nodes, quad.weights, dim=int(num_params), edge_points=edge_points)
 
 
-def fit_spectra(measured: pd.DataFrame, edge_points: int) -> pd.DataFrame:
-    """The spiked-semicircle fit of every measured spectrum.
+def _relative_noise(eigenvalues: Sequence[float], residual_bounds: Any) -> float:
+    """Largest Ritz residual bound over ``lambda_1 - lambda_k`` (0 when not recorded)."""
+    x = np.asarray(eigenvalues, dtype=float)
+    spread = float(x.max() - x.min()) if x.size else 0.0
+    if residual_bounds is None or not spread > 0:
+        return 0.0
+    bounds = np.asarray(residual_bounds, dtype=float)
+    return float(np.nanmax(np.abs(bounds)) / spread) if bounds.size else 0.0
+
+
+def spike_nulls(measured: pd.DataFrame, edge_points: int, draws: int, seed: int) -> dict[int, dict[str, Any]]:
+    """The planted null law of the spike test for each top-k size among the measured runs.
+
+    Each k gets ``draws`` planted Wigner matrices whose sizes cycle through the measured
+    parameter counts (:func:`landscape.curvature.spike_test.null_spread_ratios`), with the
+    largest relative Ritz-value noise of those runs added.
+
+    Returns:
+        k -> ``{"ratios": (draws,) array, "sizes": [...], "noise": float}``.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    if measured.empty:
+        return out
+    for k, g in measured.groupby("top_k"):
+        if int(k) < edge_points + 2:
+            continue
+        sizes = sorted({int(p) for p in g.num_params})
+        noise = max((_relative_noise(r.eigenvalues, getattr(r, "residual_bounds", None)) for r in g.itertuples(index=False)), default=0.0)
+        rng = np.random.default_rng(stream_seed(seed, int(k)))
+        out[int(k)] = {"ratios": null_spread_ratios(sizes, int(k), draws, rng, noise=noise, edge_points=edge_points),
+                       "sizes": sizes, "noise": noise}
+    return out
+
+
+def fit_spectra(measured: pd.DataFrame, edge_points: int, *, alpha: float = 0.05, draws: int = 200, seed: int = 0) -> pd.DataFrame:
+    """The spiked-semicircle fit and the semicircle-vs-spiked test of every measured spectrum.
 
     Args:
         measured: One row per measured run (:func:`landscape.pipeline.tables.measured_spectra`:
-            experiment, config, seed, num_params, top_k, lambda_max, eigenvalues, slq_alphas, slq_betas).
-        edge_points: Eigenvalues in the spike rule's edge regression.
+            experiment, config, seed, num_params, top_k, lambda_max, eigenvalues, slq_alphas, slq_betas,
+            optionally residual_bounds and sigma_broadening).
+        edge_points: Eigenvalues in the spike rule's edge regression (and the test's edge points).
+        alpha: Level of the spike test.
+        draws: Planted null matrices per top-k size (:func:`spike_nulls`).
+        seed: Seed of the planted matrices.
 
     Returns:
         One row per run: experiment, config, seed, num_params, top_k, lambda_max and either
         ``status="ok"`` with the fit (num_spikes, at_max, max_spikes, gap_threshold,
         bulk_sigma, bulk_sigma2, bulk_centre, bulk_edge, bulk_top, beyond_edge, spike_mass,
-        ks_semicircle, ks_spiked, top_gap_ratio) or ``status="not fitted: <reason>"``.
+        ks_semicircle, ks_spiked, top_gap_ratio), the bulk's resolution (``bulk_resolved``:
+        the semicircle's sigma exceeds the SLQ density's Gaussian broadening; otherwise
+        ``bulk_sigma``, ``bulk_sigma2``, ``bulk_edge`` and ``beyond_edge`` are NaN, the raw
+        moment estimate kept as ``bulk_sigma_estimate``), and the spike test
+        (spike_statistic, spike_critical, spike_p, spike_verdict "spiked" / "semicircle",
+        spike_max_detectable), or ``status="not fitted: <reason>"``.
     """
+    nulls = spike_nulls(measured, edge_points, draws, seed)
     rows = []
     for r in measured.itertuples(index=False):
         row: dict[str, Any] = {"experiment": r.experiment, "config": r.config, "seed": r.seed, "num_params": r.num_params,
@@ -79,13 +126,25 @@ def fit_spectra(measured: pd.DataFrame, edge_points: int) -> pd.DataFrame:
             fit = _spiked(r.eigenvalues, r.slq_alphas, r.slq_betas, r.num_params, edge_points)
         except ValueError as exc:
             row["status"] = f"not fitted: {exc}"
-        else:
-            row.update(status="ok", num_spikes=fit.num_spikes, at_max=fit.count.at_max, max_spikes=fit.count.max_spikes,
-                       gap_threshold=fit.count.delta, bulk_sigma=fit.sigma, bulk_sigma2=fit.sigma ** 2,
-                       bulk_centre=fit.centre, bulk_edge=fit.upper_edge, bulk_top=fit.bulk_top,
-                       beyond_edge=fit.beyond_edge, spike_mass=fit.spike_mass,
-                       ks_semicircle=fit.ks_semicircle, ks_spiked=fit.ks_spiked,
-                       top_gap_ratio=_gap_ratio(fit))
+            rows.append(row)
+            continue
+        broadening = float(getattr(r, "sigma_broadening", float("nan")))
+        resolved = bool(np.isfinite(broadening) and fit.sigma > broadening)
+        nan = float("nan")
+        row.update(status="ok", num_spikes=fit.num_spikes, at_max=fit.count.at_max, max_spikes=fit.count.max_spikes,
+                   gap_threshold=fit.count.delta, bulk_resolved=resolved, sigma_broadening=broadening,
+                   bulk_sigma_estimate=fit.sigma, bulk_sigma=fit.sigma if resolved else nan,
+                   bulk_sigma2=fit.sigma ** 2 if resolved else nan,
+                   bulk_centre=fit.centre, bulk_edge=fit.upper_edge if resolved else nan, bulk_top=fit.bulk_top,
+                   beyond_edge=fit.beyond_edge if resolved else nan, spike_mass=fit.spike_mass,
+                   ks_semicircle=fit.ks_semicircle, ks_spiked=fit.ks_spiked,
+                   top_gap_ratio=_gap_ratio(fit))
+        null = nulls.get(int(r.top_k))
+        if null is not None:
+            test = spike_test(r.eigenvalues, int(r.num_params), np.random.default_rng(0), alpha=alpha, edge_points=edge_points,
+                              noise=null["noise"], null=null["ratios"])
+            row.update(spike_statistic=test.statistic, spike_critical=test.critical_value, spike_p=test.p_value,
+                       spike_verdict=test.verdict, spike_max_detectable=test.max_detectable)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -236,6 +295,13 @@ def spike_summary(spectra: pd.DataFrame, num_classes: int, ci_level: float = 0.9
             "bulk_top": float(ok.bulk_top.mean()) if len(ok) else float("nan"),
             "bulk_edge": float(ok.bulk_edge.mean()) if len(ok) else float("nan"),
             "beyond_edge_mean": float(ok.beyond_edge.mean()) if len(ok) else float("nan"),
+            "bulk_resolved": int(ok.bulk_resolved.sum()) if len(ok) and "bulk_resolved" in ok else 0,
+            "sigma_broadening": float(ok.sigma_broadening.mean()) if len(ok) and "sigma_broadening" in ok else float("nan"),
+            "bulk_sigma_estimate": float(ok.bulk_sigma_estimate.mean()) if len(ok) and "bulk_sigma_estimate" in ok else float("nan"),
+            "spiked": int((ok.spike_verdict == "spiked").sum()) if len(ok) and "spike_verdict" in ok else 0,
+            "spike_tested": int(ok.spike_verdict.notna().sum()) if len(ok) and "spike_verdict" in ok else 0,
+            "spike_statistic_median": float(ok.spike_statistic.median()) if len(ok) and "spike_statistic" in ok else float("nan"),
+            "spike_critical": float(ok.spike_critical.median()) if len(ok) and "spike_critical" in ok else float("nan"),
             "ks_semicircle_median": float(ok.ks_semicircle.median()) if len(ok) else float("nan"),
             "ks_spiked_median": float(ok.ks_spiked.median()) if len(ok) else float("nan"),
             "gap_ratio_median": float(ok.top_gap_ratio.median()) if len(ok) else float("nan"),
@@ -252,7 +318,10 @@ def spike_summary(spectra: pd.DataFrame, num_classes: int, ci_level: float = 0.9
                 "c": _wilson(int((counts == C).sum()), n, ci_level),
                 "below_c_minus_1": _wilson(int((counts < C - 1).sum()), n, ci_level),
                 "above_c": _wilson(int((counts > C).sum()), n, ci_level),
-                "at_max": int(ok.at_max.sum()) if n else 0}
+                "at_max": int(ok.at_max.sum()) if n else 0,
+                "spiked": _wilson(int((ok.spike_verdict == "spiked").sum()) if n and "spike_verdict" in ok else 0,
+                                  int(ok.spike_verdict.notna().sum()) if n and "spike_verdict" in ok else 0, ci_level),
+                "bulk_resolved": int(ok.bulk_resolved.sum()) if n and "bulk_resolved" in ok else 0}
 
     return {"num_classes": C, "per_config": per_config, "overall": shares(spectra),
             "by_experiment": {exp: shares(g) for exp, g in spectra.groupby("experiment", sort=False)},
@@ -357,5 +426,6 @@ def headline(results: Mapping[str, Any]) -> dict[str, Any]:
     overall = results["spectra"].get("overall") or {}
     if overall:
         out["spikes"] = {"n_runs": overall["n_runs"], "share_c_minus_1": overall["c_minus_1"]["share"],
-                         "share_c": overall["c"]["share"], "at_max": overall["at_max"]}
+                         "share_c": overall["c"]["share"], "at_max": overall["at_max"],
+                         "share_spiked": overall["spiked"]["share"], "bulk_resolved": overall["bulk_resolved"]}
     return plain(out)

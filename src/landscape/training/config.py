@@ -9,11 +9,15 @@ from typing import Any
 
 from landscape.schema import ConfigError, nonneg, positive, rule
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "EXECUTION_ONLY", "TrainConfig", "RunConfig"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "EXECUTION_ONLY", "OPTIONAL", "TrainConfig", "RunConfig"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "curvature_adaptive", "hybrid")
 SCHEDULES = ("constant", "cosine", "step")
 EXECUTION_ONLY = ("grad_checkpointing", "tensorboard")
+OPTIONAL = ("target_loss", "track_every", "track_sharpness", "sharpness_examples")
+"""Settings added after runs were recorded: left out of :meth:`TrainConfig.recipe` while they hold
+their defaults (off), so the recipe, fingerprint and ``model.pt`` of a run that does not use them
+are those it had before they existed."""
 """Settings that change how a run executes or what it logs, never its weights (a checkpointed
 run's ``state_dict`` is bit-identical to the plain run's): left out of :meth:`TrainConfig.recipe`."""
 
@@ -50,12 +54,22 @@ class TrainConfig:
         hybrid_mu: ``hybrid`` (Adam) adds ``lr * hybrid_mu`` times the unit top Hessian
             eigenvector; 0 is plain Adam.
         curvature_every: steps between the power-iteration estimates of those two.
-        power_steps: warm-started power iterations (Hessian-vector products) per estimate.
+        power_steps: warm-started power iterations (Hessian-vector products) per estimate
+            (of those two, and of lambda_max along training with ``track_sharpness``).
         grad_checkpointing: recompute each block's activations in the backward pass
             (less activation memory, about one more forward pass); for the models of
             ``landscape.models.CHECKPOINTABLE``. Same weights as without.
         tensorboard: also write TensorBoard event files of the per-epoch curves (the train
             stage, beside DVCLive's).
+        target_loss: if set, stop at the first along-training record whose loss on the full
+            training split (eval mode) is at or below it; ``epochs`` is then the step cap
+            (``hit_cap`` when reached first). Needs ``track_every``.
+        track_every: optimizer steps between along-training records (full-split train loss
+            and error; :mod:`landscape.training.tracking`); 0 keeps none.
+        track_sharpness: also record lambda_max of the loss on a fixed batch at every record
+            (warm-started power iteration, ``power_steps`` products), and a converged value
+            at the end. Needs ``track_every``.
+        sharpness_examples: size of that fixed batch (drawn once per seed from the split).
     """
 
     epochs: int = field(default=10, metadata=rule("an int >= 1", lambda x: x >= 1))
@@ -85,17 +99,31 @@ class TrainConfig:
     power_steps: int = field(default=3, metadata=rule("an int >= 1", lambda x: x >= 1))
     grad_checkpointing: bool = False
     tensorboard: bool = False
+    target_loss: float | None = field(
+        default=None, metadata=rule("null or a float > 0", lambda x: x is None or (isinstance(x, (int, float)) and x > 0))
+    )
+    track_every: int = field(default=0, metadata=rule("an int >= 0", nonneg))
+    track_sharpness: bool = False
+    sharpness_examples: int = field(default=512, metadata=rule("an int >= 1", lambda x: x >= 1))
 
     def recipe(self) -> dict[str, Any]:
-        """The settings that determine the trained weights: every field except
-        :data:`EXECUTION_ONLY` (stored with the model, and part of the run's fingerprint)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_ONLY}
+        """The settings that determine the trained weights (and the run's records): every field
+        except :data:`EXECUTION_ONLY`, and :data:`OPTIONAL` ones at their defaults (stored with
+        the model, and part of the run's fingerprint)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in OPTIONAL}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in EXECUTION_ONLY and not (k in defaults and v == defaults[k])}
 
     def __post_init__(self) -> None:
         if self.nesterov and (self.optimizer not in ("sgd", "curvature_adaptive") or self.momentum == 0):
             raise ConfigError(
                 f"train.nesterov=true needs optimizer 'sgd' or 'curvature_adaptive' with momentum > 0, "
                 f"got optimizer={self.optimizer!r}, momentum={self.momentum}"
+            )
+        if (self.target_loss is not None or self.track_sharpness) and self.track_every == 0:
+            raise ConfigError(
+                f"train.target_loss={self.target_loss} / track_sharpness={self.track_sharpness} need "
+                "train.track_every >= 1 (steps between along-training records), got 0"
             )
         if self.amp and self.optimizer in ("curvature_adaptive", "hybrid"):
             raise ConfigError(

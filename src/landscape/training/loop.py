@@ -37,6 +37,7 @@ from landscape.training.checkpoint import (
 )
 from landscape.training.config import TrainConfig
 from landscape.training.optim import build_optimizer, build_scheduler
+from landscape.training.tracking import AlongTraining
 
 __all__ = ["TrainResult", "train_model", "evaluate", "randomize_labels", "epoch_seed"]
 
@@ -62,6 +63,9 @@ class TrainResult:
         wall_time_s: seconds spent in this process.
         device: device the run used.
         amp: mixed-precision mode used (``"off"``, ``"bf16"``, ``"fp16"``).
+        along_training: the along-training records (:mod:`landscape.training.tracking`:
+            steps, full-split train loss/error, lambda_max, and with a target loss
+            ``reached``/``hit_cap``/``stop_step``); ``None`` when ``track_every`` is 0.
     """
 
     status: str
@@ -76,6 +80,7 @@ class TrainResult:
     wall_time_s: float
     device: str
     amp: str
+    along_training: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,8 +201,11 @@ def _train(
 
     history: list[dict[str, float]] = []
     start_epoch, step, status, diverged_step, diverged_reason = 0, 0, "running", None, None
+    tracker = AlongTraining(cfg, x_train, y_train, seed, evaluate) if cfg.track_every > 0 else None
     state = load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
     if state is not None:
+        if tracker is not None:
+            tracker.load_state_dict(state["along_training"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -229,6 +237,8 @@ def _train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
+                # only with records: a checkpoint of a run without them keeps its old contents
+                **({"along_training": tracker.state_dict()} if tracker is not None else {}),
             },
         )
 
@@ -254,6 +264,7 @@ def _train(
         wrong = torch.zeros((), dtype=torch.int64, device=device)
         grad_sq = torch.zeros((), device=device)
         checked = 0
+        taken = steps_per_epoch  # steps of this epoch actually taken (fewer when the target stops it)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(epoch_seed(seed, epoch) + 1)
             for i in range(steps_per_epoch):
@@ -294,6 +305,9 @@ def _train(
                         status = "diverged"
                         break
                     checked = i + 1
+                if tracker is not None and step % cfg.track_every == 0 and tracker.record(model, step):
+                    status, taken = "completed", i + 1  # the target train loss is reached
+                    break
         if status == "diverged":
             checkpoint(epoch)
             break
@@ -301,8 +315,8 @@ def _train(
         history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": float(losses.mean()),
-                "train_error": float(wrong) / (steps_per_epoch * cfg.batch_size),
+                "train_loss": float(losses[:taken].mean()),
+                "train_error": float(wrong) / (taken * cfg.batch_size),
                 "test_loss": test_loss,
                 "test_error": test_error,
                 "grad_norm": math.sqrt(float(grad_sq) / steps_per_epoch),
@@ -316,7 +330,7 @@ def _train(
         if progress:
             epochs.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", test_err=f"{test_error:.3f}")
         if epoch + 1 == cfg.epochs:
-            status = "completed"
+            status = "completed"  # (or earlier, at the target train loss)
         if keep_snapshots and checkpoint_dir is not None and (epoch + 1) % cfg.snapshot_every == 0:
             save_snapshot(checkpoint_dir, epoch + 1, model.state_dict())  # before the checkpoint: a resume never skips it
         if (epoch + 1) % cfg.checkpoint_every == 0 or status == "completed":
@@ -327,6 +341,11 @@ def _train(
         status = "completed"
 
     final: dict[str, float] = {}
+    along: dict[str, Any] | None = None
+    if tracker is not None:
+        along = tracker.summary(step, steps_per_epoch, status)
+        if status == "completed":
+            along.update(tracker.final_sharpness(model))
     if status == "completed":
         train_loss, train_error = evaluate(model, train_data[0], train_data[1], cfg.eval_batch_size)
         test_loss, test_error = evaluate(model, x_test, y_test, cfg.eval_batch_size)
@@ -350,4 +369,5 @@ def _train(
         wall_time_s=time.perf_counter() - started,
         device=str(device),
         amp=amp,
+        along_training=along,
     )
