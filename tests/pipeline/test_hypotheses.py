@@ -126,8 +126,8 @@ def test_planted_effects_found_with_all_inputs(tmp_path):
     assert r["H2[barrier]"]["n_runs"] == 30  # 15 seed pairs x {bn, none}
     assert r["H3"]["effect"] > 1 and r["H3"]["n_runs"] == 72  # 3 primary seeds x 6 restarts x 4 doses
     assert r["H3"]["ci_low"] <= math.exp(0.4) <= r["H3"]["ci_high"]  # planted hazard ratio per 0.1 alignment
-    rep = r["H3"]["extra"]["replication"]
-    assert rep["n_runs"] == 72 and rep["ci_low"] <= math.exp(0.4) <= rep["ci_high"]
+    rep = r["H3"]["replication"]
+    assert rep["n_runs"] == 72 and rep["ci_low"] <= math.exp(0.4) <= rep["ci_high"] and r["H3"]["verdict"] == "supported"
     assert {a["arm"] for a in r["H3"]["extra"]["arms"]} == {"isotropic", "projected", "s=0.5", "sgd", "s=4"}
     assert r["H4"]["supported"] and r["H4"]["extra"]["binding_baseline"] == "bound_isotropic"
     assert r["H4"]["ci_low"] <= -0.1 <= r["H4"]["ci_high"]
@@ -218,6 +218,7 @@ def test_h3_headline_section_applies_the_replication_rule(tmp_path):
     section = report.headline_sections({"escape": {}}, layout)["h3"]
     assert section["verdict"] == "supported" and section["ci"][0] <= math.exp(0.4) <= section["ci"][1]
     assert section["replication"]["n_runs"] == 72 and section["start_points"]["loss_max"] == pytest.approx(0.003)
+    assert section["replication"]["ci_low"] <= math.exp(0.4) <= section["replication"]["ci_high"]
     trials = json.loads((tmp_path / "escape/trials.json").read_text())["trials"]
     for t in trials:
         if t["seed_set"] == "replication":
@@ -225,7 +226,7 @@ def test_h3_headline_section_applies_the_replication_rule(tmp_path):
     (tmp_path / "escape/trials.json").write_text(json.dumps({"trials": trials}))
     write_json(layout.results("hypotheses"), run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200)))
     section = report.headline_sections({"escape": {}}, layout)["h3"]
-    assert section["verdict"] == "inconclusive" and "no trial escaped" in section["replication"]["status"]
+    assert section["verdict"] == "supported (no replication)" and "no trial escaped" in section["replication"]["status"]
 
 
 def test_headline_h1_section_from_the_stage_output(tmp_path):

@@ -12,7 +12,6 @@ from landscape.stats.dose_response import (
     cox_slope,
     dose_response_power,
     h3_dose_response,
-    replication_verdict,
     simulate_dose_response,
 )
 
@@ -64,21 +63,6 @@ def test_power_grows_with_strata():
     low = dose_response_power(DOSES, beta=3.0, base_hazard=0.004, horizon=300.0, n_strata=5, reps=60, seed=1)
     high = dose_response_power(DOSES, beta=3.0, base_hazard=0.004, horizon=300.0, n_strata=40, reps=60, seed=1)
     assert high > 0.9 and low < high
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "verdict"),
-    [
-        ({"beta": 1.0, "p": 0.01}, {"beta": 2.0, "p": 0.001}, "supported"),
-        ({"beta": 1.0, "p": 0.2}, {"beta": -2.0, "p": 0.6}, "not supported"),
-        ({"beta": -1.0, "p": 0.01}, {"beta": -2.0, "p": 0.001}, "not supported"),
-        ({"beta": 1.0, "p": 0.01}, {"beta": 2.0, "p": 0.3}, "inconclusive"),
-        ({"beta": 1.0, "p": 0.01}, {"beta": -2.0, "p": 0.01}, "inconclusive"),
-        ({"beta": float("nan"), "p": float("nan")}, {"beta": 2.0, "p": 0.01}, "inconclusive"),
-    ],
-)
-def test_replication_verdict(a, b, verdict):
-    assert replication_verdict(a, b, 0.05) == verdict
 
 
 def test_errors():

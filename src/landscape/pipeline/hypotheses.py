@@ -204,14 +204,12 @@ def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
                                  "start_points": {"n": len(starts), "loss_max": float(starts["loss_start"].max()),
                                                   "grad_norm_max": float(starts["grad_norm_start"].max())},
                                  "power": dose_response_power_at(primary, seed=c.seed, alpha=c.alpha)}
-        try:
+        try:  # the same test on the replication seeds (landscape.stats.replication applies the rule)
             rep = h3_dose_response(replication, name="H3[replication]", alpha=c.alpha, ci_level=c.ci_level)
-            extra["replication"] = {"effect": rep.effect, "ci_low": rep.ci_low, "ci_high": rep.ci_high, "p_value": rep.p_value,
-                                    "n_runs": rep.n_runs, "n_groups": rep.n_groups, "cox": rep.extra["cox"],
-                                    "indicator": rep.extra.get("indicator"), "logistic": rep.extra["logistic"],
-                                    "power": dose_response_power_at(replication, seed=c.seed, alpha=c.alpha)}
+            power = dose_response_power_at(replication, seed=c.seed, alpha=c.alpha)
+            extra["replication"] = dataclasses.replace(rep, extra={**rep.extra, "power": power}).to_dict()
         except (ValueError, KeyError) as err:  # no replication seeds, or no escape among them
-            extra["replication"] = {"status": f"not tested: {err}"}
+            extra["replication"], extra["replication_status"] = None, f"not tested: {err}"
         return dataclasses.replace(res, extra=extra)
 
     return [attempt("H3", len(primary), build)]

@@ -189,25 +189,22 @@ def _h3_section(layout: Layout) -> dict[str, Any]:
     replication rule, Zhu et al.'s tr(H Sigma) against alignment, the per-arm escape rates,
     power and the start points' loss and gradient norm."""
     from landscape.pipeline.tables import require
-    from landscape.stats.dose_response import replication_verdict
 
     results = read_json(require(layout.results("hypotheses"), "hypotheses"))
     entry = next(h for h in results["hypotheses"] if h["name"] == "H3")
     if entry.get("status") != "tested":
-        return {"status": entry.get("status"), "verdict": "inconclusive"}
-    extra, rep = entry["extra"], entry["extra"].get("replication", {})
-    beta = extra["cox"]["beta"]
-    primary = {"beta": beta, "p": entry["p_holm"] if beta > 0 else extra["p_two_sided"]}
-    replication = ({"beta": rep["cox"]["beta"], "p": rep["cox"]["p_greater"] if rep["cox"]["beta"] > 0 else rep["cox"]["p"]}
-                   if "cox" in rep else {"beta": float("nan"), "p": float("nan")})
+        return {"status": entry.get("status"), "verdict": entry.get("verdict", "not tested")}
+    extra = entry["extra"]
+    rep = extra.get("replication") or {}
+    rep_extra = rep.get("extra") or {}
     return {
         "effect_name": entry["effect_name"], "effect": entry["effect"], "ci": [entry["ci_low"], entry["ci_high"]],
         "n": entry["n_runs"], "n_seeds": entry["n_groups"], "p": entry["p_value"], "p_holm": entry["p_holm"],
-        "verdict": replication_verdict(primary, replication, entry["alpha"]),
-        "replication": {k: rep.get(k) for k in ("effect", "ci_low", "ci_high", "p_value", "n_runs", "n_groups", "status") if k in rep},
-        "zhu_trace_h_sigma": {"primary": extra.get("indicator"), "replication": rep.get("indicator")},
-        "logistic_escape_by_cap": extra.get("logistic"), "arms": extra.get("arms"), "start_points": extra.get("start_points"),
-        "power": {"primary": extra.get("power"), "replication": rep.get("power")},
+        "verdict": entry.get("verdict"), "replication": entry.get("replication") or {"status": extra.get("replication_status")},
+        "zhu_trace_h_sigma": {"primary": extra.get("indicator"), "replication": rep_extra.get("indicator")},
+        "logistic_escape_by_cap": {"primary": extra.get("logistic"), "replication": rep_extra.get("logistic")},
+        "arms": extra.get("arms"), "start_points": extra.get("start_points"),
+        "power": {"primary": extra.get("power"), "replication": rep_extra.get("power")},
     }
 
 

@@ -42,7 +42,6 @@ __all__ = [
     "dose_response_power_at",
     "escape_arms",
     "h3_dose_response",
-    "replication_verdict",
     "simulate_dose_response",
 ]
 
@@ -298,23 +297,6 @@ def dose_response_power(doses: Sequence[float], *, beta: float, base_hazard: flo
         fit = cox_slope(sim["escape_step"].to_numpy(), sim["escape"].to_numpy(), sim["alignment"].to_numpy(), sim["stratum"].to_numpy())
         hits += bool(np.isfinite(fit["p"]) and fit["p"] <= alpha and fit["beta"] > 0)
     return hits / reps
-
-
-def replication_verdict(primary: Mapping[str, float], replication: Mapping[str, float], alpha: float) -> str:
-    """The replication rule for one effect: ``"supported"`` when both seed sets are
-    significant (two-sided ``p <= alpha``) with a positive ``beta``; ``"not supported"`` when
-    both are non-significant or both significant with a negative ``beta``; otherwise
-    ``"inconclusive"``. Each mapping needs ``beta`` and ``p`` (NaN counts as untestable:
-    inconclusive)."""
-    ps, bs = (primary["p"], replication["p"]), (primary["beta"], replication["beta"])
-    if not all(np.isfinite(v) for v in (*ps, *bs)):
-        return "inconclusive"
-    sig = [p <= alpha for p in ps]
-    if all(sig) and all(b > 0 for b in bs):
-        return "supported"
-    if not any(sig) or (all(sig) and all(b < 0 for b in bs)):
-        return "not supported"
-    return "inconclusive"
 
 
 def arm_name(noise_type: str, scale: float | None) -> str:
