@@ -1,15 +1,15 @@
-"""escape stage: continue training from sharp minima under three noise models (H3's experiment).
+"""escape stage: H3's dose-response experiment, escape from converged minima.
 
 Usage: python stages/escape.py
 
-For each seed of ``h1_batch``/``escape.config`` (a large-batch run: a sharp minimum), loads
-runs/<exp>/<cfg>/seed<k>/model.pt and the measure stage's top Ritz vectors
-(measure/<exp>/<cfg>/seeds/seed<k>/krylov.pt), and runs
-``landscape.dynamics.escape.escape_study`` on the fixed probe subset. Writes
-escape/results.json (every trial with its checks), escape/trials.json (one row per trial,
-read by the hypotheses stage) and escape/metrics.json (escape rate, alignment and
-lambda_max ratio per noise type). A diverged or unmeasured run is recorded as skipped.
-Seeds run in forked workers on the CPU, as in the measure stage.
+For each seed of ``h3_minima``/``escape.config`` (the group's own seeds: primary and
+replication), loads runs/<exp>/<cfg>/seed<k>/model.pt, checks that it is a minimum (loss and
+gradient norm on the landscape), computes the top-k Hessian basis by Lanczos and runs
+``landscape.dynamics.escape.escape_study``: SGD noise with its top-k component scaled by each
+factor of ``escape.settings.scales`` at fixed energy, and isotropic noise. Writes
+escape/results.json (every trial with its checks and each start point), escape/trials.json
+(one row per trial with its seed set, read by the hypotheses stage) and escape/metrics.json
+(escape counts per arm, start points, skipped seeds). Seeds run in forked workers.
 """
 
 import _common  # noqa: F401

@@ -19,6 +19,7 @@ from landscape.dynamics.escape import (
 )
 
 D = torch.float64
+THREE = ("sgd", "isotropic", "projected")  # the three-arm design (the scaled family has its own test)
 
 
 class DoubleWell:
@@ -65,7 +66,7 @@ class DoubleWell:
 
 def _config(**over):
     """Keyword arguments of ``escape_study``."""
-    base = dict(steps=150, step_size=1.0, batch_size=4, noise_types=NOISE_TYPES, restarts=8, top_k=1, check_every=50,
+    base = dict(steps=150, step_size=1.0, batch_size=4, noise_types=THREE, restarts=8, top_k=1, check_every=50,
                 lambda_drop=0.5, barrier_tol=0.05, barrier_points=21, eig_tol=1e-3, eig_matvecs=60, rule="any")
     return {**base, **over}
 
@@ -124,6 +125,7 @@ def test_noise_step_exact_properties():
     basis = torch.linalg.qr(torch.randn(P, k, generator=g, dtype=D))[0]
     xi = torch.randn(P, generator=g, dtype=D)
     assert torch.equal(noise_step("sgd", xi, basis, g), xi)
+    assert set(THREE) < set(NOISE_TYPES)
     proj = noise_step("projected", xi, basis, g)
     assert torch.allclose(basis.T @ proj, torch.zeros(k, dtype=D), atol=1e-12)
     assert proj.norm() == pytest.approx(float(xi.norm()), rel=1e-12)
@@ -208,3 +210,50 @@ def test_model_landscape_hvp_through_fused_attention():
     hv = land.hvp(theta, v)
     assert float((hv - fd).norm() / fd.norm()) < 1e-8
     assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25, 1.0, 3.0])
+def test_scaled_noise_keeps_the_energy_and_sets_the_alignment_exactly(scale):
+    """||xi_s|| = ||xi|| for every draw, and the top-k share is s^2 f / (s^2 f + 1 - f) with f the draw's own share."""
+    g = torch.Generator().manual_seed(1)
+    P, k = 40, 4
+    basis = torch.linalg.qr(torch.randn(P, k, generator=g, dtype=D))[0]
+    xi = torch.randn(P, generator=g, dtype=D)
+    out = noise_step("scaled", xi, basis, g, scale)
+    f = float((basis.T @ xi).square().sum() / xi.square().sum())
+    assert out.norm() == pytest.approx(float(xi.norm()), rel=1e-12)
+    share = float((basis.T @ out).square().sum() / out.square().sum())
+    assert share == pytest.approx(scale**2 * f / (scale**2 * f + 1 - f), abs=1e-12)
+    if scale == 1.0:
+        assert torch.allclose(out, xi, atol=1e-14)
+    if scale == 0.0:
+        assert torch.allclose(out, noise_step("projected", xi, basis, g), atol=1e-14)
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        noise_step("scaled", xi, basis, g, -1.0)
+
+
+def test_dose_response_on_the_double_well_at_fixed_energy():
+    """Noise drawn at the minimum with its top-1 component scaled by s: every arm has exactly the
+    SGD draw's energy at each step (same minibatches), the alignment rises with s, Zhu's
+    tr(H Sigma) rises with it, and escapes from the sharp well rise with the dose (basin rule)."""
+    well = DoubleWell(s=4.0, eps=1.0)
+    basis = torch.zeros(well.d, 1, dtype=D)
+    basis[0, 0] = 1.0
+    study = escape_study(well, well.start, basis=basis, seed=5, **_config(
+        noise_types=(), scales=(0.0, 0.5, 1.0, 3.0), restarts=8, steps=150, check_every=10, rule="basin",
+        noise_at="start", noise_scale=2.0, indicator_every=5))
+    by = {s: [t for t in study.trials if t.scale == s] for s in (0.0, 0.5, 1.0, 3.0)}
+    for r in range(8):  # the same draws at every dose: equal energy per restart, to rounding
+        energies = [t.noise_energy for s in by for t in by[s] if t.restart == r]
+        assert max(energies) == pytest.approx(min(energies), rel=1e-10)
+    align = [sum(t.alignment for t in by[s]) / 8 for s in by]
+    assert align == sorted(align) and align[0] < 1e-12
+    ths = [sum(t.trace_h_sigma for t in by[s]) / 8 for s in by]
+    assert ths == sorted(ths)
+    escapes = [sum(t.escaped for t in by[s]) for s in by]
+    assert escapes[0] == 0 and escapes[-1] >= 6 and escapes[-1] > escapes[1]
+    for t in study.trials:
+        if t.escaped:  # the basin rule: crossed at the escape step and at every later check
+            assert all(c["barrier"] > 0.05 for c in t.checks if c["step"] >= t.escape_step)
+        else:
+            assert t.escape_step == 150

@@ -68,7 +68,7 @@ def test_repro_renders_report_and_records_every_run(ci_repo):
     assert {e["name"] for e in results["hypotheses"]} >= {"H1[lambda_max]", "H1[test_error]", "H2[lambda_max]", "H3", "H4"}
     assert all(e["status"] == "tested" or e["status"].startswith("not tested: ") for e in results["hypotheses"])
     escape = json.loads((ci_repo / "escape" / "metrics.json").read_text())
-    assert escape["seeds_studied"] == 2 and set(escape["noise_types"]) == {"sgd", "isotropic", "projected"}
+    assert escape["seeds_studied"] == 3 and set(escape["noise_types"]) == {"isotropic", "projected", "sgd", "s=4"}
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
     for exp, spec in params["experiments"].items():
         for cfg in spec["configs"]:

@@ -110,14 +110,17 @@ def _tree(root: Path, rng: np.random.Generator, *, barriers=False, bounds=False,
                      for a in SEEDS for b in SEEDS if a < b}
             _write(root / f"probes/h2_arch/{cfg}/results.json", {"barriers": {"pairs": pairs}})
         _write(root / "probes/h2_arch/mlp_none/metrics.json", {"invariance": {"lambda_max": "not invariant", "trace": "not invariant"}})
-    if escape:
+    if escape:  # planted dose-response: hazard 0.01 exp(4 a) per step, censored at 150; seeds 0-2 primary, 3-5 replication
         trials = []
         for seed in SEEDS:
             for r in range(6):
-                for kind, align in (("sgd", 0.5), ("isotropic", 0.01), ("projected", 0.0)):
-                    a = align + rng.uniform(0, 0.3)
-                    esc = int(rng.uniform() < 1 / (1 + math.exp(-(-2.0 + 6.0 * a))))
-                    trials.append({"seed": seed, "noise_type": kind, "restart": r, "alignment": a, "escape": esc, "escape_step": 50 if esc else 100})
+                for scale, a in ((None, 0.0), (0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (4.0, 0.9)):
+                    t = rng.exponential(1 / (0.01 * math.exp(4.0 * a))) if scale is not None else 1e9
+                    trials.append({"seed": seed, "seed_set": "primary" if seed < 3 else "replication",
+                                   "noise_type": "isotropic" if scale is None else "scaled", "scale": scale, "restart": r,
+                                   "alignment": a + (rng.uniform(0, 0.01) if scale else 0.0), "trace_h_sigma": a + rng.normal(0, 0.2),
+                                   "escape": int(t < 150), "escape_step": min(150, math.ceil(t)), "loss_start": 0.003,
+                                   "grad_norm_start": 0.02})
         _write(root / "escape/trials.json", {"trials": trials})
 
 
@@ -151,7 +154,11 @@ def test_planted_effects_found_with_all_inputs(tmp_path):
         assert abs(r["H2[norm]"]["extra"]["arms"][arm]["mean"] - math.log(H2_NORM[arm])) < 0.15, arm
     assert r["H2[barrier]"]["n_runs"] == 15 and r["H2[barrier]"]["n_groups"] == 6  # pairs within seeds 0-5
     assert r["H2[barrier]"]["extra"]["replication"]["n_runs"] == 6  # pairs within seeds 6-9
-    assert r["H3"]["effect"] > 1 and r["H3"]["n_runs"] == 108
+    assert r["H3"]["effect"] > 1 and r["H3"]["n_runs"] == 72  # 3 primary seeds x 6 restarts x 4 doses
+    assert r["H3"]["ci_low"] <= math.exp(0.4) <= r["H3"]["ci_high"]  # planted hazard ratio per 0.1 alignment
+    rep = r["H3"]["replication"]
+    assert rep["n_runs"] == 72 and rep["ci_low"] <= math.exp(0.4) <= rep["ci_high"] and r["H3"]["verdict"] == "supported"
+    assert {a["arm"] for a in r["H3"]["extra"]["arms"]} == {"isotropic", "projected", "s=0.5", "sgd", "s=4"}
     assert r["H4"]["supported"] and r["H4"]["extra"]["binding_baseline"] == "bound_isotropic"
     assert r["H4"]["ci_low"] <= -0.1 <= r["H4"]["ci_high"]
     m = len(res["hypotheses"])
@@ -227,6 +234,30 @@ def test_every_hypothesis_without_input_is_not_tested_with_its_statements(name, 
     members = HYPOTHESES[name](hypothesis_tables(layout, EXPERIMENTS, SEEDS), HypothesesConfig(), layout)
     assert members and all(m["name"].split("[")[0] == name and m["status"].startswith("not tested: input missing") for m in members)
     assert all(m["null"] and m["alternative"] for m in members)
+
+
+def test_h3_headline_section_applies_the_replication_rule(tmp_path):
+    """The planted dose-response is found on both seed sets: reports/headline.json's h3 says
+    supported; with the replication's escapes removed it cannot be tested there: inconclusive."""
+    from landscape.io import write_json
+    from landscape.pipeline import report
+
+    _tree(tmp_path, np.random.default_rng(0), escape=True)
+    layout = Layout(tmp_path)
+    res = run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200))
+    write_json(layout.results("hypotheses"), res)
+    section = report.headline_sections({"hypotheses": {}}, layout)["h3"]
+    assert section["verdict"] == "supported" and section["ci"][0] <= math.exp(0.4) <= section["ci"][1]
+    assert section["replication"]["n_runs"] == 72 and section["start_points"]["loss_max"] == pytest.approx(0.003)
+    assert section["replication"]["ci_low"] <= math.exp(0.4) <= section["replication"]["ci_high"]
+    trials = json.loads((tmp_path / "escape/trials.json").read_text())["trials"]
+    for t in trials:
+        if t["seed_set"] == "replication":
+            t.update(escape=0, escape_step=150)
+    (tmp_path / "escape/trials.json").write_text(json.dumps({"trials": trials}))
+    write_json(layout.results("hypotheses"), run_family(tmp_path, EXPERIMENTS, SEEDS, HypothesesConfig(n_boot=200)))
+    section = report.headline_sections({"hypotheses": {}}, layout)["h3"]
+    assert section["verdict"] == "supported (no replication)" and "no trial escaped" in section["replication"]["status"]
 
 
 def test_headline_h1_section_from_the_stage_output(tmp_path):

@@ -31,7 +31,7 @@ def test_every_profile_is_valid(profile):
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda p: p["escape"].update(config="b3"), r"escape.config='b3' is not a config of experiments.h1_batch"),
+        (lambda p: p["escape"].update(config="b3"), r"escape.config='b3' is not a config of experiments.h3_minima"),
         (lambda p: p["escape"].update(extra=1), "escape must have exactly the keys"),
         (lambda p: p["escape"]["settings"].update(restarts=0), "escape.settings.restarts=0"),
         (lambda p: p["escape"]["settings"].update(noise_types=["sgd", "sgd"]), "escape.settings.noise_types"),

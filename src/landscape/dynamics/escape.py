@@ -15,15 +15,28 @@ where ``g`` is the full-batch gradient of the landscape and the noise ``xi_t`` i
 * ``"isotropic"``: ``N(0, s_t^2 I)`` with ``P s_t^2 = ||g_B - g||^2`` from the same draw
   (the same total variance, spread evenly over all P directions);
 * ``"projected"``: the SGD noise with its component in the top-k Hessian subspace of
-  ``theta_0`` removed, rescaled to the SGD noise's norm.
+  ``theta_0`` removed, rescaled to the SGD noise's norm;
+* ``"scaled"`` with a factor ``s >= 0``: the SGD noise with its top-k component multiplied
+  by ``s``, ``s V V^T xi + (I - V V^T) xi``, rescaled to the SGD noise's norm at every step.
+  ``s = 1`` is plain SGD noise, ``s = 0`` the projected noise; in between and above, the
+  alignment varies continuously while the noise energy ``||xi_t||^2`` stays exactly that of
+  the SGD draw (the dose-response design of H3).
+
+Every noise is first multiplied by ``noise_scale`` (a temperature common to all trials).
 
 The three noise types of one restart share their minibatch draws (common random numbers).
 A trial *escapes* when, at a check (every ``check_every`` steps and at the end),
 ``lambda_max`` has dropped to ``(1 - lambda_drop) lambda_max(theta_0)`` or lower, or a loss
 barrier of more than ``barrier_tol`` separates ``theta_t`` from ``theta_0`` on the straight
-segment between them (``rule``, one of :data:`RULES`, chooses which of the two count). Its
+segment between them (``rule``, one of :data:`RULES`, chooses which of the two count).
+Rule ``"basin"`` is the escape from the basin: the barrier exceeds ``barrier_tol`` at a check
+and at every later check (the iterate left and did not come back); the escape step is the
+first check of that final run, and lambda_max is then only measured at the end. Its
 *alignment* is the fraction of the trial's noise energy in that top-k subspace,
 ``sum_t ||V^T xi_t||^2 / sum_t ||xi_t||^2`` (an estimate of ``tr(V V^T Sigma) / tr(Sigma)``).
+Zhu et al.'s escape indicator ``tr(H_0 Sigma)`` is estimated, when ``indicator_every > 0``,
+as the mean of ``xi_t^T H_0 xi_t`` over every ``indicator_every``-th step (``H_0``: the
+Hessian at ``theta_0``; one Hessian-vector product each).
 
 The landscape is any object with ``loss``, ``gradient`` and ``hvp`` (:class:`Landscape`);
 :class:`ModelLandscape` wraps a network and a fixed data set, tests use closed-form ones.
@@ -49,6 +62,7 @@ from landscape.probes.functional import Objective, flatten_params, parameter_dic
 from landscape.seeding import seeded_generator
 
 __all__ = [
+    "NOISE_AT",
     "NOISE_TYPES",
     "RULES",
     "EscapeStudy",
@@ -63,8 +77,9 @@ __all__ = [
     "trial_rows",
 ]
 
-NOISE_TYPES: tuple[str, ...] = ("sgd", "isotropic", "projected")
-RULES: tuple[str, ...] = ("any", "all", "lambda", "barrier")
+NOISE_TYPES: tuple[str, ...] = ("sgd", "isotropic", "projected", "scaled")
+RULES: tuple[str, ...] = ("any", "all", "lambda", "barrier", "basin")
+NOISE_AT: tuple[str, ...] = ("current", "start")
 
 
 class Landscape(Protocol):
@@ -159,7 +174,7 @@ def segment_barrier(landscape: Landscape, start: Tensor, end: Tensor, points: in
 # ---------------------------------------------------------------- noise
 
 
-def noise_step(kind: str, sgd_noise: Tensor, basis: Tensor, generator: torch.Generator) -> Tensor:
+def noise_step(kind: str, sgd_noise: Tensor, basis: Tensor, generator: torch.Generator, scale: float = 1.0) -> Tensor:
     """One noise vector of type ``kind`` built from one draw of SGD noise.
 
     Args:
@@ -167,10 +182,18 @@ def noise_step(kind: str, sgd_noise: Tensor, basis: Tensor, generator: torch.Gen
         sgd_noise: ``g_B - g`` at the current point, shape (P,).
         basis: Orthonormal top-k Hessian eigenvectors, shape (P, k).
         generator: Source of the isotropic draws.
+        scale: Factor ``s >= 0`` of the top-k component (``"scaled"`` only).
     """
     if kind == "sgd":
         return sgd_noise
     energy = sgd_noise.square().sum()
+    if kind == "scaled":
+        if not scale >= 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        top = basis @ (basis.T @ sgd_noise)
+        mixed = scale * top + (sgd_noise - top)
+        norm = mixed.norm()
+        return mixed * (energy.sqrt() / norm) if norm > 0 else mixed
     if kind == "isotropic":
         z = torch.randn(sgd_noise.shape, generator=generator, dtype=sgd_noise.dtype, device=sgd_noise.device)
         return z * torch.sqrt(energy / sgd_noise.numel())
@@ -189,22 +212,28 @@ class EscapeTrial:
     """One continuation from ``theta_0`` under one noise type.
 
     Attributes:
-        noise_type, restart: Which trial.
+        noise_type, restart: Which trial; ``scale``: the factor of a ``"scaled"`` trial
+            (1 for ``"sgd"``, 0 for ``"projected"``, None for ``"isotropic"``).
         alignment: Fraction of the noise energy in the top-k Hessian subspace of theta_0.
         noise_energy: Mean ``||xi_t||^2``.
+        trace_h_sigma: Zhu et al.'s indicator, the mean of ``xi_t^T H_0 xi_t`` over the
+            sampled steps (None when not sampled).
         escaped: Escape by the configured rule within T steps; ``escaped_lambda`` and
             ``escaped_barrier`` are the two criteria at any check.
         escape_step: First check step where the rule held (T when it never did).
         lambda_start, lambda_end: lambda_max at theta_0 and at theta_T.
         loss_start, loss_end: Full loss at theta_0 and theta_T (nats).
         barrier_end: Loss barrier on the segment theta_0 -> theta_T (nats).
-        checks: ``{"step", "lambda_max", "loss", "barrier"}`` at each check.
+        checks: ``{"step", "lambda_max", "loss", "barrier"}`` at each check (lambda_max NaN
+            where it was not measured).
     """
 
     noise_type: str
     restart: int
+    scale: float | None
     alignment: float
     noise_energy: float
+    trace_h_sigma: float | None
     escaped: bool
     escaped_lambda: bool
     escaped_barrier: bool
@@ -217,24 +246,25 @@ class EscapeTrial:
     checks: tuple[dict[str, float], ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "checks": [dict(c) for c in self.checks]}
+        return {**dataclasses.asdict(self), "checks": [{k: (None if v != v else v) for k, v in c.items()} for c in self.checks]}
 
 
 def _escaped(rule: str, by_lambda: bool, by_barrier: bool) -> bool:
     return {"any": by_lambda or by_barrier, "all": by_lambda and by_barrier,
-            "lambda": by_lambda, "barrier": by_barrier}[rule]
+            "lambda": by_lambda, "barrier": by_barrier, "basin": by_barrier}[rule]
 
 
 def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_type: str, lr: float,
                  lambda_start: float, batch_seed: int, noise_seed: int, steps: int, batch_size: int,
                  check_every: int, lambda_drop: float, barrier_tol: float, barrier_points: int, eig_tol: float,
-                 eig_matvecs: int, rule: str, restart: int = 0) -> EscapeTrial:
+                 eig_matvecs: int, rule: str, restart: int = 0, scale: float = 1.0, noise_scale: float = 1.0,
+                 indicator_every: int = 0, noise_at: str = "current") -> EscapeTrial:
     """Run one trial (module docstring); minibatches from ``batch_seed``, Gaussians from ``noise_seed``.
 
     Args:
         landscape: The loss; ``theta0``: the start (P,); ``basis``: (P, k) orthonormal top
             Hessian eigenvectors at ``theta0``.
-        noise_type: One of :data:`NOISE_TYPES`.
+        noise_type: One of :data:`NOISE_TYPES`; ``scale``: the factor of ``"scaled"`` noise.
         lr: Step size eta; ``lambda_start``: lambda_max at ``theta0``.
         batch_seed, noise_seed: Seeds of the minibatch draws and of the Gaussian draws.
         steps: Steps T; ``batch_size``: minibatch size B of the SGD noise.
@@ -245,6 +275,11 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
         eig_tol, eig_matvecs: Lanczos tolerance and product budget per lambda_max estimate.
         rule: Which criterion is escape, one of :data:`RULES`.
         restart: Index recorded in the result.
+        noise_scale: Multiplier of every noise draw (a temperature), > 0.
+        indicator_every: Steps between samples of ``xi^T H_0 xi`` (0: not sampled).
+        noise_at: ``"current"``: minibatch noise at ``theta_t`` (a plain SGD step for
+            ``"sgd"``); ``"start"``: at ``theta_0`` (state-independent noise with SGD's
+            covariance at the minimum, Zhu et al.'s ``Sigma``), one of :data:`NOISE_AT`.
     """
     if noise_type not in NOISE_TYPES:
         raise ValueError(f"unknown noise type {noise_type!r}; valid: {list(NOISE_TYPES)}")
@@ -252,36 +287,64 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
         raise ValueError(f"unknown escape rule {rule!r}; valid: {list(RULES)}")
     if batch_size > landscape.num_examples:
         raise ValueError(f"batch_size={batch_size} exceeds the landscape's {landscape.num_examples} examples")
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale}")
+    if indicator_every < 0:
+        raise ValueError(f"indicator_every must be >= 0, got {indicator_every}")
+    if noise_at not in NOISE_AT:
+        raise ValueError(f"noise_at must be one of {list(NOISE_AT)}, got {noise_at!r}")
     batches = seeded_generator(batch_seed)
     gauss = seeded_generator(noise_seed, device=theta0.device)
+    g0 = landscape.gradient(theta0) if noise_at == "start" else None
     theta = theta0.detach().clone()
     loss0 = landscape.loss(theta0)
     v_top = basis[:, 0]
     align_sum: float | Tensor = 0.0
     energy_sum: float | Tensor = 0.0
+    quad_sum: float | Tensor = 0.0
+    n_quad = 0
     checks: list[dict[str, float]] = []
     escape_step, esc_l, esc_b = steps, False, False
+    basin_since: int | None = None  # first check of the current run of barrier-crossed checks
     for step in range(1, steps + 1):
         index = torch.randperm(landscape.num_examples, generator=batches)[: batch_size]
         g = landscape.gradient(theta)
-        xi = noise_step(noise_type, landscape.gradient(theta, index) - g, basis, gauss)
+        draw = landscape.gradient(theta0, index) - g0 if g0 is not None else landscape.gradient(theta, index) - g
+        xi = noise_step(noise_type, noise_scale * draw, basis, gauss, scale)
         align_sum = align_sum + (basis.T @ xi).square().sum()  # tensors: no sync per step
         energy_sum = energy_sum + xi.square().sum()
+        if indicator_every and step % indicator_every == 0:
+            quad_sum = quad_sum + xi @ landscape.hvp(theta0, xi)
+            n_quad += 1
         theta = theta - lr * (g + xi)
         if step % check_every == 0 or step == steps:
-            lam, v_top = lambda_max_at(landscape, theta, v0=v_top, tol=eig_tol, max_matvecs=eig_matvecs, seed=step)
+            lam = float("nan")
+            if rule != "basin" or step == steps:
+                lam, v_top = lambda_max_at(landscape, theta, v0=v_top, tol=eig_tol, max_matvecs=eig_matvecs, seed=step)
             barrier = segment_barrier(landscape, theta0, theta, barrier_points)
             checks.append({"step": step, "lambda_max": lam, "loss": landscape.loss(theta), "barrier": barrier})
+            crossed = barrier > barrier_tol
+            basin_since = (basin_since or step) if crossed else None
+            if rule == "basin":
+                esc_l = esc_l or lam <= (1.0 - lambda_drop) * lambda_start
+                esc_b = esc_b or crossed
+                continue
             before = _escaped(rule, esc_l, esc_b)
             esc_l = esc_l or lam <= (1.0 - lambda_drop) * lambda_start
-            esc_b = esc_b or barrier > barrier_tol
+            esc_b = esc_b or crossed
             if not before and _escaped(rule, esc_l, esc_b):
                 escape_step = step
+    escaped = _escaped(rule, esc_l, esc_b)
+    if rule == "basin":
+        escaped = basin_since is not None
+        escape_step = basin_since if basin_since is not None else steps
     last = checks[-1]
     return EscapeTrial(
-        noise_type=noise_type, restart=restart, alignment=float(align_sum / energy_sum) if float(energy_sum) > 0 else 0.0,
-        noise_energy=float(energy_sum) / steps,
-        escaped=_escaped(rule, esc_l, esc_b), escaped_lambda=esc_l, escaped_barrier=esc_b, escape_step=escape_step,
+        noise_type=noise_type, restart=restart,
+        scale={"sgd": 1.0, "projected": 0.0, "isotropic": None}.get(noise_type, float(scale)),
+        alignment=float(align_sum / energy_sum) if float(energy_sum) > 0 else 0.0,
+        noise_energy=float(energy_sum) / steps, trace_h_sigma=float(quad_sum) / n_quad if n_quad else None,
+        escaped=escaped, escaped_lambda=esc_l, escaped_barrier=esc_b, escape_step=escape_step,
         lambda_start=lambda_start, lambda_end=last["lambda_max"], loss_start=loss0, loss_end=last["loss"],
         barrier_end=last["barrier"], checks=tuple(checks),
     )
@@ -289,7 +352,12 @@ def escape_trial(landscape: Landscape, theta0: Tensor, basis: Tensor, *, noise_t
 
 @dataclass(frozen=True)
 class EscapeStudy:
-    """All trials from one start point, with the settings that produced them."""
+    """All trials from one start point, with the settings that produced them.
+
+    ``loss_start`` and ``grad_norm_start`` (full loss and ``||grad L||_2`` at ``theta_0``) say
+    how close to a minimum the start is; ``top_eigenvalues`` are the Ritz values of the
+    basis when it was computed here (empty when given).
+    """
 
     trials: tuple[EscapeTrial, ...]
     lambda_start: float
@@ -298,6 +366,9 @@ class EscapeStudy:
     num_params: int
     basis_source: str
     wall_time_s: float
+    loss_start: float = float("nan")
+    grad_norm_start: float = float("nan")
+    top_eigenvalues: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "trials"},
@@ -307,7 +378,8 @@ class EscapeStudy:
 def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None = None, seed: int = 0,
                  step_size: float, noise_types: Sequence[str], restarts: int, top_k: int, steps: int,
                  batch_size: int, check_every: int, lambda_drop: float, barrier_tol: float, barrier_points: int,
-                 eig_tol: float, eig_matvecs: int, rule: str) -> EscapeStudy:
+                 eig_tol: float, eig_matvecs: int, rule: str, scales: Sequence[float] = (), noise_scale: float = 1.0,
+                 indicator_every: int = 0, noise_at: str = "current") -> EscapeStudy:
     """Every (noise type, restart) trial from ``theta0``.
 
     Args:
@@ -326,6 +398,9 @@ def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None =
         steps, batch_size, check_every, lambda_drop, barrier_tol, barrier_points, eig_tol,
             eig_matvecs, rule: As in :func:`escape_trial` (``eig_tol`` and ``eig_matvecs``
             also set the start's lambda_max estimate).
+        scales: Factors ``s`` of ``"scaled"`` trials, run after the ``noise_types`` of each
+            restart (with the same minibatch draws).
+        noise_scale, indicator_every, noise_at: As in :func:`escape_trial`.
     """
     started = time.perf_counter()
     if rule not in RULES:
@@ -333,11 +408,16 @@ def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None =
     P = theta0.numel()
     if top_k >= P:
         raise ValueError(f"top_k={top_k} must be below the {P} parameters")
+    if "scaled" in noise_types:
+        raise ValueError("noise_types cannot name 'scaled'; give its factors as scales")
+    if any(not s >= 0 for s in scales):
+        raise ValueError(f"scales must be >= 0, got {list(scales)}")
     source = "given"
+    top_values: tuple[float, ...] = ()
     if basis is None:
         op = _HessianAt(landscape, theta0)
-        basis = top_eigenpairs(op, k=top_k, which="LA", tol=eig_tol, seed=seed).vectors
-        source = "lanczos"
+        eig = top_eigenpairs(op, k=top_k, which="LA", tol=eig_tol, seed=seed)
+        basis, source, top_values = eig.vectors, "lanczos", tuple(float(v) for v in eig.values)
     if basis.ndim != 2 or basis.shape[0] != P or basis.shape[1] < top_k:
         raise ValueError(f"basis must have shape ({P}, >= {top_k}), got {tuple(basis.shape)}")
     basis = torch.linalg.qr(basis[:, : top_k].to(theta0))[0]
@@ -348,14 +428,17 @@ def escape_study(landscape: Landscape, theta0: Tensor, *, basis: Tensor | None =
     schedule: dict[str, Any] = {
         "steps": steps, "batch_size": batch_size, "check_every": check_every, "lambda_drop": lambda_drop,
         "barrier_tol": barrier_tol, "barrier_points": barrier_points, "eig_tol": eig_tol, "eig_matvecs": eig_matvecs, "rule": rule,
+        "noise_scale": noise_scale, "indicator_every": indicator_every, "noise_at": noise_at,
     }
+    arms = [(kind, 1.0) for kind in noise_types] + [("scaled", float(s)) for s in scales]
     trials = []
     for r in range(restarts):
-        for i, kind in enumerate(noise_types):
-            trials.append(escape_trial(landscape, theta0, basis, noise_type=kind, lr=lr, lambda_start=lam0,
+        for i, (kind, factor) in enumerate(arms):
+            trials.append(escape_trial(landscape, theta0, basis, noise_type=kind, scale=factor, lr=lr, lambda_start=lam0,
                                        batch_seed=_mix(seed, r), noise_seed=_mix(seed, r, 1 + i), restart=r, **schedule))
     return EscapeStudy(trials=tuple(trials), lambda_start=lam0, lr=lr, top_k=top_k, num_params=P,
-                       basis_source=source, wall_time_s=time.perf_counter() - started)
+                       basis_source=source, wall_time_s=time.perf_counter() - started, loss_start=landscape.loss(theta0),
+                       grad_norm_start=float(landscape.gradient(theta0).norm()), top_eigenvalues=top_values)
 
 
 def _mix(*parts: int) -> int:
@@ -369,10 +452,11 @@ def _mix(*parts: int) -> int:
 def trial_rows(studies: Sequence[tuple[int, EscapeStudy]]) -> list[dict[str, Any]]:
     """One flat row per trial (``seed`` of the start point added) for the H3 regression."""
     return [
-        {"seed": seed, "noise_type": t.noise_type, "restart": t.restart, "alignment": t.alignment,
-         "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
+        {"seed": seed, "noise_type": t.noise_type, "scale": t.scale, "restart": t.restart, "alignment": t.alignment,
+         "trace_h_sigma": t.trace_h_sigma, "escape": int(t.escaped), "escape_lambda": int(t.escaped_lambda),
          "escape_barrier": int(t.escaped_barrier), "escape_step": t.escape_step,
-         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end}
+         "lambda_ratio": t.lambda_end / t.lambda_start, "barrier_end": t.barrier_end, "loss_end": t.loss_end,
+         "loss_start": study.loss_start, "grad_norm_start": study.grad_norm_start}
         for seed, study in studies
         for t in study.trials
     ]

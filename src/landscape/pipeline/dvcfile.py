@@ -315,12 +315,11 @@ def generate(params: Mapping[str, Any], layout: Layout | None = None) -> dict[st
             metrics=[rel(layout.bounds_dir / "metrics.json")],
         )
     if "escape" in params:
-        group = "h1_batch"
+        group = "h3_minima"  # landscape.pipeline.escape.SOURCE_EXPERIMENT (not imported: this module needs no torch)
         out = layout.escape_dir
         stages["escape"] = b.stage(
-            "escape", params=[_seeds_param(params, group), "escape", f"experiments.{group}.dataset"],
-            data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, "${escape.config}")),
-                  rel(layout.measure_seeds(group, "${escape.config}"))],
+            "escape", params=[*sorted({"seeds", _seeds_param(params, group)}), "escape", f"experiments.{group}.dataset"],
+            data=[rel(layout.prepared(f"${{experiments.{group}.dataset}}")), rel(layout.config_runs(group, "${escape.config}"))],
             outs=[rel(out / "results.json"), rel(out / "trials.json")],
             metrics=[rel(out / "metrics.json")],
         )

@@ -30,7 +30,7 @@ from landscape.schema import (
 )
 from landscape.stats.bounds_h4 import h4_replicated
 from landscape.stats.correlation import curvature_regressions
-from landscape.stats.escape import h3_alignment_escape
+from landscape.stats.dose_response import dose_response_power_at, escape_arms, h3_dose_response
 from landscape.stats.family import (
     H2_MEASURES,
     Tables,
@@ -237,12 +237,35 @@ def _h2(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
 
 
 def _h3(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:
+    """H3 from the dose-response arms (``scaled`` trials) of the primary seeds; the
+    replication seeds' fit, the replication verdict and the descriptive per-arm rates go to ``extra``."""
     esc = tables.escape
     if esc.empty:
         return [not_tested("H3", f"input missing: {layout.relative(layout.escape_trials)}")]
-    return [attempt("H3", len(esc), lambda: h3_alignment_escape(esc, outcome="escape", predictor="alignment_pct", factor=None, group="seed",
-                                                                time="escape_step", min_clusters=c.min_clusters, alpha=c.alpha,
-                                                                ci_level=c.ci_level))]
+    if "seed_set" not in esc or not (esc["noise_type"] == "scaled").any():
+        where = layout.relative(layout.escape_trials)
+        return [not_tested("H3", f"input missing: no dose-response trials (noise type 'scaled') in {where}")]
+    family = esc[esc["noise_type"] == "scaled"]
+    primary, replication = family[family["seed_set"] == "primary"], family[family["seed_set"] == "replication"]
+    if primary.empty:
+        return [not_tested("H3", "input missing: no dose-response trials on the primary seeds")]
+
+    def build() -> HypothesisResult:
+        res = h3_dose_response(primary, alpha=c.alpha, ci_level=c.ci_level)
+        starts = esc.drop_duplicates("seed")
+        extra: dict[str, Any] = {**res.extra, "seed_set": "primary", "arms": escape_arms(esc),
+                                 "start_points": {"n": len(starts), "loss_max": float(starts["loss_start"].max()),
+                                                  "grad_norm_max": float(starts["grad_norm_start"].max())},
+                                 "power": dose_response_power_at(primary, seed=c.seed, alpha=c.alpha)}
+        try:  # the same test on the replication seeds (landscape.stats.replication applies the rule)
+            rep = h3_dose_response(replication, name="H3[replication]", alpha=c.alpha, ci_level=c.ci_level)
+            power = dose_response_power_at(replication, seed=c.seed, alpha=c.alpha)
+            extra["replication"] = dataclasses.replace(rep, extra={**rep.extra, "power": power}).to_dict()
+        except (ValueError, KeyError) as err:  # no replication seeds, or no escape among them
+            extra["replication"], extra["replication_status"] = None, f"not tested: {err}"
+        return dataclasses.replace(res, extra=extra)
+
+    return [attempt("H3", len(primary), build)]
 
 
 def _h4(tables: Tables, c: HypothesesConfig, layout: Layout) -> list[Member]:

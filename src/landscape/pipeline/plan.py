@@ -448,11 +448,16 @@ def _bounds(params: Mapping[str, Any], shapes: Callable[[str], DataShape], price
 
 
 def _escape(params: Mapping[str, Any], data: DataShape, pricer: Pricer, options: PlanOptions) -> EntryEstimate:
-    s, seeds, cost, P = params["escape"]["settings"], len(params["seeds"]), pricer.cost, pricer.P
+    from landscape.pipeline.escape import SOURCE_EXPERIMENT
+
+    s, cost, P = params["escape"]["settings"], pricer.cost, pricer.P
+    seeds = len((params["experiments"].get(SOURCE_EXPERIMENT) or {}).get("seeds") or params["seeds"])
     N, chunk = min(int(s.get("num_examples", 1000)), data.n_probe), int(s.get("chunk_size", 250))
-    trials = len(s.get("noise_types", ("sgd",))) * int(s.get("restarts", 1))
+    trials = (len(s.get("noise_types", ("isotropic",))) + len(s.get("scales", ()))) * int(s.get("restarts", 1))
     steps, checks = int(s.get("steps", 500)), int(s.get("steps", 500)) // int(s.get("check_every", 100))
-    hvps = seeds * trials * checks * int(s.get("eig_matvecs", 60))
+    lambda_checks = 1 if s.get("rule", "basin") == "basin" else checks
+    indicator = steps // int(s["indicator_every"]) if s.get("indicator_every") else 0
+    hvps = seeds * trials * (lambda_checks * int(s.get("eig_matvecs", 60)) + indicator) + seeds * 4 * int(s.get("top_k", 20))
     grads = seeds * trials * steps
     e = EntryEstimate("escape", "escape", products={"gradients": grads, "hvps": hvps})
     e.cpu_seconds = grads * cost.gradient.seconds(int(s.get("batch_size", 128))) + hvps * pricer.hvp_seconds(N, chunk)

@@ -184,6 +184,30 @@ def _eos_section(layout: Layout) -> list[dict[str, Any]]:
     return [{k: row.get(k) for k in keys} for row in metrics["per_lr"].values()]
 
 
+def _h3_section(layout: Layout) -> dict[str, Any]:
+    """H3's dose-response test (primary seeds, Holm p), its replication and the verdict of the
+    replication rule, Zhu et al.'s tr(H Sigma) against alignment, the per-arm escape rates,
+    power and the start points' loss and gradient norm."""
+    from landscape.pipeline.tables import require
+
+    results = read_json(require(layout.results("hypotheses"), "hypotheses"))
+    entry = next((h for h in results["hypotheses"] if h["name"] == "H3"), {"status": "not tested: no H3 member in the results"})
+    if entry.get("status") != "tested":
+        return {"status": entry.get("status"), "verdict": entry.get("verdict", "not tested")}
+    extra = entry["extra"]
+    rep = extra.get("replication") or {}
+    rep_extra = rep.get("extra") or {}
+    return {
+        "effect_name": entry["effect_name"], "effect": entry["effect"], "ci": [entry["ci_low"], entry["ci_high"]],
+        "n": entry["n_runs"], "n_seeds": entry["n_groups"], "p": entry["p_value"], "p_holm": entry["p_holm"],
+        "verdict": entry.get("verdict"), "replication": entry.get("replication") or {"status": extra.get("replication_status")},
+        "zhu_trace_h_sigma": {"primary": extra.get("indicator"), "replication": rep_extra.get("indicator")},
+        "logistic_escape_by_cap": {"primary": extra.get("logistic"), "replication": rep_extra.get("logistic")},
+        "arms": extra.get("arms"), "start_points": extra.get("start_points"),
+        "power": {"primary": extra.get("power"), "replication": rep_extra.get("power")},
+    }
+
+
 def _h1_section(layout: Layout) -> list[dict[str, Any]]:
     """H1's members (hypotheses/results.json): effect, interval, n, p and Holm p, the replication,
     the verdict, the literature power, and the train-loss range of the runs at the comparison point."""
@@ -227,12 +251,13 @@ def _h4_section(layout: Layout) -> list[dict[str, Any]]:
 
 
 HEADLINE_SECTIONS = {
-    "dense_check": _dense_check_section,
-    "eos": _eos_section,
     "h1": _h1_section,
-    "class_structure": _class_structure_section,
     "h2": _h2_section,
+    "h3": _h3_section,
     "h4": _h4_section,
+    "eos": _eos_section,
+    "dense_check": _dense_check_section,
+    "class_structure": _class_structure_section,
 }
 """Section name of ``reports/headline.json`` -> reader of its rows; a section is written when its
 params section is present (the reader then fails, naming the path, if its input is missing)."""
