@@ -191,7 +191,8 @@ def _h3_section(layout: Layout) -> dict[str, Any]:
     from landscape.pipeline.tables import require
 
     results = read_json(require(layout.results("hypotheses"), "hypotheses"))
-    entry = next((h for h in results["hypotheses"] if h["name"] == "H3"), {"status": "not tested: no H3 member in the results"})
+    missing: dict[str, Any] = {"status": "not tested: no H3 member in the results"}
+    entry: dict[str, Any] = next((h for h in results["hypotheses"] if h["name"] == "H3"), missing)
     if entry.get("status") != "tested":
         return {"status": entry.get("status"), "verdict": entry.get("verdict", "not tested")}
     extra = entry["extra"]
