@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-TIMING_KEYS = frozenset({"wall_time_s", "timings_s", "epoch_time_s"})
+TIMING_KEYS = frozenset({"wall_time_s", "timings_s", "epoch_time_s", "cpu_time_s"})
 """Fields that hold wall-clock seconds (checkpoints' history rows, curvature.json, DVCLive's summary)."""
 TIMED_FILES = ("checkpoints/last.pt", "dvclive/metrics.json", "dvclive/plots/metrics/epoch_time_s.tsv", "curvature.json")
 

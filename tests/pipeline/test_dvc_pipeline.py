@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from landscape.pipeline.params import group_seeds
 from lock_compare import compare_outputs, files_of, lock_outs, pipeline_entries
 from repo_copy import copy_on_ci_profile, restored
 from repo_copy import dvc as _dvc
@@ -112,13 +113,14 @@ def test_bounds_stage_writes_valid_bounds_metrics_and_report(ci_repo):
     assert set(metrics["runs"]) == set(params["bounds"]["runs"])
     for run in params["bounds"]["runs"]:
         exp, cfg = run.split("/")
-        assert metrics["runs"][run]["seeds_bounded"] == len(params["seeds"])
-        for seed in params["seeds"]:
+        seeds = group_seeds(params, exp)
+        assert metrics["runs"][run]["seeds_bounded"] == len(seeds)
+        for seed in seeds:
             d = json.loads((ci_repo / "bounds" / "runs" / exp / cfg / f"seed{seed}" / "bounds.json").read_text())
             assert d["status"] == "bounded" and d["n_bound"] + d["prior"]["n_prior"] == d["n_train"]
-            for fam in ("isotropic", "hessian"):
+            for fam in ("curvature", "optimized", "isotropic"):  # posteriors at the trained weights
                 assert d[fam]["test_error"] <= d[fam]["bound"] <= 1.0
-            assert d["test_error"] <= d["bounds"]["occam"]
+            assert d["test_error"] <= d["bounds"]["occam"] and set(d["certifies"]) == set(d["bounds"])
     # Random labels: a valid bound cannot be informative (10 classes: risk 0.9).
     assert metrics["sanity"]["random_vacuous"] is True
     html = (ci_repo / "reports" / "bounds.html").read_text()
@@ -255,18 +257,21 @@ def test_spectra_scaling_stage_fits_every_spectrum_and_renders_its_page(ci_repo)
     results = json.loads((ci_repo / "spectra_scaling" / "results.json").read_text())
     measured = params["curvature"]  # experiments without a curvature entry (optimizers) have no spectra
     expected = {(exp, cfg, seed) for exp, spec in params["experiments"].items() if exp in measured
-                for cfg in spec["configs"] for seed in params["seeds"]}
+                for cfg in spec["configs"] for seed in group_seeds(params, exp)}
     runs = results["spectra"]["runs"]
     assert {(r["experiment"], r["config"], r["seed"]) for r in runs} == expected
     top_k = params["curvature"]["h1_batch"]["top_k"]
     for r in runs:
         assert r["status"] == "ok", r
         assert 0 <= r["num_spikes"] <= r["max_spikes"] == top_k - params["spectra_scaling"]["edge_points"]
-        assert r["bulk_sigma"] > 0 and 0 <= r["ks_semicircle"] <= 1 and 0 <= r["ks_spiked"] <= 1
+        assert 0 <= r["ks_semicircle"] <= 1 and 0 <= r["ks_spiked"] <= 1 and r["spike_verdict"] in ("spiked", "semicircle")
+        # a bulk fit is reported only where its width exceeds the SLQ broadening ("unresolved" otherwise)
+        assert (r["bulk_sigma"] is None) == (not r["bulk_resolved"]) and (r["bulk_sigma"] is None or r["bulk_sigma"] > r["sigma_broadening"])
         # measure's rmt block runs the same estimator on the same inputs
         curv = json.loads((ci_repo / "measure" / r["experiment"] / r["config"] / "seeds" / f"seed{r['seed']}" / "curvature.json").read_text())
         assert curv["rmt"]["status"] == "ok" and curv["rmt"]["outlier_count"] == r["num_spikes"]
-        assert curv["rmt"]["bulk_sigma"] == pytest.approx(r["bulk_sigma"], rel=1e-9)
+        if r["bulk_resolved"]:
+            assert curv["rmt"]["bulk_sigma"] == pytest.approx(r["bulk_sigma"], rel=1e-9)
     assert results["spectra"]["overall"]["n_runs"] == len(expected)
     # the ci grid has a single scaling config: every fit says why it was not fitted
     assert all(f["status"].startswith("not fitted: ") for f in results["scaling"]["fits"].values())
@@ -288,10 +293,10 @@ def _measure_entries(params: dict) -> set[str]:
 
 def test_editing_a_module_marks_exactly_the_entries_that_import_it(ci_repo):
     """Deps are the import closure: an edit to a module only measure imports (and validate,
-    which checks every stage's config, and dense_check, which reads the measure stage's
-    settings and estimates through its config) makes exactly those entries stale."""
+    which checks every stage's config, and dense_check and class_structure, which read the
+    measure stage's settings through its config) makes exactly those entries stale."""
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
-    readers = {"validate"} | ({"dense_check"} if "dense_check" in params else set())
+    readers = {"validate"} | {s for s in ("dense_check", "class_structure") if s in params}  # both read measure's settings
     for rel in ("src/landscape/pipeline/measure.py", "src/landscape/curvature/measure.py"):
         path = ci_repo / rel
         original = path.read_text()
@@ -373,7 +378,7 @@ def slurm_repo(ci_repo, slurm_env, tmp_path_factory) -> Path:
 
 def test_train_and_measure_entries_as_slurm_jobs_give_the_local_runs_dvc_lock_md5s(ci_repo, slurm_repo):
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
-    n_train = sum(len(spec["configs"] or {}) for spec in params["experiments"].values()) * len(params["seeds"])
+    n_train = sum(len(spec["configs"] or {}) * len(group_seeds(params, exp)) for exp, spec in params["experiments"].items())
     n_measure = len(_measure_entries(params))
     assert f"train_*: {n_train} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
     assert f"measure_*: {n_measure} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
