@@ -262,12 +262,29 @@ def test_value_stop_meets_eigenvalue_tolerance(case, tol, k, request, counting):
 
 def test_value_stop_costs_fewer_products(outliers_and_bulk):
     A = outliers_and_bulk.matrix
-    for k, at_most in ((1, 0.7), (5, 0.98)):
+    for k, at_most in ((1, 1.0), (5, 0.98)):
         by_value = top_eigenpairs(A, k=k, tol=1e-4, seed=0, stop="value")
         by_residual = top_eigenpairs(A, k=k, tol=1e-4, seed=0)
         assert by_value.num_matvecs <= at_most * by_residual.num_matvecs
         # Residual mode reports the value estimate too, and meets it a fortiori.
         assert (by_residual.value_errors <= by_residual.residuals + 1e-15).all()
+
+
+@pytest.mark.parametrize("stop", ["residual", "value"])
+def test_top1_costs_fewer_products_when_less_is_asked(outliers_and_bulk, stop):
+    # k = 1 tests its pair after every product in both modes, so a looser tol stops
+    # earlier (with a full-basis test it spent max_basis products whatever tol asked).
+    A = outliers_and_bulk.matrix
+    top = outliers_and_bulk.eigenvalues.max()
+    counts = []
+    for tol in (1e-2, 1e-4, 1e-8):
+        res = top_eigenpairs(A, k=1, tol=tol, seed=0, stop=stop)
+        assert res.converged
+        crit = res.value_errors if stop == "value" else res.residuals
+        assert float(crit[0]) <= tol
+        assert abs(float(res.values[0]) - float(top)) <= tol * float(top) * (1 + 1e-6)
+        counts.append(res.num_matvecs)
+    assert counts[0] < counts[1] < counts[2], counts
 
 
 def test_value_stop_recovers_a_missed_eigenvalue(outliers_and_bulk, counting):

@@ -430,8 +430,8 @@ def top_eigenpairs(
     reorthogonalisation, see the module docstring), solves the projected problem with
     ``torch.linalg.eigh`` and stops when the k wanted Ritz pairs have relative residual
     ``|b^T u_i| / max(|theta_i|, eps^(1/4) ||A||est) <= tol`` (tested after every product
-    when ``check_multiplicity`` guards against a premature stop, else with a full
-    basis); otherwise it restarts with the ``keep = k + (max_basis - k) // 2`` best Ritz
+    when k = 1 or ``check_multiplicity`` guards against a premature stop, so a looser
+    ``tol`` costs fewer products; else with a full basis); otherwise it restarts with the ``keep = k + (max_basis - k) // 2`` best Ritz
     vectors plus the residual vector.
     ``eps`` is the unit roundoff of the coarser of the operator and basis dtypes and
     ``||A||est`` the largest Ritz value magnitude or product norm seen. The floor
@@ -482,7 +482,7 @@ def top_eigenpairs(
             as the residual, so asking for eigenvalues to 1e-4 costs far fewer products
             than residuals to 1e-4, and the vectors are then only accurate to about
             ``sqrt(tol * gap / |theta|)``. Convergence is tested after every product in
-            both modes when the multiplicity check runs, and for "value" also when k = 1.
+            both modes when k = 1 or the multiplicity check runs.
             Both certificates are reported either way.
         store_products: keep the product ``A q`` of every basis vector (twice the basis
             memory), so the verification and the Rayleigh-Ritz step after a replacement
@@ -525,11 +525,13 @@ def top_eigenpairs(
     tiny = torch.finfo(wdtype).tiny
     anorm = torch.zeros((), dtype=wdtype, device=device)
     start = _start_vector(P, v0, gen, wdtype, device)
-    # One pair needs no second copy, so k = 1 skips the check. Stopping at the first step
-    # where the k pairs converge is safe only with the check behind it; without it
-    # convergence is tested with a full basis.
+    # One pair needs no second copy, so k = 1 skips the check and, like any run with the
+    # check behind it, stops at the first product where its pair converges (so a looser
+    # tol costs fewer products). For k > 1 without the check, stopping that early could
+    # return k pairs while a wanted eigenvalue is still unseen, so convergence is then
+    # tested with a full basis.
     check_multiplicity = check_multiplicity and k > 1
-    every_step = check_multiplicity or stop == "value"
+    every_step = check_multiplicity or stop == "value" or k == 1
     store = bool(store_products)
     run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=every_step, stop=stop, store=store)
     values, Y, AY, anorm = run.theta, run.Y, run.AY, run.anorm

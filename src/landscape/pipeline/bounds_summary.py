@@ -6,24 +6,14 @@ Reads the per-seed dictionaries :func:`landscape.pipeline.bounds.run` writes
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from landscape.io import read_json
 from landscape.pipeline.layout import Layout
+from landscape.pipeline.seed_summary import mean_sd
 
 __all__ = ["headline_rows", "sanity_summary", "summarise"]
-
-
-def _mean_sd(values: list[float]) -> dict[str, float]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return {
-        "mean": statistics.fmean(finite) if finite else float("nan"),
-        "sd": statistics.stdev(finite) if len(finite) > 1 else float("nan"),
-        "n": len(finite),
-    }
 
 
 def summarise(per_seed: Mapping[int, Mapping[str, Any]], families: Sequence[str]) -> dict[str, Any]:
@@ -32,12 +22,12 @@ def summarise(per_seed: Mapping[int, Mapping[str, Any]], families: Sequence[str]
     return {
         "seeds_bounded": len(ok),
         "seeds_skipped": len(per_seed) - len(ok),
-        **{f"{f}_bound": _mean_sd([s["bounds"][f] for s in ok]) for f in families},
-        "test_error": _mean_sd([s["test_error"] for s in ok]),
-        "train_error": _mean_sd([s["train_error"] for s in ok]),
-        "prior_bound_error": _mean_sd([s["prior"]["bound_error"] for s in ok]),
-        **{f"{f}_test_error": _mean_sd([s[f]["test_error"] for s in ok]) for f in ("isotropic", "curvature", "optimized")},
-        **{f"{f}_kl": _mean_sd([s[f]["kl"]["kl"] for s in ok]) for f in ("isotropic", "curvature", "optimized")},
+        **{f"{f}_bound": mean_sd([s["bounds"][f] for s in ok]) for f in families},
+        "test_error": mean_sd([s["test_error"] for s in ok]),
+        "train_error": mean_sd([s["train_error"] for s in ok]),
+        "prior_bound_error": mean_sd([s["prior"]["bound_error"] for s in ok]),
+        **{f"{f}_test_error": mean_sd([s[f]["test_error"] for s in ok]) for f in ("isotropic", "curvature", "optimized")},
+        **{f"{f}_kl": mean_sd([s[f]["kl"]["kl"] for s in ok]) for f in ("isotropic", "curvature", "optimized")},
         "seeds_curvature_below_isotropic": sum(s["bounds"]["curvature"] < s["bounds"]["isotropic"] for s in ok),
         "seeds_curvature_below_occam": sum(s["bounds"]["curvature"] < s["bounds"]["occam"] for s in ok),
         "seeds_optimized_below_holdout_prior": sum(s["bounds"]["optimized"] < s["bounds"]["holdout_prior"] for s in ok),

@@ -21,8 +21,6 @@ intervals per arm, the start points' loss and gradient norm). Seeds run in forke
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from landscape.pipeline.parallel import map_forked
 from landscape.pipeline.params import experiment_dataset, group_seeds, replication_split, section
 from landscape.pipeline.runs import load_run, run_status
 from landscape.pipeline.runtime import configure_torch, cpu_workers, pick_device
+from landscape.pipeline.seed_summary import mean_sd
 from landscape.schema import (
     Checked,
     ConfigError,
@@ -173,12 +172,6 @@ def _seed_study(layout: Layout, experiment: str, config: str, cfg: EscapeConfig,
     return seed, "studied", study, start
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    return {"mean": statistics.fmean(finite) if finite else float("nan"),
-            "sd": statistics.stdev(finite) if len(finite) > 1 else float("nan"), "n": len(finite)}
-
-
 def _per_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Escape counts and rates (Wilson 95% interval), alignment and lambda_max ratio per arm."""
     per_type = {}
@@ -189,13 +182,13 @@ def _per_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         sub = [r for r in rows if arm(r) == kind]
         escapes = sum(r["escape"] for r in sub)
         lo, hi = wilson_bounds(escapes, len(sub), 0.95) if sub else (float("nan"), float("nan"))
-        per_type[kind] = {"trials": len(sub), "escapes": escapes, "escape_rate": _summary([float(r["escape"]) for r in sub])["mean"],
+        per_type[kind] = {"trials": len(sub), "escapes": escapes, "escape_rate": mean_sd([float(r["escape"]) for r in sub])["mean"],
                           "escape_rate_ci95": [float(lo), float(hi)],
-                          "escape_lambda_rate": _summary([float(r["escape_lambda"]) for r in sub])["mean"],
-                          "escape_barrier_rate": _summary([float(r["escape_barrier"]) for r in sub])["mean"],
-                          "alignment": _summary([r["alignment"] for r in sub]), "lambda_ratio": _summary([r["lambda_ratio"] for r in sub]),
-                          "trace_h_sigma": _summary([r["trace_h_sigma"] for r in sub if r["trace_h_sigma"] is not None]),
-                          "escape_step": _summary([float(r["escape_step"]) for r in sub])}
+                          "escape_lambda_rate": mean_sd([float(r["escape_lambda"]) for r in sub])["mean"],
+                          "escape_barrier_rate": mean_sd([float(r["escape_barrier"]) for r in sub])["mean"],
+                          "alignment": mean_sd([r["alignment"] for r in sub]), "lambda_ratio": mean_sd([r["lambda_ratio"] for r in sub]),
+                          "trace_h_sigma": mean_sd([r["trace_h_sigma"] for r in sub if r["trace_h_sigma"] is not None]),
+                          "escape_step": mean_sd([float(r["escape_step"]) for r in sub])}
     return per_type
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +50,7 @@ from landscape.pipeline.runtime import (
     process_group,
     visible_devices,
 )
+from landscape.pipeline.seed_summary import mean_sd
 from landscape.reproducibility import device_record
 from landscape.schema import nonneg, parse_config, positive, rule
 from landscape.training.checkpoint import list_snapshots
@@ -132,15 +132,6 @@ class CurvatureConfig:
     basis_device: str | None = field(default=None, metadata=rule("null or 'cpu'", lambda x: x in (None, "cpu")))
     slq_reorthogonalize: bool = True
     noise_memory_bytes: int = field(default=DEFAULT_COVARIANCE_MEMORY_BYTES, metadata=rule("an int >= 1", lambda x: x >= 1))
-
-
-def _mean_sd(values: list[float]) -> dict[str, float]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return {
-        "mean": statistics.fmean(finite) if finite else float("nan"),
-        "sd": statistics.stdev(finite) if len(finite) > 1 else float("nan"),
-        "n": len(finite),
-    }
 
 
 _AT_INIT_KEYS = ("lambda_max", "lambda_max_err", "lambda_min", "lambda_min_err", "spectral_norm", "spectral_norm_err",
@@ -235,15 +226,15 @@ def run(params: Mapping[str, Any], layout: Layout, experiment: str, config: str)
     metrics = {
         "seeds_measured": len(measured),
         "seeds_skipped": len(per_seed) - len(measured),
-        "lambda_max": _mean_sd([s["lambda_max"] for s in measured]),
-        "lambda_min": _mean_sd([s.get("lambda_min", math.nan) for s in measured]),
-        "spectral_norm": _mean_sd([s["spectral_norm"] for s in measured]),
-        "negative_mass": _mean_sd([s["negative_mass"]["below_zero"] for s in measured]),
-        "trace": _mean_sd([s["trace"] for s in measured]),
-        "logdet": _mean_sd([s["logdet"] for s in measured]),
-        "logdet_curvature": _mean_sd([s["logdet_curvature"] for s in measured]),
-        "outlier_count": _mean_sd([s["rmt"]["outlier_count"] for s in measured]),
-        "kappa": _mean_sd([s["noise"]["kappa"] for s in measured if "noise" in s]),
+        "lambda_max": mean_sd([s["lambda_max"] for s in measured]),
+        "lambda_min": mean_sd([s.get("lambda_min", math.nan) for s in measured]),
+        "spectral_norm": mean_sd([s["spectral_norm"] for s in measured]),
+        "negative_mass": mean_sd([s["negative_mass"]["below_zero"] for s in measured]),
+        "trace": mean_sd([s["trace"] for s in measured]),
+        "logdet": mean_sd([s["logdet"] for s in measured]),
+        "logdet_curvature": mean_sd([s["logdet_curvature"] for s in measured]),
+        "outlier_count": mean_sd([s["rmt"]["outlier_count"] for s in measured]),
+        "kappa": mean_sd([s["noise"]["kappa"] for s in measured if "noise" in s]),
         "dtype": cfg.dtype,
         "runtime": {**runtime, "devices": [str(d) for d in devices], "world_size": 1 if world is None else world.world_size},
     }

@@ -52,6 +52,7 @@ from landscape.pipeline.probe_settings import (
     TrajectorySettings,
 )
 from landscape.pipeline.runs import StoredRun, initial_model
+from landscape.pipeline.seed_summary import mean_sd
 from landscape.probes.connectivity import PathEvaluation, fit_bezier, linear_path
 from landscape.probes.functional import Batch, Evaluation, LossFn, Objective, parameter_dict
 from landscape.probes.invariance import invariance_audit, rescale_layers
@@ -81,7 +82,6 @@ __all__ = [
     "PLAN_ORDER",
     "plan_tasks",
     "run_task",
-    "mean_sd",
 ]
 
 
@@ -117,15 +117,6 @@ class TrainedRun:
     ritz_bn_mode: str | None = None
     source: StoredRun | None = None
     snapshots: tuple[Path, ...] = ()
-
-
-def mean_sd(values: Sequence[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    return {
-        "mean": float(v.mean()) if v.size else math.nan,
-        "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
-        "n": int(v.size),
-    }
 
 
 def _path_arrays(arrays: dict[str, np.ndarray], key: str, pe: PathEvaluation) -> None:
