@@ -208,6 +208,9 @@ class Counted(SymmetricOperator):
         self.count += V.shape[1]
         return self.op._matmat(V)
 
+    def start_hint(self) -> Tensor | None:
+        return self.op.start_hint()
+
 
 def count_curvlinops(linop: Any) -> list[int]:
     """Count the columns a curvlinops operator multiplies (patches the instance's ``_matmat``)."""

@@ -367,3 +367,39 @@ def test_stated_basis_memory_matches_the_basis_held(known_spectrum):
     # default basis of k = 5: max(2k + 1, 20) = 20 rows, k locked rows, one residual row and the k pairs
     assert lanczos_basis_bytes(10**6, 5) == 8 * 10**6 * (20 + 1 + 2 * 5)
     assert lanczos_basis_bytes(10**6, 5, max_basis=40, itemsize=4, store_products=True) == 4 * 10**6 * (40 + 40 + 1 + 10)
+
+
+class _Hinted(DenseOperator):
+    """A dense operator that offers a fixed start hint."""
+
+    def __init__(self, matrix: torch.Tensor, hint: torch.Tensor):
+        super().__init__(matrix)
+        self.hint = hint
+
+    def start_hint(self) -> torch.Tensor:
+        return self.hint
+
+
+def test_start_hint_speeds_up_the_top_end_and_cannot_hide_it(decaying_spectrum):
+    q = decaying_spectrum
+    top = q.eigenvectors[:, -1]
+    plain = top_eigenpairs(q.matrix, k=1, tol=1e-8, seed=0)
+    # A hint close to the top eigenvector: fewer products, same eigenvalue.
+    noise = torch.randn(q.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    good = top_eigenpairs(_Hinted(q.matrix, top + 0.05 * noise / noise.norm()), k=1, tol=1e-8, seed=0)
+    assert good.converged and plain.converged
+    assert good.num_matvecs < plain.num_matvecs
+    torch.testing.assert_close(good.values, q.eigenvalues[-1:], rtol=1e-10, atol=0.0)
+    # A hint exactly orthogonal to the top eigenvector: the random part still finds it.
+    bad = q.eigenvectors[:, -2]
+    res = top_eigenpairs(_Hinted(q.matrix, bad), k=1, tol=1e-8, seed=0)
+    assert res.converged
+    torch.testing.assert_close(res.values, q.eigenvalues[-1:], rtol=1e-10, atol=0.0)
+    # The bottom end ignores the hint; a zero hint is ignored; an explicit v0 wins.
+    sa = top_eigenpairs(_Hinted(q.matrix, bad), k=1, which="SA", tol=1e-8, seed=0)
+    assert sa.num_matvecs == top_eigenpairs(q.matrix, k=1, which="SA", tol=1e-8, seed=0).num_matvecs
+    zero = top_eigenpairs(_Hinted(q.matrix, torch.zeros(q.dim, dtype=torch.float64)), k=1, tol=1e-8, seed=0)
+    assert zero.num_matvecs == plain.num_matvecs and torch.equal(zero.values, plain.values)
+    v0 = torch.ones(q.dim, dtype=torch.float64)
+    explicit = top_eigenpairs(_Hinted(q.matrix, top), k=1, tol=1e-8, seed=0, v0=v0)
+    assert explicit.num_matvecs == top_eigenpairs(q.matrix, k=1, tol=1e-8, seed=0, v0=v0).num_matvecs

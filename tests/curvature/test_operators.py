@@ -371,3 +371,22 @@ def test_argument_errors():
     op = HessianOperator(model, CE, _ShrinkingData(), hvp_mode="rev_rev")
     with pytest.raises(RuntimeError, match="yielded 5 examples in this pass but 6 at construction"):
         op @ torch.ones(op.shape[0], dtype=torch.float64)
+
+
+def test_start_hint_is_the_gradient_and_lanczos_stays_exact():
+    # The Hessian operator's start hint is its loss gradient (free with kept graphs), and the
+    # ObservedOperator wrapper passes it on.
+    from landscape.curvature import top_eigenpairs
+    from landscape.curvature.linop import ObservedOperator
+
+    from models import classification_batches, reference_gradient, reference_hessian, tanh_mlp
+
+    model, data, loss_fn = tanh_mlp(3), classification_batches([40, 24], seed=3), nn.CrossEntropyLoss()
+    op = HessianOperator(model, loss_fn, data)
+    g = reference_gradient(model, loss_fn, data)
+    torch.testing.assert_close(op.start_hint(), g, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ObservedOperator(op, lambda n: None).start_hint(), g, rtol=1e-10, atol=1e-12)
+    lam = torch.linalg.eigvalsh(reference_hessian(model, loss_fn, data))[-1]
+    res = top_eigenpairs(op, k=1, tol=1e-8, seed=0)
+    assert res.converged
+    torch.testing.assert_close(res.values[0], lam, rtol=1e-8, atol=0.0)

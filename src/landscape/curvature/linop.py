@@ -46,6 +46,12 @@ class SymmetricOperator:
         """Multiply a single vector of shape (P,)."""
         return self.matmat(v.reshape(-1))
 
+    def start_hint(self) -> Tensor | None:
+        """A (P,) vector rich in the top eigendirections that the operator has at hand at
+        little or no cost, or None (the default). ``top_eigenpairs`` adds it to its random
+        start vector for the top end of the spectrum."""
+        return None
+
     def __matmul__(self, V: Tensor) -> Tensor:
         return self.matmat(V)
 
@@ -107,6 +113,9 @@ class ObservedOperator(SymmetricOperator):
         out = self.inner.matmat(V)
         self.on_products(int(V.shape[1]))
         return out
+
+    def start_hint(self) -> Tensor | None:
+        return self.inner.start_hint()
 
 
 def as_operator(A: SymmetricOperator | Tensor) -> SymmetricOperator:

@@ -640,6 +640,11 @@ class _CurvatureOperator(SymmetricOperator):
         _, l_sum = self._engine.gradient_sum()
         return self._normalised(l_sum)
 
+    def start_hint(self) -> Tensor:
+        """The loss gradient (:meth:`gradient`; free with kept graphs, one gradient pass
+        otherwise): it lies mostly in the top eigenspace of the Hessian and the GGN."""
+        return self.gradient()
+
 
 class HessianOperator(_CurvatureOperator):
     """Hessian of the loss over the whole data set, as a symmetric operator.
