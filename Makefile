@@ -85,6 +85,7 @@ profile:
 bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]' -c constraints.txt
 	$(BIN)/python bench/curvature.py
+	$(BIN)/python bench/eig_accuracy.py
 
 clean-venv:
 	rm -rf $(VENV)

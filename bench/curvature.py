@@ -834,6 +834,24 @@ def hvp_section(cfg: BenchConfig, model: nn.Module, x: Tensor, y: Tensor) -> dic
 # --------------------------------------------------------------------------------------
 
 
+def train_sgd(model: nn.Module, X: Tensor, Y: Tensor, epochs: int, lr: float, g: torch.Generator) -> float:
+    """Seeded SGD (momentum 0.9, batch 64, cross-entropy) on all of (X, Y); leaves the model in
+    eval mode without gradients and returns its train loss."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(Y), generator=g)
+        for i in range(0, len(Y), 64):
+            b = perm[i : i + 64]
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(X[b]), Y[b]).backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(X), Y))
+
+
 def build_mlp(cfg: BenchConfig, data: str) -> tuple[nn.Module, Tensor, Tensor, str]:
     """The float64 MLP of the trace and slq sections and the batch its Hessian is taken on.
 
@@ -856,19 +874,7 @@ def build_mlp(cfg: BenchConfig, data: str) -> tuple[nn.Module, Tensor, Tensor, s
     ds = load_dataset("digits")
     X, Y = ds.x.to(torch.float64), ds.y
     g = torch.Generator().manual_seed(cfg.seed + 2)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.mlp_lr, momentum=0.9)
-    model.train()
-    for _ in range(cfg.mlp_train_epochs):
-        perm = torch.randperm(len(Y), generator=g)
-        for i in range(0, len(Y), 64):
-            b = perm[i : i + 64]
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(X[b]), Y[b]).backward()
-            opt.step()
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    with torch.no_grad():
-        train_loss = float(nn.functional.cross_entropy(model(X), Y))
+    train_loss = train_sgd(model, X, Y, cfg.mlp_train_epochs, cfg.mlp_lr, g)
     idx = torch.randperm(len(Y), generator=g)[: cfg.mlp_examples]
     return model, X[idx], Y[idx], (
         f"scikit-learn digits (1,797 real 8x8 images); MLP trained {cfg.mlp_train_epochs} epochs of SGD (lr {cfg.mlp_lr}, "
