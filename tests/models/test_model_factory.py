@@ -380,3 +380,60 @@ def test_parameter_count_of_variants(name: str, kwargs: dict[str, Any]) -> None:
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(shape)).shape == (2, kw["num_classes"])
+
+
+# ---------------------------------------------------------------- depth of a config
+
+_INPUTS = ("in_chans", "img_size", "num_classes", "in_features")
+
+
+def _stacked_blocks(model: nn.Module) -> int:
+    """Blocks the built network stacks, counted from its modules: MLP hidden layers, residual
+    (MLP or basic) blocks, transformer blocks (the ground truth of ``model_depth``)."""
+    from timm.models.resnet import BasicBlock as TimmBasicBlock
+    from timm.models.vision_transformer import Block as ViTBlock
+
+    from landscape.models.lm_transformer import _Block as LMBlock
+    from landscape.models.mlp import MLPLayer
+    from landscape.models.resmlp import ResidualBlock
+    from landscape.models.resnet_small import BasicBlock
+
+    kinds = (MLPLayer, ResidualBlock, BasicBlock, TimmBasicBlock, ViTBlock, LMBlock)
+    return sum(isinstance(m, kinds) for m in model.modules())
+
+
+#: A deeper variant of each model with a depth option (the others are fixed stacks or timm's fixed ResNets).
+DEEPER: dict[str, dict[str, Any]] = {"mlp": {"depth": 3}, "resmlp": {"depth": 5}, "resnet_small": {"blocks_per_stage": 2},
+                                     "vit_small_32": {"depth": 2}, "lm_transformer": {"depth": 3}}
+
+
+def _depth_against_blocks(name: str, kw: dict[str, Any]) -> None:
+    with torch.device("meta"):
+        model = build_model(name, seed=0, **kw)
+    spec = {"name": name, **{k: v for k, v in kw.items() if k not in _INPUTS}}
+    assert lm.model_depth(spec) == (_stacked_blocks(model) or None)
+
+
+def test_model_depth_counts_the_blocks_the_network_stacks(case: tuple[str, dict[str, Any]]) -> None:
+    """Every registered model: ``model_depth`` of the config equals the blocks counted in the
+    network built from it (None exactly for the fixed stacks with no block, cnn_small and vgg_small)."""
+    _depth_against_blocks(*case)
+
+
+@pytest.mark.parametrize("name", sorted(DEEPER))
+def test_model_depth_follows_the_depth_option(name: str) -> None:
+    _depth_against_blocks(name, dict(CASES.get(name, DEFAULT_CASE), **DEEPER[name]))
+
+
+def test_model_depth_of_the_cifar_resnets_and_bad_input() -> None:
+    """He et al.'s ResNet-20 / 56 / 110 (6n + 2 layers) stack 9 / 27 / 54 basic blocks; timm's
+    ResNet-18 / 34 stack 8 / 16; an explicit depth needs no name; bad input is named."""
+    assert [lm.model_depth({"name": "resnet_small", "blocks_per_stage": n}) for n in (3, 9, 18)] == [9, 27, 54]
+    assert lm.model_depth({"name": "resnet18"}) == 8 and lm.model_depth({"name": "resnet34"}) == 16
+    assert lm.model_depth({"width": 8, "depth": 2}) == 2 and lm.model_depth({"name": "mlp", "depth": None}) == 2
+    with pytest.raises(ValueError, match="unknown model 'nope'; valid names"):
+        lm.model_depth({"name": "nope"})
+    with pytest.raises(ValueError, match="needs a 'name' or a 'depth'"):
+        lm.model_depth({"width": 8})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        lm.model_depth("mlp")  # type: ignore[arg-type]
