@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from landscape.models import model_depth
 from landscape.pipeline import smoke
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.dvcfile import generate
 from landscape.pipeline.params import load_params
 

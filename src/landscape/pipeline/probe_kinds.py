@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from landscape.curvature import HessianOperator, logdet, top_eigenpairs
 from landscape.curvature import trace as estimate_trace
 from landscape.functional import first_batches
-from landscape.models import model_depth
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.probe_settings import (
     BarrierSettings,
     BezierSettings,

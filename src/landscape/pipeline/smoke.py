@@ -15,7 +15,7 @@ and sizes shrink, by the rules below (a count is recognised by its key, wherever
   needs 3 sizes at 2 seeds), and in H1's group a second noise scale eta/B at the smallest kept
   batch (:func:`_noise_levels`: H1 regresses on log2(eta/B) and log2(B), which must not be
   collinear); in ``hypotheses.h2_experiment`` every skip / no-skip config at the group's
-  shallowest and deepest depth (:func:`landscape.models.model_depth`; all of them where the
+  shallowest and deepest depth (:func:`landscape.pipeline.depth.model_depth`; all of them where the
   configs have no depth: H2's depth x skip interaction needs two depths) and the normalisation
   arm ``hypotheses.h2_norm_configs``; in the scaling grid
   (``spectra_scaling.scaling_experiment``) the 5 smallest cells a width x depth power-law fit
@@ -74,7 +74,7 @@ from typing import Any
 
 import yaml
 
-from landscape.models import model_depth
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.params import load_params
 
 __all__ = ["CAPS", "WIDTH_DIVISOR", "BATCH_DIVISOR", "SMOKE_SEEDS", "select_configs", "shrink_profile", "render", "main"]

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from landscape.models import model_depth
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.params import replication_split, seeds_of
 from landscape.schema import ConfigError
@@ -112,7 +112,7 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
     Args:
         layout: The artifact tree.
         experiments: ``params["experiments"]`` (configs give batch size, skip, norm and the depth of
-            :func:`landscape.models.model_depth`).
+            :func:`landscape.pipeline.depth.model_depth`).
         seeds: The seeds of the sweep.
     """
     found = {"runs": 0, "curvature": 0, "bounds": 0, "probes": 0, "escape_trials": 0}
