@@ -301,7 +301,8 @@ def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], se
     rows = []
     for name, conf in configs.items():
         model = conf.get("model", {})
-        if "width" not in model or "depth" not in model:
+        depth = model_depth(model) if model.get("depth") is not None else None  # the grid states its depths
+        if "width" not in model or depth is None:
             raise ConfigError(f"experiments.{experiment}.configs.{name}.model needs width and depth for the scaling fit")
         for seed in seeds:
             curv = read_json(layout.curvature(experiment, name, seed))
@@ -310,7 +311,7 @@ def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], se
             init = curv.get("at_init") or {}
             rmt = init.get("rmt") or {}
             ok_init = rmt.get("status") == "ok" and "bulk_sigma" in rmt
-            rows.append({"config": name, "width": float(model["width"]), "depth": float(model_depth(model)), "seed": seed,
+            rows.append({"config": name, "width": float(model["width"]), "depth": float(depth), "seed": seed,
                          "trained.spectral_norm": _float(curv.get("spectral_norm")),
                          "trained.lambda_max": _float(curv.get("lambda_max")), "trained.trace": _float(curv.get("trace")),
                          "at_init.spectral_norm": _float(init.get("spectral_norm")),
