@@ -86,6 +86,35 @@ def test_products_are_counted_from_the_settings(small_plan, costs):
     assert small_plan.gpu_hours > 0 and not small_plan.too_big()
 
 
+def test_tracked_training_and_class_structure_are_counted_from_the_settings(costs):
+    """A train-to-target run is priced at its cap with its records (a forward pass over the training
+    split and power_steps products each, and the converged lambda_max's FINAL_MAX_HVPS at most); the
+    class_structure entry: G and H top-k Lanczos (capped at max_matvecs) per spectrum seed, and
+    1 + C per-example gradient passes and 2 x diag_probes products per diagonal run."""
+    from landscape.curvature.lanczos import lanczos_basis_bytes
+    from landscape.training.tracking import FINAL_MAX_HVPS
+
+    params = json.loads(json.dumps(PARAMS))
+    tracked = {"epochs": 3, "batch_size": 100, "target_loss": 0.1, "track_every": 4, "track_sharpness": True,
+               "sharpness_examples": 64, "power_steps": 3}
+    params["experiments"]["curv"]["configs"]["tracked"] = {"model": {**MLP, "width": 512}, "train": tracked}
+    params["experiments"]["curv"]["configs"]["plain"] = {"model": {**MLP, "width": 512}, "train": {"epochs": 3, "batch_size": 100}}
+    params["class_structure"] = {"spectrum_runs": ["curv/w512"], "spectrum_seeds": [0, 1], "top_k": 12, "max_matvecs": 30,
+                                 "num_classes": 10, "edge_points": 5, "diag_experiment": "curv", "diag_configs": ["w512"],
+                                 "diag_seeds": [0], "diag_examples": 100, "diag_probes": 8, "chunk_size": 50}
+    entries = {e.entry: e for e in plan_profile(params, 64 * GiB, PlanOptions(device="cpu"), costs).entries}
+    steps = 3 * (900 // 100)
+    assert entries["train_curv@tracked-0"].products == {"gradients": steps, "tracked_records": steps // 4,
+                                                        "hvps": steps // 4 * 3 + FINAL_MAX_HVPS}
+    assert entries["train_curv@plain-0"].products == {"gradients": steps}
+    assert entries["train_curv@tracked-0"].cpu_seconds > entries["train_curv@plain-0"].cpu_seconds
+    cs = entries["class_structure"]
+    pricer = planner.Pricer(costs.get(ModelSpec.of({**MLP, "width": 512}, (256,), 10)), PlanOptions(device="cpu"))
+    assert pricer.lanczos_products(12) > 30  # so max_matvecs caps each operator
+    assert cs.products == {"hvps": 2 * (2 * 30) + 2 * 8, "per_sample_gradients": (1 + 10) * 100}
+    assert cs.peak_bytes >= lanczos_basis_bytes(pricer.P, 12, itemsize=4) + pricer.cost.param_bytes and cs.cpu_seconds > 0
+
+
 def test_memory_settings_of_a_measure_entry_are_priced(costs):
     """probe_batch_size, slq_reorthogonalize, basis_device and noise_memory_bytes lower the parts
     they bound, by what the storage holds: SLQ bases probes x (steps + 2) vectors, a group of

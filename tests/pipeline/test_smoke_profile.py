@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from landscape.pipeline import smoke
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.dvcfile import generate
 from landscape.pipeline.params import load_params
 
@@ -58,14 +59,20 @@ def test_smoke_profile_drops_repeated_code_paths(profiles):
     kept = smoke.select_configs(paper)
     assert kept["lm"] == ["b64"] and kept["h1_tiny_imagenet"] == ["b128"]  # no analysis compares their batch sizes
     assert kept["sweeps"] == ["base", "init_x2"]  # the rate / momentum / decay sweeps repeat base's path
-    h2 = small["experiments"]["h2_arch"]["configs"]
-    assert {(h2[c]["model"]["skip"], h2[c]["model"]["norm"]) for c in h2 if "skip" in h2[c]["model"]} == {
-        (True, "bn"), (False, "bn"), (True, "none"), (False, "none")}  # H2's pairs in both norm settings
+    hyp = paper["hypotheses"]
+    h2 = small["experiments"][hyp["h2_experiment"]]["configs"]
+    arm = set(hyp["h2_norm_configs"])
+    paper_depths = {model_depth(c["model"]) for n, c in paper["experiments"][hyp["h2_experiment"]]["configs"].items() if n not in arm}
+    assert {(model_depth(h2[c]["model"]), h2[c]["model"]["skip"]) for c in h2 if c not in arm} == {
+        (d, s) for d in (min(paper_depths), max(paper_depths)) for s in (True, False)}  # H2's pairs at two depths
+    assert arm <= set(h2) and {h2[c]["model"]["norm"] for c in arm} == {"none", "bn", "ln"}  # and its norm arm
+    h1 = small["experiments"][hyp["h1_experiment"]]["configs"].values()  # H1's regressors log2(eta/B), log2(B) both vary
+    assert len({c["train"]["batch_size"] for c in h1}) == 3 and len({c["train"]["lr"] / c["train"]["batch_size"] for c in h1}) == 2
     grid = {(c["model"]["width"], c["model"]["depth"]) for c in small["experiments"]["scaling"]["configs"].values()}
     assert len(grid) == smoke.SCALING_GRID_CONFIGS and len({w for w, _ in grid}) >= 2 and len({d for _, d in grid}) >= 2
     assert [g for g, c in small["curvature"].items() if c["per_layer"]] == ["h2_arch"]
     transformers = [c["model"] for spec in small["experiments"].values() for c in spec["configs"].values()
-                    if c["model"]["name"] in smoke.DEFAULT_DEPTH]
+                    if c["model"]["name"] in smoke.DEFAULT_EMBED_DIM]
     assert transformers and all(m["depth"] == smoke.TRANSFORMER_DEPTH for m in transformers)
 
 
@@ -73,9 +80,12 @@ def test_smoke_sizes_are_tiny(profiles):
     _, small = profiles
     assert small["seeds"] == [0, 1]
     for spec in small["experiments"].values():
+        assert spec.get("seeds", [0, 1]) in ([0, 1], [0, 1, 5, 6])  # a group's own list: 2 primary, 2 replication seeds
         for cfg in spec["configs"].values():
             assert cfg["train"]["epochs"] == 1 and cfg["train"]["batch_size"] <= 2048 // smoke.BATCH_DIVISOR
             assert cfg["model"].get("width", 0) <= 4096 // smoke.WIDTH_DIVISOR
+            if cfg["train"].get("target_loss") is not None:  # reached at the first record, one step in
+                assert cfg["train"]["target_loss"] == smoke.SMOKE_TARGET_LOSS and cfg["train"]["track_every"] == 1
     for spec in small["datasets"].values():
         assert not spec.get("download") and spec.get("probe_size", 0) <= smoke.CAPS["probe_size"]
         if spec["name"] in smoke.IMAGE_SETS:

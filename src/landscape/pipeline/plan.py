@@ -18,10 +18,14 @@ How an estimate is made:
   batch size and scaled by parameter count where the network is measured at a reduced width.
 * **Counts from the settings.** Each entry's products come from its params: training
   ``epochs * floor(n / batch)`` gradients (plus the curvature-aware optimizers' power
-  steps); measure: Lanczos (``LANCZOS_RESTARTS`` thick restarts of a ``max(2k + 1, 20)``
+  steps, and a tracked run's records: a forward pass over the training split and
+  ``power_steps`` products on its fixed batch every ``track_every`` steps, and the converged
+  lambda_max at the stop, ``FINAL_MAX_HVPS`` at most; a train-to-target run is priced at its
+  step cap, an upper bound); measure: Lanczos (``LANCZOS_RESTARTS`` thick restarts of a ``max(2k + 1, 20)``
   basis), Hutch++ probes, SLQ probes x steps, per-layer Lanczos and trace per module,
   Hutchinson diagonal probes, per-sample gradients, at init and at every snapshot; probes,
-  bounds, escape, Phi search and intrinsic dimension likewise (see each ``_<stage>``).
+  bounds, escape, Phi search, intrinsic dimension and the class-structure spectra and
+  diagonals likewise (see each ``_<stage>``).
 * **Memory by phase.** Peak = what stays resident (parameters, the data on the device,
   optimizer state, the kept gradient graphs of the HVP operator) + the largest phase: an
   operation's measured working memory, the Lanczos basis ``(k + m + 1) P``, the Hutch++
@@ -324,6 +328,18 @@ def _train(entry: str, run: Mapping[str, Any], data: DataShape, pricer: Pricer, 
         e.products["hvps"] = hvps
         e.cpu_seconds += hvps * cost.hvp.seconds(B)
         phases["power step"] = cost.hvp.bytes(B)
+    if int(train.get("track_every", 0) or 0) > 0:  # along-training records (landscape.training.tracking), at the cap
+        records = steps // int(train["track_every"])
+        e.products["tracked_records"] = records
+        e.cpu_seconds += records * pricer.pass_seconds(cost.forward, data.n_train, ev)
+        if train.get("track_sharpness"):
+            from landscape.training.tracking import FINAL_MAX_HVPS
+
+            S = min(int(train.get("sharpness_examples", 512)), data.n_train)
+            hvps = records * int(train.get("power_steps", 3)) + FINAL_MAX_HVPS
+            e.products["hvps"] = e.products.get("hvps", 0) + hvps
+            e.cpu_seconds += hvps * cost.hvp.seconds(S) + records * cost.gradient.seconds(S)  # + each record's graph
+            phases["lambda_max record"] = cost.hvp.bytes(S)
     resident = cost.param_bytes + _optimizer_state(train, P) + data.bytes(data.n_train)
     return _finish(e, resident, phases, options)
 
@@ -468,6 +484,46 @@ def _escape(params: Mapping[str, Any], data: DataShape, pricer: Pricer, options:
     return _finish(e, resident, phases, options)
 
 
+def _class_structure(params: Mapping[str, Any], shapes: Callable[[str], DataShape], price: Callable[[str, str], Pricer],
+                     options: PlanOptions) -> EntryEstimate:
+    """Top-k Lanczos of G and H per spectrum run and seed (each at most ``max_matvecs`` products,
+    basis of :func:`~landscape.curvature.lanczos.lanczos_basis_bytes`), and per diagonal run the
+    ``1 + C`` per-example gradient passes and ``diag_probes`` (H, G) product pairs."""
+    from landscape.curvature.lanczos import lanczos_basis_bytes
+
+    c = params["class_structure"]
+    e = EntryEstimate("class_structure", "class_structure", products={"hvps": 0, "per_sample_gradients": 0})
+    resident, phases = 0.0, {}
+    for name in c["spectrum_runs"]:
+        group, _, config = name.partition("/")
+        curv, data, pricer = params["curvature"][group], shapes(group), price(group, config)
+        N, b, k = min(int(curv.get("num_examples", 1000)), data.n_probe), int(curv.get("batch_size", 500)), int(c.get("top_k", 100))
+        products = 2 * min(int(c.get("max_matvecs", 1000)), pricer.lanczos_products(k))  # G and H
+        seeds = len(c.get("spectrum_seeds", [0]))
+        e.products["hvps"] += seeds * products
+        e.cpu_seconds += seeds * (products * pricer.hvp_seconds(N, b) + 2 * pricer.pass_seconds(pricer.cost.gradient, N, b))
+        resident = max(resident, pricer.cost.param_bytes + data.bytes(N) + pricer.hvp_resident(N, b))
+        phases[f"top-{k} Lanczos basis ({name})"] = lanczos_basis_bytes(pricer.P, k, itemsize=F32) + pricer.hvp_transient(b)
+    group = c.get("diag_experiment", "h1_batch")
+    configs = list(params["experiments"][group]["configs"]) if c.get("diag_configs", "all") == "all" else list(c["diag_configs"])
+    data, curv = shapes(group), params["curvature"][group]
+    n, b, chunk = min(int(c.get("diag_examples", 500)), data.n_probe), int(curv.get("batch_size", 500)), int(c.get("chunk_size", 64))
+    probes, seeds = int(c.get("diag_probes", 20)), len(c.get("diag_seeds", [0]))
+    for config in configs:
+        pricer = price(group, config)
+        passes = 1 + data.num_classes
+        e.products["per_sample_gradients"] += seeds * passes * n
+        e.products["hvps"] += seeds * 2 * probes
+        e.cpu_seconds += seeds * (passes * PER_SAMPLE_COST * pricer.pass_seconds(pricer.cost.gradient, n, chunk)
+                                  + 2 * probes * pricer.hvp_seconds(n, b) + 2 * pricer.pass_seconds(pricer.cost.gradient, n, b))
+        resident = max(resident, pricer.cost.param_bytes + data.bytes(n) + 2 * pricer.hvp_resident(n, b))
+        block = min(probes, GPU_VECTOR_BLOCK)  # Hutchinson's probe block and its products, the diagonals and their squares
+        phases[f"diagonals ({group}/{config})"] = max(chunk * pricer.P * F32 + pricer.cost.gradient.bytes(chunk) + 6 * pricer.P * F32,
+                                                      2 * block * pricer.P * F32 + pricer.hvp_transient(b, block))
+    top = max(phases, key=phases.__getitem__) if phases else ""
+    return _finish(e, resident, {top: phases[top]} if phases else {}, options)
+
+
 def _phi(params: Mapping[str, Any], shapes: Callable[[str], DataShape], cache: CostCache, options: PlanOptions,
          progress: Callable[[str], None] | None) -> EntryEstimate:
     phi = params["phi"]
@@ -589,6 +645,8 @@ def plan_profile(params: Mapping[str, Any], device_memory: float, options: PlanO
         entries.append(_escape(params, shapes(SOURCE_EXPERIMENT), price(SOURCE_EXPERIMENT, params["escape"]["config"]), options))
     if "phi" in params:
         entries.append(_phi(params, shapes, cache, options, progress))
+    if "class_structure" in params:
+        entries.append(_class_structure(params, shapes, price, options))
     entries += [EntryEstimate(name, name) for name in ("optimizers", "spectra_scaling", "hypotheses", "report") if name in params]
     return Plan(entries, float(device_memory), options)
 

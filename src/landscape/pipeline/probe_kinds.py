@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from landscape.curvature import HessianOperator, logdet, top_eigenpairs
 from landscape.curvature import trace as estimate_trace
 from landscape.functional import first_batches
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.probe_settings import (
     BarrierSettings,
     BezierSettings,
@@ -145,7 +146,7 @@ def _is_relu_mlp(model_spec: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"not applicable: activation {act!r} is not positively homogeneous"
     if norm != "none":
         return False, f"not applicable: norm {norm!r} between the layers breaks the rescaling identity"
-    if int(model_spec.get("depth", 2)) < 1:
+    if (model_depth(model_spec) or 0) < 1:
         return False, "not applicable: no hidden layer"
     return True, ""
 
@@ -497,7 +498,7 @@ def _invariance(ctx: ProbeContext, task: tuple) -> tuple[dict[str, Any], dict[st
     sh: SharpnessSettings = ctx.settings["sharpness"]
     theta, batches, template = ctx.params[ctx.done[0].seed], ctx.train_b, ctx.template
     first = "layers.0.linear"
-    second = "layers.1.linear" if int(model_spec.get("depth", 2)) >= 2 else "head"
+    second = "layers.1.linear" if (model_depth(model_spec) or 0) >= 2 else "head"
     after = rescale_layers(theta, first, second, s.alpha)
 
     def hessian(p: Mapping[str, Tensor]) -> HessianOperator:

@@ -12,17 +12,23 @@ and sizes shrink, by the rules below (a count is recognised by its key, wherever
   optimizer; sizes, ``SIZE_KEYS``, and training hyper-parameters are no path); in the groups
   an analysis compares across batch sizes (``hypotheses.h1_experiment``,
   ``spectra_scaling.batch_experiment``) also the next and the largest batch (H1's regression
-  needs 3 sizes at 2 seeds); in ``hypotheses.h2_experiment`` every skip / no-skip config
-  (H2 pairs them per norm setting and seed and needs >= 3 pairs: both norms at 2 seeds); in
-  the scaling grid
+  needs 3 sizes at 2 seeds), and in H1's group a second noise scale eta/B at the smallest kept
+  batch (:func:`_noise_levels`: H1 regresses on log2(eta/B) and log2(B), which must not be
+  collinear); in ``hypotheses.h2_experiment`` every skip / no-skip config at the group's
+  shallowest and deepest depth (:func:`landscape.pipeline.depth.model_depth`; all of them where the
+  configs have no depth: H2's depth x skip interaction needs two depths) and the normalisation
+  arm ``hypotheses.h2_norm_configs``; in the scaling grid
   (``spectra_scaling.scaling_experiment``) the 5 smallest cells a width x depth power-law fit
-  accepts (:func:`_grid_corner`); and the configs ``bounds.sanity`` and ``escape.config``
-  name. Sections that list configs (probe groups and kinds, ``spectra_scaling.plot_configs``,
-  the optimizers' levels) keep the kept ones; ``bounds.runs`` keeps the sanity pair and the
+  accepts (:func:`_grid_corner`); and the configs ``bounds.sanity``, ``escape.config`` and
+  ``class_structure.spectrum_runs`` name. Sections that list configs (probe groups and kinds,
+  ``spectra_scaling.plot_configs``, the optimizers' levels) keep the kept ones; ``bounds.runs`` keeps the sanity pair and the
   first run of each other architecture (:func:`_bounds_runs`).
 
 * **seeds**: the first two, the fewest the analyses accept (barriers and trajectories pair
-  seeds, the optimizers' and H2's tests pair over seeds); ``min_pairs`` at most that.
+  seeds, the optimizers' and H2's tests pair over seeds), in ``seeds`` and every ``<...>_seeds``
+  list (the class-structure stage's); ``min_pairs`` at most that. A group with its own seed
+  list keeps two of the profile's seeds and two of its replication seeds (the others: H1-H3
+  test their effect on both sets), :func:`_group_seeds`.
 * **data**: ``download: false`` (the end-to-end test writes small files in each set's own
   format under ``root``), CIFAR md5 checks off (those files are not the release), images
   downsampled to 8 x 8 by the loaders' ``image_size`` (every architecture still applies:
@@ -33,10 +39,14 @@ and sizes shrink, by the rules below (a count is recognised by its key, wherever
   ``embed_dim`` (ViT-S 384, rounded up to a multiple of ``num_heads``); the Phi grid's
   ``widths`` too. Transformers keep ``TRANSFORMER_DEPTH`` = 2 blocks (every block runs the
   same attention code; ViT-S's 12 made its per-layer curvature alone over a minute). ResNet
-  block counts (ResNet-18 vs -34), heads, patch size and normalisation are kept.
+  block counts (ResNet-18 vs -34, ``resnet_small``'s ``blocks_per_stage``: a size, no code
+  path of its own), heads, patch size and normalisation are kept.
 * **training** of the runs: 1 epoch, batch sizes / 16 (at least 4, so the sizes stay
   distinct), evaluation batches at most 256, a checkpoint every epoch, weight snapshots
-  every epoch where the paper keeps them.
+  every epoch where the paper keeps them. Along-training records (``track_every``) at every
+  step, on at most 16 fixed examples for lambda_max; a train-to-target run's ``target_loss``
+  becomes ``SMOKE_TARGET_LOSS``, which the first record reaches (one epoch reaches no paper
+  target), so the stop, the converged lambda_max and H1's regression run.
 * **everything else**: epochs, examples, batches, products, probes, steps, restarts,
   draws and search ranges capped at a few (``CAPS``), the SDE horizon at 10; Lanczos
   tolerances no finer than 0.1; seed lists cut to two; the lists of ``LIST_CAPS`` (Phi's
@@ -64,6 +74,7 @@ from typing import Any
 
 import yaml
 
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.params import load_params
 
 __all__ = ["CAPS", "WIDTH_DIVISOR", "BATCH_DIVISOR", "SMOKE_SEEDS", "select_configs", "shrink_profile", "render", "main"]
@@ -79,12 +90,11 @@ TIMM_RESNET_STEM = 64
 #: Widths our transformers default to (``vit_small_32``: ViT-S).
 DEFAULT_EMBED_DIM = {"vit_small_32": 384, "lm_transformer": 128}
 DEFAULT_HEADS = {"vit_small_32": 6, "lm_transformer": 4}
-DEFAULT_DEPTH = {"vit_small_32": 12, "lm_transformer": 2}
 #: Blocks of every transformer (each block runs the same attention and MLP code).
 TRANSFORMER_DEPTH = 2
 TIMM_RESNETS = ("resnet18", "resnet34")
 #: Model keys that only size a network (the same code path at any value).
-SIZE_KEYS = ("width", "depth", "channels", "stem_width", "embed_dim")
+SIZE_KEYS = ("width", "depth", "channels", "stem_width", "embed_dim", "blocks_per_stage")
 #: Batch sizes kept in the groups H1 and the gradient-subspace analysis compare across batch sizes.
 H1_BATCH_SIZES = 3
 #: Configs of the scaling grid kept: the fewest ``scaling_law_fit`` fits (>= 5 config means).
@@ -99,7 +109,7 @@ CAPS: dict[str, int] = {
     # passes, products, probes, steps
     "epochs": 1, "batch_size": 16, "recal_batch_size": 16, "chunk_size": 16, "eval_batch_size": 256,
     "top_k": 8, "trace_matvecs": 12, "slq_probes": 2, "slq_steps": 12, "per_layer_matvecs": 4, "diag_probes": 4,
-    "eig_matvecs": 10, "along_training_matvecs": 8,
+    "eig_matvecs": 10, "along_training_matvecs": 8, "max_matvecs": 60, "diag_examples": 16, "sharpness_examples": 16,
     "steps": 10, "restarts": 1, "align_restarts": 1, "align_max_sweeps": 5, "num_samples": 3, "num_points": 5,
     "line_points": 5, "plane_points": 3, "minimax_points": 3, "num_pairs": 1, "barrier_points": 3, "check_every": 5,
     # draws, resamples, grids
@@ -118,6 +128,9 @@ MIN_TOL = {"eig_tol": 0.1, "per_layer_tol": 0.5}
 #: The edge-of-stability study: lambda_max at every step of a short run, so the plateau rule has
 #: points to work on (the paper's run measures every few steps of thousands).
 EOS_SMOKE = {"steps": 60, "eig_every": 1, "min_points": 20, "num_batches": 5}
+#: Train-to-target runs: a cross-entropy every run is below at its first record (chance level is
+#: ln C <= 5.3 for these sets; far below ``divergence_loss``), with a record at every step.
+SMOKE_TARGET_LOSS = 100.0
 #: Side of every image data set (area downsampling by the loader's own ``image_size``).
 IMAGE_SIZE = 8
 IMAGE_SETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "tiny_imagenet", "mnist5k")
@@ -141,7 +154,7 @@ def _shrink_model(model: Mapping[str, Any]) -> dict[str, Any]:
         out["channels"] = [_width(c) for c in out.get("channels", TIMM_RESNET_CHANNELS)]
         out["stem_width"] = _width(out.get("stem_width", TIMM_RESNET_STEM))
     if name in DEFAULT_EMBED_DIM:
-        out["depth"] = min(int(out.get("depth", DEFAULT_DEPTH[name])), TRANSFORMER_DEPTH)
+        out["depth"] = min(int(model_depth(out) or TRANSFORMER_DEPTH), TRANSFORMER_DEPTH)
         heads = int(out.get("num_heads", DEFAULT_HEADS[name]))
         dim = _width(out.get("embed_dim", DEFAULT_EMBED_DIM[name]))
         out["embed_dim"] = heads * math.ceil(dim / heads)
@@ -149,7 +162,8 @@ def _shrink_model(model: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _shrink_train(train: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's training: 1 epoch, batch / ``BATCH_DIVISOR``, checkpoints (and snapshots) every epoch."""
+    """A run's training: 1 epoch, batch / ``BATCH_DIVISOR``, checkpoints (and snapshots) every epoch,
+    along-training records every step and a target loss the first one reaches."""
     capped = _capped({k: v for k, v in train.items() if k != "batch_size"})
     out = {k: (_batch(v) if k == "batch_size" else capped[k]) for k, v in train.items()}
     out["batch_size"] = _batch(train.get("batch_size", 128))
@@ -158,6 +172,10 @@ def _shrink_train(train: Mapping[str, Any]) -> dict[str, Any]:
         out["snapshot_every"] = 1
     if "power_steps" in out:
         out["power_steps"] = min(int(out["power_steps"]), 2)
+    if out.get("track_every"):
+        out["track_every"] = 1
+    if out.get("target_loss") is not None:
+        out["target_loss"] = SMOKE_TARGET_LOSS
     return out
 
 
@@ -193,7 +211,7 @@ def _capped(node: Any) -> Any:
             out[key] = min(value, CAPS[key])
         elif key in MIN_TOL and isinstance(value, float):
             out[key] = max(value, MIN_TOL[key])
-        elif key == "seeds" and isinstance(value, list):
+        elif (key == "seeds" or key.endswith("_seeds")) and isinstance(value, list):
             out[key] = list(value)[:SMOKE_SEEDS]
         elif key in FLOAT_CAPS and isinstance(value, float):
             out[key] = min(value, FLOAT_CAPS[key])
@@ -219,10 +237,11 @@ def _code_paths(cfg: Mapping[str, Any]) -> set[str]:
 def _grid_corner(configs: Mapping[str, Any]) -> list[str]:
     """The scaling grid's smallest configs a width x depth power-law fit accepts: the two
     smallest widths x the two smallest depths, and the third width at the smallest depth."""
-    widths = sorted({int(c["model"]["width"]) for c in configs.values()})
-    depths = sorted({int(c["model"]["depth"]) for c in configs.values()})
+    cell = {n: (int(c["model"]["width"]), int(model_depth(c["model"]) or 0)) for n, c in configs.items()}
+    widths = sorted({w for w, _ in cell.values()})
+    depths = sorted({d for _, d in cell.values()})
     cells = {(w, d) for w in widths[:2] for d in depths[:2]} | {(w, depths[0]) for w in widths[2:3]}
-    return [n for n, c in configs.items() if (int(c["model"]["width"]), int(c["model"]["depth"])) in cells][:SCALING_GRID_CONFIGS]
+    return [n for n in configs if cell[n] in cells][:SCALING_GRID_CONFIGS]
 
 
 def _batch_levels(configs: Mapping[str, Any], keep: list[str]) -> list[str]:
@@ -241,15 +260,43 @@ def _batch_levels(configs: Mapping[str, Any], keep: list[str]) -> list[str]:
     return add
 
 
+def _noise_levels(configs: Mapping[str, Any], keep: list[str]) -> list[str]:
+    """A config to add when the kept ones share one noise scale eta/B (``lr / batch_size``): the
+    first config, in the paper's order, at the smallest kept batch size with another eta/B (H1's
+    regression on log2(eta/B) and log2(B) needs eta/B to vary apart from B)."""
+    def noise(name: str) -> float:
+        train = configs[name]["train"]
+        return float(train.get("lr", 0.0)) / int(train.get("batch_size", 128))
+
+    kept = {noise(n) for n in keep}
+    if len(kept) > 1 or not keep:
+        return []
+    smallest = min(int(configs[n]["train"].get("batch_size", 128)) for n in keep)
+    return [n for n in configs if n not in keep and int(configs[n]["train"].get("batch_size", 128)) == smallest
+            and noise(n) not in kept][:1]
+
+
+def _depth_ends(configs: Mapping[str, Any], arm: set[str]) -> set[str]:
+    """The configs with a ``skip`` key at the shallowest and the deepest depth of the group's
+    factorial (the normalisation ``arm`` left out); all of them when no config has a depth."""
+    cells = {n: model_depth(c["model"]) for n, c in configs.items() if "skip" in c["model"] and n not in arm}
+    depths = sorted({d for d in cells.values() if d is not None})
+    ends = {depths[0], depths[-1]} if depths else set()
+    return {n for n, d in cells.items() if d is None or d in ends}
+
+
 def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
     """Per experiment group, the configs the smoke profile keeps (module docstring): in the
     paper's order, each config that takes a code path no earlier kept one took
     (:func:`_code_paths`); in the groups an analysis compares
     across batch sizes (``hypotheses.h1_experiment``, ``spectra_scaling.batch_experiment``)
-    also two larger batches (:func:`_batch_levels`); in ``hypotheses.h2_experiment`` every
-    config with a ``skip`` model key (H2's pairs); in ``spectra_scaling.scaling_experiment`` the grid corner of
-    :func:`_grid_corner`; and the configs ``bounds.sanity`` and ``escape.config`` name."""
+    also two larger batches (:func:`_batch_levels`), in H1's also a second noise scale
+    (:func:`_noise_levels`); in ``hypotheses.h2_experiment`` the configs with a ``skip`` model
+    key at its shallowest and deepest depth (:func:`_depth_ends`) and ``hypotheses.h2_norm_configs``;
+    in ``spectra_scaling.scaling_experiment`` the grid corner of :func:`_grid_corner`; and the
+    configs ``bounds.sanity``, ``escape.config`` and ``class_structure.spectrum_runs`` name."""
     named = set(((paper.get("bounds") or {}).get("sanity") or {}).values())
+    named |= set((paper.get("class_structure") or {}).get("spectrum_runs") or [])
     if "escape" in paper:
         from landscape.pipeline.escape import SOURCE_EXPERIMENT
 
@@ -257,6 +304,7 @@ def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
     hyp = paper.get("hypotheses") or {}
     batch_groups = {hyp.get("h1_experiment"), (paper.get("spectra_scaling") or {}).get("batch_experiment")}
     h2_group = hyp.get("h2_experiment")
+    h2_arm = set(hyp.get("h2_norm_configs") or [])
     scaling_group = (paper.get("spectra_scaling") or {}).get("scaling_experiment")
     out: dict[str, list[str]] = {}
     for group, spec in paper["experiments"].items():
@@ -266,16 +314,27 @@ def select_configs(paper: Mapping[str, Any]) -> dict[str, list[str]]:
             continue
         seen: set[str] = set()
         keep = []
+        h2_cells = _depth_ends(configs, h2_arm) | (h2_arm & set(configs)) if group == h2_group else set()
         for name, cfg in configs.items():
             paths = _code_paths(cfg)
-            paired = group == h2_group and "skip" in cfg["model"]  # H2's skip / no-skip pairs, every norm setting
+            paired = name in h2_cells  # H2's skip / no-skip pairs at two depths, every norm setting, its norm arm
             if not paths <= seen or f"{group}/{name}" in named or paired:
                 seen |= paths
                 keep.append(name)
         if group in batch_groups:
             keep.extend(_batch_levels(configs, keep))
+        if group == hyp.get("h1_experiment"):
+            keep.extend(_noise_levels(configs, keep))
         out[group] = [n for n in configs if n in keep]  # the paper's order
     return out
+
+
+def _group_seeds(group: list[int], profile: list[int]) -> list[int]:
+    """A group's own seed list cut to ``SMOKE_SEEDS`` of the profile's seeds (the primary set)
+    and ``SMOKE_SEEDS`` of the others (the replication set), in the group's order."""
+    primary = [s for s in group if s in profile][:SMOKE_SEEDS]
+    replication = [s for s in group if s not in profile][:SMOKE_SEEDS]
+    return [s for s in group if s in primary or s in replication]
 
 
 def _widest_group(paper: Mapping[str, Any], kept: Mapping[str, list[str]]) -> str | None:
@@ -348,8 +407,9 @@ def shrink_profile(paper: Mapping[str, Any]) -> dict[str, Any]:
             c["per_layer"] = False
     out["datasets"] = {name: _shrink_dataset(spec) for name, spec in (paper.get("datasets") or {}).items()}
     out["experiments"] = {
-        group: {**spec, "configs": {name: {**cfg, "model": _shrink_model(cfg["model"]), "train": _shrink_train(cfg["train"])}
-                                    for name, cfg in (spec.get("configs") or {}).items() if name in kept[group]}}
+        group: {**spec, **({"seeds": _group_seeds(spec["seeds"], paper["seeds"])} if "seeds" in spec else {}),
+                "configs": {name: {**cfg, "model": _shrink_model(cfg["model"]), "train": _shrink_train(cfg["train"])}
+                            for name, cfg in (spec.get("configs") or {}).items() if name in kept[group]}}
         for group, spec in paper["experiments"].items()
     }
     for key in ("bounds", "spectra_scaling"):

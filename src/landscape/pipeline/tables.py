@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from landscape.pipeline.depth import model_depth
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.params import replication_split, seeds_of
 from landscape.schema import ConfigError
@@ -110,7 +111,8 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
 
     Args:
         layout: The artifact tree.
-        experiments: ``params["experiments"]`` (configs give batch size, skip, norm).
+        experiments: ``params["experiments"]`` (configs give batch size, skip, norm and the depth of
+            :func:`landscape.pipeline.depth.model_depth`).
         seeds: The seeds of the sweep.
     """
     found = {"runs": 0, "curvature": 0, "bounds": 0, "probes": 0, "escape_trials": 0}
@@ -134,7 +136,7 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
                 row: dict[str, Any] = {
                     "experiment": exp, "config": cfg, "seed": seed, "status": metrics.get("status"),
                     "batch_size": train.get("batch_size"), "skip": model.get("skip"), "norm": model.get("norm", "none"),
-                    "model": model.get("name"), "depth": model.get("depth"), "width": model.get("width"),
+                    "model": model.get("name"), "depth": model_depth(model), "width": model.get("width"),
                     "lr": train.get("lr"),
                     **{k: _number(metrics.get(k)) for k in ("test_error", "train_loss", "gen_gap", "train_error", "num_params")},
                 }
@@ -162,7 +164,7 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
             pairs = ((probe or {}).get("barriers") or {}).get("pairs") or {}
             for key, entry in pairs.items():
                 barrier_rows.append({"experiment": exp, "config": cfg, "pair": key, "skip": model.get("skip"),
-                                     "norm": model.get("norm", "none"), "depth": model.get("depth"),
+                                     "norm": model.get("norm", "none"), "depth": model_depth(model),
                                      **{f"barrier_{s}": _number(((entry.get(s) or {}).get("raw") or {}).get("barrier"))
                                         for s in ("train", "test")}})
     trials = read_json(layout.escape_trials)
@@ -299,7 +301,8 @@ def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], se
     rows = []
     for name, conf in configs.items():
         model = conf.get("model", {})
-        if "width" not in model or "depth" not in model:
+        depth = model_depth(model) if model.get("depth") is not None else None  # the grid states its depths
+        if "width" not in model or depth is None:
             raise ConfigError(f"experiments.{experiment}.configs.{name}.model needs width and depth for the scaling fit")
         for seed in seeds:
             curv = read_json(layout.curvature(experiment, name, seed))
@@ -308,7 +311,7 @@ def scaling_runs(layout: Layout, experiment: str, configs: Mapping[str, Any], se
             init = curv.get("at_init") or {}
             rmt = init.get("rmt") or {}
             ok_init = rmt.get("status") == "ok" and "bulk_sigma" in rmt
-            rows.append({"config": name, "width": float(model["width"]), "depth": float(model["depth"]), "seed": seed,
+            rows.append({"config": name, "width": float(model["width"]), "depth": float(depth), "seed": seed,
                          "trained.spectral_norm": _float(curv.get("spectral_norm")),
                          "trained.lambda_max": _float(curv.get("lambda_max")), "trained.trace": _float(curv.get("trace")),
                          "at_init.spectral_norm": _float(init.get("spectral_norm")),
@@ -402,7 +405,7 @@ def phi_inputs(layout: Layout, experiments: Mapping[str, Any], seeds: Sequence[i
                 curv = read_json(layout.curvature(exp, cfg, seed)) or {}
                 noise = curv.get("noise") or {}
                 rows.append({"experiment": exp, "config": cfg, "seed": seed, "model": model.get("name"), "norm": model.get("norm", "none"),
-                             "width": model.get("width"), "depth": model.get("depth"), "status": metrics.get("status"),
+                             "width": model.get("width"), "depth": model_depth(model), "status": metrics.get("status"),
                              "test_error": _number(metrics.get("test_error")), "gen_gap": _number(metrics.get("gen_gap")),
                              "num_params": curv.get("operator", {}).get("num_params", metrics.get("num_params")),
                              "data_dim": data_dims.get(spec["dataset"]), "trace": _number(curv.get("trace")),
