@@ -307,10 +307,10 @@ def equal_accuracy(rows: list[dict[str, Any]], k: int) -> dict[str, Any]:
     }
 
 
-def run_problem(p: Problem) -> dict[str, Any]:
+def run_problem(p: Problem, ks: Sequence[int] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"description": p.description, "which": p.which, "reference": p.reference,
                               "reference_note": p.reference_note, "per_k": {}}
-    for k in p.ks:
+    for k in p.ks if ks is None else [k for k in p.ks if k in ks]:
         rows: list[dict[str, Any]] = []
         ours_t, ph_t = list(p.ours_tols[k]), list(p.pyhessian_tols[k])
         for i in range(max(len(ours_t), len(ph_t))):  # alternate the tools
@@ -353,15 +353,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     for name, pr in result["problems"].items():
-        run_note = ""
-        if "from_run" in pr:
-            fr = pr["from_run"]
-            run_note = (f" Measured by an earlier run (`{fr['command']}`, {fr['machine']['date_utc']}, load average at start "
-                        f"{fr['machine']['loadavg_start']}, at end {fr['loadavg_end']}).")
-        lines += [f"## {name}", "", f"{pr['description']}.{run_note} Errors: {'of the magnitudes |lambda|, in descending order' if pr['which'] == 'LM' else 'of the values, in descending order'}. "
+        lines += [f"## {name}", "", f"{pr['description']}. Errors: {'of the magnitudes |lambda|, in descending order' if pr['which'] == 'LM' else 'of the values, in descending order'}. "
                   f"Reference: {pr['reference_note']}.", ""]
-        for k, block in pr["per_k"].items():
-            lines += [f"### top-{k}", "", "| tool | tol | HVPs | wall s | CPU s | peak MiB | max rel. error | notes |",
+        for k, block in sorted(pr["per_k"].items(), key=lambda kv: int(kv[0])):
+            if "from_run" in block:
+                fr = block["from_run"]
+                lines += [f"### top-{k}", "", f"Measured by an earlier run (`{fr['command']}`, {fr['machine']['date_utc']}, load average "
+                          f"at start {fr['machine']['loadavg_start']}, at end {fr['loadavg_end']}).", ""]
+            else:
+                lines += [f"### top-{k}", ""]
+            lines += ["| tool | tol | HVPs | wall s | CPU s | peak MiB | max rel. error | notes |",
                       "|---|---:|---:|---:|---:|---:|---:|---|"]
             for r in sorted(block["rows"], key=lambda r: (r["method"], -r["tol"])):
                 if r["method"] == "ours":
@@ -417,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke configuration (about a minute)")
     ap.add_argument("--problems", nargs="+", choices=("resnet18", "digits"), default=["resnet18", "digits"])
+    ap.add_argument("--ks", nargs="+", type=int, default=None, help="only these k of the chosen problems (with --update the others stay)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (recorded)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path; .md and .png beside it")
     ap.add_argument("--rerender", type=Path, default=None, metavar="JSON",
@@ -451,15 +453,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     builders = {"resnet18": resnet18_problem, "digits": digits_problem}
     for name in args.problems:
         p = builders[name](args.quick)
-        result["problems"][p.name] = run_problem(p)
+        result["problems"][p.name] = run_problem(p, args.ks)
         del p
     result["total_wall_s"] = clock.read()[0]
     result["loadavg_end"] = cb.loadavg()
-    if args.update and out.exists():  # the problems not run now, with the run that made them
+    if args.update and out.exists():  # the problems and k not run now, each with the run that made it
         old = read_json(out)
-        kept = {name: {**pr, "from_run": pr.get("from_run", {k: old[k] for k in ("command", "machine", "total_wall_s", "loadavg_end")})}
-                for name, pr in old["problems"].items() if name not in result["problems"]}
-        result["problems"] = {**kept, **result["problems"]}
+        merged: dict[str, Any] = {}
+        for name, pr in old["problems"].items():
+            made = {k: old[k] for k in ("command", "machine", "total_wall_s", "loadavg_end")}
+            blocks = {k: {**b, "from_run": b.get("from_run", pr.get("from_run", made))} for k, b in pr["per_k"].items()}
+            merged[name] = {**{f: v for f, v in pr.items() if f != "from_run"}, "per_k": blocks}
+        for name, pr in result["problems"].items():
+            merged[name] = {**merged.get(name, {}), **{f: v for f, v in pr.items() if f != "per_k"},
+                            "per_k": {**merged.get(name, {}).get("per_k", {}), **pr["per_k"]}}
+        result["problems"] = merged
     write_json(out, result)
     write_text(out.with_suffix(".md"), markdown(result))
     plot(result, out.with_suffix(".png"))

@@ -635,14 +635,12 @@ class _CurvatureOperator(SymmetricOperator):
         return self._normalised(g_sum)
 
     def loss(self) -> Tensor:
-        """The data-set loss (scalar tensor: mean or sum, as ``loss_fn`` reduces) at the
-        operator's parameters."""
+        """The data-set loss (scalar tensor: mean or sum, as ``loss_fn`` reduces) at its parameters."""
         _, l_sum = self._engine.gradient_sum()
         return self._normalised(l_sum)
 
     def start_hint(self) -> Tensor:
-        """The loss gradient (:meth:`gradient`; free with kept graphs, one gradient pass
-        otherwise): it lies mostly in the top eigenspace of the Hessian and the GGN."""
+        """:meth:`gradient`, which lies mostly in the top eigenspace of the Hessian and the GGN."""
         return self.gradient()
 
 
