@@ -84,22 +84,24 @@ def _notebook_source(path: Path) -> str:
     return "\n".join(lines)
 
 
-_PARSED: dict[tuple[Path, int], tuple[ast.AST, str, Path | None]] = {}
+_PARSED: dict[tuple[Path, int], tuple[frozenset[str], Path | None]] = {}
 
 
-def _parse(path: Path, src: Path) -> tuple[ast.AST, str, Path | None]:
-    """(AST, package, directory for sibling-script imports) of a script, module or notebook;
-    memoised per file version (generation parses each file once, not once per stage)."""
+def _parse(path: Path, src: Path) -> tuple[frozenset[str], Path | None]:
+    """(absolute names of the modules it imports, directory for sibling-script imports) of a
+    script, module or notebook; memoised per file version (generation parses and walks each
+    file once, not once per stage)."""
     key = (path, path.stat().st_mtime_ns)
     if key not in _PARSED:
         if path.suffix == ".ipynb":
-            _PARSED[key] = (ast.parse(_notebook_source(path)), "", None)
+            tree, package, script_dir = ast.parse(_notebook_source(path)), "", None
         elif src in path.parents:
             parts = [p for p in path.relative_to(src).with_suffix("").parts if p != "__init__"]
             package = ".".join(parts if path.name == "__init__.py" else parts[:-1])
-            _PARSED[key] = (ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), package, None)
+            tree, script_dir = ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), None
         else:
-            _PARSED[key] = (ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), "", path.parent)
+            tree, package, script_dir = ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), "", path.parent
+        _PARSED[key] = (frozenset(_imported_names(tree, package)), script_dir)
     return _PARSED[key]
 
 
@@ -119,8 +121,8 @@ def import_closure(entry_points: Iterable[Path], root: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        tree, package, script_dir = _parse(path, src)
-        for name in _imported_names(tree, package):
+        names, script_dir = _parse(path, src)
+        for name in sorted(names):
             if script_dir is not None and "." not in name and (script_dir / f"{name}.py").is_file():
                 todo.append((script_dir / f"{name}.py").resolve())
                 continue
