@@ -51,7 +51,8 @@ def copy_on_ci_profile(dest: Path) -> Path:
 def copy_on_profile(dest: Path, profile: str, before_commit: Callable[[Path], object] | None = None) -> Path:
     """Tracked and untracked (not ignored) files of this checkout, without results, committed
     to a fresh git repo at ``dest`` with ``profiles/<profile>.yaml`` as params.yaml and its
-    generated dvc.yaml; validated. ``before_commit(dest)`` may add files first (data)."""
+    generated dvc.yaml. ``before_commit(dest)`` may add files first (data). Not validated here:
+    every caller runs the ``validate`` stage first (the scheduler's first wave), as ``make repro`` does."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         src = REPO / rel
@@ -67,7 +68,6 @@ def copy_on_profile(dest: Path, profile: str, before_commit: Callable[[Path], ob
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci copy", "--allow-empty"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"{profile} profile"], dest)
-    run([sys.executable, "stages/validate.py"], dest)
     return dest
 
 

@@ -359,17 +359,25 @@ def slurm_env():
         pytest.skip(f"single-node SLURM unavailable: {exc}")
 
 
+# The entries rerun as SLURM jobs: the MLPs and the BatchNorm ResNets (with and without skips) of
+# two groups, trained and measured; one job per entry, so the rest of the ci profile's 47 would
+# only repeat these code paths at about 9 s a job.
+SLURM_GROUPS = ("h1_batch", "h2_arch")
+
+
 @pytest.fixture(scope="session")
 def slurm_repo(ci_repo, slurm_env, tmp_path_factory) -> Path:
-    """A copy of ci_repo whose train and measure entries were rerun as SLURM jobs."""
+    """A copy of ci_repo whose train and measure entries of SLURM_GROUPS were rerun as SLURM jobs."""
     repo = tmp_path_factory.mktemp("slurm") / "repo"
     shutil.copytree(ci_repo, repo, symlinks=True)
-    shutil.rmtree(repo / "runs")
-    shutil.rmtree(repo / "measure")
+    for group in SLURM_GROUPS:
+        shutil.rmtree(repo / "runs" / group)
+        shutil.rmtree(repo / "measure" / group)
     (repo / "resources.slurm.yaml").write_text(SLURM_RESOURCES)
     start = time.monotonic()
+    waves = [",".join(f"{kind}_{group}@*" for group in SLURM_GROUPS) for kind in ("train", "measure")]
     proc = subprocess.run([sys.executable, "-m", "tools.scheduler", "--executor", "slurm", "--resources", "resources.slurm.yaml",
-                           "train_*", "measure_*"], cwd=repo, env=slurm_env, capture_output=True, text=True, timeout=900)
+                           *waves], cwd=repo, env=slurm_env, capture_output=True, text=True, timeout=900)
     LOGS["slurm"] = proc.stdout + proc.stderr
     print(f"train and measure entries as SLURM jobs: {time.monotonic() - start:.0f} s")
     assert proc.returncode == 0, LOGS["slurm"][-3000:]
@@ -378,13 +386,15 @@ def slurm_repo(ci_repo, slurm_env, tmp_path_factory) -> Path:
 
 def test_train_and_measure_entries_as_slurm_jobs_give_the_local_runs_dvc_lock_md5s(ci_repo, slurm_repo):
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
-    n_train = sum(len(spec["configs"] or {}) * len(group_seeds(params, exp)) for exp, spec in params["experiments"].items())
-    n_measure = len(_measure_entries(params))
-    assert f"train_*: {n_train} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
-    assert f"measure_*: {n_measure} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
-    log = (slurm_repo / ".dvc" / "tmp" / "prerun" / "train_h1_batch@b32-0.log").read_text()
-    assert re.match(r"== train_h1_batch@b32-0: job \d+ \(restart 0\)", log), log[:300]  # ran as a SLURM job
-    names = {n for n in pipeline_entries(ci_repo) if n.startswith(("train_", "measure_"))}
+    n_train = sum(len(params["experiments"][g]["configs"]) * len(group_seeds(params, g)) for g in SLURM_GROUPS)
+    n_measure = len({e for e in _measure_entries(params) if e.split("@")[0] in {f"measure_{g}" for g in SLURM_GROUPS}})
+    assert n_train == 8 and n_measure == 4
+    assert f"train_h1_batch@*,train_h2_arch@*: {n_train} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
+    assert f"measure_h1_batch@*,measure_h2_arch@*: {n_measure} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
+    for entry in ("train_h1_batch@b32-0", "train_h2_arch@resnet_skip_bn-1", "measure_h2_arch@resnet_noskip_bn"):
+        log = (slurm_repo / ".dvc" / "tmp" / "prerun" / f"{entry}.log").read_text()
+        assert re.match(rf"== {re.escape(entry)}: job \d+ \(restart 0\)", log), log[:300]  # ran as a SLURM job
+    names = {n for n in pipeline_entries(ci_repo) if n.startswith(tuple(f"{k}_{g}@" for k in ("train", "measure") for g in SLURM_GROUPS))}
     assert len(names) == n_train + n_measure
     count, problems = compare_outputs(ci_repo, slurm_repo, names)
     assert problems == [] and count > 10 * n_train
