@@ -424,7 +424,7 @@ def test_start_hint_of_the_wrong_shape_is_an_error(decaying_spectrum):
 
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_verification_from_kept_products_costs_no_product(outliers_and_bulk, counting, seed):
-    # A k = 1 run that converges within (max_basis - 1) / 2 products keeps its products in
+    # A k = 1 run that converges within max_basis // 2 products keeps its products in
     # basis rows it has not reached: the true residual needs no further product.
     q = outliers_and_bulk
     op = counting(q.matrix)
