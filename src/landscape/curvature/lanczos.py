@@ -224,8 +224,8 @@ def _fix_signs(V: Tensor) -> Tensor:
     """Flip columns of V (P, k), in place, so that each column's largest-magnitude entry is
     positive (the first one on ties); returns V."""
     hi, lo = V.max(dim=0), V.min(dim=0)  # no |V| copy: the largest magnitude is the max or -min
-    neg = (-lo.values > hi.values) | ((-lo.values == hi.values) & (lo.indices < hi.indices))
-    signs = torch.where(neg & (lo.values < 0), -torch.ones_like(hi.values), torch.ones_like(hi.values))
+    neg = (-lo.values > hi.values) | ((-lo.values == hi.values) & (lo.indices < hi.indices))  # implies lo < 0
+    signs = torch.where(neg, -torch.ones_like(hi.values), torch.ones_like(hi.values))
     return V.mul_(signs)
 
 
@@ -286,14 +286,15 @@ def top_eigenpairs(
 
     With ``verify`` the k Ritz vectors are multiplied by the operator in one block
     product and the true relative residuals are reported beside the certificates. At
-    ``tol >= eps^(1/4)`` a run that converges within ``max_basis // 2`` products, as
-    ``k = 1`` does there, keeps its products in basis rows it has not reached and takes
-    the verification from them: ``A y = (A Q^T) u`` for ``y = Q^T u``, no further
-    product. Those products check the Lanczos relation and the orthogonalisation (on a
-    float32 ResNet-18 they give the explicit product's true residual to 7 digits, 1.1e-3
-    where the certificate says 6.9e-4); what they cannot show is an operator whose
-    product of y differs from the same combination of its products of the basis beyond
-    rounding, which a tight tol gets to see through the explicit product.
+    ``tol >= eps^(1/2)`` (3.5e-4 in float32) a run that converges within
+    ``max_basis // 2`` products, as ``k = 1`` often does there, keeps its products in
+    basis rows it has not reached and takes the verification from them:
+    ``A y = (A Q^T) u`` for ``y = Q^T u``, no further product. Those products check the
+    Lanczos relation and the orthogonalisation (on a float32 ResNet-18 they give the
+    explicit product's true residual to 7 digits, 1.1e-3 where the certificate says
+    6.9e-4); what they cannot show is the rounding of a fresh product of y against the
+    same combination of the basis' products, a few eps ||A|| for a linear operator: below
+    ``eps^(1/2)`` relative, the explicit product shows it.
 
     Args:
         op: symmetric (P, P) operator or dense tensor.
@@ -316,7 +317,7 @@ def top_eigenpairs(
             eigenspace; Gur-Ari, Roberts & Dyer 2018, arXiv:1812.04754). On timm's
             ResNet-18 that halves the products to a 4e-3 top eigenvalue (11 -> 6).
         max_basis: largest basis size, ``k < max_basis <= P`` (default
-            ``min(P, max(2 k + 1, 20))``); memory is (k + max_basis + 1) P numbers.
+            ``min(P, max(2 k + 1, 20))``); memory: :func:`lanczos_basis_bytes`.
         verify: compute true residuals from explicit products: one extra block product
             of k columns, or none when the products were kept (see above and
             ``store_products``).
@@ -388,8 +389,8 @@ def top_eigenpairs(
     store = bool(store_products)
     # Without stored products the verification may still come free: a run that converges
     # early keeps its products in the rows of the basis buffer that it has not reached
-    # (for tol >= eps^(1/4): see the docstring).
-    spare = verify and not store and tol >= eps**0.25
+    # (for tol >= eps^(1/2): see the docstring).
+    spare = verify and not store and tol >= math.sqrt(eps)
     run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=every_step, stop=stop,
                          store=store, spare_rows=spare, keep_f=check_multiplicity)
     values, Y, AY, b, gap, f, anorm = run.theta, run.Y, run.AY, run.b, run.gap, run.f, run.anorm
