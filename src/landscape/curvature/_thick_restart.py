@@ -125,6 +125,7 @@ def _thick_restart(
     spare_rows: bool = False,
     keep_f: bool = False,
     keep_basis: bool = False,
+    buffer: Tensor | None = None,
 ) -> _Run:
     """Thick-restart Lanczos for k pairs of A restricted to the complement of ``locked``.
 
@@ -153,15 +154,17 @@ def _thick_restart(
     so while ``2 j + 1 < m``) and until the first restart: no memory beyond the basis, and
     a run that converges early returns its Ritz vectors' products (``AY``) all the same.
     ``keep_f`` returns a copy of the residual vector; ``keep_basis`` returns the whole
-    decomposition with the couplings to the locked rows (:class:`_Basis`).
+    decomposition with the couplings to the locked rows (:class:`_Basis`). ``buffer``
+    (at least nl + m + 1 rows) is used for the basis instead of a new one; its first nl
+    rows may already hold ``locked``.
     """
     P = op.shape[0]
     nl = 0 if locked is None else locked.shape[0]
     # Uninitialised: a row is written before it is read (zero-filling (m + 1) P numbers
     # costs ~0.5 s at P ~ 1e7 and m = 20 on CPU).
-    Q = torch.empty(nl + m + 1, P, dtype=v0.dtype, device=v0.device)  # rows: locked, then basis
+    Q = torch.empty(nl + m + 1, P, dtype=v0.dtype, device=v0.device) if buffer is None else buffer[: nl + m + 1]  # locked, basis
     W = torch.empty(m, P, dtype=v0.dtype, device=v0.device) if store else None  # W[i] = A Q[nl + i]
-    if locked is not None and nl:
+    if locked is not None and nl and not (locked.data_ptr() == Q.data_ptr() and locked.stride() == Q[:nl].stride()):
         Q[:nl] = locked
     H = torch.zeros(m + 1, m, dtype=v0.dtype, device=v0.device)  # projected matrix plus coupling row
     C = torch.zeros(nl, m, dtype=v0.dtype, device=v0.device) if keep_basis else None  # L A Q^T
@@ -303,18 +306,25 @@ def _thick_restart(
 
 @dataclass
 class _Union:
-    """Rayleigh-Ritz pairs on the union of two Krylov spaces (internal)."""
+    """Rayleigh-Ritz pairs on the union of two Krylov spaces (internal): values and
+    coefficients; the vectors are formed by :meth:`vectors`."""
 
     theta: Tensor  # (k,) best first
-    Y: Tensor  # (k, P) Ritz vectors as rows
-    AY: Tensor | None  # (k, P) their products from stored products, or None
+    coef: Tensor  # (nl + size, k): the Ritz vectors are coef^T B for the rows B = [Y; Q]
     r: Tensor | None  # (k,) residual norms ||A y - theta y|| from the two Lanczos relations, when known
     gap: Tensor | None  # (k,) gap estimates (see _value_errors), with r
     others: Tensor  # the union's other Ritz values
 
+    def vectors(self, check: _Basis, AY: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The k Ritz vectors as rows (k, P), and their products from stored ones (or None)."""
+        nl = self.coef.shape[0] - check.T.shape[0]
+        Y = self.coef.T @ check.rows
+        if AY is None or check.products is None:
+            return Y, None
+        return Y, self.coef[:nl].T @ AY + self.coef[nl:].T @ check.products
 
-def _union_ritz(theta: Tensor, AY: Tensor | None, check: _Basis, k: int, which: str, b: Tensor | None = None,
-                f: Tensor | None = None) -> _Union:
+
+def _union_ritz(theta: Tensor, check: _Basis, k: int, which: str, b: Tensor | None = None, f: Tensor | None = None) -> _Union:
     """Rayleigh-Ritz on ``span(Y) + span(Q)``: k pairs ``(theta, Y)`` (``Y`` the locked rows of
     a deflated pass, ``Y A Y^T = diag(theta)``) and the basis Q of that pass, at no further
     product.
@@ -352,7 +362,4 @@ def _union_ritz(theta: Tensor, AY: Tensor | None, check: _Basis, k: int, which: 
         fg = f @ check.f if check.f is not None else torch.zeros((), dtype=f.dtype, device=f.device)
         r_all = (a**2 * f_perp2 + c**2 + 2.0 * a * c * fg).clamp_min(0.0).sqrt()
         r, gap = r_all[sel], _value_errors(mu, r_all, sel)[1]
-    AYu = None
-    if AY is not None and check.products is not None:
-        AYu = U[:nl, sel].T @ AY + U[nl:, sel].T @ check.products
-    return _Union(theta=mu[sel], Y=U[:, sel].T @ check.rows, AY=AYu, r=r, gap=gap, others=mu[order[k:]])
+    return _Union(theta=mu[sel], coef=U[:, sel], r=r, gap=gap, others=mu[order[k:]])

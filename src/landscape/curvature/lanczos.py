@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from landscape.curvature._gram_schmidt import _BREAKDOWN, _fresh_orthogonal, _orthogonalize
-from landscape.curvature._thick_restart import _better, _kato_temple, _thick_restart, _Union, _union_ritz, _value_errors
+from landscape.curvature._thick_restart import _better, _kato_temple, _Run, _thick_restart, _Union, _union_ritz, _value_errors
 from landscape.curvature.linop import SymmetricOperator, as_operator
 from landscape.curvature.trace import random_probes
 from landscape.seeding import seeded_generator
@@ -151,15 +151,16 @@ def lanczos_basis_bytes(num_params: int, k: int, *, max_basis: int | None = None
                         store_products: bool = False) -> int:
     """Bytes of the vectors :func:`top_eigenpairs` holds: ``(k + max_basis + 1) P`` basis rows
     (the k locked rows of the multiplicity pass included), ``max_basis P`` more with
-    ``store_products``, the k Ritz vectors and, for k > 1, the first run's residual vector
-    (kept through the multiplicity pass for the Rayleigh-Ritz step on both Krylov spaces);
-    ``max_basis`` as its default. Products kept for a free verification sit in basis rows
-    not yet used (on CPU, untouched rows take no memory and the products are held as
-    returned). Transients come on top: the product being orthogonalised, a thick restart
-    rotating up to ``max_basis`` rows into a new block, and k new rows at a Rayleigh-Ritz
-    step."""
+    ``store_products``, and the k Ritz vectors; ``max_basis`` as its default. (The
+    multiplicity pass holds ``k + min(max_basis, 20) + 2`` rows, the set, its basis and the
+    first run's residual vector, then k new rows in place of that vector at its
+    Rayleigh-Ritz step.) Products kept for a free verification sit in basis rows not yet
+    used (on CPU, untouched rows take no memory and the products are held as returned).
+    Transients come on top: the product being orthogonalised and its work vector, and a
+    thick restart rotating up to ``max_basis`` rows into a new block (measured at
+    P = 1.1e7, k = 5, float32: peak 32 rows against the 31 stated)."""
     m = min(num_params, _default_basis(k)) if max_basis is None else min(num_params, max_basis)
-    return itemsize * num_params * (2 * k + m + 1 + (1 if k > 1 else 0) + (m if store_products else 0))
+    return itemsize * num_params * (2 * k + m + 1 + (m if store_products else 0))
 
 
 def tridiagonal_basis_bytes(num_params: int, num_vectors: int, num_steps: int, *, itemsize: int = 8,
@@ -379,6 +380,7 @@ def top_eigenpairs(
     # direction. The bottom end (SA) starts from the draw alone.
     hint = op.start_hint() if v0 is None and which != "SA" else None
     start = _start_vector(P, v0, gen, wdtype, device, hint=hint)
+    del hint
     # One pair needs no second copy, so k = 1 skips the check and, like any run with the
     # check behind it, stops at the first product where its pair converges (so a looser
     # tol costs fewer products). For k > 1 without the check, stopping that early could
@@ -393,6 +395,7 @@ def top_eigenpairs(
     spare = verify and not store and tol >= math.sqrt(eps)
     run = _thick_restart(op, k, which, tol, start, None, lanczos_budget, m, gen, eps, anorm, every_step=every_step, stop=stop,
                          store=store, spare_rows=spare, keep_f=check_multiplicity)
+    del start
     values, Y, AY, b, gap, f, anorm = run.theta, run.Y, run.AY, run.b, run.gap, run.f, run.anorm
     num_matvecs, num_restarts, converged = run.num_matvecs, run.num_restarts, run.converged
     # An exhausted basis spanned the whole space: every eigenvalue and copy was seen.
@@ -401,17 +404,23 @@ def top_eigenpairs(
     gained = False  # a pass found a better pair: the set is no longer one Lanczos run's pairs
     check_basis = min(m, P - k, _default_basis(1))  # the pass looks for one pair: a one-pair solve's basis
     final: _Union | None = None  # Rayleigh-Ritz on the set and the certifying pass's basis
+    check: _Run | None = None
     while converged and not certified:
         # Leave room for the explicit products of the final set should this pass add a pair.
         pass_budget = budget - num_matvecs - (0 if store else k)
         if pass_budget < 1:
             break  # uncertified, reported through ``converged``
+        # The pass's buffer takes the set as its locked rows, which are then not held twice.
+        buffer = torch.empty(k + check_basis + 1, P, dtype=wdtype, device=device)
+        buffer[:k] = Y
+        Y = buffer[:k]
         fresh = _fresh_orthogonal(Y, gen)
         # "Better" must exceed the k-th value's tolerance, so ties (exact copies already
         # present) end the search.
         margin = tol * torch.maximum(values[-1].abs(), eps**0.25 * anorm)
         check = _thick_restart(op, 1, which, tol, fresh, Y, pass_budget, check_basis, gen, eps, anorm, rival=values[-1],
-                               stop=stop, store=store, margin=float(margin), keep_basis=True)
+                               stop=stop, store=store, margin=float(margin), keep_basis=True, buffer=buffer)
+        del buffer, fresh
         num_matvecs += check.num_matvecs
         num_restarts += check.num_restarts
         anorm = check.anorm
@@ -420,11 +429,12 @@ def top_eigenpairs(
         margin = tol * torch.maximum(values[-1].abs(), eps**0.25 * anorm)
         gain = _better(check.theta[0], values[-1], which) & ((check.theta[0] - values[-1]).abs() > margin)
         assert check.basis is not None  # keep_basis
-        Y = check.basis.rows[:k]  # the same rows, locked in the pass: the separate copy can go
         single = not gained and not bool(gain)  # the set is still one run's pairs: the union's certificates follow
-        un = _union_ritz(values, AY, check.basis, k, which, b=b if single else None, f=f if single else None)
+        un = _union_ritz(values, check.basis, k, which, b=b if single else None, f=f if single else None)
+        f = None  # its part is done: the memory goes to the new rows
         if bool(gain):  # the union's best k replace the set, and the search goes on
-            values, Y, AY, gained = un.theta, un.Y, un.AY, True
+            values, gained = un.theta, True
+            Y, AY = un.vectors(check.basis, AY)
             del check, un
             continue
         certified = True
@@ -439,14 +449,22 @@ def top_eigenpairs(
         assert final.r is not None and final.gap is not None
         den = torch.maximum(final.theta.abs(), eps**0.25 * anorm).clamp_min(tiny)
         if bool(((_kato_temple(final.r, final.gap) if stop == "value" else final.r) / den <= tol).all()):
-            values, Y, AY, r_abs, gap = final.theta, final.Y, final.AY, final.r, final.gap
+            assert check is not None and check.basis is not None
+            values, r_abs, gap = final.theta, final.r, final.gap
+            Y, AY = final.vectors(check.basis, AY)
     elif gained:
         # The set holds pairs found on deflated operators: its certificates come from
         # explicit products (which serve as verification at once).
         if final is not None:
-            values, Y, AY, others = final.theta, final.Y, final.AY, final.others
+            assert check is not None and check.basis is not None
+            values, others = final.theta, final.others
+            Y, AY = final.vectors(check.basis, AY)
         r_abs = None
     del final
+    # The last pass's buffer goes; the set is copied out of it when it still lives there.
+    if check is not None and check.basis is not None and Y.untyped_storage().data_ptr() == check.basis.rows.untyped_storage().data_ptr():
+        Y = Y.clone()
+    check = None
     # Residual norms from stored products come first (their rows are ours: in place); the
     # vectors are then laid out (P, k) with their signs fixed (for k = 1 in Y's storage).
     stored_abs = None if AY is None else torch.linalg.vector_norm(AY.addcmul_(Y, values.unsqueeze(1), value=-1), dim=1)
