@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from landscape.curvature.lanczos import lanczos_tridiagonal, top_eigenpairs
-from landscape.curvature.linop import DenseOperator
+from landscape.curvature.linop import DenseOperator, SymmetricOperator
 
 TOL = 1e-8
 
@@ -367,6 +370,7 @@ def test_stated_basis_memory_matches_the_basis_held(known_spectrum):
     # default basis of k = 5: max(2k + 1, 20) = 20 rows, k locked rows, one residual row and the k pairs
     assert lanczos_basis_bytes(10**6, 5) == 8 * 10**6 * (20 + 1 + 2 * 5)
     assert lanczos_basis_bytes(10**6, 5, max_basis=40, itemsize=4, store_products=True) == 4 * 10**6 * (40 + 40 + 1 + 10)
+    assert lanczos_basis_bytes(10**6, 1) == 8 * 10**6 * (20 + 1 + 2)
 
 
 class _Hinted(DenseOperator):
@@ -403,3 +407,121 @@ def test_start_hint_speeds_up_the_top_end_and_cannot_hide_it(decaying_spectrum):
     v0 = torch.ones(q.dim, dtype=torch.float64)
     explicit = top_eigenpairs(_Hinted(q.matrix, top), k=1, tol=1e-8, seed=0, v0=v0)
     assert explicit.num_matvecs == top_eigenpairs(q.matrix, k=1, tol=1e-8, seed=0, v0=v0).num_matvecs
+
+
+def test_start_hint_of_the_wrong_shape_is_an_error(decaying_spectrum):
+    q = decaying_spectrum
+    for bad in (torch.ones(3, dtype=torch.float64), torch.ones(q.dim, 1, dtype=torch.float64)):
+        expected = f"start_hint() must have shape (100,) like the operator's (100, 100), got {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            top_eigenpairs(_Hinted(q.matrix, bad), k=1, tol=1e-8, seed=0)
+    # A zero or non-finite hint (the gradient at a minimum, an overflow) is ignored, not an error.
+    plain = top_eigenpairs(q.matrix, k=1, tol=1e-8, seed=0)
+    for ignored in (torch.zeros(q.dim, dtype=torch.float64), torch.full((q.dim,), math.nan, dtype=torch.float64)):
+        res = top_eigenpairs(_Hinted(q.matrix, ignored), k=1, tol=1e-8, seed=0)
+        assert res.num_matvecs == plain.num_matvecs and torch.equal(res.values, plain.values)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_verification_from_kept_products_costs_no_product(outliers_and_bulk, counting, seed):
+    # A k = 1 run that converges within max_basis // 2 products keeps its products in
+    # basis rows it has not reached: the true residual needs no further product.
+    q = outliers_and_bulk
+    op = counting(q.matrix)
+    res = top_eigenpairs(op, k=1, tol=3e-2, seed=seed)
+    unverified = top_eigenpairs(q.matrix, k=1, tol=3e-2, seed=seed, verify=False)
+    assert res.converged and op.count == res.num_matvecs == unverified.num_matvecs <= 9
+    assert torch.equal(res.values, unverified.values)
+    v = res.vectors
+    explicit = torch.linalg.vector_norm(q.matrix @ v - v * res.values, dim=0) / res.values.abs()
+    torch.testing.assert_close(res.true_residuals, explicit, rtol=1e-8, atol=1e-15)
+    # 22 products: no spare rows left with the default basis of 20, so one explicit product;
+    # a basis of 80 has room for them. Below tol = eps^(1/2) the explicit product is taken
+    # whatever the room (it shows the rounding of a fresh product, which kept ones cannot).
+    for tol, max_basis, extra in ((1e-6, None, 1), (1e-6, 80, 0), (1e-9, 80, 1)):
+        res = top_eigenpairs(q.matrix, k=1, tol=tol, seed=seed, max_basis=max_basis)
+        unverified = top_eigenpairs(q.matrix, k=1, tol=tol, seed=seed, max_basis=max_basis, verify=False)
+        assert res.converged and res.num_matvecs == unverified.num_matvecs + extra > 20
+        assert torch.equal(res.values, unverified.values)
+
+
+class _Diagonal(SymmetricOperator):
+    """diag(d) as an operator: a large spectrum at the cost of one pass per product."""
+
+    def __init__(self, d: torch.Tensor):
+        self.d, self.shape, self.dtype, self.device = d, (d.numel(), d.numel()), d.dtype, d.device
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return V * self.d.unsqueeze(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_multiplicity_check_is_not_fooled_by_the_bulk(seed):
+    # A network-Hessian-like spectrum: a double top eigenvalue over a bulk of 2e5 values near 0,
+    # float32. One product from a random vector gives a bulk Ritz value whose residual meets a
+    # loose tol against the floor eps^(1/4) ||A||; a deflated pass that stopped there certified
+    # [~1, ~0] or [~1, 0.5]. Finding nothing better must take a full basis, so the copy is found.
+    g = torch.Generator().manual_seed(0)
+    d = 1e-3 * torch.randn(200_000, generator=g)
+    d[:4] = torch.tensor([1.0, 1.0, 0.5, 0.45])
+    d = d[torch.randperm(d.numel(), generator=g)]
+    res = top_eigenpairs(_Diagonal(d), k=2, tol=0.3, seed=seed)
+    assert res.converged
+    torch.testing.assert_close(res.values, torch.ones(2), rtol=2e-3, atol=0)
+    assert (res.true_residuals <= 0.3).all()
+
+
+@pytest.mark.parametrize("tol", [0.3, 0.1, 0.01])
+def test_loose_top5_certificates_are_explicit_residuals_and_bound_the_errors(outliers_and_bulk, counting, tol):
+    # At loose tolerances the returned pairs come from the Rayleigh-Ritz step on the first
+    # run's pairs and the certifying pass's basis: their certificates, from both Lanczos
+    # relations, equal the residuals of explicit products, and each value is within its
+    # residual of the eigenvalue of its rank.
+    q = outliers_and_bulk
+    ref = q.eigenvalues.flip(0)[:5]
+    norm = float(ref[0])
+    for seed in range(4):
+        op = counting(q.matrix)
+        res = top_eigenpairs(op, k=5, tol=tol, seed=seed)
+        assert res.converged and op.count == res.num_matvecs
+        v = res.vectors
+        explicit = torch.linalg.vector_norm(q.matrix @ v - v * res.values, dim=0) / res.values.abs()
+        torch.testing.assert_close(res.residuals, explicit, rtol=1e-6, atol=1e-13)
+        torch.testing.assert_close(res.true_residuals, explicit, rtol=1e-6, atol=1e-13)
+        assert (res.values <= ref + 1e-13 * norm).all()  # Ritz values from below (interlacing)
+        err = (ref - res.values) / ref
+        assert (err <= res.residuals * (1 + 1e-6) + 1e-13).all(), (seed, err, res.residuals)
+        torch.testing.assert_close(v.T @ v, torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_union_rayleigh_ritz_is_the_projection_on_both_spaces(outliers_and_bulk):
+    # The Rayleigh-Ritz step on a run's k pairs and a deflated pass's basis, from the
+    # couplings alone, against the dense projection of A on the same rows.
+    from landscape.curvature._gram_schmidt import _fresh_orthogonal
+    from landscape.curvature._thick_restart import _thick_restart, _union_ritz
+    from landscape.seeding import seeded_generator
+
+    A = outliers_and_bulk.matrix
+    op = DenseOperator(A)
+    g = seeded_generator(0)
+    v0 = torch.randn(A.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    v0 = v0 / v0.norm()
+    anorm = torch.zeros((), dtype=torch.float64)
+    eps = torch.finfo(torch.float64).eps
+    first = _thick_restart(op, 3, "LA", 0.1, v0, None, 200, 20, g, eps, anorm, keep_f=True)
+    assert first.f is not None
+    torch.testing.assert_close(torch.linalg.vector_norm(first.Y @ A - first.theta[:, None] * first.Y, dim=1), first.coupling,
+                               rtol=1e-8, atol=1e-14)
+    check = _thick_restart(op, 1, "LA", 0.1, _fresh_orthogonal(first.Y, g), first.Y, 200, 20, g, eps, first.anorm,
+                           rival=first.theta[-1], keep_basis=True)
+    assert check.basis is not None
+    B = check.basis.rows
+    torch.testing.assert_close(B @ B.T, torch.eye(B.shape[0], dtype=torch.float64), rtol=0, atol=1e-12)
+    un = _union_ritz(first.theta, check.basis, 3, "LA", b=first.b, f=first.f)
+    dense = torch.linalg.eigvalsh(B @ A @ B.T).flip(0)
+    torch.testing.assert_close(torch.cat([un.theta, un.others]), dense, rtol=0, atol=1e-12)
+    Y, AY = un.vectors(check.basis, None)
+    assert un.r is not None and AY is None
+    torch.testing.assert_close(Y @ Y.T, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(un.r, torch.linalg.vector_norm(Y @ A - un.theta[:, None] * Y, dim=1), rtol=1e-6, atol=1e-14)
+    assert (un.theta >= first.theta - 1e-14).all()  # a larger space: no worse (Cauchy interlacing)

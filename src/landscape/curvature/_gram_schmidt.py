@@ -12,6 +12,11 @@ from landscape.curvature.trace import random_probes
 
 __all__: list[str] = []
 
+# A coupling beta is treated as breakdown when beta <= _BREAKDOWN * eps * ||A||est, where
+# eps is the unit roundoff of the coarser of the operator and basis dtypes: below that
+# level the new direction is rounding noise of the product.
+_BREAKDOWN = 10.0
+
 
 def _orthogonalize(basis: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Classical Gram-Schmidt twice of ``w`` against rows of ``basis``.
@@ -39,7 +44,7 @@ def _orthogonalize(basis: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 _DGKS = 1.0 / math.sqrt(2.0)
 
 
-def _extend_basis(rows: Tensor, w: Tensor, known: Tensor) -> tuple[Tensor, Tensor]:
+def _extend_basis(rows: Tensor, w: Tensor, known: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Orthogonalise the product ``w = A q_j`` against ``rows`` (nl + j + 1, P), q_j last.
 
     ``known`` (nl + j + 1,) holds the couplings of q_j to earlier rows that the projected
@@ -50,24 +55,32 @@ def _extend_basis(rows: Tensor, w: Tensor, known: Tensor) -> tuple[Tensor, Tenso
     only when the first cancelled more than the DGKS fraction of the norm. That is the
     full reorthogonalisation of classical Gram-Schmidt twice at about half its memory
     traffic (each pass reads the whole basis twice; on P ~ 1e7 that is comparable to a
-    Hessian-vector product). Returns the orthogonalised ``w`` and the projections ``h``
-    (nl + j + 1,) with ``A q_j = rows^T h + w``.
+    Hessian-vector product). ``w`` is left untouched; the result is written to ``out``
+    (P,) when given (a work vector reused across steps: a fresh P-vector per step costs
+    its page faults, ~10% of the step's vector work at P ~ 1e7 on CPU). Returns the
+    orthogonalised vector, the projections ``h`` (nl + j + 1,) with ``A q_j = rows^T h + w``,
+    and the vector's norm.
     """
     h = known.clone()
     idx = known.nonzero().squeeze(1)
-    if idx.numel():
-        w = torch.addmv(w, rows[idx].T, known[idx], alpha=-1)
+    if idx.numel():  # the non-zero couplings sit in one block of rows: a view, no gathered copy
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        w = torch.addmv(w, rows[lo:hi].T, known[lo:hi], alpha=-1, out=out)
+    else:
+        w = w.clone() if out is None else out.copy_(w)
     alpha = rows[-1] @ w
-    w = w - alpha * rows[-1]
+    w.addcmul_(rows[-1], alpha, value=-1)  # in place from here: w is ours
     h[-1] += alpha
+    norm = torch.linalg.vector_norm(w)
     for _ in range(2):
-        before = torch.linalg.vector_norm(w)
+        before = norm
         c = rows @ w
-        w.addmv_(rows.T, c, alpha=-1)  # w is ours here (created above), so in place
+        w.addmv_(rows.T, c, alpha=-1)
         h += c
-        if bool(torch.linalg.vector_norm(w) >= _DGKS * before):
+        norm = torch.linalg.vector_norm(w)
+        if bool(norm >= _DGKS * before):
             break
-    return w, h
+    return w, h, norm
 
 
 def _fresh_orthogonal(basis: Tensor, generator: torch.Generator) -> Tensor:
@@ -77,7 +90,13 @@ def _fresh_orthogonal(basis: Tensor, generator: torch.Generator) -> Tensor:
     n = math.prod(lead)
     x = random_probes(P, n, generator=generator, kind="gaussian", dtype=basis.dtype, device=basis.device)
     x = x.T.reshape(*lead, P)
-    for _ in range(2):  # a random vector loses at most a little to the projection; twice settles it
+    for _ in range(2):
+        # Gram-Schmidt twice leaves x orthogonal to working precision unless it lay almost in
+        # the span; a random vector of a large space loses little (DGKS: no further round).
+        before = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         x, _ = _orthogonalize(basis, x)
-        x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        after = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        x = x / after
+        if bool((after >= _DGKS * before).all()):
+            break
     return x
