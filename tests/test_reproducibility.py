@@ -15,18 +15,27 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = sorted(p for p in (REPO / "stages").glob("*.py") if not p.name.startswith("_"))
 
 # Runs a script's module level (its imports) with a hook that records the pinned variables
-# at the moment torch is first imported; ``run_name`` other than __main__ skips main().
+# at the moment torch or numpy is first imported, then stops the script there (what follows
+# cannot change what that import saw, and importing torch in each of ~15 processes cost about
+# 2 minutes of the suite); ``run_name`` other than __main__ skips main(). A script that never
+# imports either runs its module level to the end.
 _PROBE = r"""
 import importlib.abc, json, os, runpy, sys
 seen = {}
+class Seen(BaseException):  # past any "except Exception" around an import
+    pass
 class Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name in ("torch", "numpy") and not seen:
             seen.update({k: os.environ.get(k) for k in %(keys)r})
+            raise Seen(name)
         return None
 sys.meta_path.insert(0, Hook())
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
-runpy.run_path(sys.argv[1], run_name="imported")
+try:
+    runpy.run_path(sys.argv[1], run_name="imported")
+except Seen:
+    pass
 print(json.dumps(seen))
 """
 
