@@ -60,7 +60,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 # docs: the docs extras (mkdocs-material, mkdocstrings, MathJax from a wheel) into .venv once, then a
 # strict build (a warning, a broken link or a resource fetched from another host stops it); the

@@ -15,8 +15,20 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+#: The end-to-end modules in the order they start (the rest keep collection order): the two that
+#: build the shared repositories first (tests/pipeline/repo_copy.py: `ci` and `paper_smoke`, one per
+#: xdist worker), then the two that work on copies of the ci one.
+SLOW_ORDER = ("test_dvc_pipeline.py", "test_paper_smoke.py", "test_dvc_reruns.py", "test_slurm.py")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``slow`` first (stable order otherwise): under ``--dist loadscope`` the two
-    end-to-end modules, the longest units, then start at once, one per worker, and the other
-    modules fill in behind them instead of leaving a long unit to run alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Tests marked ``slow`` first, in :data:`SLOW_ORDER` (stable order otherwise). `make test`
+    runs ``--dist loadscope --no-loadscope-reorder``: modules go to the workers in this order
+    (xdist would otherwise order them by test count, the few-test end-to-end modules last), so
+    the two builds start at once and the many short modules fill in behind the long ones instead
+    of leaving a long unit to run alone at the end."""
+    def key(item) -> tuple[bool, int]:
+        name = item.path.name
+        return item.get_closest_marker("slow") is None, SLOW_ORDER.index(name) if name in SLOW_ORDER else len(SLOW_ORDER)
+
+    items.sort(key=key)

@@ -1,8 +1,12 @@
 """Helpers of the end-to-end tests: a temporary git copy of this repo on one profile (`ci`,
-`paper_smoke`), and subprocess wrappers for its stages and DVC."""
+`paper_smoke`), the fully built ones shared by the modules of a test run, and subprocess
+wrappers for its stages and DVC."""
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -90,3 +94,107 @@ def restored(repo: Path, *dirs: Path) -> Iterator[None]:
         for name in ("dvc.lock", "dvc.yaml", "params.yaml"):
             shutil.copy2(backup / name, repo / name)
         shutil.rmtree(backup)
+
+
+# ---------------------------------------------------------------------------- built once per run
+# The end-to-end repositories (the whole ci profile; the paper_smoke profile) are built once per
+# test run, whichever xdist worker asks first, under the workers' common temporary directory;
+# each module that changes one works on a private copy (:func:`private_copy`). A worker that
+# finds the repository it asked for being built by the other one builds another one that nobody
+# has started meanwhile (work it would otherwise wait for), then waits.
+
+#: Examples written per data set of the paper_smoke repo (official train, official test): enough
+#: for the largest shrunk batch (the paper's 2048 / 16 = 128) and for the probe subsets (32).
+PAPER_DATA_SIZES = {"cifar10": (200, 100), "cifar100": (200, 100), "mnist": (200, 100), "tiny_imagenet": (96, 32)}
+TINY_CLASSES = ("n01443537", "n01629819", "n01641577", "n01644900")
+
+
+def write_paper_data(repo: Path) -> None:
+    """The paper profile's on-disk data sets under ``<repo>/data/raw`` (each set's own format)."""
+    from data_files import write_cifar10, write_cifar100, write_mnist_family, write_tiny_imagenet, write_wikitext2
+
+    root = repo / "data" / "raw"
+    root.mkdir(parents=True)
+    sizes = PAPER_DATA_SIZES
+    write_cifar10(root, per_batch=sizes["cifar10"][0] // 5, n_test=sizes["cifar10"][1])
+    write_cifar100(root, n_train=sizes["cifar100"][0], n_test=sizes["cifar100"][1])
+    write_mnist_family(root, "MNIST", n_train=sizes["mnist"][0], n_test=sizes["mnist"][1])
+    write_tiny_imagenet(root, per_class_train=sizes["tiny_imagenet"][0] // len(TINY_CLASSES),
+                        per_class_val=sizes["tiny_imagenet"][1] // len(TINY_CLASSES), wnids=TINY_CLASSES)
+    write_wikitext2(root, lines=40)
+
+
+def _build_profile(profile: str, before_commit: Callable[[Path], object] | None = None) -> Callable[[Path], dict[str, str]]:
+    def build(repo: Path) -> dict[str, str]:
+        """As `make repro`: independent entries two at a time (the scheduler), then dvc repro for the rest."""
+        started = time.perf_counter()
+        copy_on_profile(repo, profile, before_commit)
+        copied = time.perf_counter()
+        prerun = run([sys.executable, "-m", "tools.scheduler"], repo).stdout
+        scheduled = time.perf_counter()
+        repro = dvc("repro", cwd=repo).stdout
+        done = time.perf_counter()
+        return {"prerun": prerun, "repro": repro,
+                "seconds": f"copy {copied - started:.0f} s, scheduler {scheduled - copied:.0f} s, dvc repro {done - scheduled:.0f} s"}
+    return build
+
+
+#: name -> builder of the shared repositories (a builder returns its logs, kept beside the repo).
+BUILDERS: dict[str, Callable[[Path], dict[str, str]]] = {
+    "ci": _build_profile("ci"),
+    "paper_smoke": _build_profile("paper_smoke", write_paper_data),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A shared repository: ``repo`` (do not change it; see :func:`private_copy`) and its build logs."""
+
+    repo: Path
+    logs: dict[str, str]
+
+
+def _shared_root(tmp_path_factory) -> Path:
+    base = Path(tmp_path_factory.getbasetemp())
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common directory
+
+
+def _try_build(root: Path, name: str, blocking: bool) -> bool:
+    """Build ``name`` under ``root`` unless it is built (or failed); False when another process holds it."""
+    home = root / f"shared-{name}"
+    home.mkdir(exist_ok=True)
+    with open(home / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        if (home / "logs.json").exists() or (home / "failed.txt").exists():
+            return True
+        shutil.rmtree(home / "repo", ignore_errors=True)  # a build interrupted earlier
+        try:
+            logs = BUILDERS[name](home / "repo")
+        except BaseException as exc:
+            (home / "failed.txt").write_text(f"{type(exc).__name__}: {exc}")
+            raise
+        (home / "logs.json").write_text(json.dumps(logs))
+        return True
+
+
+def shared_repo(tmp_path_factory, name: str) -> Built:
+    """The repository ``name`` of :data:`BUILDERS`, built once for the whole test run."""
+    root = _shared_root(tmp_path_factory)
+    if not _try_build(root, name, blocking=False):
+        for other in BUILDERS:  # being built elsewhere: build one nobody has started meanwhile
+            if other != name and _try_build(root, other, blocking=False):
+                break
+        _try_build(root, name, blocking=True)
+    home = root / f"shared-{name}"
+    if (home / "failed.txt").exists():
+        raise AssertionError(f"building the shared {name} repository failed: {(home / 'failed.txt').read_text()[-3000:]}")
+    return Built(home / "repo", json.loads((home / "logs.json").read_text()))
+
+
+def private_copy(built: Built, dest: Path) -> Path:
+    """A copy of a shared repository (git, DVC cache and all) for a module that changes it."""
+    shutil.copytree(built.repo, dest, symlinks=True)
+    return dest

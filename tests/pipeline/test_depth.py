@@ -72,8 +72,10 @@ def test_cifar_resnets_explicit_depth_and_bad_input() -> None:
 
 def test_the_table_readers_do_not_import_the_model_registry() -> None:
     """The report pages import the table readers; timm (and through it tqdm's notebook check)
-    would print a warning into every page. Checked in a fresh process."""
-    code = "import sys, landscape.pipeline.tables; print(sorted(m for m in ('timm', 'landscape.models') if m in sys.modules))"
+    would print a warning into every page, and torch and statsmodels cost each page about 2.5 s
+    (the readers that need them import them). Checked in a fresh process."""
+    code = ("import sys, landscape.pipeline.tables; "
+            "print(sorted(m for m in ('timm', 'landscape.models', 'torch', 'statsmodels') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(REPO / "src"), "PATH": ""}).stdout
     assert out.strip() == "[]"

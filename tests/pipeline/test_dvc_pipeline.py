@@ -1,48 +1,41 @@
 """End to end: the whole `dvc repro` on the tiny `ci` profile in a temporary copy of the repo.
 
-Checks every stage's outputs and report page, that a no-op repro reruns nothing and that an
-edited param reruns only the entries it touches. Reruns of single entries (SIGKILL and
-resume, forked vs fresh processes) and bad-input errors are in test_dvc_reruns.py, on a
-repo of their own, so the two modules run on the two xdist workers side by side.
+Checks every stage's outputs and report page, that a no-op repro reruns nothing, that an
+edited param reruns only the entries it touches, and the round trip through an S3 remote. The
+repo is built once per test run (repo_copy.shared_repo) and each module that changes it works
+on a copy: reruns of single entries (SIGKILL and resume, forked vs fresh processes) and
+bad-input errors are in test_dvc_reruns.py, the entries as SLURM jobs in test_slurm.py, so the
+three modules and the paper_smoke run spread over the xdist workers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from landscape.pipeline.params import group_seeds
-from lock_compare import compare_outputs, files_of, lock_outs, pipeline_entries
-from repo_copy import copy_on_ci_profile, restored
+from lock_compare import files_of, lock_outs, pipeline_entries
+from repo_copy import private_copy, restored, shared_repo
 from repo_copy import dvc as _dvc
 from repo_copy import edit_params as _edit_params
-from repo_copy import env as _env
 from repo_copy import run as _run
 
-# `make test` runs pytest-xdist with --dist loadscope: this module is one unit on one worker, so
-# the ci repo is built once (xdist 3.8 with pytest 9 ignores xdist_group under loadgroup, which
-# split the module over both workers and built the repo twice). Session scope: pytest tears a
-# module fixture down whenever the worker's next test comes from another module.
 pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
 def ci_repo(tmp_path_factory) -> Path:
-    repo = copy_on_ci_profile(tmp_path_factory.mktemp("pipeline") / "repo")
-    # As `make repro`: independent entries two at a time, then dvc repro for the rest.
-    LOGS["prerun"] = _run([sys.executable, "-m", "tools.scheduler"], repo).stdout
-    LOGS["repro"] = _dvc("repro", cwd=repo).stdout
-    return repo
+    """A private copy of the ci profile's repo as `make repro` leaves it (built once per test run,
+    repo_copy.shared_repo): the tests below change it and put it back, the last one commits to it."""
+    built = shared_repo(tmp_path_factory, "ci")
+    LOGS.update(built.logs)
+    print(f"ci: {built.logs['seconds']}")
+    return private_copy(built, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 LOGS: dict[str, str] = {}
@@ -341,115 +334,8 @@ def test_every_figure_of_every_page_has_data(ci_repo):
 
 
 # ---------------------------------------------------------------------------- beyond one machine
-# The ci run above, again through a single-node SLURM on this machine (tests/pipeline/slurm_cluster.py),
-# and shared through an S3 remote (moto's server). Both reuse ci_repo: a copy of it for SLURM.
-
-SLURM_RESOURCES = "default: {gpus: 0, cpus: 1, mem_gb: 1, time_min: 30}\n"
-
-
-@pytest.fixture(scope="session")
-def slurm_env():
-    from slurm_cluster import Unavailable, cluster
-
-    try:
-        with cluster() as extra:
-            yield {**_env(), **extra}
-    except Unavailable as exc:
-        print(f"single-node SLURM unavailable: {exc}")
-        pytest.skip(f"single-node SLURM unavailable: {exc}")
-
-
-# The entries rerun as SLURM jobs: the MLPs and the BatchNorm ResNets (with and without skips) of
-# two groups, trained and measured; one job per entry, so the rest of the ci profile's 47 would
-# only repeat these code paths at about 9 s a job.
-SLURM_GROUPS = ("h1_batch", "h2_arch")
-
-
-@pytest.fixture(scope="session")
-def slurm_repo(ci_repo, slurm_env, tmp_path_factory) -> Path:
-    """A copy of ci_repo whose train and measure entries of SLURM_GROUPS were rerun as SLURM jobs."""
-    repo = tmp_path_factory.mktemp("slurm") / "repo"
-    shutil.copytree(ci_repo, repo, symlinks=True)
-    for group in SLURM_GROUPS:
-        shutil.rmtree(repo / "runs" / group)
-        shutil.rmtree(repo / "measure" / group)
-    (repo / "resources.slurm.yaml").write_text(SLURM_RESOURCES)
-    start = time.monotonic()
-    waves = [",".join(f"{kind}_{group}@*" for group in SLURM_GROUPS) for kind in ("train", "measure")]
-    proc = subprocess.run([sys.executable, "-m", "tools.scheduler", "--executor", "slurm", "--resources", "resources.slurm.yaml",
-                           *waves], cwd=repo, env=slurm_env, capture_output=True, text=True, timeout=900)
-    LOGS["slurm"] = proc.stdout + proc.stderr
-    print(f"train and measure entries as SLURM jobs: {time.monotonic() - start:.0f} s")
-    assert proc.returncode == 0, LOGS["slurm"][-3000:]
-    return repo
-
-
-def test_train_and_measure_entries_as_slurm_jobs_give_the_local_runs_dvc_lock_md5s(ci_repo, slurm_repo):
-    params = yaml.safe_load((ci_repo / "params.yaml").read_text())
-    n_train = sum(len(params["experiments"][g]["configs"]) * len(group_seeds(params, g)) for g in SLURM_GROUPS)
-    n_measure = len({e for e in _measure_entries(params) if e.split("@")[0] in {f"measure_{g}" for g in SLURM_GROUPS}})
-    assert n_train == 8 and n_measure == 4
-    assert f"train_h1_batch@*,train_h2_arch@*: {n_train} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
-    assert f"measure_h1_batch@*,measure_h2_arch@*: {n_measure} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
-    for entry in ("train_h1_batch@b32-0", "train_h2_arch@resnet_skip_bn-1", "measure_h2_arch@resnet_noskip_bn"):
-        log = (slurm_repo / ".dvc" / "tmp" / "prerun" / f"{entry}.log").read_text()
-        assert re.match(rf"== {re.escape(entry)}: job \d+ \(restart 0\)", log), log[:300]  # ran as a SLURM job
-    names = {n for n in pipeline_entries(ci_repo) if n.startswith(tuple(f"{k}_{g}@" for k in ("train", "measure") for g in SLURM_GROUPS))}
-    assert len(names) == n_train + n_measure
-    count, problems = compare_outputs(ci_repo, slurm_repo, names)
-    assert problems == [] and count > 10 * n_train
-    assert "up to date" in _dvc("status", *sorted(names), cwd=slurm_repo).stdout  # each committed as dvc repro would
-    # (the analyses downstream are stale: their inputs' wall-clock fields changed)
-
-
-def _epoch(path: Path) -> int:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except Exception:  # not written yet, or being replaced
-        return -1
-
-
-def test_scancel_mid_training_requeues_the_job_and_it_resumes_bit_identical(slurm_repo, slurm_env):
-    stage, epochs = "train_h1_batch@b32-0", 8
-    run = slurm_repo / "runs" / "h1_batch" / "b32" / "seed0"
-
-    def longer(p):  # the bounds' sanity pair must stay the same training but for the labels: edit both
-        for exp, cfg in (("h1_batch", "b32"), ("sanity", "random_labels")):
-            p["experiments"][exp]["configs"][cfg]["train"].update(epochs=epochs, batch_size=16)
-    _edit_params(slurm_repo, longer)
-    shutil.rmtree(run / "checkpoints")
-    coordinator = subprocess.Popen([sys.executable, "-m", "tools.scheduler", "--executor", "slurm", "--resources",
-                                    "resources.slurm.yaml", "validate", stage], cwd=slurm_repo, env=slurm_env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while _epoch(run / "checkpoints" / "last.pt") < 2:
-            assert coordinator.poll() is None and time.monotonic() < deadline, "the job ended before it could be cancelled"
-            time.sleep(0.05)
-        job = subprocess.run(["squeue", "-h", "-n", stage, "-o", "%i"], env=slurm_env, capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run(["scancel", job], env=slurm_env, check=True)
-        killed_at = _epoch(run / "checkpoints" / "last.pt")
-        out, _ = coordinator.communicate(timeout=300)
-    finally:
-        if coordinator.poll() is None:
-            coordinator.kill()
-    assert coordinator.returncode == 0 and 2 <= killed_at < epochs, out[-3000:]
-    assert f"{stage} job {job} ended without a result (JobState=CANCELLED" in out and "requeued (attempt 2 of at most 4)" in out, out[-3000:]
-    assert f"prerun {stage}: 1 committed (0 forked), 0 failed, 0 left to dvc repro, 1 requeued" in out, out[-3000:]
-    headers = re.findall(r"== train_h1_batch@b32-0: job (\d+) \(restart 0\)", (slurm_repo / ".dvc" / "tmp" / "prerun" / f"{stage}.log").read_text())
-    assert len(headers) == 2 and headers[0] == job != headers[1]  # cancelled job, then the resubmitted one
-    resumed = json.loads((run / "metrics.json").read_text())
-    assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] >= killed_at
-    resumed_model = (run / "model.pt").read_bytes()
-    assert "up to date" in _dvc("status", stage, cwd=slurm_repo).stdout
-
-    shutil.rmtree(run / "checkpoints")  # the same entry uninterrupted, from scratch, by plain dvc repro
-    _dvc("repro", "--force", "--single-item", stage, cwd=slurm_repo)
-    uninterrupted = json.loads((run / "metrics.json").read_text())
-    assert uninterrupted["resumed_from_epoch"] == 0 and resumed["state_hash"] == uninterrupted["state_hash"]
-    assert (run / "model.pt").read_bytes() == resumed_model
-    lines = (run / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
-    assert len(lines) == 1 + epochs
+# The ci run shared through an S3 remote (moto's server); the same entries as SLURM jobs are in
+# test_slurm.py.
 
 
 def test_results_round_trip_through_an_s3_remote_to_a_fresh_clone(ci_repo, tmp_path):

@@ -1,11 +1,12 @@
-"""Reruns of single entries and bad input, on a copy of the repo (ci profile) in which only
-the h1_batch/b32 entries were run: prepare, both seeds' training and their measure entry.
+"""Reruns of single entries and bad input, on a private copy of the ci profile's repo as
+`make repro` leaves it (built once per test run, repo_copy.shared_repo); the entries rerun are
+h1_batch/b32's: both seeds' training and their measure entry.
 
 A SIGKILLed train entry resumes from its checkpoint on the next `dvc repro` and ends
 bit-identical to an uninterrupted run; entries that prerun forked from a pre-imported
 interpreter equal plain `dvc repro --force` reruns in fresh processes; bad params and a
-missing data set stop with clear errors. Runs beside test_dvc_pipeline.py (another xdist
-unit), which builds the whole pipeline.
+missing data set stop with clear errors. Runs beside test_dvc_pipeline.py and test_slurm.py
+(other xdist units, on copies of their own).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from repo_copy import copy_on_ci_profile, env, restored
+from repo_copy import env, private_copy, restored, shared_repo
 from repo_copy import dvc as _dvc
 from repo_copy import edit_params as _edit_params
 from repo_copy import run as _run
@@ -36,9 +37,9 @@ LOGS: dict[str, str] = {}
 
 @pytest.fixture(scope="session")
 def b32_repo(tmp_path_factory) -> Path:
-    repo = copy_on_ci_profile(tmp_path_factory.mktemp("reruns") / "repo")
-    # prerun's waves as `make repro` runs them, limited to these entries (forked from its zygote)
-    LOGS["prerun"] = _run([sys.executable, "-m", "tools.scheduler", "validate", "prepare@*", "train_h1_batch@b32-*", "measure_h1_batch@b32"], repo).stdout
+    built = shared_repo(tmp_path_factory, "ci")
+    LOGS.update(built.logs)
+    repo = private_copy(built, tmp_path_factory.mktemp("reruns") / "repo")
     assert "up to date" in _dvc("status", *ENTRIES, cwd=repo).stdout
     return repo
 
@@ -46,8 +47,9 @@ def b32_repo(tmp_path_factory) -> Path:
 def test_forked_entries_match_fresh_processes_bit_for_bit(b32_repo):
     """prerun ran the train and measure entries in forks of a pre-imported interpreter; plain
     `dvc repro --force` of the same entries (fresh processes, from scratch) gives identical results."""
-    assert re.search(r"train_h1_batch@b32-\*: 2 committed \(2 forked\)", LOGS["prerun"]), LOGS["prerun"][-2000:]
-    assert re.search(r"measure_h1_batch@b32: 1 committed \(1 forked\)", LOGS["prerun"]), LOGS["prerun"][-2000:]
+    for wave in ("train_", "measure_"):  # every entry of both waves forked
+        counts = re.search(rf"prerun {wave}\*[^:]*: (\d+) committed \((\d+) forked\), 0 failed", LOGS["prerun"])
+        assert counts and counts[1] == counts[2] and int(counts[1]) > 0, LOGS["prerun"][-2000:]
     stage, run = "train_h1_batch@b32-0", b32_repo / "runs" / "h1_batch" / "b32" / "seed0"
     measured = b32_repo / "measure" / "h1_batch" / "b32"
     model_md5 = lambda: next(o["md5"] for o in yaml.safe_load((b32_repo / "dvc.lock").read_text())["stages"][stage]["outs"]
@@ -137,6 +139,7 @@ def test_bounds_priors_resume_after_sigkill_and_finished_priors_are_skipped(b32_
             p["bounds"]["settings"].update(prior_epochs=epochs, mc_draws=200)
         _edit_params(b32_repo, one_run)
         _run([sys.executable, "-m", "landscape.pipeline.dvcfile"], b32_repo)  # bounds now reads runs/h1_batch alone
+        shutil.rmtree(b32_repo / "bounds" / "priors")  # the ci run's priors (another fingerprint: they would be retrained anyway)
         sequential = {**env(), "LANDSCAPE_WORKERS": "1"}  # seed 0's prior, then seed 1's
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "bounds"], cwd=b32_repo, env=sequential,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

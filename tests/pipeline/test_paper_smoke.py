@@ -2,58 +2,33 @@
 sizes (`profiles/paper_smoke.yaml`, generated from `profiles/paper.yaml`), by the scheduler and
 `dvc repro` in a temporary copy of the repo, on data files written in each set's own format
 (CIFAR-10/100 pickled batches, the MNIST idx files, a Tiny-ImageNet tree of JPEGs, WikiText-2
-raw text; the writers of tests/data_files.py, which the data-set tests use too).
+raw text; the writers of tests/data_files.py, which the data-set tests use too, called by
+repo_copy.write_paper_data).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from data_files import write_cifar10, write_cifar100, write_mnist_family, write_tiny_imagenet, write_wikitext2
-from repo_copy import copy_on_profile
+from repo_copy import PAPER_DATA_SIZES as SIZES
+from repo_copy import TINY_CLASSES, shared_repo
 from repo_copy import dvc as _dvc
-from repo_copy import run as _run
 
 pytestmark = [pytest.mark.slow]
 
-#: Examples written per data set (official train, official test): enough for the largest shrunk
-#: batch (the paper's 2048 / 16 = 128) and for the probe subsets (32).
-SIZES = {"cifar10": (200, 100), "cifar100": (200, 100), "mnist": (200, 100), "tiny_imagenet": (96, 32)}
-TINY_CLASSES = ("n01443537", "n01629819", "n01641577", "n01644900")
-
-
-def write_paper_data(repo: Path) -> None:
-    """The paper profile's on-disk data sets under ``<repo>/data/raw`` (each set's own format)."""
-    root = repo / "data" / "raw"
-    root.mkdir(parents=True)
-    write_cifar10(root, per_batch=SIZES["cifar10"][0] // 5, n_test=SIZES["cifar10"][1])
-    write_cifar100(root, n_train=SIZES["cifar100"][0], n_test=SIZES["cifar100"][1])
-    write_mnist_family(root, "MNIST", n_train=SIZES["mnist"][0], n_test=SIZES["mnist"][1])
-    write_tiny_imagenet(root, per_class_train=SIZES["tiny_imagenet"][0] // len(TINY_CLASSES),
-                        per_class_val=SIZES["tiny_imagenet"][1] // len(TINY_CLASSES), wnids=TINY_CLASSES)
-    write_wikitext2(root, lines=40)
-
-
 LOGS: dict[str, str] = {}
-SECONDS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory) -> Path:
-    started = time.perf_counter()
-    repo = copy_on_profile(tmp_path_factory.mktemp("paper_smoke") / "repo", "paper_smoke", write_paper_data)
-    SECONDS["copy"] = time.perf_counter() - started
-    LOGS["prerun"] = _run([sys.executable, "-m", "tools.scheduler"], repo).stdout
-    SECONDS["prerun"] = time.perf_counter() - started - SECONDS["copy"]
-    LOGS["repro"] = _dvc("repro", cwd=repo).stdout
-    SECONDS["total"] = time.perf_counter() - started
-    print(f"paper_smoke: copy {SECONDS['copy']:.0f}s, scheduler {SECONDS['prerun']:.0f}s, total {SECONDS['total']:.0f}s")
-    return repo
+    """The paper_smoke repo built by the scheduler and `dvc repro` (shared, repo_copy.BUILDERS); read only here."""
+    built = shared_repo(tmp_path_factory, "paper_smoke")
+    LOGS.update(built.logs)
+    print(f"paper_smoke: {built.logs['seconds']}")
+    return built.repo
 
 
 def _params(repo: Path) -> dict:

@@ -62,9 +62,13 @@ def test_smoke_profile_drops_repeated_code_paths(profiles):
     hyp = paper["hypotheses"]
     h2 = small["experiments"][hyp["h2_experiment"]]["configs"]
     arm = set(hyp["h2_norm_configs"])
-    paper_depths = {model_depth(c["model"]) for n, c in paper["experiments"][hyp["h2_experiment"]]["configs"].items() if n not in arm}
-    assert {(model_depth(h2[c]["model"]), h2[c]["model"]["skip"]) for c in h2 if c not in arm} == {
-        (d, s) for d in (min(paper_depths), max(paper_depths)) for s in (True, False)}  # H2's pairs at two depths
+    paper_h2 = paper["experiments"][hyp["h2_experiment"]]["configs"]
+    paper_depths = {model_depth(c["model"]) for n, c in paper_h2.items() if n not in arm}
+    ends = {n for n in paper_h2 if n not in arm and model_depth(paper_h2[n]["model"]) in (min(paper_depths), max(paper_depths))}
+    assert {c for c in h2 if c not in arm} == ends  # H2's skip / no-skip pairs at the paper's shallowest and deepest depth,
+    assert len({model_depth(h2[c]["model"]) for c in ends}) == 2  # still two depths with the blocks capped
+    assert {h2[c]["model"]["skip"] for c in ends} == {True, False}
+    assert max(c["model"].get("blocks_per_stage", 0) for s in small["experiments"].values() for c in s["configs"].values()) == smoke.RESNET_MAX_BLOCKS
     assert arm <= set(h2) and {h2[c]["model"]["norm"] for c in arm} == {"none", "bn", "ln"}  # and its norm arm
     h1 = small["experiments"][hyp["h1_experiment"]]["configs"].values()  # H1's regressors log2(eta/B), log2(B) both vary
     assert len({c["train"]["batch_size"] for c in h1}) == 3 and len({c["train"]["lr"] / c["train"]["batch_size"] for c in h1}) == 2

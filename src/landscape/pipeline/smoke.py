@@ -38,9 +38,11 @@ and sizes shrink, by the rules below (a count is recognised by its key, wherever
   ResNet ``channels`` (64, 128, 256, 512) and ``stem_width`` 64, the transformers'
   ``embed_dim`` (ViT-S 384, rounded up to a multiple of ``num_heads``); the Phi grid's
   ``widths`` too. Transformers keep ``TRANSFORMER_DEPTH`` = 2 blocks (every block runs the
-  same attention code; ViT-S's 12 made its per-layer curvature alone over a minute). ResNet
-  block counts (ResNet-18 vs -34, ``resnet_small``'s ``blocks_per_stage``: a size, no code
-  path of its own), heads, patch size and normalisation are kept.
+  same attention code; ViT-S's 12 made its per-layer curvature alone over a minute);
+  ``resnet_small`` keeps at most ``RESNET_MAX_BLOCKS`` = 2 blocks per stage (H2's ResNet-110,
+  18 blocks a stage, took 30 s per probe entry; its grid's shallowest depth keeps 1 block, the
+  deepest gets 2, so H2 still sees two depths). timm's ResNet-18 vs -34 block counts (their
+  own architectures), heads, patch size and normalisation are kept.
 * **training** of the runs: 1 epoch, batch sizes / 16 (at least 4, so the sizes stay
   distinct), evaluation batches at most 256, a checkpoint every epoch, weight snapshots
   every epoch where the paper keeps them. Along-training records (``track_every``) at every
@@ -92,6 +94,9 @@ DEFAULT_EMBED_DIM = {"vit_small_32": 384, "lm_transformer": 128}
 DEFAULT_HEADS = {"vit_small_32": 6, "lm_transformer": 4}
 #: Blocks of every transformer (each block runs the same attention and MLP code).
 TRANSFORMER_DEPTH = 2
+#: Most residual blocks per stage of ``resnet_small`` (every block runs the same code): the
+#: shallowest depth of H2's grid keeps its 1 and the deepest becomes 2, still two depths.
+RESNET_MAX_BLOCKS = 2
 TIMM_RESNETS = ("resnet18", "resnet34")
 #: Model keys that only size a network (the same code path at any value).
 SIZE_KEYS = ("width", "depth", "channels", "stem_width", "embed_dim", "blocks_per_stage")
@@ -108,7 +113,8 @@ CAPS: dict[str, int] = {
     "dataset_size": 100, "model_samples": 500,
     # passes, products, probes, steps
     "epochs": 1, "batch_size": 16, "recal_batch_size": 16, "chunk_size": 16, "eval_batch_size": 256,
-    "top_k": 8, "trace_matvecs": 12, "slq_probes": 2, "slq_steps": 12, "per_layer_matvecs": 4, "diag_probes": 4,
+    "top_k": 8, "bottom_k": 4, "bottom_max_matvecs": 60, "trace_matvecs": 12, "slq_probes": 2, "slq_steps": 12,
+    "per_layer_matvecs": 4, "diag_probes": 4,
     "eig_matvecs": 10, "along_training_matvecs": 8, "max_matvecs": 60, "diag_examples": 16, "sharpness_examples": 16,
     "steps": 10, "restarts": 1, "align_restarts": 1, "align_max_sweeps": 5, "num_samples": 3, "num_points": 5,
     "line_points": 5, "plane_points": 3, "minimax_points": 3, "num_pairs": 1, "barrier_points": 3, "check_every": 5,
@@ -150,6 +156,8 @@ def _shrink_model(model: Mapping[str, Any]) -> dict[str, Any]:
     name = out.get("name")
     if "width" in out:
         out["width"] = _width(out["width"])
+    if "blocks_per_stage" in out:
+        out["blocks_per_stage"] = min(int(out["blocks_per_stage"]), RESNET_MAX_BLOCKS)
     if name in TIMM_RESNETS:
         out["channels"] = [_width(c) for c in out.get("channels", TIMM_RESNET_CHANNELS)]
         out["stem_width"] = _width(out.get("stem_width", TIMM_RESNET_STEM))

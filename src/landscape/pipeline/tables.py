@@ -18,16 +18,19 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 
 from landscape.pipeline.depth import model_depth
 from landscape.pipeline.layout import Layout
 from landscape.pipeline.params import replication_split, seeds_of
 from landscape.schema import ConfigError
-from landscape.stats.family import Tables
+
+if TYPE_CHECKING:  # imported where used: every report page imports this module, few need torch or the statistics
+    import torch
+
+    from landscape.stats.family import Tables
 
 __all__ = [
     "require",
@@ -115,6 +118,8 @@ def hypothesis_tables(layout: Layout, experiments: Mapping[str, Any], seeds: Seq
             :func:`landscape.pipeline.depth.model_depth`).
         seeds: The seeds of the sweep.
     """
+    from landscape.stats.family import Tables
+
     found = {"runs": 0, "curvature": 0, "bounds": 0, "probes": 0, "escape_trials": 0}
     rows, barrier_rows = [], []
     invariance: dict[str, Any] = {}
@@ -260,6 +265,8 @@ def optimizer_runs(
 
 
 def _load_krylov(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
