@@ -20,7 +20,7 @@ import pytest
 import yaml
 from landscape.pipeline.params import group_seeds
 from lock_compare import files_of, lock_outs, pipeline_entries
-from repo_copy import private_copy, restored, shared_repo
+from repo_copy import measure_entries, private_copy, restored, shared_repo
 from repo_copy import dvc as _dvc
 from repo_copy import edit_params as _edit_params
 from repo_copy import run as _run
@@ -279,11 +279,6 @@ def test_spectra_scaling_stage_fits_every_spectrum_and_renders_its_page(ci_repo)
     assert "Spectra, RMT and scaling laws" in html and html.count('src="data:image/png;base64') >= 3
 
 
-def _measure_entries(params: dict) -> set[str]:
-    return {f"measure_{exp}@{cfg}" for exp, spec in params["experiments"].items() if exp in params["curvature"]
-            for cfg in spec["configs"] or {}}
-
-
 def test_editing_a_module_marks_exactly_the_entries_that_import_it(ci_repo):
     """Deps are the import closure: an edit to a module only measure imports (and validate,
     which checks every stage's config, and dense_check and class_structure, which read the
@@ -296,7 +291,7 @@ def test_editing_a_module_marks_exactly_the_entries_that_import_it(ci_repo):
         try:
             path.write_text(original + "\n# an edit\n")
             stale = set(json.loads(_dvc("status", "--json", cwd=ci_repo).stdout))
-            assert stale == _measure_entries(params) | readers, (rel, stale)
+            assert stale == measure_entries(params) | readers, (rel, stale)
         finally:
             path.write_text(original)
     assert "up to date" in _dvc("status", cwd=ci_repo).stdout

@@ -19,7 +19,7 @@ import torch
 import yaml
 from landscape.pipeline.params import group_seeds
 from lock_compare import compare_outputs, pipeline_entries
-from repo_copy import Built, private_copy, shared_repo
+from repo_copy import Built, measure_entries, private_copy, shared_repo
 from repo_copy import dvc as _dvc
 from repo_copy import edit_params as _edit_params
 from repo_copy import env as _env
@@ -33,11 +33,6 @@ LOGS: dict[str, str] = {}
 def ci_repo(tmp_path_factory) -> Built:
     """The shared ci repo as `make repro` leaves it: read only (the SLURM reruns work on a copy)."""
     return shared_repo(tmp_path_factory, "ci")
-
-
-def _measure_entries(params: dict) -> set[str]:
-    return {f"measure_{exp}@{cfg}" for exp, spec in params["experiments"].items() if exp in params["curvature"]
-            for cfg in spec["configs"] or {}}
 
 
 SLURM_RESOURCES = "default: {gpus: 0, cpus: 1, mem_gb: 1, time_min: 30}\n"
@@ -83,7 +78,7 @@ def test_train_and_measure_entries_as_slurm_jobs_give_the_local_runs_dvc_lock_md
     ci_repo = ci_repo.repo
     params = yaml.safe_load((ci_repo / "params.yaml").read_text())
     n_train = sum(len(params["experiments"][g]["configs"]) * len(group_seeds(params, g)) for g in SLURM_GROUPS)
-    n_measure = len({e for e in _measure_entries(params) if e.split("@")[0] in {f"measure_{g}" for g in SLURM_GROUPS}})
+    n_measure = len({e for e in measure_entries(params) if e.split("@")[0] in {f"measure_{g}" for g in SLURM_GROUPS}})
     assert n_train == 8 and n_measure == 4
     assert f"train_h1_batch@*,train_h2_arch@*: {n_train} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
     assert f"measure_h1_batch@*,measure_h2_arch@*: {n_measure} committed (0 forked), 0 failed" in LOGS["slurm"], LOGS["slurm"][-3000:]
