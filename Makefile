@@ -49,7 +49,8 @@ dvc.yaml: $(STAMP)
 validate: dvc.yaml
 	$(BIN)/python stages/validate.py
 
-# prerun: independent entries two at a time, each committed to dvc.lock; dvc repro runs the rest
+# prerun: independent entries two at a time, each committed to dvc.lock, waves through the report;
+# dvc repro then checks that everything is up to date and reruns what failed
 repro: validate
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m tools.scheduler
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

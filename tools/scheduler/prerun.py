@@ -10,9 +10,11 @@ Usage: python -m tools.scheduler [--executor local|slurm] [--jobs N] [--resource
 order, on an executor (tools/scheduler/executor.py), exactly as ``dvc repro`` would run them
 (the entry's own command, in its working directory, with DVC_ROOT and DVC_STAGE set, its
 non-persistent outputs removed first), and records each success as ``dvc commit`` would
-(hashes into dvc.lock, outputs into the cache). It is the only writer of ``dvc.lock`` and of
-the cache: it holds DVC's repo lock for each wave, and executors only run commands. The
-``dvc repro`` that follows finds those entries up to date and runs the rest.
+(outputs into the cache; hashes into dvc.lock in DVC's own format, by replacing that entry's
+lines instead of DVC's 12 s whole-file rewrite: tools/scheduler/lockfile.py). It is the only
+writer of ``dvc.lock`` and of the cache: it holds DVC's repo lock for each wave, and executors
+only run commands. The default waves end with the hypotheses and the report, so the ``dvc
+repro`` that follows checks that everything is up to date and reruns only what failed here.
 
 Executors:
 
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tools.scheduler.executor import Entry, Executor, Outcome
+from tools.scheduler.lockfile import record
 from tools.scheduler.resources import ResourceTable, load_resources
 
 if TYPE_CHECKING:  # dvc ships no type information: these are Any to mypy, names to the reader
@@ -61,7 +64,8 @@ if TYPE_CHECKING:  # dvc ships no type information: these are Any to mypy, names
 ROOT = Path(__file__).resolve().parents[2]
 # Stages of dvc.yaml in dependency order; the entries of one wave never depend on each other.
 DEFAULT_WAVES = (("validate",), ("prepare@*",), ("train_*", "intrinsic_dim", "sde", "eos"), ("measure_*", "optimizers"),
-                 ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling", "dense_check", "class_structure"))
+                 ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling", "dense_check", "class_structure"),
+                 ("hypotheses",), ("report",))
 # Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
 # first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
 DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
@@ -122,12 +126,6 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text[-lines:])
 
 
-def _record(stages: list[Stage]) -> None:
-    """Write the lock entries of saved and committed ``stages`` (one dvc.lock rewrite for all)."""
-    if stages:
-        stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
-
-
 def entry_of(stage: Stage, resources: ResourceTable, attempt: int = 1) -> Entry:
     """What ``dvc repro`` would run for ``stage``: its commands, working directory and variables."""
     cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
@@ -136,14 +134,13 @@ def entry_of(stage: Stage, resources: ResourceTable, attempt: int = 1) -> Entry:
                  log=_log_path(stage), resources=resources.for_entry(stage.addressing), attempt=attempt)
 
 
-def run_wave(stages: list[Stage], executor: Executor, resources: ResourceTable | None = None, max_requeues: int = 3,
-             record_every_s: float = 30.0) -> WaveResult:
+def run_wave(stages: list[Stage], executor: Executor, resources: ResourceTable | None = None, max_requeues: int = 3) -> WaveResult:
     """Run ``stages`` on ``executor``; commit each one that ends ``done``, requeue each one killed.
 
-    A finished entry's slot is refilled before its outputs are hashed and cached; lock
-    entries are written in batches (every ``record_every_s`` and at the end), since one
-    dvc.lock rewrite costs about as much as an entry's start-up. An entry finished but not
-    yet recorded when the wave is interrupted is recorded; one still running is stopped.
+    A finished entry's slot is refilled before its outputs are hashed and cached; the lock
+    entries of the entries finished in one poll are then written together (one splice of
+    dvc.lock, tools/scheduler/lockfile.py). An entry finished but not yet recorded when the
+    wave is interrupted is recorded; one still running is stopped.
     An entry killed from outside is started again (outputs not removed: a train entry's
     checkpoints are ``persist``) up to ``max_requeues`` times, then counted failed.
     """
@@ -151,7 +148,7 @@ def run_wave(stages: list[Stage], executor: Executor, resources: ResourceTable |
 
     resources = resources or ResourceTable()
     result = WaveResult()
-    start = last_record = time.monotonic()
+    start = time.monotonic()
     pending = [(stage, entry_of(stage, resources)) for stage in stages]
     running: dict[Any, Stage] = {}
     attempts: dict[Stage, int] = {}
@@ -197,15 +194,15 @@ def run_wave(stages: list[Stage], executor: Executor, resources: ResourceTable |
                     log = _log_path(stage)
                     tqdm.write(f"prerun: {stage.addressing} {outcome.detail} (left to dvc repro); log {log}:\n{_tail(log)}")
                 bar.update(1)
-            if unrecorded and time.monotonic() - last_record > record_every_s:
-                _record(unrecorded)
-                unrecorded, last_record = [], time.monotonic()
+            if unrecorded:
+                record(unrecorded)
+                unrecorded = []
             if not finished:
                 time.sleep(0.1)
     finally:
         for handle in running:  # interrupted: stop the entries, commit nothing partial
             executor.cancel(handle)
-        _record(unrecorded)
+        record(unrecorded)
         bar.close()
     result.seconds = time.monotonic() - start
     return result
