@@ -59,14 +59,15 @@ def copy_on_ci_profile(dest: Path) -> Path:
 
 
 def copy_on_profile(dest: Path, profile: str, before_commit: Callable[[Path], object] | None = None) -> Path:
-    """Tracked and untracked (not ignored) files of this checkout, without results, committed
+    """Tracked and untracked (not ignored) files of this checkout, without results (nor the default
+    profile's dvc.lock: its ~430 entries of other stages made every lock write of DVC's 7x slower), committed
     to a fresh git repo at ``dest`` with ``profiles/<profile>.yaml`` as params.yaml and its
     generated dvc.yaml. ``before_commit(dest)`` may add files first (data). Not validated here:
     every caller runs the ``validate`` stage first (the scheduler's first wave), as ``make repro`` does."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         src = REPO / rel
-        if src.is_file() and not rel.startswith(("reports/", "runs/", "data/")):
+        if src.is_file() and not rel.startswith(("reports/", "runs/", "data/")) and rel != "dvc.lock":
             dst = dest / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)

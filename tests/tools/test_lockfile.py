@@ -115,6 +115,7 @@ def test_record_equals_dvc_dump_stages_byte_for_byte(built, tmp_path, case):
     _, theirs = _write(_changed_copy(built, tmp_path / "dvc", start), names, "dvc")
     assert ours_how == "spliced"
     assert ours == theirs
+    assert ((tmp_path / "ours" / "repo" / "dvc.lock").stat().st_mode & 0o777) == ((built / "dvc.lock").stat().st_mode & 0o777)
     assert ours != start and "1e-05" in ours  # the entries did change
     order = [name for name, _ in split_entries(ours) or []]
     assert order == (["grid@1", "grid@2", "grid@3", "folder"] if case == "replace" else ["grid@1", "grid@3", "folder", "grid@2"])

@@ -150,10 +150,13 @@ def _shares_objects(entries: list[Any]) -> bool:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` by a temporary file and ``os.replace``, keeping ``path``'s permission bits."""
+    mode = path.stat().st_mode & 0o7777
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
+        os.chmod(tmp, mode)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
