@@ -87,3 +87,14 @@ def test_tables_read_each_groups_own_seeds(params: dict, tmp_path: Path) -> None
         run.metrics.write_text('{"status": "completed", "test_error": 0.1}')
     tables = hypothesis_tables(layout, {"sweeps": changed["experiments"]["sweeps"]}, changed["seeds"])
     assert sorted(tables.runs["seed"]) == [0, 7]
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", *sorted(p.name for p in (Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml"))])
+def test_load_params_reads_every_profile_as_pyyamls_safe_loader(profile: str) -> None:
+    """libyaml's parser (load_params) against PyYAML's pure-Python safe loader: the same document,
+    anchors and merge keys included (value for value, and shared objects where the file shares them)."""
+    repo = Path(__file__).resolve().parents[2]
+    path = repo / profile if profile == "params.yaml" else repo / "profiles" / profile
+    expected = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    got = load_params(path)
+    assert got == expected and repr(got) == repr(expected)  # repr: also the key order and the int/float types

@@ -89,6 +89,8 @@ def renumber_anchors(entry: str, first: int) -> tuple[str, int] | None:
     None when an alias has no anchor before it in the entry (one shared across entries),
     an anchor is defined twice or never referred to: not what DVC's dumper writes per entry.
     """
+    if "&id" not in entry and "*id" not in entry:  # most entries: nothing shared
+        return entry, first
     defined: set[str] = set()
     number: dict[str, int] = {}
     for match in _ANCHOR.finditer(entry):
