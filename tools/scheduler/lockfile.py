@@ -3,7 +3,7 @@
 DVC's ``Lockfile.dump_stages`` parses the whole dvc.lock with ruamel's round-trip loader and
 dumps it again, for any number of changed entries: 12.3 s per write on the default profile's
 1.8 MB lock (7.7 s parse, 4.6 s dump; measured on a 2-core Intel Xeon), which was most of the
-coordinator's own time (README, "Scheduler profile"). DVC writes block-style YAML in which
+coordinator's own time (profiled: README, the test suite's status). DVC writes block-style YAML in which
 every line at indent 2 under ``stages:`` starts one entry; an entry's text depends on that
 entry alone. So :func:`record` serialises each changed entry with DVC's serializer and
 dumper, replaces that entry's lines (or appends them, as ``dict.update`` orders a new key) and
