@@ -173,3 +173,14 @@ def test_record_refuses_stages_of_two_dvc_files(built, tmp_path):
             record(stages)
     finally:
         dvc.close()
+
+
+def test_objects_shared_across_entries_are_detected_and_within_one_are_not():
+    """ruamel would alias an object shared by two entries across them (one dump of both);
+    record then leaves the write to DVC. Sharing inside one entry is what the anchors handle."""
+    from tools.scheduler.lockfile import _shares_objects
+
+    shared = {"name": "mlp"}
+    assert _shares_objects([{"a": shared}, {"b": [shared]}])
+    assert not _shares_objects([{"a": shared, "b": shared}, {"c": {"name": "mlp"}}])
+    assert not _shares_objects([{"a": 1, "b": "x"}, {"a": 1, "b": "x"}])  # equal scalars are not objects ruamel aliases
