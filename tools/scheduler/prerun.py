@@ -20,7 +20,7 @@ Executors:
 
 - ``local`` (default): child processes of this machine, ``--jobs`` at a time (default 2,
   or LANDSCAPE_JOBS). A plain ``python stages/<x>.py ARGS`` command runs in a fork of one
-  interpreter that imported torch, timm and dvclive once per wave (tools/scheduler/zygote.py;
+  interpreter that imported torch, timm and dvclive once per run (tools/scheduler/zygote.py;
   about 5 s of CPU saved per entry); ``--no-preload`` runs every entry in a fresh process.
   On a GPU machine each entry gets GPUs of its own (its ``gpus`` resource; none: the CPU)
   through CUDA_VISIBLE_DEVICES (tools/scheduler/local.py).
@@ -68,9 +68,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WAVES = (("validate",), ("prepare@*",), ("train_*", "intrinsic_dim", "sde", "eos"), ("measure_*", "optimizers"),
                  ("probe_*", "escape", "bounds", "phi_search", "spectra_scaling", "dense_check", "class_structure"),
                  ("hypotheses",), ("report",))
-# Imported once per wave by the zygote (tools/scheduler/zygote.py) instead of once per entry; landscape
-# first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
-DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "landscape.models", "landscape.training", "landscape.curvature")
+# Imported once per scheduler run by the zygote (tools/scheduler/zygote.py) instead of once per entry;
+# landscape first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
+# dvc.repo (DVCLive opens the repo in every entry) and torch.utils.tensorboard (the train entries'
+# event files) were 0.25 s of a 0.71 s paper_smoke train entry.
+DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "dvc.repo", "torch.utils.tensorboard", "landscape.models",
+                   "landscape.training", "landscape.curvature")
 DEFAULT_RESOURCES = "resources.yaml"
 """The resources file at the repo root, read when it exists and no other is named."""
 EXECUTORS = ("local", "slurm", "submitit-local")
