@@ -91,6 +91,26 @@ def test_prerun_commits_ready_entries_defers_stale_upstream_and_skips_failures(t
     assert again.committed == again.failed == again.deferred == []
 
 
+def test_later_waves_take_the_entries_committed_earlier_in_the_run_as_up_to_date(tmp_path, monkeypatch):
+    from dvc.stage import Stage
+
+    repo = _git_dvc_repo(tmp_path / "toy")
+    checked: list[str] = []
+    changed = Stage.changed
+
+    def recording(self, *args, **kwargs):
+        checked.append(self.addressing)
+        return changed(self, *args, **kwargs)
+
+    monkeypatch.setattr(Stage, "changed", recording)
+    results = prerun([["source"], ["leaf@*"], ["join"]], jobs=2, root=repo)
+    assert [sorted(r.committed) for r in results] == [["source"], ["leaf@1", "leaf@2", "leaf@3"], ["join"]]
+    # Each entry is hashed once, when it is a candidate: source not again as the leaves' upstream,
+    # nor the leaves and source as join's.
+    assert sorted(checked) == ["join", "leaf@1", "leaf@2", "leaf@3", "source"]
+    assert _status(repo) == set()
+
+
 def test_python_entries_run_in_forks_of_the_preloaded_interpreter(tmp_path, monkeypatch):
     repo = _git_dvc_repo(tmp_path / "toy")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # `python` is this interpreter
@@ -112,6 +132,13 @@ def test_python_entries_run_in_forks_of_the_preloaded_interpreter(tmp_path, monk
 def test_prerun_rejects_zero_jobs(tmp_path):
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         prerun([["*"]], jobs=0, root=tmp_path)
+
+
+@pytest.mark.parametrize("args", [["--poll-s", "1"], ["--executor", "slurm", "--grace-s", "0"]], ids=["local", "zero"])
+def test_queue_timings_are_refused_where_they_mean_nothing(args):
+    proc = subprocess.run([sys.executable, "-m", "tools.scheduler", *args], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "is a positive number of seconds for --executor slurm" in proc.stderr, proc.stderr
 
 
 def test_entry_that_exits_0_without_its_outputs_is_left_to_dvc_repro(tmp_path, capsys):

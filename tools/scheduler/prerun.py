@@ -52,6 +52,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,9 +73,12 @@ DEFAULT_WAVES = (("validate",), ("prepare@*",), ("train_*", "intrinsic_dim", "sd
 # Imported once per scheduler run by the zygote (tools/scheduler/zygote.py) instead of once per entry;
 # landscape first: it pins the CPU kernel dispatch (landscape.reproducibility) before torch loads.
 # dvc.repo (DVCLive opens the repo in every entry) and torch.utils.tensorboard (the train entries'
-# event files) were 0.25 s of a 0.71 s paper_smoke train entry.
+# event files) were 0.25 s of a 0.71 s paper_smoke train entry; landscape.stats (statsmodels and
+# scipy.stats) was 0.9 s of CPU in each of the ~25 paper_smoke entries that import it (probes, the
+# analyses, the report stage); matplotlib (0.5 s) in each entry that draws its figures.
 DEFAULT_PRELOAD = ("landscape", "torch", "timm", "dvclive", "dvc.repo", "torch.utils.tensorboard", "landscape.models",
-                   "landscape.training", "landscape.curvature")
+                   "landscape.training", "landscape.curvature", "landscape.stats", "matplotlib.figure",
+                   "matplotlib.backends.backend_agg")
 DEFAULT_RESOURCES = "resources.yaml"
 """The resources file at the repo root, read when it exists and no other is named."""
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -96,8 +100,12 @@ def _log_path(stage: Stage) -> Path:
     return Path(stage.repo.root_dir) / ".dvc" / "tmp" / "prerun" / f"{stage.addressing}.log"
 
 
-def select_entries(repo: Repo, patterns: list[str]) -> tuple[list[Stage], list[Stage]]:
+def select_entries(repo: Repo, patterns: list[str], known_clean: Collection[str] = ()) -> tuple[list[Stage], list[Stage]]:
     """Stale entries matching ``patterns`` whose upstream is up to date, and those deferred.
+
+    ``known_clean``: addresses of entries committed earlier in this scheduler run, taken as up
+    to date without hashing their dependencies again (a later wave's check of its upstream
+    otherwise rehashed every earlier entry's: 670 checks instead of 160 on paper_smoke).
 
     Returns ``(ready, deferred)``, each a list of dvc ``Stage`` objects in pipeline order.
     """
@@ -109,7 +117,7 @@ def select_entries(repo: Repo, patterns: list[str]) -> tuple[list[Stage], list[S
 
     def is_changed(stage: Stage) -> bool:
         if stage not in changed:
-            changed[stage] = bool(stage.changed())
+            changed[stage] = getattr(stage, "addressing", None) not in known_clean and bool(stage.changed())
         return changed[stage]
 
     ready: list[Stage] = []
@@ -236,14 +244,16 @@ def make_executor(kind: str, jobs: int | None = None, preload: tuple[str, ...] =
     raise ValueError(f"unknown executor {kind!r}; executors: {list(EXECUTORS)}")
 
 
-def prerun_wave(patterns: list[str], executor: Executor, resources: ResourceTable | None = None, max_requeues: int = 3) -> WaveResult:
-    """One wave in the DVC repo of the working directory (dvc.yaml and dvc.lock read afresh)."""
+def prerun_wave(patterns: list[str], executor: Executor, resources: ResourceTable | None = None, max_requeues: int = 3,
+                known_clean: Collection[str] = ()) -> WaveResult:
+    """One wave in the DVC repo of the working directory (dvc.yaml and dvc.lock read afresh);
+    ``known_clean`` as :func:`select_entries`."""
     from dvc.repo import Repo, lock_repo
 
     repo = Repo(".")
     try:
         with lock_repo(repo):  # as dvc repro does: no other dvc command writes meanwhile
-            ready, deferred = select_entries(repo, patterns)
+            ready, deferred = select_entries(repo, patterns, known_clean)
             result = run_wave(ready, executor, resources, max_requeues)
         result.deferred = [s.addressing for s in deferred]
     finally:
@@ -273,7 +283,12 @@ def prerun(waves: list[list[str]], jobs: int | None = 2, root: str | os.PathLike
     try:
         runner = make_executor(executor, jobs, preload, gpus, **options)
         try:
-            return [prerun_wave(patterns, runner, table, max_requeues) for patterns in waves]
+            results: list[WaveResult] = []
+            committed: set[str] = set()  # up to date until this run ends (later waves only read them)
+            for patterns in waves:
+                results.append(prerun_wave(patterns, runner, table, max_requeues, frozenset(committed)))
+                committed.update(results[-1].committed)
+            return results
         finally:
             runner.close()
     finally:
@@ -293,7 +308,16 @@ def main() -> None:
                                                      "or every GPU nvidia-smi lists; '' for none)")
     parser.add_argument("--max-requeues", type=int, default=3, help="times a killed entry is submitted again (default 3)")
     parser.add_argument("--no-preload", action="store_true", help="local: run every entry in a fresh process (no zygote)")
+    parser.add_argument("--poll-s", type=float, default=None, help="slurm: seconds between two reads of the queue (default 2)")
+    parser.add_argument("--grace-s", type=float, default=None,
+                        help="slurm: seconds a job may be gone from the queue without its result file before it counts as "
+                             "killed and is requeued (default 10; the result may lag on a shared filesystem)")
     args = parser.parse_args()
+    for flag in ("poll_s", "grace_s"):
+        value = getattr(args, flag)
+        if value is not None and (args.executor == "local" or not value > 0):
+            parser.error(f"--{flag.replace('_', '-')} is a positive number of seconds for --executor slurm or submitit-local")
+    cluster = {k: v for k, v in (("poll_s", args.poll_s), ("grace_s", args.grace_s)) if v is not None}
     waves = [[p for p in w.split(",") if p] for w in args.waves] or [list(w) for w in DEFAULT_WAVES]
     jobs = args.jobs if args.jobs is not None else int(os.environ["LANDSCAPE_JOBS"]) if (
         args.executor == "local" and "LANDSCAPE_JOBS" in os.environ) else None
@@ -308,7 +332,7 @@ def main() -> None:
     dvc_params_cache.install()
     try:
         prerun(waves, jobs=jobs, preload=() if args.no_preload else DEFAULT_PRELOAD, executor=args.executor,
-               resources=args.resources, gpus=gpus, max_requeues=args.max_requeues)
+               resources=args.resources, gpus=gpus, max_requeues=args.max_requeues, **cluster)
     except (ValueError, RuntimeError) as exc:
         sys.exit(f"error: {exc}")
 
