@@ -313,11 +313,10 @@ def main() -> None:
                         help="slurm: seconds a job may be gone from the queue without its result file before it counts as "
                              "killed and is requeued (default 10; the result may lag on a shared filesystem)")
     args = parser.parse_args()
-    for flag in ("poll_s", "grace_s"):
-        value = getattr(args, flag)
-        if value is not None and (args.executor == "local" or not value > 0):
-            parser.error(f"--{flag.replace('_', '-')} is a positive number of seconds for --executor slurm or submitit-local")
     cluster = {k: v for k, v in (("poll_s", args.poll_s), ("grace_s", args.grace_s)) if v is not None}
+    for key, value in cluster.items():
+        if args.executor == "local" or not value > 0:
+            parser.error(f"--{key.replace('_', '-')} is a positive number of seconds for --executor slurm or submitit-local")
     waves = [[p for p in w.split(",") if p] for w in args.waves] or [list(w) for w in DEFAULT_WAVES]
     jobs = args.jobs if args.jobs is not None else int(os.environ["LANDSCAPE_JOBS"]) if (
         args.executor == "local" and "LANDSCAPE_JOBS" in os.environ) else None
