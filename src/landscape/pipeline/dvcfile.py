@@ -105,15 +105,18 @@ def _parse(path: Path, src: Path) -> tuple[frozenset[str], Path | None]:
     return _PARSED[key]
 
 
-def import_closure(entry_points: Iterable[Path], root: Path) -> set[Path]:
+def import_closure(entry_points: Iterable[Path], root: Path, edges: dict[Path, list[Path]] | None = None) -> set[Path]:
     """Repo files executed by importing ``entry_points`` (scripts or notebooks), transitively.
 
     Covers ``landscape.*`` modules under ``root/src`` (with every parent package's
     ``__init__.py``), and sibling scripts a stage script imports by bare name (``_common``).
     Imports inside functions count: a lazy import runs on some path, so its module decides
-    results there.
+    results there. ``edges``: a memo of each file's resolved imports, shared by the closures
+    of one generation (the stage scripts share most of their modules); pass a fresh dict
+    whenever files may have changed since it was filled.
     """
     src = root / "src"
+    edges = {} if edges is None else edges
     todo = [Path(p).resolve() for p in entry_points]
     seen: set[Path] = set()
     while todo:
@@ -121,30 +124,40 @@ def import_closure(entry_points: Iterable[Path], root: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        names, script_dir = _parse(path, src)
-        for name in sorted(names):
-            if script_dir is not None and "." not in name and (script_dir / f"{name}.py").is_file():
-                todo.append((script_dir / f"{name}.py").resolve())
-                continue
-            if not name.startswith("landscape"):
-                continue
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, ...
-                found = _module_file(src, ".".join(parts[:i]))
-                if found is not None:
-                    todo.append(found.resolve())
+        if path not in edges:
+            edges[path] = _imported_files(path, src)
+        todo.extend(edges[path])
     return seen
 
 
-def code_deps(entry_points: Iterable[Path], root: Path) -> list[str]:
+def _imported_files(path: Path, src: Path) -> list[Path]:
+    """The repo files that importing ``path`` runs directly (resolved)."""
+    names, script_dir = _parse(path, src)
+    out: list[Path] = []
+    for name in sorted(names):
+        if script_dir is not None and "." not in name and (script_dir / f"{name}.py").is_file():
+            out.append((script_dir / f"{name}.py").resolve())
+            continue
+        if not name.startswith("landscape"):
+            continue
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, ...
+            found = _module_file(src, ".".join(parts[:i]))
+            if found is not None:
+                out.append(found.resolve())
+    return out
+
+
+def code_deps(entry_points: Iterable[Path], root: Path, edges: dict[Path, list[Path]] | None = None) -> list[str]:
     """The closure of ``entry_points`` as ``dvc.yaml`` deps: a package directory whose every
-    ``.py`` file is in the closure is listed as the directory, other files one by one."""
+    ``.py`` file is in the closure is listed as the directory, other files one by one.
+    ``edges``: as in :func:`import_closure`."""
     root = root.resolve()
-    files = import_closure(entry_points, root)
+    files = import_closure(entry_points, root, edges)
     src_pkg = root / "src" / "landscape"
 
-    def covered(directory: Path) -> bool:
-        return all(p.resolve() in files for p in directory.rglob("*.py"))
+    def covered(directory: Path) -> bool:  # paths under a resolved root resolve to themselves unless a link
+        return all(p in files or p.resolve() in files for p in directory.rglob("*.py"))
 
     out: list[str] = []
 
@@ -195,12 +208,13 @@ class _Builder:
     def __init__(self, params: Mapping[str, Any], layout: Layout):
         self.params, self.layout = params, layout
         self._deps: dict[str, list[str]] = {}
+        self._edges: dict[Path, list[Path]] = {}  # files do not change during one generation
 
     def code(self, script: str, extra: Iterable[Path] = ()) -> list[str]:
         key = script + "|" + "|".join(str(p) for p in extra)
         if key not in self._deps:
             root = self.layout.root
-            self._deps[key] = code_deps([root / "stages" / f"{script}.py", *extra], root)
+            self._deps[key] = code_deps([root / "stages" / f"{script}.py", *extra], root, self._edges)
         return [f"stages/{script}.py", *[d for d in self._deps[key] if d != f"stages/{script}.py"]]
 
     def stage(self, script: str, params: list[str], data: list[str], outs: list[Any], metrics: list[Any],

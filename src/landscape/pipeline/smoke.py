@@ -114,9 +114,9 @@ CAPS: dict[str, int] = {
     "dataset_size": 100, "model_samples": 500,
     # passes, products, probes, steps
     "epochs": 1, "batch_size": 16, "recal_batch_size": 16, "chunk_size": 16, "eval_batch_size": 256,
-    "top_k": 8, "bottom_k": 4, "bottom_max_matvecs": 60, "trace_matvecs": 12, "slq_probes": 2, "slq_steps": 12,
+    "top_k": 8, "bottom_k": 4, "bottom_max_matvecs": 30, "trace_matvecs": 8, "slq_probes": 2, "slq_steps": 8,
     "per_layer_matvecs": 4, "diag_probes": 4,
-    "eig_matvecs": 10, "along_training_matvecs": 8, "max_matvecs": 60, "diag_examples": 16, "sharpness_examples": 16,
+    "eig_matvecs": 10, "along_training_matvecs": 4, "max_matvecs": 60, "diag_examples": 16, "sharpness_examples": 16,
     "steps": 10, "restarts": 1, "align_restarts": 1, "align_max_sweeps": 5, "num_samples": 3, "num_points": 5,
     "line_points": 5, "plane_points": 3, "minimax_points": 3, "num_pairs": 1, "barrier_points": 3, "check_every": 5,
     # draws, resamples, grids
