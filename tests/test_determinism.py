@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from landscape.reproducibility import (
     CUBLAS_WORKSPACE_CONFIG,
     configure_determinism,
     device_record,
+    pinning_applies,
     record_nondeterministic_ops,
 )
 
@@ -72,10 +74,16 @@ def test_configure_torch_adds_the_thread_count(restore_torch_flags, monkeypatch)
     assert settings["threads"] == 1 == torch.get_num_threads() and settings["deterministic_algorithms"] is True
 
 
-def test_cpu_device_record_is_machine_independent_under_the_pins():
+def test_cpu_device_record_names_the_vendor_its_bits_hold_for():
+    """MKL picks GEMM kernels by vendor: the scope names the vendor /proc/cpuinfo reports."""
     record = device_record("cpu")
     assert record["device"] == "cpu" and record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert "bit_identical_within" in record
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        vendor = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("vendor_id"))
+        assert record["cpu_vendor"] == vendor
+    if pinning_applies():
+        assert f"same CPU vendor ({record['cpu_vendor']})" in record["bit_identical_within"]
 
 
 def test_nondeterministic_ops_are_listed_and_warnings_still_shown(recwarn):

@@ -1,4 +1,4 @@
-"""Pinned CPU kernel dispatch: the same bits on every x86-64 machine with AVX2.
+"""Pinned CPU kernel dispatch: the same bits on every x86-64 machine with AVX2 of one CPU vendor.
 
 PyTorch picks its CPU kernels by instruction set at the first operation (ATen's
 ``ATEN_CPU_CAPABILITY``, oneDNN's ``ONEDNN_MAX_CPU_ISA``). An AVX-512 machine and an AVX2
@@ -19,6 +19,12 @@ kernel choice (``OPENBLAS_CORETYPE``) changed no output here and is left alone.
 tensor operation. ATen reads its variable lazily, so that pin also holds when torch was
 imported first, as long as no operation ran; NumPy's holds only if numpy was not imported
 yet. :func:`check_cpu_kernels` verifies both.
+
+Not across CPU vendors: PyTorch's CPU BLAS (MKL in the pinned wheels) picks its GEMM kernels
+by processor vendor, not by ATen's pin, so an Intel and an AMD machine train different bits
+(measured: the same MLP entry, ``model.pt`` ``486cfa32...`` on an Intel Xeon against
+``107f8a43...`` on an AMD EPYC); ``MKL_CBWR`` settings changed the Intel bits but none gave the
+AMD ones. :func:`device_record` names the vendor beside the scope.
 
 Other processors (aarch64): nothing is pinned; results are bit-identical on the same
 machine and equal within floating-point tolerance elsewhere.
@@ -47,6 +53,7 @@ __all__ = [
     "numpy_dispatch",
     "CUBLAS_WORKSPACE_CONFIG",
     "configure_determinism",
+    "cpu_vendor",
     "device_record",
     "NondeterministicOps",
     "record_nondeterministic_ops",
@@ -139,8 +146,8 @@ def configure_determinism(warn_only: bool = True) -> dict[str, Any]:
     switches are recorded but change nothing, and CPU numerics are untouched.
 
     What is then bit-identical (the record's ``bit_identical_within``): on CPU, reruns on any
-    x86-64 machine with AVX2 (pinned kernels, :func:`pin_cpu_kernels`) and the same library
-    versions; on CUDA, reruns on the same GPU model with the same driver, CUDA, cuDNN and
+    x86-64 machine with AVX2 of the same CPU vendor (pinned kernels, :func:`pin_cpu_kernels`;
+    MKL chooses by vendor) and the same library versions; on CUDA, reruns on the same GPU model with the same driver, CUDA, cuDNN and
     torch versions: training (with deterministic algorithms, or where ``warn_only`` let an op
     without a deterministic kernel run, everything except what that op touched; see
     :func:`record_nondeterministic_ops`) and curvature products (Hessian-vector products,
@@ -198,11 +205,24 @@ def _nvidia_driver() -> str | None:
     return match.group(1) if match else None
 
 
+def cpu_vendor() -> str:
+    """The CPU vendor string (``/proc/cpuinfo``'s ``vendor_id``, e.g. ``GenuineIntel`` or
+    ``AuthenticAMD``), else :func:`platform.processor`, else ``"unknown"``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def device_record(device: Any) -> dict[str, Any]:
     """What a result's bits depend on besides the code: the device and its runtime.
 
-    CPU: the dispatched kernel capability (``"AVX2"`` when pinned) and the scope of bit
-    identity. CUDA: the GPU model, compute capability, CUDA runtime, cuDNN, driver and torch
+    CPU: the dispatched kernel capability (``"AVX2"`` when pinned), the CPU vendor and the
+    scope of bit identity. CUDA: the GPU model, compute capability, CUDA runtime, cuDNN, driver and torch
     versions (initialises CUDA on ``device``).
     """
     import torch
@@ -222,11 +242,14 @@ def device_record(device: Any) -> dict[str, Any]:
             "bit_identical_within": "the same GPU model, driver, CUDA, cuDNN and torch versions",
         }
     if device.type == "cpu":
+        vendor = cpu_vendor()
         return {
             "device": "cpu",
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_vendor": vendor,
             "bit_identical_within": (
-                "any x86-64 machine with AVX2 and the same library versions" if pinning_applies() else "this machine"
+                f"any x86-64 machine with AVX2 from the same CPU vendor ({vendor}) and the same library versions"
+                if pinning_applies() else "this machine"
             ),
         }
     return {"device": str(device), "bit_identical_within": "unknown for this device type"}
