@@ -66,6 +66,7 @@ from landscape.curvature.trace import trace  # noqa: E402
 from landscape.data.base import content_hash  # noqa: E402
 from landscape.io import read_json, write_json, write_text  # noqa: E402
 from landscape.models import build_model  # noqa: E402
+from landscape.reproducibility import cpu_info  # noqa: E402
 
 SECTIONS = ("eig", "hvp", "trace", "slq")
 REPO = Path(__file__).resolve().parents[1]
@@ -309,14 +310,7 @@ def loadavg() -> list[float]:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpu_info("model name") or platform.processor() or "unknown"
 
 
 def version(dist: str) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "numpy_dispatch",
     "CUBLAS_WORKSPACE_CONFIG",
     "configure_determinism",
+    "cpu_info",
     "cpu_vendor",
     "device_record",
     "NondeterministicOps",
@@ -205,17 +206,24 @@ def _nvidia_driver() -> str | None:
     return match.group(1) if match else None
 
 
-def cpu_vendor() -> str:
-    """The CPU vendor string (``/proc/cpuinfo``'s ``vendor_id``, e.g. ``GenuineIntel`` or
-    ``AuthenticAMD``), else :func:`platform.processor`, else ``"unknown"``."""
+def cpu_info(field: str) -> str | None:
+    """The first value of ``field`` in ``/proc/cpuinfo`` (e.g. ``"vendor_id"``, ``"model name"``),
+    or None where the file or the field is missing."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == field:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor (``/proc/cpuinfo``'s ``vendor_id``: ``GenuineIntel``, ``AuthenticAMD``),
+    else :func:`platform.processor`, else ``"unknown"``."""
+    return cpu_info("vendor_id") or platform.processor() or "unknown"
 
 
 def device_record(device: Any) -> dict[str, Any]:
