@@ -37,7 +37,7 @@ PARAMS = {
                                                                   "checkpoint_every": 100}}}},
         "curv": {"dataset": "gmm", "configs": {"w512": {"model": {**MLP, "width": 512}, "train": {"epochs": 1, "batch_size": 100}}}},
     },
-    "curvature": {"curv": {"num_examples": 256, "batch_size": 128, "top_k": 10, "eig_tol": 0.01, "trace_matvecs": 30, "slq_probes": 2,
+    "curvature": {"curv": {"num_examples": 256, "batch_size": 128, "top_k": 10, "eig_tol": 0.01, "bottom_k": 2, "bottom_max_matvecs": 30, "trace_matvecs": 30, "slq_probes": 2,
                            "slq_steps": 20, "per_layer": False, "noise_examples": 64, "diag_probes": 4}},
 }
 
@@ -81,7 +81,9 @@ def test_products_are_counted_from_the_settings(small_plan, costs):
     c = PARAMS["curvature"]["curv"]
     lanczos = pricer.lanczos_products(10)
     assert lanczos == 21 + planner.LANCZOS_RESTARTS * (21 - 15)  # basis max(2k+1, 20) = 21, keep k + (m - k) // 2 = 15
-    assert entries["measure_curv@w512"].products["hvps"] == lanczos + c["trace_matvecs"] + 2 * 20 + c["diag_probes"]
+    bottom = c["bottom_max_matvecs"]  # the bottom pass at its budget
+    assert entries["measure_curv@w512"].products["hvps"] == lanczos + bottom + c["trace_matvecs"] + 2 * 20 + c["diag_probes"]
+    assert pricer.bottom_products(0, 30) == 0 and pricer.bottom_products(2, None) == 100 * 20  # the solver's default budget
     assert entries["measure_curv@w512"].peak_part == "per-sample gradients"
     assert small_plan.gpu_hours > 0 and not small_plan.too_big()
 
@@ -138,6 +140,9 @@ def test_memory_settings_of_a_measure_entry_are_priced(costs):
     plain_trace = entry(slq_probes=1, trace_matvecs=90, top_k=1, trace_method="hutchinson", probe_batch_size=1)
     assert hutch.peak_part == "Hutch++ sketch" and plain_trace.peak_part != "Hutch++ sketch"
     assert hutch.peak_bytes - plain_trace.peak_bytes >= (90 - 2 - 42) * pricer.P * 4 * 0.99  # the sketch against one probe block
+    deep_bottom = entry(slq_probes=1, bottom_k=40)  # basis 81: (40 + 81 + 1) vectors and the top Ritz vector, against 42 + 1
+    assert deep_bottom.peak_part == "bottom Lanczos basis"
+    assert deep_bottom.peak_bytes - entry(slq_probes=1, bottom_k=0).peak_bytes == pytest.approx((123 - 43) * pricer.P * 4)
     noisy = {"noise_examples": 64, "slq_probes": 1}
     assert entry(**noisy, noise_memory_bytes=pricer.P * 4 * 8).cpu_seconds > entry(**noisy).cpu_seconds  # streamed: more passes
 

@@ -22,7 +22,8 @@ How an estimate is made:
   ``power_steps`` products on its fixed batch every ``track_every`` steps, and the converged
   lambda_max at the stop, ``FINAL_MAX_HVPS`` at most; a train-to-target run is priced at its
   step cap, an upper bound); measure: Lanczos (``LANCZOS_RESTARTS`` thick restarts of a ``max(2k + 1, 20)``
-  basis), Hutch++ probes, SLQ probes x steps, per-layer Lanczos and trace per module,
+  basis), the bottom pass at its budget ``bottom_max_matvecs`` (an upper bound), Hutch++ probes,
+  SLQ probes x steps, per-layer Lanczos and trace per module,
   Hutchinson diagonal probes, per-sample gradients, at init and at every snapshot; probes,
   bounds, escape, Phi search, intrinsic dimension and the class-structure spectra and
   diagonals likewise (see each ``_<stage>``).
@@ -266,6 +267,14 @@ class Pricer:
         keep = k + (m - k) // 2
         return m + LANCZOS_RESTARTS * (m - keep)
 
+    def bottom_products(self, k: int, budget: int | None) -> int:
+        """Products of the bottom pass: its budget (default ``100`` bases), an upper bound.
+
+        Eigenvalues near zero converge slowly, so the pass usually spends all of it."""
+        if k <= 0:
+            return 0
+        return int(budget) if budget is not None else 100 * min(self.P, max(2 * k + 1, 20))
+
     def lanczos_bytes(self, k: int) -> float:
         m = min(self.P, max(2 * k + 1, 20))
         return (k + m + 1) * self.P * F32
@@ -356,9 +365,11 @@ def _measure(entry: str, run: Mapping[str, Any], c: Mapping[str, Any], seeds: in
     held = (steps + 2) if c.get("slq_reorthogonalize", True) else 3
     noise, diag = int(c.get("noise_examples", 256)), int(c.get("diag_probes", 20))
     per_layer = cost.num_modules * (PER_LAYER_LANCZOS + int(c.get("per_layer_matvecs", 20))) if c.get("per_layer", True) else 0
-    hvps = pricer.lanczos_products(k) + trace_mv + probes * steps + per_layer + (diag if noise else 0)
+    bottom_k = min(int(c.get("bottom_k", 5)), P - 1)
+    bottom = pricer.bottom_products(bottom_k, c.get("bottom_max_matvecs", 300))
+    hvps = pricer.lanczos_products(k) + bottom + trace_mv + probes * steps + per_layer + (diag if noise else 0)
     if c.get("at_init"):
-        hvps += pricer.lanczos_products(k) + trace_mv + probes * steps
+        hvps += pricer.lanczos_products(k) + bottom + trace_mv + probes * steps
     snap = int(run["train"].get("snapshot_every", 0) or 0)
     snapshots = int(run["train"].get("epochs", 10)) // snap + 1 if snap else 0
     hvps += snapshots * (pricer.lanczos_products(1) + int(c.get("along_training_matvecs", 20)))
@@ -370,6 +381,8 @@ def _measure(entry: str, run: Mapping[str, Any], c: Mapping[str, Any], seeds: in
     ritz = k * P * F32
     phases = {
         "Lanczos basis": pricer.lanczos_bytes(k) * on_device + pricer.hvp_transient(b),
+        **({"bottom Lanczos basis": (pricer.lanczos_bytes(bottom_k) + ritz) * on_device + pricer.hvp_transient(b)}
+           if bottom_k > 0 else {}),  # the top Ritz vectors are held meanwhile
         **({"Hutch++ sketch": trace_mv * P * F32 + ritz * on_device + pricer.hvp_transient(b, sketch)}
            if c.get("trace_method", "hutch++") != "hutchinson" else  # Hutchinson keeps one probe block and its products
            {"Hutchinson probes": 2 * min(trace_mv, int(c.get("probe_batch_size") or trace_mv)) * P * F32 + ritz * on_device
