@@ -5,6 +5,7 @@ replaced by a stub, the notebooks themselves run in the end-to-end test)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_pages_from_params(layout):
 
 
 def test_run_renders_every_page_with_the_layout_root(layout, monkeypatch, capsys):
-    def fake_render(name, parameters, lay):  # runs in a forked worker: leaves its arguments in a file
+    def fake_render(name, parameters, lay, kernel):  # runs in a forked worker: leaves its arguments in a file
+        assert isinstance(kernel, report.NotebookKernel)  # the worker's kept kernel (started on first use: never here)
         (lay.root / f"{name}.args").write_text(json.dumps(parameters))
         return lay.report(name)
 
@@ -43,6 +45,49 @@ def test_run_renders_every_page_with_the_layout_root(layout, monkeypatch, capsys
         assert json.loads((layout.root / f"{page}.args").read_text()) == {"root": str(layout.root), "profile": "ci", "pages": ["index", "training"]}
     assert "wrote reports/index.html" in capsys.readouterr().out
     assert report.run(params, layout, notebooks=["training"]) == [layout.report("training")]
+
+
+def _notebook(path, *cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("root = '.'", metadata={"tags": ["parameters"]}, id="parameters")]
+    nb.cells += [nbformat.v4.new_code_cell(src, id=f"cell{i}") for i, src in enumerate(cells)]
+    nbformat.write(nb, path)
+
+
+def test_a_kept_kernel_gives_each_page_a_fresh_session(tmp_path):
+    """A page rendered in a kernel another page has used is byte-identical to the page rendered in a
+    new kernel: the first page's variables, rcParams, pandas options, sys.path entry and figures are
+    gone, and a warning it raised is raised again (papermill's random parameters-cell id is fixed too)."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "helper.py").write_text("import warnings\n\ndef warn():\n    warnings.warn('raised by helper')\n")
+    _notebook(tmp_path / "notebooks" / "dirty.ipynb",
+              "import sys, helper, matplotlib.pyplot as plt, pandas as pd\nleak = 1\nplt.rcParams['lines.linewidth'] = 9\n"
+              "pd.set_option('display.precision', 1)\nsys.path.insert(0, '/nowhere')\nkept = plt.figure()\nhelper.warn()")
+    _notebook(tmp_path / "notebooks" / "probe.ipynb",
+              "import sys, helper, matplotlib.pyplot as plt, pandas as pd\n"
+              "print('leak' in globals(), plt.rcParams['lines.linewidth'], pd.get_option('display.precision'), '/nowhere' in sys.path,"
+              " plt.get_fignums())\nhelper.warn()")
+    layout = Layout(tmp_path)
+    fresh = report.render("probe", {"root": str(tmp_path)}, layout).read_bytes()
+    with report.NotebookKernel(tmp_path) as kernel:
+        report.render("dirty", {"root": str(tmp_path)}, layout, kernel)
+        kept = report.render("probe", {"root": str(tmp_path)}, layout, kernel).read_bytes()
+    assert b"False 1.5 6 False []" in fresh and b"raised by helper" in fresh
+    assert kept == fresh
+
+
+def test_every_notebook_cell_has_a_fixed_id():
+    """A cell without an id gets a random one when read, and the page carries it (a page would differ run to run)."""
+    import nbformat
+
+    notebooks = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        raw = json.loads(path.read_text())
+        assert all("id" in cell for cell in raw["cells"]), path.name
+        assert nbformat.reads(path.read_text(), as_version=4).cells[0]["id"] == raw["cells"][0]["id"]
 
 
 def test_headline_merges_sections_atomically(layout):
