@@ -23,6 +23,7 @@ has that stage), each a list of rows; :func:`write_headline` merges sections int
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import tempfile
@@ -354,7 +355,8 @@ def write_headline(layout: Layout, sections: Mapping[str, Any]) -> Path:
 
 
 def run(params: Mapping[str, Any], layout: Layout, notebooks: Sequence[str] | None = None) -> list[Path]:
-    """Render ``notebooks`` (default: ``report.pages``), two pages at a time, each worker in one kept kernel.
+    """Render ``notebooks`` (default: ``report.pages``), two pages at a time, each worker in one kept kernel
+    and taking the next page when it is free.
 
     A failing page still fails the stage; pages already written stay valid (each is
     written atomically and depends only on the stage's inputs).
@@ -363,15 +365,20 @@ def run(params: Mapping[str, Any], layout: Layout, notebooks: Sequence[str] | No
     parameters = notebook_parameters(params, layout, pages)
     names = list(notebooks or pages)
     workers = max(1, min(len(names), os.cpu_count() or 1, _MAX_WORKERS))
-    shares = [names[i::workers] for i in range(workers)]  # alternate pages: the costly ones spread
+    taken = multiprocessing.get_context("fork").Value("i", 0)  # the next page, handed out to whichever worker is free
 
-    def render_share(share: list[str]) -> list[Path]:
+    def render_pages(_worker: int) -> list[tuple[int, Path]]:
+        done: list[tuple[int, Path]] = []
         with NotebookKernel(layout.root) as kernel:
-            return [render(name, parameters, layout, kernel) for name in share]
+            while True:
+                with taken.get_lock():
+                    i, taken.value = taken.value, taken.value + 1
+                if i >= len(names):
+                    return done
+                done.append((i, render(names[i], parameters, layout, kernel)))
 
-    done = map_forked(render_share, shares, workers=workers)
-    rendered = {name: out for share, outs in zip(shares, done, strict=True) for name, out in zip(share, outs, strict=True)}
-    outs = [rendered[name] for name in names]
+    rendered = dict(pair for part in map_forked(render_pages, range(workers), workers=workers) for pair in part)
+    outs = [rendered[i] for i in range(len(names))]
     for out in outs:
         print(f"wrote {layout.relative(out)}")
     print(f"wrote {layout.relative(write_headline(layout, headline_sections(params, layout)))}")
