@@ -262,8 +262,12 @@ class Pricer:
         one = max(0.0, self.cost.hvp.bytes(b) - b * self.cost.hvp.graph1)
         return one * max(1, min(vectors, self.options.block))
 
+    def basis(self, k: int) -> int:
+        """The Lanczos solver's default basis for ``k`` pairs, ``max(2k + 1, 20)`` (at most P)."""
+        return min(self.P, max(2 * k + 1, 20))
+
     def lanczos_products(self, k: int) -> int:
-        m = min(self.P, max(2 * k + 1, 20))
+        m = self.basis(k)
         keep = k + (m - k) // 2
         return m + LANCZOS_RESTARTS * (m - keep)
 
@@ -273,10 +277,10 @@ class Pricer:
         Eigenvalues near zero converge slowly, so the pass usually spends all of it."""
         if k <= 0:
             return 0
-        return int(budget) if budget is not None else 100 * min(self.P, max(2 * k + 1, 20))
+        return int(budget) if budget is not None else 100 * self.basis(k)
 
     def lanczos_bytes(self, k: int) -> float:
-        m = min(self.P, max(2 * k + 1, 20))
+        m = self.basis(k)
         return (k + m + 1) * self.P * F32
 
     def per_sample(self, n: int, budget: int | None = None) -> tuple[float, float]:
