@@ -1,5 +1,7 @@
 """Shared test set-up: the library is importable from the checkout, CPU-only, single-threaded,
-with the pinned CPU kernels (landscape.reproducibility)."""
+with the pinned CPU kernels (landscape.reproducibility). DVC run by the tests sends no usage
+report: each DVC command otherwise spawns an analytics daemon that tries to reach DVC's server
+(58 of them in one run of the suite, 20 s of CPU, and no network here)."""
 
 import os
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["DVC_NO_ANALYTICS"] = "1"  # inherited by every subprocess the tests start
 
 import landscape  # noqa: E402,F401  (pins the CPU kernel dispatch before torch runs anything)
 import torch  # noqa: E402

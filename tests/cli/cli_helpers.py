@@ -1,7 +1,11 @@
-"""Helpers of the CLI tests (``from cli_helpers import ...``): the one-line error check and tiny MLPs."""
+"""Helpers of the CLI tests (``from cli_helpers import ...``): the one-line error check, the
+in-process run of a command, and tiny MLPs."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -19,6 +23,32 @@ def one_line_error(proc: subprocess.CompletedProcess, subcommand: str) -> str:
     assert lines[0].startswith(f"landscape {subcommand}: error: "), lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     return lines[0]
+
+
+def run_main(subcommand: str, *args: str | os.PathLike, cwd: Path) -> subprocess.CompletedProcess:
+    """``landscape SUBCOMMAND ARGS`` run in ``cwd`` by ``landscape.cli.main`` in this process.
+
+    The bad-input checks use it; each returns before any computation. They need the entry point
+    that the console script calls, with its exit code and streams, not a fresh interpreter: one
+    would spend 3.5 s importing torch and timm before the check. The installed script itself is
+    run by the subprocess tests (``cli.run``). An exception that escapes ``main`` fails the test
+    as the traceback of a subprocess would.
+    """
+    from landscape.cli import main
+
+    argv = [subcommand, *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's usage errors exit 2
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 # ----------------------------------------------------------------------------- small problems

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import one_line_error, tiny_mlp
+from cli_helpers import one_line_error, run_main, tiny_mlp
 from torch.func import functional_call
 
 from landscape.probes import parameter_dict
@@ -65,8 +65,8 @@ def test_the_bezier_curve_keeps_the_end_points_and_lies_lower(connected):
     assert connected["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_two_networks_of_different_widths_are_refused(cli, tiny_problem):
-    proc = cli.run("connect", tiny_problem["model"], tiny_problem["wide"], *MODEL_ARGS, "--data", tiny_problem["data"],
+def test_two_networks_of_different_widths_are_refused(tiny_problem):
+    proc = run_main("connect", tiny_problem["model"], tiny_problem["wide"], *MODEL_ARGS, "--data", tiny_problem["data"],
                    cwd=tiny_problem["root"])
     line = one_line_error(proc, "connect")
     assert re.search(r"checkpoint B .*wide\.pt does not match the architecture MLP .*shape mismatches: "
@@ -84,7 +84,7 @@ def test_two_networks_of_different_widths_are_refused(cli, tiny_problem):
         pytest.param(["{model}", "--data", "{data}"], r"the following arguments are required: B", id="one-checkpoint"),
     ],
 )
-def test_bad_input_stops_with_one_line_naming_the_problem(cli, tiny_problem, args, expected):
+def test_bad_input_stops_with_one_line_naming_the_problem(tiny_problem, args, expected):
     paths = {k: str(v) for k, v in tiny_problem.items()}
-    proc = cli.run("connect", *[a.format(**paths) for a in args], cwd=tiny_problem["root"])
+    proc = run_main("connect", *[a.format(**paths) for a in args], cwd=tiny_problem["root"])
     assert re.search(expected, one_line_error(proc, "connect")), proc.stderr

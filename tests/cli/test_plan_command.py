@@ -13,7 +13,7 @@ import re
 
 import pytest
 import yaml
-from cli_helpers import one_line_error
+from cli_helpers import one_line_error, run_main
 
 PROFILE = {
     "profile": "cli_plan",
@@ -72,7 +72,7 @@ def test_an_entry_above_the_stated_memory_is_named_and_exits_1(cli, planned):
         pytest.param(["--profile", "missing.yaml"], r"missing\.yaml", id="missing-profile"),
     ],
 )
-def test_bad_input_stops_with_one_line_naming_the_problem(cli, planned, args, expected):
+def test_bad_input_stops_with_one_line_naming_the_problem(planned, args, expected):
     root, _, _ = planned
-    proc = cli.run("plan", *args, cwd=root)
+    proc = run_main("plan", *args, cwd=root)
     assert re.search(expected, one_line_error(proc, "plan")), proc.stderr

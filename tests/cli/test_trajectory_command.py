@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import one_line_error, save_run_checkpoint, tiny_mlp
+from cli_helpers import one_line_error, run_main, save_run_checkpoint, tiny_mlp
 from torch.func import functional_call
 
 from landscape.probes import parameter_dict
@@ -109,7 +109,7 @@ def test_files_in_time_order_give_the_same_result_as_the_run_directory(cli, tiny
         pytest.param(["{model}", "{model}", "{model}"], r"all snapshots equal the final one: the path spans no direction$", id="no-extent"),
     ],
 )
-def test_bad_input_stops_with_one_line_naming_the_problem(cli, tiny_problem, args, expected):
+def test_bad_input_stops_with_one_line_naming_the_problem(tiny_problem, args, expected):
     filled = [a.format(**{k: str(v) for k, v in tiny_problem.items()}) for a in args]
-    proc = cli.run("trajectory", *filled, "--data", tiny_problem["data"], cwd=tiny_problem["root"])
+    proc = run_main("trajectory", *filled, "--data", tiny_problem["data"], cwd=tiny_problem["root"])
     assert re.search(expected, one_line_error(proc, "trajectory")), proc.stderr
