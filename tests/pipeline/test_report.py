@@ -74,6 +74,8 @@ def test_a_kept_kernel_gives_each_page_a_fresh_session(tmp_path):
     with report.NotebookKernel(tmp_path) as kernel:
         report.render("dirty", {"root": str(tmp_path)}, layout, kernel)
         kept = report.render("probe", {"root": str(tmp_path)}, layout, kernel).read_bytes()
+        # each page: the reset's client and papermill's, whose channels nbclient leaves running
+        assert len(kernel.clients()) == 4 and not any(c.channels_running for c in kernel.clients())
     assert b"False 1.5 6 False []" in fresh and b"raised by helper" in fresh
     assert kept == fresh
 

@@ -166,11 +166,30 @@ def offline_exporter() -> Any:
     return exporter
 
 
+def _recording_manager() -> Any:
+    """A started-on-demand ``KernelManager`` that keeps every client it hands out in ``clients``."""
+    from jupyter_client.manager import KernelManager
+
+    class RecordingKernelManager(KernelManager):
+        clients: list[Any]
+
+        def client(self, **kwargs: Any) -> Any:
+            made = super().client(**kwargs)
+            self.clients.append(made)
+            return made
+
+    manager = RecordingKernelManager(kernel_name="python3")
+    manager.clients = []
+    return manager
+
+
 class NotebookKernel:
     """One Python kernel for several pages, started on first use, in ``cwd``.
 
     :meth:`fresh` resets it to a fresh session (:data:`_RESET_KERNEL`) and returns its kernel
-    manager for papermill. Use as a context manager: the kernel is stopped on exit.
+    manager for papermill; :meth:`close_clients` then stops the channels of the client papermill
+    opened on it (nbclient stops a client only when it owns the kernel, so each page would leave
+    its sockets and channel threads open). Use as a context manager: the kernel is stopped on exit.
     """
 
     def __init__(self, cwd: Path) -> None:
@@ -180,9 +199,7 @@ class NotebookKernel:
     def fresh(self) -> Any:
         """The started kernel's manager, its session reset; raises when the reset fails."""
         if self._manager is None:
-            from jupyter_client.manager import KernelManager
-
-            manager = KernelManager(kernel_name="python3")
+            manager = _recording_manager()
             manager.start_kernel(cwd=str(self.cwd))
             self._manager = manager
         client = self._manager.client()
@@ -196,11 +213,22 @@ class NotebookKernel:
             raise RuntimeError(f"resetting the report kernel failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
         return self._manager
 
+    def clients(self) -> list[Any]:
+        """Every client handed out on the kernel so far (the reset's and papermill's)."""
+        return [] if self._manager is None else list(self._manager.clients)
+
+    def close_clients(self) -> None:
+        """Stop the channels of every client handed out on the kernel that still runs them."""
+        for client in self.clients():
+            if client.channels_running:
+                client.stop_channels()
+
     def __enter__(self) -> NotebookKernel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._manager is not None:
+            self.close_clients()
             self._manager.shutdown_kernel(now=True)
             self._manager = None
 
@@ -215,15 +243,19 @@ def render(name: str, parameters: Mapping[str, Any], layout: Layout, kernel: Not
 
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / f"{name}.ipynb"
-        papermill.execute_notebook(
-            str(layout.notebook(name)),
-            str(executed),
-            parameters=dict(parameters),
-            cwd=str(layout.root),
-            kernel_name="python3",
-            progress_bar=False,
-            **({"km": kernel.fresh()} if kernel is not None else {}),
-        )
+        try:
+            papermill.execute_notebook(
+                str(layout.notebook(name)),
+                str(executed),
+                parameters=dict(parameters),
+                cwd=str(layout.root),
+                kernel_name="python3",
+                progress_bar=False,
+                **({"km": kernel.fresh()} if kernel is not None else {}),
+            )
+        finally:
+            if kernel is not None:
+                kernel.close_clients()
         notebook = nbformat.read(executed, as_version=4)
     for cell in notebook.cells:  # papermill gives its parameters cell a random id, which the page would carry
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
