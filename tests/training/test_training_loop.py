@@ -42,6 +42,33 @@ def test_same_seed_bit_identical_and_seed_matters():
     assert set(a.final) == {"train_loss", "train_error", "test_loss", "test_error", "gen_gap"}
 
 
+def test_a_steps_gradients_are_freed_before_the_next_backward_allocates_its_own():
+    """At the peak of a training step (its backward) the previous step's gradients are gone: a
+    reference kept past zero_grad(set_to_none=True) would hold a second copy of every gradient."""
+    import weakref
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    net = model()
+    previous: list[weakref.ref] = []
+    alive_in_backward: list[int] = []
+
+    def after_step(optimizer, args, kwargs):
+        previous[:] = [weakref.ref(p.grad) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    def in_backward(module, grad_input, grad_output):
+        alive_in_backward.append(sum(ref() is not None for ref in previous))
+
+    net[-1].register_full_backward_hook(in_backward)  # runs first in each backward, before any new gradient
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        train_model(net, data(), data(64, seed=1), TrainConfig(epochs=1, batch_size=64, lr=0.05), seed=0)
+    finally:
+        handle.remove()
+    assert len(alive_in_backward) == 256 // 64 and len(previous) == 6
+    assert alive_in_backward == [0, 0, 0, 0]
+
+
 def test_resume_after_interruption_is_bit_identical(tmp_path):
     train, test = data(), data(64, seed=1)
     reference = train_model(model(), train, test, CFG, seed=0)

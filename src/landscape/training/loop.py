@@ -285,8 +285,10 @@ def _train(
                     optimizer.backward(loss)  # also refreshes its Hessian estimate when due
                 else:
                     loss.backward()
-                grads = [p.grad for p in params if p.grad is not None]
-                grad_sq += torch.stack(torch._foreach_norm(grads)).pow(2).sum()
+                # no list of the gradients outlives this line: one would keep them alive through the
+                # next step's backward (zero_grad(set_to_none) drops p.grad, not other references),
+                # a second copy of every gradient at the peak
+                grad_sq += torch.stack(torch._foreach_norm([p.grad for p in params if p.grad is not None])).pow(2).sum()
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()
