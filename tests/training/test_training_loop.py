@@ -44,7 +44,8 @@ def test_same_seed_bit_identical_and_seed_matters():
 
 def test_a_steps_gradients_are_freed_before_the_next_backward_allocates_its_own():
     """At the peak of a training step (its backward) the previous step's gradients are gone: a
-    reference kept past zero_grad(set_to_none=True) would hold a second copy of every gradient."""
+    reference kept past zero_grad(set_to_none=True) would hold a second copy of every gradient.
+    The evaluation after each epoch runs without the last step's gradients too."""
     import weakref
 
     from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -59,14 +60,22 @@ def test_a_steps_gradients_are_freed_before_the_next_backward_allocates_its_own(
     def in_backward(module, grad_input, grad_output):
         alive_in_backward.append(sum(ref() is not None for ref in previous))
 
+    def in_evaluation(module, args):
+        if not module.training:
+            alive_in_evaluation.append(sum(ref() is not None for ref in previous))
+
+    alive_in_evaluation: list[int] = []
     net[-1].register_full_backward_hook(in_backward)  # runs first in each backward, before any new gradient
+    net.register_forward_pre_hook(in_evaluation)
     handle = register_optimizer_step_post_hook(after_step)
     try:
-        train_model(net, data(), data(64, seed=1), TrainConfig(epochs=1, batch_size=64, lr=0.05), seed=0)
+        train_model(net, data(), data(64, seed=1), TrainConfig(epochs=2, batch_size=64, lr=0.05), seed=0)
     finally:
         handle.remove()
-    assert len(alive_in_backward) == 256 // 64 and len(previous) == 6
-    assert alive_in_backward == [0, 0, 0, 0]
+    assert len(alive_in_backward) == 2 * 256 // 64 and len(previous) == 6
+    assert alive_in_backward == [0] * 8
+    # nor do the last step's gradients stay for the epoch's evaluation (test, then train split)
+    assert len(alive_in_evaluation) >= 2 and set(alive_in_evaluation) == {0}
 
 
 def test_resume_after_interruption_is_bit_identical(tmp_path):

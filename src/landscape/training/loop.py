@@ -310,6 +310,10 @@ def _train(
                 if tracker is not None and step % cfg.track_every == 0 and tracker.record(model, step):
                     status, taken = "completed", i + 1  # the target train loss is reached
                     break
+        # The last step's gradients are not needed to evaluate, checkpoint or hash (the next step
+        # drops them before its backward anyway): freed here, they are not held beside the
+        # evaluation's activations
+        optimizer.zero_grad(set_to_none=True)
         if status == "diverged":
             checkpoint(epoch)
             break
