@@ -14,8 +14,12 @@ process of a single-threaded parent (``fork`` keeps imports out of the measureme
 Memory is the rise of the child's peak resident set (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs`` before the operation) over its resident set just before it;
 everything the operation allocates counts, model and data excluded (the planner adds those
-from their sizes). Time is the best of ``repeats`` calls. Both are fitted as
-``a + b * batch`` from the two batch sizes.
+from their sizes). It is measured in a child of its own whose glibc malloc hands freed blocks
+back at once (:func:`return_freed_memory`; the timed child keeps the defaults, under which a
+freed block is reused), so the figure is what the operation holds at its peak, as a GPU's
+``max_memory_allocated`` counts it, not what the allocator keeps for reuse: with glibc's
+defaults the same measurement of one training entry varied by a fifth between runs. Time is
+the best of ``repeats`` calls. Both are fitted as ``a + b * batch`` from the two batch sizes.
 
 Models above ``max_params`` parameters whose size is set by ``width`` (the MLP grid's width
 4096) are measured at a reduced width and scaled to the full parameter count P: time and the
@@ -41,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelSpec", "OpCost", "ModelCost", "measure_model", "matvec_bandwidth", "peak_rss_rise", "CostCache", "BATCHES"]
+__all__ = ["ModelSpec", "OpCost", "ModelCost", "measure_model", "matvec_bandwidth", "peak_rss_rise", "return_freed_memory", "CostCache",
+           "BATCHES"]
 
 #: The two batch sizes of every measurement.
 BATCHES = (8, 64)
@@ -162,6 +167,30 @@ def peak_rss_rise(fn: Callable[[], Any]) -> tuple[Any, int]:
     return out, 1024 * max(0, _status_kib("VmHWM") - before)
 
 
+# mallopt(3) parameters of glibc
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def return_freed_memory(mmap_threshold: int = 64 * 1024) -> bool:
+    """Make glibc's malloc in this process give freed memory back to the OS at once.
+
+    Blocks of ``mmap_threshold`` bytes or more are mapped on their own and unmapped when freed,
+    and the heap keeps no trim threshold or top pad, so the resident set follows the bytes held
+    (the environment's ``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0
+    MALLOC_TOP_PAD_=0`` do the same from a process's start). Returns False, changing nothing,
+    where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    settings = ((_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, 0), (_M_TOP_PAD, 0))
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
 def _in_fork(fn: Callable[[], Any]) -> Any:
     """``fn()`` computed in a forked child (its result pickled back)."""
     read, write = os.pipe()
@@ -186,9 +215,17 @@ def _in_fork(fn: Callable[[], Any]) -> Any:
 
 
 def _one(spec: ModelSpec, width: int | None, op: str, batch: int, repeats: int) -> tuple[float, int, int]:
-    """(best seconds, peak bytes, kept-graph bytes) of ``op`` at ``batch`` (run in a fork)."""
+    """(best seconds, peak bytes, kept-graph bytes) of ``op`` at ``batch``, run in a fork.
+
+    With ``repeats`` calls: timed, glibc's malloc at its defaults (a freed block is reused, as
+    in a long run), and the peak taken over them. With ``repeats=0``: one call, untimed, after
+    :func:`return_freed_memory` from the child's start, so the peak counts the bytes held.
+    """
     from landscape.curvature.operators import HessianOperator
 
+    held = repeats == 0
+    if held:
+        return_freed_memory()
     torch.set_num_threads(1)
     model = spec.build(width).eval()
     x, y = spec.example_batch(batch)
@@ -203,7 +240,7 @@ def _one(spec: ModelSpec, width: int | None, op: str, batch: int, repeats: int) 
             hop = HessianOperator(model, F.cross_entropy, [(x, y)])
             graph = int(hop.report.graph_bytes or 0)
             v = torch.randn(hop.shape[0])
-        for _ in range(repeats):
+        for _ in range(max(1, repeats)):
             started = time.perf_counter()
             if op == "forward":
                 with torch.no_grad():
@@ -216,7 +253,7 @@ def _one(spec: ModelSpec, width: int | None, op: str, batch: int, repeats: int) 
             best = min(best, time.perf_counter() - started)
 
     _, peak = peak_rss_rise(work)
-    return best, peak, graph
+    return (math.nan if held else best), peak, graph
 
 
 def measure_model(spec: ModelSpec, batches: tuple[int, int] = BATCHES, repeats: int = 2, max_params: int = MAX_PARAMS) -> ModelCost:
@@ -232,7 +269,8 @@ def measure_model(spec: ModelSpec, batches: tuple[int, int] = BATCHES, repeats: 
     scale = num_params / measured
     costs = {}
     for op in ("forward", "gradient", "hvp"):
-        (t1, m1, _), (t2, m2, g2) = (_in_fork(functools.partial(_one, spec, width, op, b, repeats)) for b in batches)
+        t1, t2 = (_in_fork(functools.partial(_one, spec, width, op, b, repeats))[0] for b in batches)
+        (_, m1, _), (_, m2, g2) = (_in_fork(functools.partial(_one, spec, width, op, b, 0)) for b in batches)
         db = batches[1] - batches[0]
         s1 = max(0.0, (t2 - t1) / db)
         mem1 = max(0.0, (m2 - m1) / db)
@@ -259,11 +297,13 @@ def matvec_bandwidth(rows: int = 4096, cols: int = 8192, repeats: int = 5) -> fl
 
 class CostCache:
     """Measured :class:`ModelCost` by spec key, kept in a JSON file between planner runs
-    (with the torch version and machine it was measured on; another version re-measures)."""
+    (with the torch version, machine and way of measuring it was measured with; another
+    stamp re-measures)."""
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
-        self.stamp = {"torch": torch.__version__, "machine": os.uname().machine, "batches": list(BATCHES)}
+        self.stamp = {"torch": torch.__version__, "machine": os.uname().machine, "batches": list(BATCHES),
+                      "memory": "bytes held: freed blocks returned"}
         self.costs: dict[str, ModelCost] = {}
         self._bandwidth: float | None = None
         if self.path is not None and self.path.is_file():
