@@ -43,7 +43,9 @@ How an estimate is made:
 
 Data sizes come from ``data/prepared/<key>/meta.json`` when the data set is prepared, else
 from the published sizes in ``KNOWN_SIZES``. On a CPU (``--device cpu``) the same model gives
-the entry's expected peak resident-set rise (tested against measured peaks at small sizes).
+the entry's expected peak resident-set rise in bytes held, freed blocks handed back to the OS
+(:func:`~landscape.pipeline.plan_costs.return_freed_memory`), tested within 1.4x of measured
+peaks at small sizes.
 """
 
 from __future__ import annotations
