@@ -128,7 +128,8 @@ def test_memory_settings_of_a_measure_entry_are_priced(costs):
     pricer = planner.Pricer(costs.get(ModelSpec.of(model, (256,), 10)), PlanOptions(device="cpu"))
     data = data_shape(PARAMS, "gmm", Path("."))
     run = PARAMS["experiments"]["curv"]["configs"]["w512"]
-    slq_heavy = {**PARAMS["curvature"]["curv"], "top_k": 1, "trace_matvecs": 6, "slq_probes": 8, "slq_steps": 40, "noise_examples": 0}
+    slq_heavy = {**PARAMS["curvature"]["curv"], "top_k": 1, "trace_matvecs": 6, "slq_probes": 8, "slq_steps": 40, "noise_examples": 0,
+                 "bottom_k": 0}
 
     def entry(**settings):
         return planner._measure("m", run, {**slq_heavy, **settings}, 1, data, pricer, PlanOptions(device="cpu"))
@@ -136,16 +137,16 @@ def test_memory_settings_of_a_measure_entry_are_priced(costs):
     base, grouped = entry(), entry(probe_batch_size=2)
     assert base.peak_part == grouped.peak_part == "SLQ bases"
     assert base.peak_bytes - grouped.peak_bytes == pytest.approx((8 - 2) * 42 * pricer.P * 4)
-    plain = entry(slq_reorthogonalize=False)  # 3 vectors per probe (24 here, against the top-1 basis' 22)
+    plain = entry(slq_reorthogonalize=False)  # 3 vectors per probe (24 here, against the top-1 solve's 2 + 20 + 1)
     assert plain.peak_part == "SLQ bases" and base.peak_bytes - plain.peak_bytes == pytest.approx(8 * (42 - 3) * pricer.P * 4)
     assert entry(basis_device="cpu").peak_bytes < base.peak_bytes  # bases and Ritz vectors in host memory
     hutch = entry(slq_probes=1, trace_matvecs=90, top_k=1)
     plain_trace = entry(slq_probes=1, trace_matvecs=90, top_k=1, trace_method="hutchinson", probe_batch_size=1)
     assert hutch.peak_part == "Hutch++ sketch" and plain_trace.peak_part != "Hutch++ sketch"
     assert hutch.peak_bytes - plain_trace.peak_bytes >= (90 - 2 - 42) * pricer.P * 4 * 0.99  # the sketch against one probe block
-    deep_bottom = entry(slq_probes=1, bottom_k=40)  # basis 81: (40 + 81 + 1) vectors and the top Ritz vector, against 42 + 1
+    deep_bottom = entry(slq_probes=1, bottom_k=40)  # basis 81: (2 40 + 81 + 1) vectors and the top Ritz vector, against 42 + 1
     assert deep_bottom.peak_part == "bottom Lanczos basis"
-    assert deep_bottom.peak_bytes - entry(slq_probes=1, bottom_k=0).peak_bytes == pytest.approx((123 - 43) * pricer.P * 4)
+    assert deep_bottom.peak_bytes - entry(slq_probes=1).peak_bytes == pytest.approx((163 - 43) * pricer.P * 4)
     noisy = {"noise_examples": 64, "slq_probes": 1}
     assert entry(**noisy, noise_memory_bytes=pricer.P * 4 * 8).cpu_seconds > entry(**noisy).cpu_seconds  # streamed: more passes
 

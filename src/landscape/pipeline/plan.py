@@ -29,7 +29,8 @@ How an estimate is made:
   diagonals likewise (see each ``_<stage>``).
 * **Memory by phase.** Peak = what stays resident (parameters, the data on the device,
   optimizer state, the kept gradient graphs of the HVP operator) + the largest phase: an
-  operation's measured working memory, the Lanczos basis ``(k + m + 1) P``, the Hutch++
+  operation's measured working memory, the Lanczos basis and Ritz vectors ``(2k + m + 1) P``
+  (:func:`~landscape.curvature.lanczos.lanczos_basis_bytes`), the Hutch++
   sketch, the SLQ bases ``probes * steps * P``, the gradient covariance (dense, about
   ``3 N P`` float32, when that fits the estimator's default budget; else streamed, a panel of
   rows and the ``N x N`` Gram matrix), the dense intrinsic-dimension projection ``P d``. On a
@@ -282,8 +283,10 @@ class Pricer:
         return int(budget) if budget is not None else 100 * self.basis(k)
 
     def lanczos_bytes(self, k: int) -> float:
-        m = self.basis(k)
-        return (k + m + 1) * self.P * F32
+        """What ``top_eigenpairs`` with ``k`` pairs holds, as the solver states it (float32)."""
+        from landscape.curvature.lanczos import lanczos_basis_bytes
+
+        return float(lanczos_basis_bytes(self.P, k, itemsize=F32))
 
     def per_sample(self, n: int, budget: int | None = None) -> tuple[float, float]:
         """(seconds, bytes) of the gradient covariance of ``n`` per-sample gradients, as
@@ -508,8 +511,6 @@ def _class_structure(params: Mapping[str, Any], shapes: Callable[[str], DataShap
     """Top-k Lanczos of G and H per spectrum run and seed (each at most ``max_matvecs`` products,
     basis of :func:`~landscape.curvature.lanczos.lanczos_basis_bytes`), and per diagonal run the
     ``1 + C`` per-example gradient passes and ``diag_probes`` (H, G) product pairs."""
-    from landscape.curvature.lanczos import lanczos_basis_bytes
-
     c = params["class_structure"]
     e = EntryEstimate("class_structure", "class_structure", products={"hvps": 0, "per_sample_gradients": 0})
     resident, phases = 0.0, {}
@@ -522,7 +523,7 @@ def _class_structure(params: Mapping[str, Any], shapes: Callable[[str], DataShap
         e.products["hvps"] += seeds * products
         e.cpu_seconds += seeds * (products * pricer.hvp_seconds(N, b) + 2 * pricer.pass_seconds(pricer.cost.gradient, N, b))
         resident = max(resident, pricer.cost.param_bytes + data.bytes(N) + pricer.hvp_resident(N, b))
-        phases[f"top-{k} Lanczos basis ({name})"] = lanczos_basis_bytes(pricer.P, k, itemsize=F32) + pricer.hvp_transient(b)
+        phases[f"top-{k} Lanczos basis ({name})"] = pricer.lanczos_bytes(k) + pricer.hvp_transient(b)
     group = c.get("diag_experiment", "h1_batch")
     configs = list(params["experiments"][group]["configs"]) if c.get("diag_configs", "all") == "all" else list(c["diag_configs"])
     data, curv = shapes(group), params["curvature"][group]

@@ -167,7 +167,7 @@ def offline_exporter() -> Any:
 
 
 def _recording_manager() -> Any:
-    """A started-on-demand ``KernelManager`` that keeps every client it hands out in ``clients``."""
+    """A ``KernelManager`` (not started) that keeps every client it hands out in ``clients``."""
     from jupyter_client.manager import KernelManager
 
     class RecordingKernelManager(KernelManager):
